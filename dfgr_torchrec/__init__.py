@@ -1,0 +1,1 @@
+"""DFGR for TorchRec."""

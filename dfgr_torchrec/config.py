@@ -1,0 +1,222 @@
+"""Configuration dataclasses for the DFGR / MetaGR modules.
+
+Every field is typed and validated in ``__post_init__`` so a bad value fails where it is set,
+with the field's name in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+
+
+class AttentionForm(str, enum.Enum):
+    """How attention weights are formed from query-key scores."""
+
+    POINTWISE = "pointwise"  # HSTU: SiLU(q.k / sqrt(d)) / max_seq_len, no softmax, gated by u
+    SOFTMAX = "softmax"  # softmax(q.k / sqrt(d)) over the visible keys, gated by u
+
+
+class MaskMode(str, enum.Enum):
+    """Which earlier interactions a prediction may look at."""
+
+    POSITION = "position"  # interaction i sees interactions j < i
+    SESSION = "session"  # interaction i sees interactions with t_j < t_i (same-timestamp items never see each other's actions)
+
+
+class MergeOp(str, enum.Enum):
+    """How the item and action embeddings of one interaction become one token."""
+
+    SUM = "sum"
+    CONCAT = "concat"  # concat(item, action) -> Linear -> d_model
+
+
+class AttentionKernel(str, enum.Enum):
+    """Implementation behind the jagged attention interface."""
+
+    PYTORCH = "pytorch"  # batched matmuls on sequences padded to the batch's longest
+    REFERENCE = "reference"  # a per-sequence Python loop; slow, the ground truth in tests
+
+
+def _check(condition: bool, key: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise ValueError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _enum(enum_type: Type[enum.Enum], key: str, value: Any) -> Any:
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except ValueError:
+        choices = ", ".join(repr(e.value) for e in enum_type)
+        raise ValueError(f"{key}: expected one of {choices}, got {value!r}") from None
+
+
+@dataclass
+class InteractionConfig:
+    """Hyper-parameters of the sequence interaction stack (shared by DFGR and MetaGR).
+
+    Args:
+        d_model: width of the token states.
+        num_layers: number of stacked blocks.
+        num_heads: attention heads per block.
+        attention_dim: query/key width per head.
+        linear_dim: value/gate width per head.
+        attention_form: ``"pointwise"`` (HSTU SiLU attention) or ``"softmax"``.
+        mask_mode: ``"position"`` or ``"session"`` (needs timestamps).
+        max_seq_len: longest sequence the position table covers; also the constant that
+            scales pointwise attention, so scores do not depend on how a batch is padded.
+        num_time_buckets: log2 buckets of the gap to the previous interaction (0 turns
+            time encoding off).
+        use_position_encoding: add a learned absolute position embedding.
+        dropout: dropout on the block outputs.
+        kernel: attention implementation (``"pytorch"`` or ``"reference"``).
+    """
+
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    attention_dim: int = 32
+    linear_dim: int = 32
+    attention_form: AttentionForm = AttentionForm.POINTWISE
+    mask_mode: MaskMode = MaskMode.POSITION
+    max_seq_len: int = 1024
+    num_time_buckets: int = 64
+    use_position_encoding: bool = True
+    dropout: float = 0.0
+    kernel: AttentionKernel = AttentionKernel.PYTORCH
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "num_layers", "num_heads", "attention_dim", "linear_dim", "max_seq_len"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and value > 0, key, "a positive integer", value)
+        _check(
+            isinstance(self.num_time_buckets, int) and self.num_time_buckets >= 0,
+            "num_time_buckets",
+            "an integer >= 0",
+            self.num_time_buckets,
+        )
+        _check(0.0 <= float(self.dropout) < 1.0, "dropout", "a float in [0, 1)", self.dropout)
+        self.attention_form = _enum(AttentionForm, "attention_form", self.attention_form)
+        self.mask_mode = _enum(MaskMode, "mask_mode", self.mask_mode)
+        self.kernel = _enum(AttentionKernel, "kernel", self.kernel)
+
+
+@dataclass
+class SequenceEmbeddingConfig:
+    """Embedding tables for the behaviour sequence.
+
+    Args:
+        item_vocab_size: rows of the item table (ids 0..item_vocab_size-1).
+        action_vocab_sizes: one table per action feature, ``{feature name: rows}``. A
+            multi-hot action set is either one feature holding a bitmask id (rows = 2**types)
+            or one feature per action type; the action embedding is the sum over features.
+        item_side_vocab_sizes: optional item side features (e.g. category), ``{name: rows}``;
+            known at prediction time, so they enter both flows and the candidates.
+        embedding_dim: width of every table.
+        merge: how item and action embeddings become one token (``"sum"`` or ``"concat"``).
+    """
+
+    item_vocab_size: int
+    action_vocab_sizes: Dict[str, int] = field(default_factory=lambda: {"action": 2})
+    item_side_vocab_sizes: Dict[str, int] = field(default_factory=dict)
+    embedding_dim: int = 64
+    merge: MergeOp = MergeOp.SUM
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.item_vocab_size, int) and self.item_vocab_size > 0,
+            "item_vocab_size",
+            "a positive integer",
+            self.item_vocab_size,
+        )
+        _check(
+            isinstance(self.embedding_dim, int) and self.embedding_dim > 0,
+            "embedding_dim",
+            "a positive integer",
+            self.embedding_dim,
+        )
+        _check(len(self.action_vocab_sizes) > 0, "action_vocab_sizes", "at least one action feature", self.action_vocab_sizes)
+        for group in ("action_vocab_sizes", "item_side_vocab_sizes"):
+            for name, rows in getattr(self, group).items():
+                _check(isinstance(rows, int) and rows > 0, f"{group}.{name}", "a positive integer", rows)
+        names = ["item_id", *self.action_vocab_sizes, *self.item_side_vocab_sizes]
+        _check(len(set(names)) == len(names), "action_vocab_sizes/item_side_vocab_sizes", "unique feature names", names)
+        self.merge = _enum(MergeOp, "merge", self.merge)
+
+
+@dataclass
+class TaskConfig:
+    """One prediction task: a binary label per interaction (e.g. ``like``) and its loss weight."""
+
+    name: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
+        _check(float(self.weight) >= 0.0, f"tasks.{self.name}.weight", "a weight >= 0", self.weight)
+
+
+@dataclass
+class RankingModelConfig:
+    """A full ranking model: embeddings, interaction stack and multi-task heads.
+
+    ``d_model`` of the interaction must equal ``embedding_dim`` when ``merge="sum"``;
+    with ``merge="concat"`` a linear layer maps to ``d_model``.
+    """
+
+    embeddings: SequenceEmbeddingConfig
+    interaction: InteractionConfig = field(default_factory=InteractionConfig)
+    tasks: List[TaskConfig] = field(default_factory=lambda: [TaskConfig("like")])
+    head_hidden_dims: List[int] = field(default_factory=lambda: [64])
+
+    def __post_init__(self) -> None:
+        if isinstance(self.embeddings, Mapping):
+            self.embeddings = from_dict(SequenceEmbeddingConfig, self.embeddings, "embeddings")
+        if isinstance(self.interaction, Mapping):
+            self.interaction = from_dict(InteractionConfig, self.interaction, "interaction")
+        self.tasks = [
+            from_dict(TaskConfig, t, f"tasks[{i}]") if isinstance(t, Mapping) else t for i, t in enumerate(self.tasks)
+        ]
+        _check(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
+        names = [t.name for t in self.tasks]
+        _check(len(set(names)) == len(names), "tasks", "unique task names", names)
+        for i, h in enumerate(self.head_hidden_dims):
+            _check(isinstance(h, int) and h > 0, f"head_hidden_dims[{i}]", "a positive integer", h)
+        if self.embeddings.merge == MergeOp.SUM:
+            _check(
+                self.embeddings.embedding_dim == self.interaction.d_model,
+                "interaction.d_model",
+                f"embedding_dim ({self.embeddings.embedding_dim}) when merge is 'sum'",
+                self.interaction.d_model,
+            )
+
+    @property
+    def task_names(self) -> List[str]:
+        return [t.name for t in self.tasks]
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Builds a config dataclass from a mapping; unknown keys are errors that name the key."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)} for {cls.__name__}; "
+            f"expected some of: {', '.join(sorted(known))}"
+        )
+    try:
+        return cls(**data)
+    except ValueError as e:
+        raise ValueError(f"{where}.{e}" if where else str(e)) from None
+    except TypeError as e:  # a required key is missing
+        raise ValueError(f"{where or cls.__name__}: {e}") from None

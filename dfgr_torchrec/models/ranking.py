@@ -1,0 +1,134 @@
+"""Ranking models: embeddings + interaction + multi-task heads, for DFGR and MetaGR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.config import MergeOp, RankingModelConfig
+from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
+from dfgr_torchrec.modules.embeddings import SequenceEmbedding
+from dfgr_torchrec.modules.heads import MultiTaskHead, multitask_bce_loss
+from dfgr_torchrec.modules.metagr import MetaGRInteraction
+
+
+@dataclass
+class RankingOutput:
+    """What a training forward returns.
+
+    Attributes:
+        loss: the weighted multi-task BCE (scalar).
+        task_losses: ``[num_tasks]`` BCE per task.
+        logits: ``[T, num_tasks]``: the prediction for every history interaction.
+        labels: ``[T, num_tasks]``: its targets.
+    """
+
+    loss: torch.Tensor
+    task_losses: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+class _GenerativeRankingModel(nn.Module):
+    def __init__(
+        self, config: RankingModelConfig, with_placeholder: bool, device: Optional[torch.device] = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = SequenceEmbedding(
+            config.embeddings, config.interaction.d_model, with_placeholder=with_placeholder, device=device
+        )
+        self.head = MultiTaskHead(
+            config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device
+        )
+        self.task_weights = [t.weight for t in config.tasks]
+
+    def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:
+        logits = self.head(states)
+        loss, task_losses = multitask_bce_loss(logits, batch.labels, self.task_weights)
+        return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
+
+
+class DFGRRankingModel(_GenerativeRankingModel):
+    """DFGR: one token per interaction, a real and a fake flow, loss on the fake flow.
+
+    ``forward`` (training) predicts every history interaction's tasks from the fake flow;
+    ``score_candidates`` (inference) scores each user's candidates after their history.
+
+    Args:
+        config: embeddings, interaction and tasks.
+        device: ``"meta"`` to let DistributedModelParallel allocate and shard.
+
+    Example::
+
+        model = DFGRRankingModel(RankingModelConfig(embeddings=SequenceEmbeddingConfig(item_vocab_size=10_000)))
+        out = model(batch)                    # RankingOutput: loss, logits per interaction
+        out.loss.backward()
+        scores = model.score_candidates(batch)  # JaggedTensor of [M, num_tasks] logits
+    """
+
+    def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
+        super().__init__(config, with_placeholder=True, device=device)
+        self.interaction = DualFlowInteraction(config.interaction, device=device)
+
+    def forward(self, batch: SequenceBatch) -> RankingOutput:
+        emb = self.embedding(batch.features)
+        items, actions = emb.items.values(), emb.actions.values()
+        lengths = emb.items.lengths()
+        states = self.interaction(
+            JaggedTensor(values=self.embedding.merge(items, actions), lengths=lengths),
+            JaggedTensor(values=self.embedding.merge_placeholder(items), lengths=lengths),
+            batch.history_timestamps(),
+        )
+        return self._output(states.values(), batch)
+
+    def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
+        """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
+        emb = self.embedding(batch.features)
+        history = self.embedding.merge(emb.items.values(), emb.actions.values())
+        candidates = self.embedding.merge_placeholder(emb.candidates.values())
+        states = self.interaction.score(
+            JaggedTensor(values=history, lengths=emb.items.lengths()),
+            JaggedTensor(values=candidates, lengths=emb.candidates.lengths()),
+            batch.history_timestamps(),
+            batch.candidate_timestamps_jagged(),
+        )
+        return JaggedTensor(values=self.head(states.values()), lengths=states.lengths())
+
+
+class MetaGRRankingModel(_GenerativeRankingModel):
+    """The MetaGR (HSTU) baseline: interleaved item and action tokens, 2N per history.
+
+    Same embeddings, blocks, heads and loss as :class:`DFGRRankingModel`, so the two differ
+    only in how the sequence is laid out. Needs ``embedding_dim == d_model`` (item and action
+    tokens are the embeddings themselves).
+    """
+
+    def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
+        if config.embeddings.embedding_dim != config.interaction.d_model:
+            raise ValueError(
+                f"interaction.d_model: MetaGR needs embedding_dim ({config.embeddings.embedding_dim}), "
+                f"got {config.interaction.d_model}"
+            )
+        if config.embeddings.merge != MergeOp.SUM:
+            raise ValueError("embeddings.merge: MetaGR keeps item and action tokens apart; expected 'sum' (unused)")
+        super().__init__(config, with_placeholder=False, device=device)
+        self.interaction = MetaGRInteraction(config.interaction, device=device)
+
+    def forward(self, batch: SequenceBatch) -> RankingOutput:
+        emb = self.embedding(batch.features)
+        states = self.interaction(emb.items, emb.actions, batch.history_timestamps())
+        return self._output(states.values(), batch)
+
+    def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
+        """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
+        emb = self.embedding(batch.features)
+        states = self.interaction.score(
+            emb.items, emb.actions, emb.candidates, batch.history_timestamps(), batch.candidate_timestamps_jagged()
+        )
+        return JaggedTensor(values=self.head(states.values()), lengths=states.lengths())

@@ -1,0 +1,107 @@
+"""The DFGR interaction module: a real and a fake flow through shared blocks."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from dfgr_torchrec.config import InteractionConfig
+from dfgr_torchrec.modules.stack import GenerativeStack
+from dfgr_torchrec.ops.attention import build_attention_mask
+
+
+def _values_or_none(jt: Optional[JaggedTensor]) -> Optional[torch.Tensor]:
+    return None if jt is None else jt.values()
+
+
+class DualFlowInteraction(GenerativeStack):
+    """Dual-flow generative ranking over jagged behaviour sequences (one token per interaction).
+
+    Training (:meth:`forward`): the real flow runs causal self-attention over the true
+    (item + action) tokens; the fake flow carries the same items with a placeholder action,
+    and its token ``i`` attends to the real flow's keys/values at earlier interactions only
+    (``j < i`` by position, or ``t_j < t_i`` in session mode) plus to itself. Each layer costs
+    two ``N x N`` attentions instead of MetaGR's one ``2N x 2N``.
+
+    Inference (:meth:`score`): the history runs as the real flow and the candidates as the fake
+    flow, each candidate seeing the whole history (per the mask mode) and itself, never
+    another candidate: one pass over ``N + M`` tokens.
+
+    Args:
+        config: interaction hyper-parameters.
+        device: where to allocate (``"meta"`` for DistributedModelParallel).
+
+    Example::
+
+        interaction = DualFlowInteraction(InteractionConfig(d_model=64))
+        real = JaggedTensor(values=torch.randn(5, 64), lengths=torch.tensor([2, 3]))
+        fake = JaggedTensor(values=torch.randn(5, 64), lengths=torch.tensor([2, 3]))
+        out = interaction(real, fake)  # JaggedTensor, values [5, 64]: one state per interaction
+    """
+
+    def __init__(self, config: InteractionConfig, device: Optional[torch.device] = None) -> None:
+        super().__init__(config, device=device)
+
+    def forward(
+        self,
+        real: JaggedTensor,
+        fake: JaggedTensor,
+        timestamps: Optional[JaggedTensor] = None,
+    ) -> JaggedTensor:
+        """Training pass.
+
+        Args:
+            real: ``[T, d_model]`` tokens merged from items and their true actions.
+            fake: ``[T, d_model]`` tokens of the same items with the placeholder action.
+            timestamps: ``[T]`` int64 times, needed in session mode and for time encodings.
+
+        Returns:
+            The fake flow's final states, jagged like ``real``: state ``i`` has seen no action
+            of interaction ``i`` (nor of its session, in session mode).
+        """
+        offsets, lengths = real.offsets(), real.lengths()
+        if not torch.equal(lengths, fake.lengths()):
+            raise ValueError("real and fake must have the same lengths (one fake token per real interaction)")
+        total = real.values().shape[0]
+        positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
+        real_mask = build_attention_mask(offsets, offsets, keys, keys, strict=False)
+        fake_mask = build_attention_mask(offsets, offsets, keys, keys, strict=True)
+        out = self.run_two_flows(
+            self.encode(real.values(), positions, gaps),
+            self.encode(fake.values(), positions, gaps),
+            real_mask,
+            fake_mask,
+        )
+        return JaggedTensor(values=out, lengths=lengths, offsets=offsets)
+
+    def score(
+        self,
+        history: JaggedTensor,
+        candidates: JaggedTensor,
+        history_timestamps: Optional[JaggedTensor] = None,
+        candidate_timestamps: Optional[JaggedTensor] = None,
+    ) -> JaggedTensor:
+        """Inference pass: one state per candidate, jagged per user.
+
+        Args:
+            history: ``[N_total, d_model]`` real tokens (item + true action).
+            candidates: ``[M_total, d_model]`` fake tokens (item + placeholder action).
+            history_timestamps, candidate_timestamps: int64 times, both or neither; required
+                in session mode, where a candidate sees only history with ``t_j < t_candidate``.
+        """
+        h_offsets, c_offsets = history.offsets(), candidates.offsets()
+        if h_offsets.shape != c_offsets.shape:
+            raise ValueError(f"history has {h_offsets.numel() - 1} users but candidates have {c_offsets.numel() - 1}")
+        h_times, c_times = _values_or_none(history_timestamps), _values_or_none(candidate_timestamps)
+        h_positions, h_gaps, h_keys = self.history_layout(h_offsets, history.values().shape[0], h_times, "history")
+        c_positions, c_gaps = self.candidate_layout(h_offsets, h_times, candidates.lengths(), c_times)
+        c_keys = c_times if self.session_mode else c_positions
+        out = self.run_two_flows(
+            self.encode(history.values(), h_positions, h_gaps),
+            self.encode(candidates.values(), c_positions, c_gaps),
+            build_attention_mask(h_offsets, h_offsets, h_keys, h_keys, strict=False),
+            build_attention_mask(c_offsets, h_offsets, c_keys, h_keys, strict=True),
+        )
+        return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=c_offsets)

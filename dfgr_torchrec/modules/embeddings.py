@@ -1,0 +1,141 @@
+"""Sequence embeddings from a TorchRec EmbeddingCollection, and the item+action merge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig
+
+ITEM_FEATURE = "item_id"
+CANDIDATE_PREFIX = "cand_"
+
+
+def candidate_feature(name: str) -> str:
+    """The KJT key of a candidate-side feature, e.g. ``item_id`` -> ``cand_item_id``."""
+    return CANDIDATE_PREFIX + name
+
+
+def sequence_feature_names(config: SequenceEmbeddingConfig) -> List[str]:
+    """Every KJT key :class:`SequenceEmbedding` reads, in a fixed order."""
+    history = [ITEM_FEATURE, *config.item_side_vocab_sizes, *config.action_vocab_sizes]
+    candidates = [candidate_feature(ITEM_FEATURE), *(candidate_feature(n) for n in config.item_side_vocab_sizes)]
+    return history + candidates
+
+
+@dataclass
+class SequenceEmbeddings:
+    """Per-interaction embeddings of one batch (values aligned with the KJT's lengths)."""
+
+    items: JaggedTensor  # item (+ side features) of every history interaction
+    actions: JaggedTensor  # summed action-feature embeddings of every history interaction
+    candidates: JaggedTensor  # item (+ side features) of every candidate
+
+
+class SequenceEmbedding(nn.Module):
+    """Looks up items, actions and candidates in one :class:`torchrec.EmbeddingCollection`.
+
+    Tables: ``item`` (features ``item_id`` and ``cand_item_id``, so history and candidates
+    share rows), one per item side feature (``<name>`` and ``cand_<name>``), one per action
+    feature. Built on ``device="meta"`` it lets DistributedModelParallel shard and allocate
+    the tables; the item table is the one to shard row-wise for huge vocabularies.
+
+    Args:
+        config: table sizes, width and merge operator.
+        d_model: width of the merged token.
+        with_placeholder: create the learned placeholder action of fake tokens and candidates
+            (DFGR needs it; MetaGR has none, and an unused parameter would break DDP).
+        device: where to allocate.
+
+    Example::
+
+        emb = SequenceEmbedding(SequenceEmbeddingConfig(item_vocab_size=1000), d_model=64)
+        out = emb(kjt)                      # kjt holds every key of sequence_feature_names()
+        real = emb.merge(out.items.values(), out.actions.values())
+        fake = emb.merge_placeholder(out.items.values())
+    """
+
+    def __init__(
+        self,
+        config: SequenceEmbeddingConfig,
+        d_model: int,
+        with_placeholder: bool = True,
+        device: Optional[torch.device] = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.embedding_dim
+        tables = [
+            EmbeddingConfig(
+                name="item",
+                embedding_dim=dim,
+                num_embeddings=config.item_vocab_size,
+                feature_names=[ITEM_FEATURE, candidate_feature(ITEM_FEATURE)],
+            )
+        ]
+        tables += [
+            EmbeddingConfig(name=name, embedding_dim=dim, num_embeddings=rows, feature_names=[name, candidate_feature(name)])
+            for name, rows in config.item_side_vocab_sizes.items()
+        ]
+        tables += [
+            EmbeddingConfig(name=name, embedding_dim=dim, num_embeddings=rows, feature_names=[name])
+            for name, rows in config.action_vocab_sizes.items()
+        ]
+        self.collection = EmbeddingCollection(tables=tables, device=device)
+        self.placeholder = PlaceholderAction(dim, device=device) if with_placeholder else None
+        self.merge_projection = (
+            nn.Linear(2 * dim, d_model, device=device) if config.merge == MergeOp.CONCAT else None
+        )
+
+    @property
+    def feature_names(self) -> List[str]:
+        return sequence_feature_names(self.config)
+
+    def forward(self, features: KeyedJaggedTensor) -> SequenceEmbeddings:
+        missing = [k for k in self.feature_names if k not in features.keys()]
+        if missing:
+            raise KeyError(f"the KeyedJaggedTensor lacks feature(s) {missing}; expected keys {self.feature_names}")
+        looked_up: Dict[str, JaggedTensor] = self.collection(features)
+        items = _sum_values(looked_up, [ITEM_FEATURE, *self.config.item_side_vocab_sizes])
+        candidates = _sum_values(
+            looked_up, [candidate_feature(n) for n in (ITEM_FEATURE, *self.config.item_side_vocab_sizes)]
+        )
+        actions = _sum_values(looked_up, list(self.config.action_vocab_sizes))
+        return SequenceEmbeddings(items=items, actions=actions, candidates=candidates)
+
+    def merge(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """One token per interaction from its item and action embeddings."""
+        if self.merge_projection is None:
+            return items + actions
+        return self.merge_projection(torch.cat([items, actions], dim=-1))
+
+    def merge_placeholder(self, items: torch.Tensor) -> torch.Tensor:
+        """The fake-flow / candidate token: the item with the placeholder action."""
+        if self.placeholder is None:
+            raise RuntimeError("this SequenceEmbedding was built with with_placeholder=False")
+        return self.merge(items, self.placeholder.weight.expand_as(items))
+
+
+class PlaceholderAction(nn.Module):
+    """The learned "action unknown" embedding of fake tokens and candidates."""
+
+    def __init__(self, dim: int, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, device=device))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, std=0.02)
+
+
+def _sum_values(looked_up: Dict[str, JaggedTensor], names: List[str]) -> JaggedTensor:
+    first = looked_up[names[0]]
+    values = first.values()
+    for name in names[1:]:
+        values = values + looked_up[name].values()
+    return JaggedTensor(values=values, lengths=first.lengths())

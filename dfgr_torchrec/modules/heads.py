@@ -1,0 +1,54 @@
+"""Multi-task prediction heads and the weighted BCE loss."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiTaskHead(nn.Module):
+    """An MLP from the model width to one logit per task.
+
+    Args:
+        d_model: input width.
+        num_tasks: number of logits.
+        hidden_dims: widths of the hidden SiLU layers (may be empty: a single linear layer).
+        device: where to allocate.
+    """
+
+    def __init__(
+        self, d_model: int, num_tasks: int, hidden_dims: Sequence[int] = (), device: Optional[torch.device] = None
+    ) -> None:
+        super().__init__()
+        layers: List[nn.Module] = []
+        width = d_model
+        for hidden in hidden_dims:
+            layers += [nn.Linear(width, hidden, device=device), nn.SiLU()]
+            width = hidden
+        layers.append(nn.Linear(width, num_tasks, device=device))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """``[T, d_model]`` -> ``[T, num_tasks]`` logits."""
+        return self.mlp(states)
+
+
+def multitask_bce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: Sequence[float]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Binary cross-entropy per task, averaged over interactions, combined by task weights.
+
+    Returns:
+        ``(loss, per_task_loss)``: the weighted mean over tasks and the ``[num_tasks]`` losses.
+    """
+    if logits.shape != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} differ in shape")
+    w = torch.tensor(list(weights), dtype=logits.dtype, device=logits.device)
+    if logits.shape[0] == 0:
+        per_task = logits.sum(0) * 0.0  # keeps the graph so backward still runs on an empty batch
+    else:
+        per_task = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none").mean(0)
+    return (per_task * w).sum() / w.sum().clamp(min=1e-12), per_task
