@@ -96,12 +96,13 @@ class DualFlowInteraction(GenerativeStack):
             raise ValueError(f"history has {h_offsets.numel() - 1} users but candidates have {c_offsets.numel() - 1}")
         h_times, c_times = _values_or_none(history_timestamps), _values_or_none(candidate_timestamps)
         h_positions, h_gaps, h_keys = self.history_layout(h_offsets, history.values().shape[0], h_times, "history")
-        c_positions, c_gaps = self.candidate_layout(h_offsets, h_times, candidates.lengths(), c_times)
-        c_keys = c_times if self.session_mode else c_positions
+        c_positions, c_gaps, c_keys, c_mask = self.candidate_layout(h_offsets, h_times, c_offsets, c_times)
+        if c_mask is None:
+            c_mask = build_attention_mask(c_offsets, h_offsets, c_keys, h_keys, strict=True)
         out = self.run_two_flows(
             self.encode(history.values(), h_positions, h_gaps),
             self.encode(candidates.values(), c_positions, c_gaps),
             build_attention_mask(h_offsets, h_offsets, h_keys, h_keys, strict=False),
-            build_attention_mask(c_offsets, h_offsets, c_keys, h_keys, strict=True),
+            c_mask,
         )
         return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=c_offsets)

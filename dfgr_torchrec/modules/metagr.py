@@ -77,7 +77,7 @@ class MetaGRInteraction(GenerativeStack):
         h_times, c_times = _values_or_none(history_timestamps), _values_or_none(candidate_timestamps)
         total = history_items.values().shape[0]
         h_positions, h_gaps, h_keys = self.history_layout(h_offsets, total, h_times, "history")
-        c_positions, c_gaps = self.candidate_layout(h_offsets, h_times, candidates.lengths(), c_times)
+        c_positions, c_gaps, _, _ = self.candidate_layout(h_offsets, h_times, c_offsets, c_times)
         history = interleave(
             self.encode(history_items.values(), h_positions, h_gaps),
             self.encode(history_actions.values(), h_positions, h_gaps),

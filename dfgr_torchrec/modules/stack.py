@@ -10,8 +10,8 @@ from torch import nn
 from dfgr_torchrec.config import InteractionConfig, MaskMode
 from dfgr_torchrec.modules.block import GenerativeBlock
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding, gaps_to_previous
-from dfgr_torchrec.ops.attention import AttentionMask
-from dfgr_torchrec.ops.jagged import positions_in_sequence, repeat_per_element
+from dfgr_torchrec.ops.attention import AttentionMask, build_attention_mask
+from dfgr_torchrec.ops.jagged import positions_in_sequence, repeat_per_element, to_jagged
 
 
 class GenerativeStack(nn.Module):
@@ -42,41 +42,54 @@ class GenerativeStack(nn.Module):
         self, offsets: torch.Tensor, total: int, timestamps: Optional[torch.Tensor], what: str
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """Positions, time gaps and order keys (positions, or timestamps in session mode)."""
-        if self.session_mode and timestamps is None:
-            raise ValueError(f"mask_mode='session' needs {what} timestamps")
         positions = positions_in_sequence(offsets, total)
-        gaps = gaps_to_previous(timestamps, positions) if timestamps is not None else None
-        keys = timestamps if self.session_mode else positions
-        return positions, gaps, keys
+        if not self.session_mode:
+            gaps = gaps_to_previous(timestamps, positions) if timestamps is not None else None
+            return positions, gaps, positions
+        if timestamps is None:
+            raise ValueError(f"mask_mode='session' needs {what} timestamps")
+        positions, gaps = session_layout(timestamps, positions, what)
+        return positions, gaps, timestamps
 
     def candidate_layout(
         self,
         history_offsets: torch.Tensor,
         history_timestamps: Optional[torch.Tensor],
-        candidate_lengths: torch.Tensor,
+        candidate_offsets: torch.Tensor,
         candidate_timestamps: Optional[torch.Tensor],
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Positions and time gaps of candidates appended after each user's history.
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[AttentionMask]]:
+        """Positions, time gaps and order keys of candidates appended after each user's history.
 
-        Every candidate sits at position ``len(history)``, and its time gap is measured from
-        the last history interaction: exactly what the fake token of the next interaction gets.
+        A candidate is encoded like the fake token of the interaction that would come next:
+        its position is the number of history interactions it sees (all of them by position;
+        those with ``t_j < t_candidate`` in session mode) and its gap is measured from the
+        last of those. Returns ``(positions, gaps, keys, mask)``; ``mask`` is the candidate ->
+        history visibility in session mode (already needed to count), else None.
         """
         if (history_timestamps is None) != (candidate_timestamps is None):
             raise ValueError("give timestamps for both history and candidates, or for neither")
         if self.session_mode and candidate_timestamps is None:
             raise ValueError("mask_mode='session' needs history and candidate timestamps")
-        total = int(candidate_lengths.sum().item())
-        history_lengths = history_offsets[1:] - history_offsets[:-1]
-        positions = repeat_per_element(history_lengths, candidate_lengths, total)
+        candidate_lengths = candidate_offsets[1:] - candidate_offsets[:-1]
+        total = int(candidate_offsets[-1].item())
+        mask = None
+        if self.session_mode:
+            mask = build_attention_mask(
+                candidate_offsets, history_offsets, candidate_timestamps, history_timestamps, strict=True
+            )
+            visible = mask.padded.squeeze(1).sum(-1, keepdim=True)  # [B, max_candidates, 1]
+            counts = to_jagged(visible, candidate_offsets, total).squeeze(-1)
+            keys = candidate_timestamps
+        else:
+            counts = repeat_per_element(history_offsets[1:] - history_offsets[:-1], candidate_lengths, total)
+            keys = counts
         gaps = None
         if candidate_timestamps is not None:
-            has_history = history_lengths > 0
-            last_index = (history_offsets[1:] - 1).clamp(min=0)
-            last_time = history_timestamps[last_index] if history_timestamps.numel() > 0 else history_lengths * 0
-            last_time = repeat_per_element(last_time, candidate_lengths, total)
-            has_history = repeat_per_element(has_history, candidate_lengths, total)
-            gaps = torch.where(has_history, candidate_timestamps - last_time, torch.zeros_like(candidate_timestamps))
-        return positions, gaps
+            first = repeat_per_element(history_offsets[:-1], candidate_lengths, total)
+            last = (first + counts - 1).clamp(min=0)
+            last_time = history_timestamps[last] if history_timestamps.numel() > 0 else torch.zeros_like(counts)
+            gaps = torch.where(counts > 0, candidate_timestamps - last_time, torch.zeros_like(candidate_timestamps))
+        return counts, gaps, keys, mask
 
     def run_two_flows(
         self,
@@ -105,3 +118,25 @@ class GenerativeStack(nn.Module):
                 both = block.finish(torch.cat([real, fake]), torch.cat([real_attention, fake_attention]), u)
                 real, fake = both[:n_real], both[n_real:]
         return self.output_norm(fake)
+
+
+def session_layout(timestamps: torch.Tensor, positions: torch.Tensor, what: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Positions and time gaps in session mode, where same-timestamp interactions are one session.
+
+    Every interaction of a session gets the position of the session's first interaction and
+    the gap from the previous session, so a session's items are encoded exactly like
+    candidates scored after the history that precedes the session (training equals inference).
+    """
+    starts_user = positions == 0
+    previous = torch.roll(timestamps, 1)
+    if bool(((timestamps < previous) & ~starts_user).any()):
+        raise ValueError(f"{what} timestamps must be sorted (non-decreasing) within each user for mask_mode='session'")
+    new_session = starts_user | (timestamps != previous)
+    index = torch.arange(timestamps.shape[0], device=timestamps.device)
+    session_start = torch.cummax(torch.where(new_session, index, torch.zeros_like(index)), dim=0).values
+    session_positions = positions[session_start]
+    before_start = (session_start - 1).clamp(min=0)
+    gaps = torch.where(
+        session_positions > 0, timestamps - timestamps[before_start], torch.zeros_like(timestamps)
+    )
+    return session_positions, gaps
