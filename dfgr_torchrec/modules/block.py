@@ -63,7 +63,7 @@ class GenerativeBlock(nn.Module):
             self_v=self_v,
             kernel=self.config.kernel,
         )
-        return out.reshape(out.shape[0], -1)
+        return out.flatten(1)
 
     def finish(self, x: torch.Tensor, attention: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Residual update of ``x`` from the attention output gated by ``u``."""

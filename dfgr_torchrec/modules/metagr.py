@@ -18,10 +18,11 @@ class MetaGRInteraction(GenerativeStack):
 
     The sequence ``item_1, action_1, ..., item_N, action_N`` (2N tokens) runs causal
     self-attention; the output at ``item_i`` (which has seen ``action_1..action_{i-1}`` but
-    not ``action_i``) predicts ``action_i``. In session mode the order key of ``item_i`` is
-    ``2 t_i`` and of ``action_i`` ``2 t_i + 1``, so an item sees the items of its own session
-    but none of their actions. At inference, candidate item tokens are appended, each seeing
-    the whole history and itself.
+    not ``action_i``) predicts ``action_i``. Every token sees the tokens with a strictly
+    smaller order key plus itself; the key of ``item_i`` is ``2 k_i`` and of ``action_i``
+    ``2 k_i + 1``, with ``k`` the position, or the timestamp in session mode (so an item sees
+    nothing of its own session but itself, as a DFGR fake token). At inference, candidate item
+    tokens are appended, each seeing the whole history (per the mask mode) and itself.
 
     Example::
 
@@ -50,16 +51,16 @@ class MetaGRInteraction(GenerativeStack):
         token_offsets = 2 * offsets
         token_keys = self._interleaved_keys(keys)
         item_keys = token_keys[0::2]
-        all_mask = build_attention_mask(token_offsets, token_offsets, token_keys, token_keys, strict=False)
-        item_mask = build_attention_mask(offsets, token_offsets, item_keys, token_keys, strict=False)
+        all_mask = build_attention_mask(token_offsets, token_offsets, token_keys, token_keys, strict=True)
+        item_mask = build_attention_mask(offsets, token_offsets, item_keys, token_keys, strict=True)
         for index, block in enumerate(self.blocks):
             u, q, k, v = block.project(tokens)
             if index == len(self.blocks) - 1:
                 # Only item tokens are read after the last block: query with those alone.
-                attention = block.attend(q[0::2], k, v, item_mask)
+                attention = block.attend(q[0::2], k, v, item_mask, self_k=k[0::2], self_v=v[0::2])
                 out = block.finish(tokens[0::2], attention, u[0::2])
             else:
-                tokens = block.finish(tokens, block.attend(q, k, v, all_mask), u)
+                tokens = block.finish(tokens, block.attend(q, k, v, all_mask, self_k=k, self_v=v), u)
         return JaggedTensor(values=self.output_norm(out), lengths=lengths, offsets=offsets)
 
     def score(
@@ -89,7 +90,8 @@ class MetaGRInteraction(GenerativeStack):
         out = self.run_two_flows(
             history,
             self.encode(candidates.values(), c_positions, c_gaps),
-            build_attention_mask(token_offsets, token_offsets, token_keys, token_keys, strict=False),
-            build_attention_mask(c_offsets, token_offsets, c_keys, token_keys, strict=False),
+            build_attention_mask(token_offsets, token_offsets, token_keys, token_keys, strict=True),
+            build_attention_mask(c_offsets, token_offsets, c_keys, token_keys, strict=True),
+            real_self_term=True,
         )
         return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=c_offsets)

@@ -97,12 +97,14 @@ class GenerativeStack(nn.Module):
         fake: torch.Tensor,
         real_mask: AttentionMask,
         fake_mask: AttentionMask,
+        real_self_term: bool = False,
     ) -> torch.Tensor:
         """Runs the dual-flow recurrence through every block and returns the fake flow's output.
 
         Both flows share the block weights (one projection matmul over both). The real flow
         attends to itself under ``real_mask``; the fake flow's queries attend to the real
-        flow's keys/values under ``fake_mask`` plus their own key/value. After the last block
+        flow's keys/values under ``fake_mask`` plus their own key/value (and so do the real
+        queries when ``real_self_term``, for a strict ``real_mask``). After the last block
         nothing reads the real flow, so its attention is skipped there.
         """
         n_real = real.shape[0]
@@ -114,7 +116,12 @@ class GenerativeStack(nn.Module):
             if index == len(self.blocks) - 1:
                 fake = block.finish(fake, fake_attention, u[n_real:])
             else:
-                real_attention = block.attend(q[:n_real], k[:n_real], v[:n_real], real_mask)
+                real_k, real_v = k[:n_real], v[:n_real]
+                real_attention = block.attend(
+                    q[:n_real], real_k, real_v, real_mask,
+                    self_k=real_k if real_self_term else None,
+                    self_v=real_v if real_self_term else None,
+                )
                 both = block.finish(torch.cat([real, fake]), torch.cat([real_attention, fake_attention]), u)
                 real, fake = both[:n_real], both[n_real:]
         return self.output_norm(fake)

@@ -6,6 +6,8 @@ always to the batch's longest sequence, never to a fixed maximum.
 
 from __future__ import annotations
 
+import math
+
 import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm)
 import torch
 
@@ -39,7 +41,7 @@ def repeat_per_element(per_sequence: torch.Tensor, lengths: torch.Tensor, total:
 def to_padded(values: torch.Tensor, offsets: torch.Tensor, max_len: int, padding_value: float = 0.0) -> torch.Tensor:
     """``[total, *inner]`` -> ``[B, max_len, *inner]`` (differentiable)."""
     inner = values.shape[1:]
-    flat = values.reshape(values.shape[0], -1)
+    flat = values.reshape(values.shape[0], math.prod(inner))
     padded = torch.ops.fbgemm.jagged_to_padded_dense(flat, [offsets], [max_len], padding_value)
     return padded.view(padded.shape[0], max_len, *inner)
 
@@ -48,7 +50,7 @@ def to_jagged(padded: torch.Tensor, offsets: torch.Tensor, total: int) -> torch.
     """``[B, max_len, *inner]`` -> ``[total, *inner]`` (differentiable)."""
     b, max_len = padded.shape[:2]
     inner = padded.shape[2:]
-    flat = padded.reshape(b, max_len, -1)
+    flat = padded.reshape(b, max_len, math.prod(inner))
     values = torch.ops.fbgemm.dense_to_jagged(flat, [offsets], total)[0]
     return values.view(total, *inner)
 

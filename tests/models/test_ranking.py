@@ -1,0 +1,184 @@
+"""The properties that make DFGR what the paper describes, checked on the full ranking models."""
+
+import dataclasses
+
+import pytest
+import torch
+from torchrec import KeyedJaggedTensor
+
+from dfgr_torchrec.batch import SequenceBatch, make_sequence_batch
+from dfgr_torchrec.config import (
+    AttentionForm,
+    InteractionConfig,
+    MaskMode,
+    RankingModelConfig,
+    SequenceEmbeddingConfig,
+    TaskConfig,
+)
+from dfgr_torchrec.data.synthetic import ACTION_FEATURE, SyntheticSequences
+from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
+from dfgr_torchrec.modules.embeddings import ITEM_FEATURE
+
+NUM_ITEMS, NUM_TASKS, D = 200, 2, 16
+MODELS = [DFGRRankingModel, MetaGRRankingModel]
+
+
+def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE):
+    return RankingModelConfig(
+        embeddings=SequenceEmbeddingConfig(
+            item_vocab_size=NUM_ITEMS, action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS}, embedding_dim=D
+        ),
+        interaction=InteractionConfig(
+            d_model=D, num_layers=2, num_heads=2, attention_dim=8, linear_dim=8, mask_mode=mode, attention_form=form,
+            max_seq_len=32, num_time_buckets=16,
+        ),
+        tasks=[TaskConfig("like"), TaskConfig("follow", weight=0.5)],
+        head_hidden_dims=[16],
+    )
+
+
+def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE):
+    torch.manual_seed(0)
+    model = cls(_config(mode, form))
+    # The placeholder/action rows start near zero; make them large so a leak would show.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def _batch(session_prob=0.3, seed=0, batch_size=3):
+    world = SyntheticSequences(num_items=NUM_ITEMS, num_tasks=NUM_TASKS, session_prob=session_prob, seed=1)
+    return world.batch(batch_size, 1, 12, 4, torch.Generator().manual_seed(seed))
+
+
+def _replace_values(batch: SequenceBatch, key: str, values: torch.Tensor) -> SequenceBatch:
+    kjt = batch.features
+    per_key = kjt.to_dict()
+    new_values = torch.cat([values if k == key else per_key[k].values() for k in kjt.keys()])
+    features = KeyedJaggedTensor.from_lengths_sync(keys=kjt.keys(), values=new_values, lengths=kjt.lengths())
+    return dataclasses.replace(batch, features=features)
+
+
+def _flip_actions(batch, indices):
+    actions = batch.features[ACTION_FEATURE].values().clone()
+    actions[indices] = (actions[indices] + 1) % (2**NUM_TASKS)  # a different action set
+    return _replace_values(batch, ACTION_FEATURE, actions)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_changing_an_action_never_changes_its_own_or_earlier_predictions(cls):
+    model, batch = _model(cls), _batch()
+    with torch.no_grad():
+        base = model(batch).logits
+        offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths)
+        user_start, user_end = int(offsets[0]), int(offsets[1])
+        changed_later = 0
+        for i in range(user_start, user_end):
+            out = model(_flip_actions(batch, [i])).logits
+            torch.testing.assert_close(out[: i + 1], base[: i + 1], atol=0, rtol=0)  # i and before: untouched
+            torch.testing.assert_close(out[user_end:], base[user_end:], atol=0, rtol=0)  # other users: untouched
+            changed_later += int(not torch.allclose(out[i + 1 : user_end], base[i + 1 : user_end]))
+        assert changed_later >= (user_end - user_start) - 1, "later predictions should read earlier actions"
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_session_mode_never_sees_actions_of_the_own_session(cls):
+    model, batch = _model(cls, MaskMode.SESSION), _batch(session_prob=0.6)
+    times = batch.timestamps
+    offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths).tolist()
+    checked_sessions = 0
+    with torch.no_grad():
+        base = model(batch).logits
+        for u in range(len(offsets) - 1):
+            for i in range(offsets[u], offsets[u + 1]):
+                session = [j for j in range(offsets[u], offsets[u + 1]) if times[j] == times[i]]
+                out = model(_flip_actions(batch, session)).logits
+                not_later = [j for j in range(offsets[u], offsets[u + 1]) if times[j] <= times[i]]
+                torch.testing.assert_close(out[not_later], base[not_later], atol=0, rtol=0)
+                checked_sessions += len(session) > 1
+    assert checked_sessions > 0, "the batch should hold multi-item sessions"
+
+
+def _prefix_batch(batch, user, upto, candidate, cand_time, mode):
+    """The user's history before interaction `candidate` (by position or by time), scoring it."""
+    offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths).tolist()
+    s, e = offsets[user], offsets[user + 1]
+    items = batch.features[ITEM_FEATURE].values()[s:e].tolist()
+    actions = batch.features[ACTION_FEATURE].values()[s:e].tolist()
+    times = batch.timestamps[s:e].tolist()
+    labels = batch.labels[s:e].tolist()
+    keep = list(range(upto)) if mode == MaskMode.POSITION else [j for j in range(e - s) if times[j] < cand_time]
+    return make_sequence_batch(
+        history={ITEM_FEATURE: [[items[j] for j in keep]], ACTION_FEATURE: [[actions[j] for j in keep]]},
+        timestamps=[[times[j] for j in keep]],
+        labels=[[labels[j] for j in keep]],
+        candidates={ITEM_FEATURE: [[items[candidate]]]},
+        candidate_timestamps=[[cand_time]],
+        candidate_labels=[[labels[candidate]]],
+        num_tasks=NUM_TASKS,
+    )
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("mode", list(MaskMode))
+@pytest.mark.parametrize("form", list(AttentionForm))
+def test_training_prediction_equals_inference_score(cls, mode, form):
+    model, batch = _model(cls, mode, form), _batch(session_prob=0.4)
+    offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths).tolist()
+    with torch.no_grad():
+        train_logits = model(batch).logits
+        for user in range(len(offsets) - 1):
+            for i in range(offsets[user + 1] - offsets[user]):
+                g = offsets[user] + i
+                prefix = _prefix_batch(batch, user, i, i, int(batch.timestamps[g]), mode)
+                score = model.score_candidates(prefix).values()
+                torch.testing.assert_close(score[0], train_logits[g], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_candidates_are_scored_independently(cls, mode):
+    model, batch = _model(cls, mode), _batch()
+    with torch.no_grad():
+        together = model.score_candidates(batch)
+        cand_items = batch.features["cand_item_id"].values()
+        m_offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.candidate_lengths).tolist()
+        for c in range(len(cand_items)):
+            user = next(u for u in range(len(m_offsets) - 1) if m_offsets[u] <= c < m_offsets[u + 1])
+            alone_lengths = torch.zeros_like(batch.candidate_lengths)
+            alone_lengths[user] = 1
+            kjt = batch.features
+            per_key = kjt.to_dict()
+            keys = kjt.keys()
+            values = torch.cat([per_key[k].values() if k != "cand_item_id" else cand_items[c : c + 1] for k in keys])
+            lengths = torch.cat([per_key[k].lengths() if k != "cand_item_id" else alone_lengths for k in keys])
+            alone = dataclasses.replace(
+                batch,
+                features=KeyedJaggedTensor.from_lengths_sync(keys=keys, values=values, lengths=lengths),
+                candidate_timestamps=batch.candidate_timestamps[c : c + 1],
+                candidate_labels=batch.candidate_labels[c : c + 1],
+            )
+            torch.testing.assert_close(model.score_candidates(alone).values()[0], together.values()[c], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_a_few_steps_lower_the_loss(cls):
+    torch.manual_seed(0)
+    model, batch = cls(_config()), _batch(batch_size=8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        out = model(batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_metagr_needs_matching_widths():
+    cfg = _config()
+    cfg.interaction.d_model = 2 * D
+    with pytest.raises(ValueError, match="d_model"):
+        MetaGRRankingModel(cfg)
