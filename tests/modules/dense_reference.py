@@ -125,7 +125,7 @@ def metagr_train(module, items, actions, lengths, times=None):
             token_keys += [2 * keys[i], 2 * keys[i] + 1]
         x = torch.stack(tokens) if tokens else it.new_zeros(0, it.shape[1])
         key = torch.tensor(token_keys, dtype=torch.int64)
-        visible = key[None, :] <= key[:, None]
+        visible = (key[None, :] < key[:, None]) | torch.eye(2 * n, dtype=torch.bool)  # earlier keys, and itself
         outs.append(_run_blocks(module, x, visible, slice(0, 2 * n, 2)))
     return torch.cat(outs)
 
@@ -151,8 +151,8 @@ def metagr_score(module, items, actions, candidates, h_lengths, c_lengths, h_tim
         key = torch.tensor(token_keys, dtype=torch.int64)
         c_key = 2 * torch.tensor(c_keys, dtype=torch.int64)
         visible = torch.zeros(2 * n + m, 2 * n + m, dtype=torch.bool)
-        visible[: 2 * n, : 2 * n] = key[None, :] <= key[:, None]
-        visible[2 * n :, : 2 * n] = key[None, :] <= c_key[:, None]
+        visible[: 2 * n, : 2 * n] = (key[None, :] < key[:, None]) | torch.eye(2 * n, dtype=torch.bool)
+        visible[2 * n :, : 2 * n] = key[None, :] < c_key[:, None]
         visible[2 * n :, 2 * n :] = torch.eye(m, dtype=torch.bool)
         outs.append(_run_blocks(module, x, visible, slice(2 * n, 2 * n + m)))
     return torch.cat(outs)
