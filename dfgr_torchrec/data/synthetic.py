@@ -10,7 +10,7 @@ per-item popularity baseline. Actions are stored as one bitmask id per interacti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -56,15 +56,25 @@ class SyntheticSequences:
         return (torch.rand(p.shape, generator=g) < p).to(torch.float32)
 
     def batch(
-        self, batch_size: int, min_len: int, max_len: int, num_candidates: int, generator: torch.Generator
+        self,
+        batch_size: int,
+        min_len: int,
+        max_len: int,
+        num_candidates: int,
+        generator: torch.Generator,
+        lengths: Optional[torch.Tensor] = None,
     ) -> SequenceBatch:
         """Draws ``batch_size`` users with history lengths in ``[min_len, max_len]``.
 
         Candidates are the interactions that come next in each user's stream (so they carry
-        true labels) and share one request timestamp after the history.
+        true labels) and share one request timestamp after the history. ``lengths`` fixes
+        the history lengths instead of drawing them.
         """
         g = generator
-        lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=g)
+        if lengths is None:
+            lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=g)
+        elif lengths.shape != (batch_size,):
+            raise ValueError(f"lengths: expected shape ({batch_size},), got {tuple(lengths.shape)}")
         total_per_user = lengths + num_candidates
         users = torch.randn(batch_size, self.latent_dim, generator=g)
         popularity = torch.distributions.Pareto(1.0, 1.2)

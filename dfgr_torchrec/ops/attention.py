@@ -146,7 +146,10 @@ def _padded_attention(q, k, v, mask, form, scale_len, self_k, self_v):
     self_scores = (q * self_k).sum(-1) if self_k is not None else None  # [total_q, H]
 
     if form == AttentionForm.POINTWISE:
-        weights = F.silu(scores) * mask.weights(scores.dtype, 1.0 / scale_len)
+        if scores.requires_grad:
+            weights = F.silu(scores) * mask.weights(scores.dtype, 1.0 / scale_len)
+        else:  # inference: no graph to keep, reuse the scores buffer
+            weights = F.silu(scores, inplace=True).mul_(mask.weights(scores.dtype, 1.0 / scale_len))
         out = to_jagged(torch.matmul(weights, vp).transpose(1, 2), mask.q_offsets, mask.q_total)
         if self_scores is not None:
             out = out + (F.silu(self_scores) / scale_len).unsqueeze(-1) * self_v

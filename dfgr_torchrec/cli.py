@@ -1,0 +1,40 @@
+"""The ``dfgr`` command: ``dfgr demo``, ``dfgr bench attention``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dfgr_torchrec import demo
+    from dfgr_torchrec.bench import attention
+
+    parser = argparse.ArgumentParser(prog="dfgr", description="Dual-Flow Generative Ranking on TorchRec")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo_parser = commands.add_parser("demo", help="train on generated sequences, then score held-out candidates")
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
+
+    bench = commands.add_parser("bench", help="benchmarks (print a table and write JSON)")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    attention_parser = benches.add_parser("attention", help="DFGR vs MetaGR training and inference cost")
+    attention.add_arguments(attention_parser)
+    attention_parser.set_defaults(run=attention.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"dfgr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
