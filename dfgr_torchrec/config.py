@@ -116,6 +116,9 @@ class SequenceEmbeddingConfig:
             or one feature per action type; the action embedding is the sum over features.
         item_side_vocab_sizes: optional item side features (e.g. category), ``{name: rows}``;
             known at prediction time, so they enter both flows and the candidates.
+        user_vocab_sizes: optional user/context features (e.g. ``user_id``, age bucket),
+            ``{name: rows}``, any number of ids per user (summed); the user's context
+            embedding is added to every item and candidate token of that user.
         embedding_dim: width of every table.
         merge: how item and action embeddings become one token (``"sum"`` or ``"concat"``).
     """
@@ -123,6 +126,7 @@ class SequenceEmbeddingConfig:
     item_vocab_size: int
     action_vocab_sizes: Dict[str, int] = field(default_factory=lambda: {"action": 2})
     item_side_vocab_sizes: Dict[str, int] = field(default_factory=dict)
+    user_vocab_sizes: Dict[str, int] = field(default_factory=dict)
     embedding_dim: int = 64
     merge: MergeOp = MergeOp.SUM
 
@@ -140,11 +144,15 @@ class SequenceEmbeddingConfig:
             self.embedding_dim,
         )
         _check(len(self.action_vocab_sizes) > 0, "action_vocab_sizes", "at least one action feature", self.action_vocab_sizes)
-        for group in ("action_vocab_sizes", "item_side_vocab_sizes"):
+        groups = ("action_vocab_sizes", "item_side_vocab_sizes", "user_vocab_sizes")
+        for group in groups:
             for name, rows in getattr(self, group).items():
                 _check(isinstance(rows, int) and rows > 0, f"{group}.{name}", "a positive integer", rows)
-        names = ["item_id", *self.action_vocab_sizes, *self.item_side_vocab_sizes]
-        _check(len(set(names)) == len(names), "action_vocab_sizes/item_side_vocab_sizes", "unique feature names", names)
+        names = ["item_id", *(name for group in groups for name in getattr(self, group))]
+        _check(len(set(names)) == len(names), "/".join(groups), "unique feature names", names)
+        _check(
+            not any(n.startswith("cand_") for n in names), "/".join(groups), "no name starting with 'cand_'", names
+        )
         self.merge = _enum(MergeOp, "merge", self.merge)
 
 

@@ -25,7 +25,7 @@ def sequence_feature_names(config: SequenceEmbeddingConfig) -> List[str]:
     """Every KJT key :class:`SequenceEmbedding` reads, in a fixed order."""
     history = [ITEM_FEATURE, *config.item_side_vocab_sizes, *config.action_vocab_sizes]
     candidates = [candidate_feature(ITEM_FEATURE), *(candidate_feature(n) for n in config.item_side_vocab_sizes)]
-    return history + candidates
+    return history + candidates + list(config.user_vocab_sizes)
 
 
 @dataclass
@@ -84,7 +84,7 @@ class SequenceEmbedding(nn.Module):
         ]
         tables += [
             EmbeddingConfig(name=name, embedding_dim=dim, num_embeddings=rows, feature_names=[name])
-            for name, rows in config.action_vocab_sizes.items()
+            for name, rows in {**config.action_vocab_sizes, **config.user_vocab_sizes}.items()
         ]
         self.collection = EmbeddingCollection(tables=tables, device=device)
         self.placeholder = PlaceholderAction(dim, device=device) if with_placeholder else None
@@ -106,6 +106,10 @@ class SequenceEmbedding(nn.Module):
             looked_up, [candidate_feature(n) for n in (ITEM_FEATURE, *self.config.item_side_vocab_sizes)]
         )
         actions = _sum_values(looked_up, list(self.config.action_vocab_sizes))
+        if self.config.user_vocab_sizes:
+            context = _user_context(looked_up, list(self.config.user_vocab_sizes))  # [B, dim]
+            items = _add_per_user(items, context)
+            candidates = _add_per_user(candidates, context)
         return SequenceEmbeddings(items=items, actions=actions, candidates=candidates)
 
     def merge(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -139,3 +143,21 @@ def _sum_values(looked_up: Dict[str, JaggedTensor], names: List[str]) -> JaggedT
     for name in names[1:]:
         values = values + looked_up[name].values()
     return JaggedTensor(values=values, lengths=first.lengths())
+
+
+def _user_context(looked_up: Dict[str, JaggedTensor], names: List[str]) -> torch.Tensor:
+    """Sum of every user feature's embeddings, one row per user: ``[B, dim]``."""
+    context = None
+    for name in names:
+        jt = looked_up[name]
+        lengths = jt.lengths()
+        owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+        pooled = jt.values().new_zeros(lengths.numel(), jt.values().shape[1]).index_add_(0, owner, jt.values())
+        context = pooled if context is None else context + pooled
+    return context
+
+
+def _add_per_user(tokens: JaggedTensor, context: torch.Tensor) -> JaggedTensor:
+    lengths = tokens.lengths()
+    broadcast = torch.repeat_interleave(context, lengths, dim=0, output_size=tokens.values().shape[0])
+    return JaggedTensor(values=tokens.values() + broadcast, lengths=lengths)
