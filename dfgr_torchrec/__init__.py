@@ -38,4 +38,5 @@ __all__ = [
     "build_attention_mask",
     "jagged_attention",
     "make_sequence_batch",
+    "multitask_bce_loss",
 ]
