@@ -1,0 +1,187 @@
+"""Data set configs: where a log is, how its columns map to users, items, times and actions.
+
+A user's own log needs a YAML file of this shape, not code::
+
+    name: my-log
+    source:
+      path: logs/events.tsv
+      format: tsv                 # csv | tsv | parquet | delimited (with `delimiter`, e.g. "::")
+      header: true                # false: columns are 0-based indices
+      columns: {user: user_id, item: video_id, timestamp: time_ms}
+      side_features: {category: category_id}
+      on_bad_rows: error          # or skip: skipped rows are counted per reason in report.json
+      duplicates: error           # same (user, item, timestamp) twice: error | skip (keep the first) | keep
+      require_sorted: false       # true: a user's event earlier than their previous one is a bad row
+    actions:                      # one action type each: a task (one logit) and a bit of the action id
+      click: {column: is_click}             # numeric, positive when != 0
+      like: {column: label, equals: 1}      # positive when the value equals
+      buy: {column: behavior, equals: buy}
+      good: {column: rating, at_least: 4}   # positive when the number is >= the threshold
+    action_feature: null          # a column whose raw values are the action id (e.g. rating); default: bitmask of actions
+    split: {valid_per_user: 1, test_per_user: 1}   # or time_cutoff: <timestamp>
+    vocab: {oov: oov}             # ids unseen in training: one shared OOV row, or `hash` into hash_buckets rows
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Mapping, Optional, Union
+
+import yaml
+
+from dfgr_torchrec.config import from_dict
+
+Column = Union[str, int]
+FORMATS = ("csv", "tsv", "parquet", "delimited")
+DELIMITERS = {"csv": ",", "tsv": "\t"}
+
+
+def _expect(condition: bool, key: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise ValueError(f"{key}: expected {expected}, got {value!r}")
+
+
+@dataclass
+class ColumnsConfig:
+    """Which columns hold the user, the item and the timestamp (names, or indices without header)."""
+
+    user: Column
+    item: Column
+    timestamp: Column
+
+
+@dataclass
+class SourceConfig:
+    path: str
+    format: str = "csv"
+    columns: ColumnsConfig = None  # type: ignore[assignment]
+    header: bool = True
+    delimiter: Optional[str] = None
+    side_features: Dict[str, Column] = field(default_factory=dict)
+    on_bad_rows: str = "error"
+    duplicates: str = "error"
+    require_sorted: bool = False
+
+    def __post_init__(self) -> None:
+        _expect(self.format in FORMATS, "source.format", f"one of {FORMATS}", self.format)
+        if self.format == "delimited":
+            _expect(bool(self.delimiter), "source.delimiter", "a delimiter for format 'delimited'", self.delimiter)
+        elif self.format in DELIMITERS:
+            self.delimiter = self.delimiter or DELIMITERS[self.format]
+        _expect(self.columns is not None, "source.columns", "{user, item, timestamp}", self.columns)
+        if isinstance(self.columns, Mapping):
+            self.columns = from_dict(ColumnsConfig, self.columns, "source.columns")
+        _expect(self.on_bad_rows in ("error", "skip"), "source.on_bad_rows", "'error' or 'skip'", self.on_bad_rows)
+        _expect(self.duplicates in ("error", "skip", "keep"), "source.duplicates", "'error', 'skip' or 'keep'", self.duplicates)
+        for key, col in [*asdict(self.columns).items(), *self.side_features.items()]:
+            if self.header or self.format == "parquet":
+                _expect(isinstance(col, str), f"source.columns.{key}", "a column name (the file has a header)", col)
+            else:
+                _expect(isinstance(col, int) and col >= 0, f"source.columns.{key}", "a 0-based column index (header: false)", col)
+
+
+@dataclass
+class ActionConfig:
+    """One action type, read from one column.
+
+    Positive when ``equals`` is given and the value equals it; when ``at_least`` is given and
+    the number is >= it; otherwise when the number is non-zero.
+    """
+
+    column: Column
+    equals: Optional[Union[str, int, float]] = None
+    at_least: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        _expect(self.equals is None or self.at_least is None, "equals/at_least", "at most one of them", self)
+
+
+@dataclass
+class SplitConfig:
+    """Time-respecting split: per user the last ``test_per_user`` interactions are test
+    candidates and the ``valid_per_user`` before them validation candidates; the rest is
+    training history. With ``time_cutoff``, test is every interaction at or after it instead."""
+
+    valid_per_user: int = 1
+    test_per_user: int = 1
+    time_cutoff: Optional[int] = None
+    min_train_per_user: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("valid_per_user", "test_per_user"):
+            _expect(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, f"split.{key}", "an integer >= 0", getattr(self, key))
+        _expect(
+            isinstance(self.min_train_per_user, int) and self.min_train_per_user >= 1,
+            "split.min_train_per_user", "an integer >= 1", self.min_train_per_user,
+        )
+
+
+@dataclass
+class VocabConfig:
+    """Ids seen in training get contiguous rows 1..V; unseen ids get row 0 (``oov``) or one of
+    ``hash_buckets`` rows after the vocabulary (``hash``)."""
+
+    oov: str = "oov"
+    hash_buckets: int = 1024
+
+    def __post_init__(self) -> None:
+        _expect(self.oov in ("oov", "hash"), "vocab.oov", "'oov' or 'hash'", self.oov)
+        _expect(isinstance(self.hash_buckets, int) and self.hash_buckets > 0, "vocab.hash_buckets", "a positive integer", self.hash_buckets)
+
+
+@dataclass
+class DataConfig:
+    name: str
+    source: SourceConfig
+    actions: Dict[str, ActionConfig]
+    action_feature: Optional[Column] = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    output_dir: str = "data/prepared"
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
+        if isinstance(self.source, Mapping):
+            self.source = from_dict(SourceConfig, self.source, "source")
+        _expect(isinstance(self.actions, Mapping) and len(self.actions) > 0, "actions", "at least one action type", self.actions)
+        self.actions = {
+            name: from_dict(ActionConfig, a, f"actions.{name}") if isinstance(a, Mapping) else a
+            for name, a in self.actions.items()
+        }
+        if isinstance(self.split, Mapping):
+            self.split = from_dict(SplitConfig, self.split, "split")
+        if isinstance(self.vocab, Mapping):
+            self.vocab = from_dict(VocabConfig, self.vocab, "vocab")
+
+    @property
+    def task_names(self):
+        return list(self.actions)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that shapes the prepared data (config and input file identity)."""
+        import os
+
+        stat = os.stat(self.source.path)
+        payload = json.dumps(
+            {"format_version": PREPARED_FORMAT_VERSION, "config": asdict(self), "input": [stat.st_size, int(stat.st_mtime)]},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+PREPARED_FORMAT_VERSION = 1
+
+
+def load_data_config(path: str) -> DataConfig:
+    """Reads and validates a data YAML; errors name the file and the key."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_dict(DataConfig, raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

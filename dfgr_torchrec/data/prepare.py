@@ -1,0 +1,263 @@
+"""``dfgr data prepare``: a raw log -> a prepared, memory-mappable, versioned data set.
+
+Layout of ``<output_dir>/<name>-<fingerprint>/`` (numpy ``.npy``, opened with ``mmap_mode="r"``):
+
+- ``user_offsets.npy`` ``[U + 1]``: user ``u``'s interactions are rows ``offsets[u]:offsets[u+1]``,
+  in chronological order (ties keep file order).
+- ``item.npy``, ``timestamp.npy``, ``action.npy`` ``[T]`` and ``labels.npy`` ``[T, tasks]``;
+  ``side_<name>.npy`` per item side feature.
+- ``split.npy`` ``[T]``: 0 training history, 1 validation candidate, 2 test candidate.
+- ``vocab_<name>.npy``: raw id of each row (row ``r`` of the table is ``vocab[r - 1]``; row 0 is OOV).
+- ``meta.json`` (sizes, tasks, config) and ``report.json`` (what was read, kept and dropped).
+
+The directory name carries a hash of the config and of the input file's size and mtime, so a
+changed config or log never reads stale data; it is written to a temporary directory and
+renamed, so a crash never leaves a half-written data set behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from collections import Counter
+from dataclasses import asdict
+from typing import Any, Dict, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig
+from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
+
+TRAIN, VALID, TEST = 0, 1, 2
+ACTION_FEATURE = "action"
+
+
+def prepared_path(config: DataConfig) -> str:
+    return os.path.join(config.output_dir, f"{config.name}-{config.fingerprint()}")
+
+
+def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> str:
+    """Prepares ``config``'s log unless an up-to-date copy exists; returns its directory."""
+    out = prepared_path(config)
+    if os.path.exists(os.path.join(out, "meta.json")) and not force:
+        if progress:
+            print(f"up to date: {out}")
+        return out
+    start = time.perf_counter()
+    raw = read_log(config, progress=progress)
+    arrays, report = build_arrays(config, raw, progress=progress)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    _write(out, arrays, report, config, progress)
+    if progress:
+        print(f"prepared {out}: {report['interactions']} interactions, {report['users']} users, "
+              f"{report['items']} items in {report['seconds']:.1f} s")
+    return out
+
+
+def _encode(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Raw ids -> (unique raw ids, index of each value in them)."""
+    unique, inverse = np.unique(values, return_inverse=True)
+    return unique, inverse.astype(np.int64)
+
+
+def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, dropped: Counter) -> np.ndarray:
+    """Boolean mask of rows to keep under the ``duplicates`` policy."""
+    keep = np.ones(len(user_idx), dtype=bool)
+    if config.source.duplicates == "keep" or len(user_idx) == 0:
+        return keep
+    order = np.lexsort((raw.lines, raw.timestamps, item_idx, user_idx))
+    same = (
+        (user_idx[order][1:] == user_idx[order][:-1])
+        & (item_idx[order][1:] == item_idx[order][:-1])
+        & (raw.timestamps[order][1:] == raw.timestamps[order][:-1])
+    )
+    dup_rows = order[1:][same]
+    if len(dup_rows) == 0:
+        return keep
+    if config.source.duplicates == "error":
+        first = order[:-1][same][0]
+        row = dup_rows[0]
+        raise BadInputError(
+            f"{config.source.path}:{raw.lines[row]}: duplicate event (user {raw.users[row]!r}, item "
+            f"{raw.items[row]!r}, timestamp {raw.timestamps[row]}) first seen at line {raw.lines[first]}; "
+            f"{len(dup_rows)} duplicate(s) in all (set source.duplicates: skip or keep)"
+        )
+    keep[dup_rows] = False
+    dropped["duplicate event"] += int(len(dup_rows))
+    return keep
+
+
+def _assign_split(config: DataConfig, offsets: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    split = np.zeros(len(timestamps), dtype=np.int8)
+    lengths = np.diff(offsets)
+    position = np.arange(len(timestamps)) - np.repeat(offsets[:-1], lengths)
+    from_end = np.repeat(lengths, lengths) - position  # 1 for the last interaction
+    s = config.split
+    if s.time_cutoff is None:
+        split[from_end <= s.test_per_user] = TEST
+        split[(from_end > s.test_per_user) & (from_end <= s.test_per_user + s.valid_per_user)] = VALID
+    else:
+        split[timestamps >= s.time_cutoff] = TEST
+        # rows are chronological per user, so the pre-cutoff rows are a prefix of each user:
+        # the last valid_per_user of that prefix are validation
+        pre = (split != TEST).astype(np.int64)
+        user_of_row = np.repeat(np.arange(len(lengths)), lengths)
+        pre_total = np.bincount(user_of_row, weights=pre, minlength=len(lengths)).astype(np.int64)
+        cumulative = np.cumsum(pre)
+        before_user = np.concatenate([[0], cumulative])[offsets[:-1]]
+        rank_from_end = pre_total[user_of_row] - (cumulative - before_user[user_of_row]) + 1
+        split[(pre == 1) & (rank_from_end <= s.valid_per_user)] = VALID
+    return split
+
+
+def _vocab(values_str: np.ndarray, train_mask: np.ndarray, config: DataConfig) -> Tuple[np.ndarray, np.ndarray, int, int]:
+    """Contiguous rows 1..V for ids seen in training; unseen ids -> 0 or a hash bucket."""
+    vocab = np.unique(values_str[train_mask])
+    pos = np.searchsorted(vocab, values_str)
+    pos_clipped = np.minimum(pos, max(len(vocab) - 1, 0))
+    seen = (len(vocab) > 0) & (vocab[pos_clipped] == values_str) if len(vocab) else np.zeros(len(values_str), bool)
+    ids = np.where(seen, pos_clipped + 1, 0).astype(np.int64)
+    unseen = int((~seen).sum())
+    num_rows = len(vocab) + 1
+    if config.vocab.oov == "hash" and unseen:
+        buckets = config.vocab.hash_buckets
+        hashed = np.array([zlib.crc32(v.encode()) % buckets for v in values_str[~seen]], dtype=np.int64)
+        ids[~seen] = len(vocab) + 1 + hashed
+    if config.vocab.oov == "hash":
+        num_rows += config.vocab.hash_buckets
+    return ids, vocab, num_rows, unseen
+
+
+def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    dropped: Counter = Counter(raw.dropped)
+    steps = tqdm(total=4, desc="sort, split, vocab", disable=not progress)
+    user_vocab, user_idx = _encode(raw.users)
+    _, item_raw_idx = _encode(raw.items)
+    keep = _drop_duplicates(config, raw, user_idx, item_raw_idx, dropped)
+
+    order = np.lexsort((raw.lines, raw.timestamps, user_idx))
+    order = order[keep[order]]
+    steps.update()
+    users_sorted = user_idx[order]
+    counts = np.bincount(users_sorted, minlength=len(user_vocab))
+    s = config.split
+    min_len = s.min_train_per_user + (s.valid_per_user + s.test_per_user if s.time_cutoff is None else 0)
+    short = counts < min_len
+    if short.any():
+        dropped["user with too few interactions"] += int(counts[short].sum())
+        order = order[~short[users_sorted]]
+        users_sorted = user_idx[order]
+    kept_users, user_new = np.unique(users_sorted, return_inverse=True)
+    counts = np.bincount(user_new, minlength=len(kept_users))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    timestamps = raw.timestamps[order]
+    split = _assign_split(config, offsets, timestamps)
+    steps.update()
+
+    if s.time_cutoff is not None:  # users left with no training history cannot be scored
+        train_counts = np.bincount(user_new[split == TRAIN], minlength=len(kept_users))
+        no_history = train_counts < s.min_train_per_user
+        if no_history.any():
+            dropped["user with no history before time_cutoff"] += int(counts[no_history].sum())
+            row_keep = ~no_history[user_new]
+            order, timestamps, split = order[row_keep], timestamps[row_keep], split[row_keep]
+            kept_users, user_new = np.unique(user_idx[order], return_inverse=True)
+            counts = np.bincount(user_new, minlength=len(kept_users))
+            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    train = split == TRAIN
+    item_ids, item_vocab, item_rows, item_unseen = _vocab(raw.items[order], train, config)
+    arrays: Dict[str, np.ndarray] = {
+        "user_offsets": offsets,
+        "item": item_ids,
+        "timestamp": timestamps,
+        "labels": raw.labels[order],
+        "split": split,
+        "vocab_item": item_vocab,
+        "vocab_user": user_vocab[kept_users],
+    }
+    side_rows: Dict[str, int] = {}
+    oov: Dict[str, int] = {"item": item_unseen}
+    for name, values in raw.side.items():
+        ids, vocab, rows, unseen = _vocab(values[order], train, config)
+        arrays[f"side_{name}"], arrays[f"vocab_{name}"] = ids, vocab
+        side_rows[name], oov[name] = rows, unseen
+    steps.update()
+    if raw.action_values is not None:
+        action_ids, action_vocab, action_rows, _ = _vocab(raw.action_values[order], np.ones(len(order), bool), config)
+        arrays["action"], arrays["vocab_action"] = action_ids, action_vocab
+    else:
+        bits = (1 << np.arange(len(config.actions), dtype=np.int64))
+        arrays["action"] = (arrays["labels"].astype(np.int64) * bits).sum(axis=1) if len(order) else np.zeros(0, np.int64)
+        action_rows = 1 << len(config.actions)
+    steps.update()
+    steps.close()
+
+    lengths = np.diff(offsets)
+    report: Dict[str, Any] = {
+        "name": config.name,
+        "source": config.source.path,
+        "rows_read": raw.rows_read,
+        "rows_kept": int(len(order)),
+        "rows_dropped": dict(sorted(dropped.items())),
+        "users": int(len(kept_users)),
+        "items": int(len(np.unique(raw.items[order]))),
+        "interactions": int(len(order)),
+        "per_action": {n: int(arrays["labels"][:, i].sum()) for i, n in enumerate(config.actions)},
+        "split": {name: int((split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))},
+        "unseen_in_training": oov,
+        "sequence_length": _percentiles(lengths),
+    }
+    assert report["rows_read"] == report["rows_kept"] + sum(report["rows_dropped"].values()), report
+    meta = {
+        "format_version": PREPARED_FORMAT_VERSION,
+        "name": config.name,
+        "tasks": list(config.actions),
+        "num_users": int(len(kept_users)),
+        "item_rows": int(item_rows),
+        "side_rows": side_rows,
+        "action_rows": int(action_rows),
+        "action_feature": ACTION_FEATURE,
+        "interactions": int(len(order)),
+    }
+    arrays["__meta__"] = meta  # type: ignore[assignment]
+    return arrays, report
+
+
+def _percentiles(lengths: np.ndarray) -> Dict[str, float]:
+    if len(lengths) == 0:
+        return {}
+    qs = np.percentile(lengths, [50, 90, 99])
+    return {"min": int(lengths.min()), "p50": round(float(qs[0]), 2), "p90": round(float(qs[1]), 2), "p99": round(float(qs[2]), 2),
+            "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
+
+
+def _write(out: str, arrays: Dict[str, Any], report: Dict[str, Any], config: DataConfig, progress: bool) -> None:
+    meta = arrays.pop("__meta__")
+    meta["config"] = asdict(config)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        for name, array in tqdm(arrays.items(), desc="write", disable=not progress):
+            np.save(os.path.join(tmp, f"{name}.npy"), array)
+        with open(os.path.join(tmp, "report.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: marks the set complete
+            json.dump(meta, f, indent=2, default=str)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_report(path: str) -> Dict[str, Any]:
+    with open(os.path.join(path, "report.json")) as f:
+        return json.load(f)

@@ -1,0 +1,239 @@
+"""Reading an interaction log into columns, with errors that name file, line and column.
+
+Bad rows either stop the run with an error naming the file, line, column and what was
+expected (``on_bad_rows: error``, the default) or are skipped and counted per reason
+(``on_bad_rows: skip``); nothing is dropped without being counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from dfgr_torchrec.data.config import ActionConfig, Column, DataConfig
+
+
+class BadInputError(ValueError):
+    """A row or file that does not match the data config."""
+
+
+@dataclass
+class RawLog:
+    """The log as columns, one entry per kept row, in file order."""
+
+    users: np.ndarray  # str
+    items: np.ndarray  # str
+    timestamps: np.ndarray  # int64
+    lines: np.ndarray  # int64: source line (1-based; header is line 1) or row index for Parquet
+    labels: np.ndarray  # uint8 [rows, num_actions]
+    action_values: Optional[np.ndarray]  # str: raw values of config.action_feature
+    side: Dict[str, np.ndarray]  # str
+    rows_read: int
+    dropped: Counter = field(default_factory=Counter)
+
+
+class _BadRow(Exception):
+    def __init__(self, reason: str, column: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.column = reason, column
+
+
+def _parse_timestamp(value: str, column: str) -> int:
+    if value == "":
+        raise _BadRow("missing timestamp", column, "expected an integer timestamp, got an empty field")
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            raise _BadRow("non-numeric timestamp", column, f"expected an integer timestamp, got {value!r}") from None
+        if not number.is_integer():
+            raise _BadRow("non-numeric timestamp", column, f"expected an integer timestamp, got {value!r}") from None
+        return int(number)
+
+
+def _action_parser(name: str, action: ActionConfig) -> Callable[[str], int]:
+    column = f"actions.{name} ({action.column})"
+    if action.equals is not None and isinstance(action.equals, str):
+        target = action.equals
+        return lambda v: int(v == target)
+
+    def number(v: str) -> float:
+        try:
+            return float(v)
+        except ValueError:
+            raise _BadRow(f"non-numeric action {name}", column, f"expected a number, got {v!r}") from None
+
+    if action.equals is not None:
+        target_number = float(action.equals)
+        return lambda v: int(number(v) == target_number)
+    if action.at_least is not None:
+        threshold = float(action.at_least)
+        return lambda v: int(number(v) >= threshold)
+    return lambda v: int(number(v) != 0.0)
+
+
+def _column_keys(config: DataConfig) -> Dict[str, Column]:
+    src = config.source
+    keys: Dict[str, Column] = {
+        "user": src.columns.user,
+        "item": src.columns.item,
+        "timestamp": src.columns.timestamp,
+    }
+    for name, action in config.actions.items():
+        keys[f"actions.{name}"] = action.column
+    if config.action_feature is not None:
+        keys["action_feature"] = config.action_feature
+    for name, col in src.side_features.items():
+        keys[f"side_features.{name}"] = col
+    return keys
+
+
+def _resolve_header(path: str, header: List[str], keys: Dict[str, Column]) -> Dict[str, int]:
+    names = [h.strip() for h in header]
+    index = {}
+    for key, col in keys.items():
+        if col not in names:
+            raise BadInputError(f"{path}:1: header lacks column {col!r} (from {key}); it has {names}")
+        index[key] = names.index(col)
+    return index
+
+
+def read_log(config: DataConfig, progress: bool = True) -> RawLog:
+    """Reads ``config.source`` into a :class:`RawLog` (CSV/TSV/delimited or Parquet)."""
+    path = config.source.path
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file (source.path)")
+    if config.source.format == "parquet":
+        return _read_parquet(config)
+    return _read_delimited(config, progress)
+
+
+def _split_lines(path: str, delimiter: str, progress: bool) -> Iterator[Tuple[int, List[str]]]:
+    size = os.path.getsize(path)
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"parse {os.path.basename(path)}", disable=not progress)
+    with open(path, newline="", encoding="utf-8") as f:
+        if len(delimiter) == 1:
+            reader = csv.reader(f, delimiter=delimiter)
+            for line_no, fields in enumerate(reader, start=1):
+                if line_no % 65536 == 0:
+                    bar.update(f.tell() - bar.n)
+                yield line_no, fields
+        else:
+            for line_no, line in enumerate(f, start=1):
+                if line_no % 65536 == 0:
+                    bar.update(f.tell() - bar.n)
+                line = line.rstrip("\r\n")
+                yield line_no, line.split(delimiter) if line else []
+    bar.update(size - bar.n)
+    bar.close()
+
+
+def _read_delimited(config: DataConfig, progress: bool) -> RawLog:
+    src = config.source
+    keys = _column_keys(config)
+    lines_iter = _split_lines(src.path, src.delimiter, progress)
+    if src.header:
+        try:
+            _, header = next(lines_iter)
+        except StopIteration:
+            raise BadInputError(f"{src.path}: empty file, expected a header row") from None
+        index = _resolve_header(src.path, header, keys)
+    else:
+        index = {k: int(v) for k, v in keys.items()}
+    return _collect(config, ((ln, f) for ln, f in lines_iter if f), index)
+
+
+def _collect(config: DataConfig, rows: Iterator[Tuple[int, Sequence[Any]]], index: Dict[str, int]) -> RawLog:
+    src = config.source
+    names = list(config.actions)
+    parsers = [_action_parser(n, config.actions[n]) for n in names]
+    action_idx = [index[f"actions.{n}"] for n in names]
+    side_names = list(src.side_features)
+    side_idx = [index[f"side_features.{n}"] for n in side_names]
+    feature_idx = index.get("action_feature")
+    ui, ii, ti = index["user"], index["item"], index["timestamp"]
+    needed = max(index.values()) + 1
+    inverse = {v: k for k, v in index.items()}
+    skip = src.on_bad_rows == "skip"
+
+    users: List[str] = []
+    items: List[str] = []
+    times: List[int] = []
+    lines: List[int] = []
+    labels: List[List[int]] = []
+    values: List[str] = []
+    side: List[List[str]] = [[] for _ in side_names]
+    dropped: Counter = Counter()
+    last_time: Dict[str, int] = {}
+    rows_read = 0
+    for line_no, fields in rows:
+        rows_read += 1
+        try:
+            if len(fields) < needed:
+                missing = [f"{inverse[i]} (column {i})" for i in range(len(fields), needed) if i in inverse]
+                raise _BadRow("missing columns", ", ".join(missing), f"expected at least {needed} fields, got {len(fields)}")
+            user = str(fields[ui]).strip()
+            item = str(fields[ii]).strip()
+            if user == "":
+                raise _BadRow("empty user", f"user ({src.columns.user})", "expected a user id, got an empty field")
+            if item == "":
+                raise _BadRow("empty item", f"item ({src.columns.item})", "expected an item id, got an empty field")
+            ts = _parse_timestamp(str(fields[ti]).strip(), f"timestamp ({src.columns.timestamp})")
+            row_labels = [p(str(fields[i]).strip()) for p, i in zip(parsers, action_idx)]
+            if src.require_sorted:
+                if ts < last_time.get(user, ts):
+                    raise _BadRow(
+                        "unsorted timestamp", f"timestamp ({src.columns.timestamp})",
+                        f"expected a time >= the user's previous event ({last_time[user]}), got {ts}",
+                    )
+                last_time[user] = ts
+        except _BadRow as bad:
+            if not skip:
+                raise BadInputError(f"{src.path}:{line_no}: column {bad.column}: {bad}") from None
+            dropped[bad.reason] += 1
+            continue
+        users.append(user)
+        items.append(item)
+        times.append(ts)
+        lines.append(line_no)
+        labels.append(row_labels)
+        if feature_idx is not None:
+            values.append(str(fields[feature_idx]).strip())
+        for column, i in zip(side, side_idx):
+            column.append(str(fields[i]).strip())
+    return RawLog(
+        users=np.array(users, dtype=str),
+        items=np.array(items, dtype=str),
+        timestamps=np.array(times, dtype=np.int64),
+        lines=np.array(lines, dtype=np.int64),
+        labels=np.array(labels, dtype=np.uint8).reshape(len(users), len(names)),
+        action_values=np.array(values, dtype=str) if feature_idx is not None else None,
+        side={n: np.array(c, dtype=str) for n, c in zip(side_names, side)},
+        rows_read=rows_read,
+        dropped=dropped,
+    )
+
+
+def _read_parquet(config: DataConfig) -> RawLog:
+    import pyarrow.parquet as pq
+
+    src = config.source
+    keys = _column_keys(config)
+    schema_names = pq.read_schema(src.path).names
+    for key, col in keys.items():
+        if col not in schema_names:
+            raise BadInputError(f"{src.path}: no column {col!r} (from {key}); it has {schema_names}")
+    columns = sorted(set(keys.values()), key=list(keys.values()).index)
+    table = pq.read_table(src.path, columns=columns)
+    data = [["" if v is None else v for v in table.column(c).to_pylist()] for c in columns]
+    index = {key: columns.index(col) for key, col in keys.items()}
+    # Parquet rows are numbered from 1 (no header line), so errors say "<file>:<row>".
+    return _collect(config, ((r + 1, [d[r] for d in data]) for r in range(table.num_rows)), index)
