@@ -1,4 +1,4 @@
-"""The ``dfgr`` command: ``dfgr demo``, ``dfgr bench attention``."""
+"""The ``dfgr`` command: ``dfgr demo``, ``dfgr data ...``, ``dfgr bench ...``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import List, Optional
 def build_parser() -> argparse.ArgumentParser:
     from dfgr_torchrec import demo
     from dfgr_torchrec.bench import attention
+    from dfgr_torchrec.data import cli as data_cli
 
     parser = argparse.ArgumentParser(prog="dfgr", description="Dual-Flow Generative Ranking on TorchRec")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -17,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="train on generated sequences, then score held-out candidates")
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(run=demo.run)
+
+    data_cli.add_commands(commands)
 
     bench = commands.add_parser("bench", help="benchmarks (print a table and write JSON)")
     benches = bench.add_subparsers(dest="bench", required=True)

@@ -163,7 +163,7 @@ def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tupl
         train_counts = np.bincount(user_new[split == TRAIN], minlength=len(kept_users))
         no_history = train_counts < s.min_train_per_user
         if no_history.any():
-            dropped["user with no history before time_cutoff"] += int(counts[no_history].sum())
+            dropped["user with no training history before time_cutoff"] += int(counts[no_history].sum())
             row_keep = ~no_history[user_new]
             order, timestamps, split = order[row_keep], timestamps[row_keep], split[row_keep]
             kept_users, user_new = np.unique(user_idx[order], return_inverse=True)

@@ -1,0 +1,70 @@
+"""``dfgr data``: download, prepare and synthesise interaction logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from dfgr_torchrec.data.config import load_data_config
+
+DOWNLOADS = {"movielens-1m": "data/raw/movielens-1m"}
+
+
+def add_commands(commands: "argparse._SubParsersAction") -> None:
+    data = commands.add_parser("data", help="download, prepare and synthesise interaction logs")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    download = sub.add_parser("download", help="fetch a public data set into data/raw/<name>")
+    download.add_argument("name", choices=sorted(DOWNLOADS))
+    download.add_argument("--out", default=None, help="output folder (default data/raw/<name>)")
+    download.add_argument("--force", action="store_true", help="download and convert again")
+    download.set_defaults(run=run_download)
+
+    prepare = sub.add_parser("prepare", help="a raw log -> a prepared, versioned data set + report.json")
+    prepare.add_argument("--config", required=True, help="data YAML, e.g. configs/data/movielens-1m.yaml")
+    prepare.add_argument("--force", action="store_true", help="prepare again even if up to date")
+    prepare.set_defaults(run=run_prepare)
+
+    synth = sub.add_parser("synth", help="generate a synthetic log (and its data config) at any scale")
+    synth.add_argument("--out", required=True, help="the TSV log to write")
+    synth.add_argument("--config-out", default=None, help="where to write the matching data YAML")
+    synth.add_argument("--num-users", type=int, default=10_000)
+    synth.add_argument("--num-items", type=int, default=1_000_000)
+    synth.add_argument("--min-seq-len", type=int, default=10)
+    synth.add_argument("--max-seq-len", type=int, default=500)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=run_synth)
+
+
+def run_download(args: argparse.Namespace) -> None:
+    from dfgr_torchrec.data.movielens import download_movielens_1m
+
+    out = args.out or DOWNLOADS[args.name]
+    print(download_movielens_1m(out, force=args.force))
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    from dfgr_torchrec.data.prepare import load_report, prepare
+
+    config = load_data_config(args.config)
+    if config.name == "movielens-1m" and not os.path.exists(config.source.path):
+        run_download(argparse.Namespace(name="movielens-1m", out=os.path.dirname(config.source.path), force=False))
+    path = prepare(config, force=args.force)
+    print(json.dumps(load_report(path), indent=2))
+
+
+def run_synth(args: argparse.Namespace) -> None:
+    from dfgr_torchrec.data.synth import SynthConfig, generate, write_data_config
+
+    config = SynthConfig(
+        num_users=args.num_users,
+        num_items=args.num_items,
+        min_seq_len=args.min_seq_len,
+        max_seq_len=args.max_seq_len,
+        seed=args.seed,
+    )
+    summary = generate(config, args.out)
+    if args.config_out:
+        write_data_config(config, args.out, args.config_out)
+    print(json.dumps(summary, indent=2, default=str))

@@ -1,0 +1,197 @@
+"""Streaming :class:`SequenceBatch` es from a prepared data set, sharded by rank and worker."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, Iterator, List, Optional, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchrec import KeyedJaggedTensor
+
+from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig
+from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION
+from dfgr_torchrec.data.prepare import ACTION_FEATURE, TEST, TRAIN, VALID
+from dfgr_torchrec.modules.embeddings import ITEM_FEATURE, candidate_feature, sequence_feature_names
+
+SPLITS = ("train", "valid", "test")
+
+
+class PreparedData:
+    """A prepared data set on disk, its arrays memory-mapped (read lazily, shared by workers)."""
+
+    def __init__(self, path: str) -> None:
+        meta_path = os.path.join(path, "meta.json")
+        if not os.path.exists(meta_path):
+            raise FileNotFoundError(f"{path}: not a prepared data set (no meta.json); run `dfgr data prepare`")
+        with open(meta_path) as f:
+            self.meta = json.load(f)
+        if self.meta.get("format_version") != PREPARED_FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: prepared with format {self.meta.get('format_version')}, this code reads "
+                f"{PREPARED_FORMAT_VERSION}; prepare it again"
+            )
+        self.path = path
+        load = lambda name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r")  # noqa: E731
+        self.offsets = np.asarray(load("user_offsets"))
+        self.item, self.timestamp, self.action = load("item"), load("timestamp"), load("action")
+        self.labels, self.split = load("labels"), load("split")
+        self.side = {name: load(f"side_{name}") for name in self.meta["side_rows"]}
+        lengths = np.diff(self.offsets)
+        user_of_row = np.repeat(np.arange(len(lengths)), lengths)
+        split = np.asarray(self.split)
+        self.counts = {
+            code: np.bincount(user_of_row[split == code], minlength=len(lengths)).astype(np.int64)
+            for code in (TRAIN, VALID, TEST)
+        }
+
+    @property
+    def tasks(self) -> List[str]:
+        return list(self.meta["tasks"])
+
+    @property
+    def num_users(self) -> int:
+        return int(self.meta["num_users"])
+
+    def embedding_config(self, embedding_dim: int, merge: Union[str, MergeOp] = MergeOp.SUM) -> SequenceEmbeddingConfig:
+        """The tables this data set needs, sized from its vocabularies."""
+        return SequenceEmbeddingConfig(
+            item_vocab_size=int(self.meta["item_rows"]),
+            action_vocab_sizes={ACTION_FEATURE: int(self.meta["action_rows"])},
+            item_side_vocab_sizes={k: int(v) for k, v in self.meta["side_rows"].items()},
+            embedding_dim=embedding_dim,
+            merge=merge,
+        )
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for each pair, without a Python loop."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+class SequenceDataset(IterableDataset):
+    """Yields :class:`SequenceBatch` es of one split, sharded by rank and DataLoader worker.
+
+    - ``train``: each user's training history (the most recent ``max_seq_len``), labels at
+      every position, no candidates. Users are shuffled per epoch (``set_epoch``) with the
+      same permutation on every rank; each rank takes ``num_users // world_size`` of them,
+      so every rank yields the same number of batches (``dropped_users`` counts the rest).
+    - ``valid``: history = training part, candidates = the validation interactions.
+    - ``test``: history = training + validation parts, candidates = the test interactions.
+      Evaluation covers every user with candidates: rank ``r`` takes users ``r::world_size``.
+
+    Use it with ``DataLoader(dataset, batch_size=None, num_workers=..., pin_memory=...)``
+    (:func:`make_dataloader`); workers split the rank's users between them.
+
+    Args:
+        data: a :class:`PreparedData` or its path.
+        split: ``"train"``, ``"valid"`` or ``"test"``.
+        batch_size: users per batch.
+        max_seq_len: longest history kept (the most recent interactions).
+        rank, world_size: this process's shard.
+        shuffle: shuffle users each epoch (default: only for ``train``).
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        data: Union[PreparedData, str],
+        split: str,
+        batch_size: int,
+        max_seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: Optional[bool] = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if split not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank: expected 0 <= rank < world_size ({world_size}), got {rank}")
+        if batch_size <= 0 or max_seq_len <= 0:
+            raise ValueError(f"batch_size and max_seq_len must be positive, got {batch_size}, {max_seq_len}")
+        self.data = data if isinstance(data, PreparedData) else PreparedData(data)
+        self.split, self.batch_size, self.max_seq_len = split, batch_size, max_seq_len
+        self.rank, self.world_size = rank, world_size
+        self.shuffle = (split == "train") if shuffle is None else shuffle
+        self.seed, self.epoch = seed, 0
+        d = self.data
+        self._history_count = d.counts[TRAIN] + (d.counts[VALID] if split == "test" else 0)
+        self._candidate_count = {"train": np.zeros_like(d.counts[TRAIN]), "valid": d.counts[VALID], "test": d.counts[TEST]}[split]
+        needs = self._history_count > 0 if split == "train" else self._candidate_count > 0
+        self.users = np.flatnonzero(needs)
+        self.dropped_users = len(self.users) % world_size if split == "train" else 0
+        self.feature_names = sequence_feature_names(d.embedding_config(1))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rank_users(self) -> np.ndarray:
+        users = self.users
+        if self.shuffle:
+            users = np.random.default_rng([self.seed, self.epoch]).permutation(users)
+        if self.split == "train":
+            per_rank = len(users) // self.world_size
+            return users[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return users[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        """Batches this rank yields with one worker (workers each round their share up)."""
+        return math.ceil(len(self.rank_users()) / self.batch_size)
+
+    def __iter__(self) -> Iterator[SequenceBatch]:
+        users = self.rank_users()
+        worker = get_worker_info()
+        if worker is not None:
+            users = users[worker.id :: worker.num_workers]
+        for start in range(0, len(users), self.batch_size):
+            yield self.make_batch(users[start : start + self.batch_size])
+
+    def make_batch(self, users: np.ndarray) -> SequenceBatch:
+        """The batch of the given users (indices into the prepared data set)."""
+        d = self.data
+        starts = d.offsets[users]
+        history_end = starts + self._history_count[users]
+        history_start = np.maximum(starts, history_end - self.max_seq_len)
+        candidate_end = history_end + self._candidate_count[users]
+        rows = _ranges(history_start, history_end)
+        cand_rows = _ranges(history_end, candidate_end)
+        h_lengths = torch.from_numpy(history_end - history_start)
+        c_lengths = torch.from_numpy(candidate_end - history_end)
+
+        per_key: Dict[str, np.ndarray] = {ITEM_FEATURE: d.item[rows], candidate_feature(ITEM_FEATURE): d.item[cand_rows]}
+        for name, column in d.side.items():
+            per_key[name] = column[rows]
+            per_key[candidate_feature(name)] = column[cand_rows]
+        per_key[ACTION_FEATURE] = d.action[rows]
+        keys = self.feature_names
+        values = torch.from_numpy(np.concatenate([np.asarray(per_key[k], dtype=np.int64) for k in keys]))
+        lengths = torch.cat([c_lengths if k.startswith("cand_") else h_lengths for k in keys])
+        return SequenceBatch(
+            features=KeyedJaggedTensor(keys=keys, values=values, lengths=lengths),
+            timestamps=torch.from_numpy(np.asarray(d.timestamp[rows], dtype=np.int64)),
+            labels=torch.from_numpy(np.asarray(d.labels[rows], dtype=np.float32)),
+            candidate_timestamps=torch.from_numpy(np.asarray(d.timestamp[cand_rows], dtype=np.int64)),
+            candidate_labels=torch.from_numpy(np.asarray(d.labels[cand_rows], dtype=np.float32)),
+        )
+
+
+def make_dataloader(dataset: SequenceDataset, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ready-made batches (the dataset batches itself)."""
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )

@@ -1,0 +1,81 @@
+"""SequenceDataset: batch contents, truncation, rank/worker sharding, and a model eating the batches."""
+
+import numpy as np
+import pytest
+import torch
+
+from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, TaskConfig, from_dict
+from dfgr_torchrec.data.config import DataConfig, load_data_config
+from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset, make_dataloader
+from dfgr_torchrec.data.prepare import prepare
+from dfgr_torchrec.models.ranking import DFGRRankingModel
+from tests.data.conftest import write_config
+
+
+@pytest.fixture
+def tiny(tmp_path, tiny_log):
+    return PreparedData(prepare(from_dict(DataConfig, write_config(tmp_path, tiny_log)), progress=False))
+
+
+def test_train_valid_test_batches(tiny):
+    train = SequenceDataset(tiny, "train", batch_size=8, max_seq_len=10, shuffle=False).make_batch(np.array([0, 1]))
+    assert train.history_lengths.tolist() == [2, 1] and train.candidate_lengths.tolist() == [0, 0]
+    assert train.timestamps.tolist() == [1, 2, 5]
+    assert train.labels.tolist() == [[1, 1], [0, 0], [0, 0]]
+
+    valid = SequenceDataset(tiny, "valid", batch_size=8, max_seq_len=10).make_batch(np.array([0, 1]))
+    assert valid.history_lengths.tolist() == [2, 1] and valid.candidate_timestamps.tolist() == [3, 6]
+
+    test = SequenceDataset(tiny, "test", batch_size=8, max_seq_len=10).make_batch(np.array([0, 1]))
+    assert test.history_lengths.tolist() == [3, 2] and test.candidate_timestamps.tolist() == [4, 7]
+    assert test.candidate_labels.tolist() == [[1, 1], [1, 1]]
+    assert test.features["action"].values().tolist() == [3, 0, 1, 0, 1]
+
+
+def test_truncation_keeps_the_most_recent(tiny):
+    batch = SequenceDataset(tiny, "test", batch_size=8, max_seq_len=2).make_batch(np.array([0]))
+    assert batch.timestamps.tolist() == [2, 3] and batch.candidate_timestamps.tolist() == [4]
+
+
+def _kuairand(shared_data):
+    return PreparedData(prepare(load_data_config("configs/data/kuairand-sample.yaml"), progress=False))
+
+
+def test_eval_sharding_covers_every_user_once(shared_data):
+    data = _kuairand(shared_data)
+    seen = []
+    for rank in range(3):
+        ds = SequenceDataset(data, "test", batch_size=50, max_seq_len=64, rank=rank, world_size=3)
+        for batch in make_dataloader(ds, num_workers=2):
+            seen.append(int(batch.candidate_lengths.numel()))
+    assert sum(seen) == data.num_users
+
+
+def test_train_ranks_get_equal_disjoint_shares(shared_data):
+    data = _kuairand(shared_data)
+    shares = [SequenceDataset(data, "train", 32, 64, rank=r, world_size=3, seed=1).rank_users() for r in range(3)]
+    assert len({len(s) for s in shares}) == 1
+    assert len(np.intersect1d(shares[0], shares[1])) == 0
+    assert sum(len(s) for s in shares) + SequenceDataset(data, "train", 32, 64, world_size=3).dropped_users == data.num_users
+    a = SequenceDataset(data, "train", 32, 64, seed=1)
+    b = SequenceDataset(data, "train", 32, 64, seed=1)
+    b.set_epoch(1)
+    assert not np.array_equal(a.rank_users(), b.rank_users())
+
+
+def test_model_trains_and_scores_on_real_batches(shared_data):
+    data = _kuairand(shared_data)
+    config = RankingModelConfig(
+        embeddings=data.embedding_config(16),
+        interaction=InteractionConfig(d_model=16, num_layers=1, max_seq_len=64, mask_mode="session"),
+        tasks=[TaskConfig(t) for t in data.tasks],
+    )
+    torch.manual_seed(0)
+    model = DFGRRankingModel(config)
+    batch = next(iter(make_dataloader(SequenceDataset(data, "train", 16, 64))))
+    out = model(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.logits.shape == (int(batch.history_lengths.sum()), len(data.tasks))
+    test_batch = next(iter(SequenceDataset(data, "test", 16, 64)))
+    scores = model.score_candidates(test_batch)
+    assert scores.values().shape == (int(test_batch.candidate_lengths.sum()), len(data.tasks))
