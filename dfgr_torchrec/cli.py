@@ -9,7 +9,7 @@ from typing import List, Optional
 
 def build_parser() -> argparse.ArgumentParser:
     from dfgr_torchrec import demo
-    from dfgr_torchrec.bench import attention
+    from dfgr_torchrec.bench import attention, data as data_bench
     from dfgr_torchrec.data import cli as data_cli
 
     parser = argparse.ArgumentParser(prog="dfgr", description="Dual-Flow Generative Ranking on TorchRec")
@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     attention_parser = benches.add_parser("attention", help="DFGR vs MetaGR training and inference cost")
     attention.add_arguments(attention_parser)
     attention_parser.set_defaults(run=attention.run)
+    data_parser = benches.add_parser("data", help="prepare time and loader throughput vs the training step")
+    data_bench.add_arguments(data_parser)
+    data_parser.set_defaults(run=data_bench.run)
     return parser
 
 

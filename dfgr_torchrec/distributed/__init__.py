@@ -1,0 +1,1 @@
+"""Sharding the ranking models with TorchRec DistributedModelParallel."""

@@ -1,0 +1,140 @@
+"""Shard a ranking model: model-parallel embedding tables, data-parallel dense layers.
+
+Example::
+
+    model = DFGRRankingModel(config, device=torch.device("meta"))
+    dmp = shard_model(model, {"item": "row_wise", "action": "table_wise"}, torch.device("cpu"))
+    optimizer = combined_optimizer(dmp, dense_optimizer(dmp, lr=1e-3))
+    dmp(batch).loss.backward()   # the fused sparse optimizer updates the tables in backward
+    optimizer.step()             # AdamW on the dense parameters
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec import EmbeddingCollection
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.types import ShardingType
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+SHARDING_TYPES = {
+    "row_wise": ShardingType.ROW_WISE,
+    "table_wise": ShardingType.TABLE_WISE,
+    "column_wise": ShardingType.COLUMN_WISE,
+    "table_row_wise": ShardingType.TABLE_ROW_WISE,
+}
+SPARSE_OPTIMIZERS = {"row_wise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+
+
+def sharding_constraints(table_sharding: Mapping[str, str]) -> Dict[str, ParameterConstraints]:
+    """``{table: "row_wise" | "table_wise" | ...}`` -> planner constraints for those tables."""
+    constraints = {}
+    for table, kind in table_sharding.items():
+        if kind not in SHARDING_TYPES:
+            raise ValueError(f"sharding.{table}: expected one of {sorted(SHARDING_TYPES)}, got {kind!r}")
+        constraints[table] = ParameterConstraints(sharding_types=[SHARDING_TYPES[kind].value])
+    return constraints
+
+
+def _embedding_collections(model: nn.Module) -> Iterator[EmbeddingCollection]:
+    return (m for m in model.modules() if isinstance(m, EmbeddingCollection))
+
+
+def shard_model(
+    model: nn.Module,
+    table_sharding: Mapping[str, str],
+    device: torch.device,
+    pg: Optional[dist.ProcessGroup] = None,
+    sparse_optimizer: str = "row_wise_adagrad",
+    sparse_lr: float = 0.01,
+) -> DistributedModelParallel:
+    """Plans and applies sharding; the tables get a fused optimizer applied in backward.
+
+    Args:
+        model: a model built on ``device="meta"`` (DMP allocates it).
+        table_sharding: sharding type per table name (tables not named are left to the planner).
+        device: this rank's device.
+        pg: the process group (default: the world).
+        sparse_optimizer: ``row_wise_adagrad``, ``adagrad`` or ``sgd`` (fused Adam is GPU-only).
+        sparse_lr: learning rate of the fused optimizer.
+    """
+    if sparse_optimizer not in SPARSE_OPTIMIZERS:
+        raise ValueError(f"sparse_optimizer: expected one of {sorted(SPARSE_OPTIMIZERS)}, got {sparse_optimizer!r}")
+    pg = pg or dist.GroupMember.WORLD
+    tables = {t.name for ec in _embedding_collections(model) for t in ec.embedding_configs()}
+    unknown = sorted(set(table_sharding) - tables)
+    if unknown:
+        raise ValueError(f"sharding: unknown table(s) {unknown}; the model has {sorted(tables)}")
+    for ec in _embedding_collections(model):
+        # Without this the fused kernel would still apply plain SGD (lr 0.01) silently.
+        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], ec.parameters(), {"lr": sparse_lr})
+    world_size = dist.get_world_size(pg)
+    planner = EmbeddingShardingPlanner(
+        topology=Topology(world_size=world_size, compute_device=device.type),
+        constraints=sharding_constraints(table_sharding),
+    )
+    sharders = [EmbeddingCollectionSharder()]
+    plan = planner.collective_plan(model, sharders, pg)
+    return DistributedModelParallel(module=model, device=device, plan=plan, sharders=sharders)
+
+
+def table_sharding_types(dmp: DistributedModelParallel) -> Dict[str, str]:
+    """The sharding type the plan chose for each table."""
+    out = {}
+    for module_plan in dmp.plan.plan.values():
+        for table, spec in module_plan.items():  # type: ignore[union-attr]
+            out[table] = spec.sharding_type
+    return out
+
+
+def dense_parameters(dmp: DistributedModelParallel) -> List[Tuple[str, nn.Parameter]]:
+    """The parameters not updated by the fused (in-backward) sparse optimizer."""
+    return list(in_backward_optimizer_filter(dmp.named_parameters()))
+
+
+def dense_optimizer(dmp: DistributedModelParallel, lr: float, weight_decay: float = 0.0) -> KeyedOptimizerWrapper:
+    """AdamW over the dense (data-parallel) parameters, as a KeyedOptimizer."""
+    params = dict(dense_parameters(dmp))
+    return KeyedOptimizerWrapper(params, lambda ps: torch.optim.AdamW(ps, lr=lr, weight_decay=weight_decay))
+
+
+def combined_optimizer(dmp: DistributedModelParallel, dense: KeyedOptimizer) -> CombinedOptimizer:
+    """One optimizer for checkpointing and scheduling: the fused sparse one plus ``dense``."""
+    return CombinedOptimizer([("sparse", dmp.fused_optimizer), ("dense", dense)])
+
+
+def load_unsharded_state(dmp: DistributedModelParallel, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Copies a full (unsharded) state dict into the sharded model: each rank takes its shards."""
+    own = dmp.state_dict()
+    with torch.no_grad():
+        for key, target in own.items():
+            plain = _strip_wrappers(key)
+            if plain not in state_dict:
+                raise KeyError(f"load_unsharded_state: the state dict lacks {plain!r}")
+            source = state_dict[plain]
+            if hasattr(target, "local_shards"):  # ShardedTensor
+                for shard in target.local_shards():
+                    offsets, sizes = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                    index = tuple(slice(o, o + s) for o, s in zip(offsets, sizes))
+                    shard.tensor.copy_(source[index])
+            elif hasattr(target, "to_local"):  # DTensor
+                raise NotImplementedError("DTensor shards are not handled; use ShardedTensor state dicts")
+            else:
+                target.copy_(source)
+
+
+def _strip_wrappers(key: str) -> str:
+    for prefix in ("_dmp_wrapped_module.", "module."):
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
