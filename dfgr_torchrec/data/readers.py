@@ -119,17 +119,21 @@ def read_log(config: DataConfig, progress: bool = True) -> RawLog:
 def _split_lines(path: str, delimiter: str, progress: bool) -> Iterator[Tuple[int, List[str]]]:
     size = os.path.getsize(path)
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"parse {os.path.basename(path)}", disable=not progress)
+    read = 0
+
+    def counted(f) -> Iterator[str]:
+        nonlocal read
+        for number, line in enumerate(f, start=1):
+            read += len(line)
+            if number % 65536 == 0:
+                bar.update(min(read, size) - bar.n)
+            yield line
+
     with open(path, newline="", encoding="utf-8") as f:
         if len(delimiter) == 1:
-            reader = csv.reader(f, delimiter=delimiter)
-            for line_no, fields in enumerate(reader, start=1):
-                if line_no % 65536 == 0:
-                    bar.update(f.tell() - bar.n)
-                yield line_no, fields
+            yield from enumerate(csv.reader(counted(f), delimiter=delimiter), start=1)
         else:
-            for line_no, line in enumerate(f, start=1):
-                if line_no % 65536 == 0:
-                    bar.update(f.tell() - bar.n)
+            for line_no, line in enumerate(counted(f), start=1):
                 line = line.rstrip("\r\n")
                 yield line_no, line.split(delimiter) if line else []
     bar.update(size - bar.n)
