@@ -83,8 +83,8 @@ def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, droppe
         first = order[:-1][same][0]
         row = dup_rows[0]
         raise BadInputError(
-            f"{config.source.path}:{raw.lines[row]}: duplicate event (user {raw.users[row]!r}, item "
-            f"{raw.items[row]!r}, timestamp {raw.timestamps[row]}) first seen at line {raw.lines[first]}; "
+            f"{config.source.path}:{raw.lines[row]}: duplicate event (user {str(raw.users[row])!r}, item "
+            f"{str(raw.items[row])!r}, timestamp {raw.timestamps[row]}) first seen at line {raw.lines[first]}; "
             f"{len(dup_rows)} duplicate(s) in all (set source.duplicates: skip or keep)"
         )
     keep[dup_rows] = False
