@@ -19,3 +19,18 @@ def test_bench_writes_rows(tmp_path):
         assert row["train_speedup"] == row["metagr_train_ms"] / row["dfgr_train_ms"]
         assert row["infer_speedup"] == row["metagr_infer_ms"] / row["dfgr_infer_ms"]
         assert row["dfgr_train_peak_mb"] is not None and row["dfgr_train_peak_mb"] >= 0
+
+
+def test_data_bench_on_the_kuairand_sample(tmp_path):
+    import pathlib
+
+    import pytest
+
+    if not (pathlib.Path(__file__).resolve().parents[3] / "shared" / "data").exists():
+        pytest.skip("../shared/data is absent")
+    path = tmp_path / "data.json"
+    assert main(["bench", "data", "--config", "configs/data/kuairand-sample.yaml", "--train-steps", "2",
+                 "--num-workers", "0", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["interactions"] == 41704 and result["loader"]["sequences_per_s"] > 0
+    assert result["loader_over_train"] > 0

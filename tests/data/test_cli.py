@@ -1,0 +1,29 @@
+"""`dfgr data ...` from the command line."""
+
+import json
+
+from dfgr_torchrec.cli import main
+
+
+def test_synth_then_prepare(tmp_path, capsys):
+    log, config = tmp_path / "log.tsv", tmp_path / "data.yaml"
+    assert main(["data", "synth", "--out", str(log), "--config-out", str(config), "--num-users", "30",
+                 "--num-items", "100", "--max-seq-len", "20"]) == 0
+    text = config.read_text().replace("name:", f"output_dir: {tmp_path / 'prepared'}\nname:", 1)
+    config.write_text(text)
+    capsys.readouterr()
+    assert main(["data", "prepare", "--config", str(config)]) == 0
+    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert report["users"] == 30
+
+
+def test_prepare_reports_bad_input_with_exit_2(tmp_path, capsys):
+    log = tmp_path / "log.tsv"
+    log.write_text("u\ti\tt\tclick\na\tx\tlater\t1\n")
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        f"name: bad\noutput_dir: {tmp_path}\nsource: {{path: {log}, format: tsv, columns: {{user: u, item: i, timestamp: t}}}}\n"
+        "actions: {click: {column: click}}\n"
+    )
+    assert main(["data", "prepare", "--config", str(config)]) == 2
+    assert "log.tsv:2: column timestamp (t): expected an integer timestamp, got 'later'" in capsys.readouterr().err
