@@ -24,3 +24,53 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     mean_rank = ends - (counts.double() - 1) / 2
     ranks[order] = mean_rank[inverse]
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def gauc(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> float:
+    """Per-group AUC weighted by the group's size, over groups that hold both classes."""
+    scores, labels, groups = scores.detach().double().flatten(), labels.detach().flatten(), groups.flatten()
+    order = torch.argsort(groups, stable=True)
+    groups, scores, labels = groups[order], scores[order], labels[order]
+    _, counts = torch.unique_consecutive(groups, return_counts=True)
+    total, weight = 0.0, 0
+    for s, y in zip(torch.split(scores, counts.tolist()), torch.split(labels, counts.tolist())):
+        value = auc(s, y)
+        if not math.isnan(value):
+            total += value * len(s)
+            weight += len(s)
+    return total / weight if weight else math.nan
+
+
+def log_loss(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean binary cross-entropy of sigmoid(logits)."""
+    return float(torch.nn.functional.binary_cross_entropy_with_logits(logits.double(), labels.double()))
+
+
+def normalized_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Log loss divided by the entropy of the base rate (1.0 = no better than predicting the mean)."""
+    p = float(labels.double().mean())
+    if p in (0.0, 1.0):
+        return math.nan
+    base = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    return log_loss(logits, labels) / base
+
+
+def calibration(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean predicted probability over the observed positive rate (1.0 = calibrated)."""
+    positives = float(labels.double().sum())
+    return float(torch.sigmoid(logits.double()).sum()) / positives if positives else math.nan
+
+
+def ranking_metrics(logits: torch.Tensor, labels: torch.Tensor, users: torch.Tensor, tasks) -> dict:
+    """AUC, GAUC, log loss, NE and calibration for each task column."""
+    return {
+        task: {
+            "auc": auc(logits[:, i], labels[:, i]),
+            "gauc": gauc(logits[:, i], labels[:, i], users),
+            "logloss": log_loss(logits[:, i], labels[:, i]),
+            "ne": normalized_entropy(logits[:, i], labels[:, i]),
+            "calibration": calibration(logits[:, i], labels[:, i]),
+            "count": int(labels.shape[0]),
+        }
+        for i, task in enumerate(tasks)
+    }

@@ -36,13 +36,22 @@ SHARDING_TYPES = {
 SPARSE_OPTIMIZERS = {"row_wise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 
 
-def sharding_constraints(table_sharding: Mapping[str, str]) -> Dict[str, ParameterConstraints]:
-    """``{table: "row_wise" | "table_wise" | ...}`` -> planner constraints for those tables."""
+def sharding_constraints(
+    table_sharding: Mapping[str, str], pooling_factors: Optional[Mapping[str, List[float]]] = None
+) -> Dict[str, ParameterConstraints]:
+    """``{table: "row_wise" | "table_wise" | ...}`` -> planner constraints for those tables.
+
+    ``pooling_factors`` (ids looked up per sample, per feature of the table: the mean sequence
+    length for sequence features) lets the planner cost the tables from the real data.
+    """
     constraints = {}
+    pooling_factors = pooling_factors or {}
     for table, kind in table_sharding.items():
         if kind not in SHARDING_TYPES:
             raise ValueError(f"sharding.{table}: expected one of {sorted(SHARDING_TYPES)}, got {kind!r}")
-        constraints[table] = ParameterConstraints(sharding_types=[SHARDING_TYPES[kind].value])
+        constraints[table] = ParameterConstraints(
+            sharding_types=[SHARDING_TYPES[kind].value], pooling_factors=pooling_factors.get(table)
+        )
     return constraints
 
 
@@ -57,6 +66,7 @@ def shard_model(
     pg: Optional[dist.ProcessGroup] = None,
     sparse_optimizer: str = "row_wise_adagrad",
     sparse_lr: float = 0.01,
+    pooling_factors: Optional[Mapping[str, List[float]]] = None,
 ) -> DistributedModelParallel:
     """Plans and applies sharding; the tables get a fused optimizer applied in backward.
 
@@ -67,6 +77,7 @@ def shard_model(
         pg: the process group (default: the world).
         sparse_optimizer: ``row_wise_adagrad``, ``adagrad`` or ``sgd`` (fused Adam is GPU-only).
         sparse_lr: learning rate of the fused optimizer.
+        pooling_factors: per table, the mean ids per sample of each of its features.
     """
     if sparse_optimizer not in SPARSE_OPTIMIZERS:
         raise ValueError(f"sparse_optimizer: expected one of {sorted(SPARSE_OPTIMIZERS)}, got {sparse_optimizer!r}")
@@ -81,7 +92,7 @@ def shard_model(
     world_size = dist.get_world_size(pg)
     planner = EmbeddingShardingPlanner(
         topology=Topology(world_size=world_size, compute_device=device.type),
-        constraints=sharding_constraints(table_sharding),
+        constraints=sharding_constraints(table_sharding, pooling_factors),
     )
     sharders = [EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, pg)

@@ -1,0 +1,1 @@
+"""Recipes: training and evaluation that read top to bottom."""
