@@ -179,7 +179,7 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
     fail_at = int(os.environ.get(FAIL_AT_STEP, "0"))
     autocast = env.device.type == "cuda" and config.train.bf16
     log_path = os.path.join(run_dir, "train_log.jsonl")
-    metrics: Dict[str, Any] = {}
+    metrics: Optional[Dict[str, Any]] = None  # {} on ranks other than 0 once evaluated
     while epoch < config.train.epochs and (not config.train.max_steps or step < total_steps):
         train_ds.set_epoch(epoch)
         loader = make_dataloader(train_ds, num_workers=config.data.num_workers, pin_memory=env.device.type == "cuda")
@@ -233,7 +233,9 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
             metrics = evaluate(dmp, data, config, env)
             if env.is_main and epoch < config.train.epochs:
                 print(f"epoch {epoch} {metrics['split']} metrics:\n{format_metrics(metrics)}", flush=True)
-    return _finish(metrics or evaluate(dmp, data, config, env), run_dir, env, "final")
+    if metrics is None:  # resumed after the last evaluation: evaluate (collectively) once more
+        metrics = evaluate(dmp, data, config, env)
+    return _finish(metrics, run_dir, env, "final")
 
 
 def _checkpoint(directory, step, epoch, batch_in_epoch, dmp, optimizer, scheduler, config) -> None:
