@@ -12,7 +12,7 @@ import json
 import os
 import re
 import shutil
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -28,8 +28,14 @@ def latest_checkpoint(directory: str) -> Optional[str]:
     return os.path.join(directory, max(steps)[1]) if steps else None
 
 
-def save_checkpoint(directory: str, step: int, state: Dict[str, Any], progress: Dict[str, Any], keep: int) -> str:
-    """Collective: every rank calls it. Returns the checkpoint's final path."""
+def save_checkpoint(
+    directory: str, step: int, state: Dict[str, Any], extra: Dict[str, Any], progress: Dict[str, Any], keep: int
+) -> str:
+    """Collective: every rank calls it. Returns the checkpoint's final path.
+
+    ``state`` (sharded tensors: model, optimizers) goes through DCP; ``extra`` (small picklable
+    state identical on every rank, e.g. the scheduler) is saved once by rank 0.
+    """
     rank, world = dist.get_rank(), dist.get_world_size()
     tmp = os.path.join(directory, f".tmp-step-{step}")
     final = os.path.join(directory, f"step-{step}")
@@ -41,6 +47,7 @@ def save_checkpoint(directory: str, step: int, state: Dict[str, Any], progress: 
     torch.save(_rng_state(), os.path.join(tmp, f"rng-rank{rank}.pt"))
     dist.barrier()
     if rank == 0:
+        torch.save(extra, os.path.join(tmp, "extra.pt"))
         with open(os.path.join(tmp, "progress.json"), "w") as f:
             json.dump({**progress, "world_size": world}, f)
         shutil.rmtree(final, ignore_errors=True)
@@ -50,8 +57,8 @@ def save_checkpoint(directory: str, step: int, state: Dict[str, Any], progress: 
     return final
 
 
-def load_checkpoint(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
-    """Loads ``path`` into ``state`` in place (collective); returns the saved progress."""
+def load_checkpoint(path: str, state: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Loads ``path`` into ``state`` in place (collective); returns ``(extra, progress)``."""
     with open(os.path.join(path, "progress.json")) as f:
         progress = json.load(f)
     world = dist.get_world_size()
@@ -64,7 +71,7 @@ def load_checkpoint(path: str, state: Dict[str, Any]) -> Dict[str, Any]:
     dcp.load(state, checkpoint_id=path)
     rng_path = os.path.join(path, f"rng-rank{dist.get_rank()}.pt")
     _set_rng_state(torch.load(rng_path, weights_only=False))
-    return progress
+    return torch.load(os.path.join(path, "extra.pt"), weights_only=False), progress
 
 
 def _rng_state() -> Dict[str, Any]:

@@ -157,14 +157,17 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(dense, lr_lambda(config, total_steps))
     run_dir = config.run_dir
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    state = {"model": dmp.state_dict(), "optim": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     step, epoch, skip = 0, 0, 0
     resume_from = latest_checkpoint(ckpt_dir) if (config.checkpoint.resume or eval_only) else None
     if resume_from:
-        progress = load_checkpoint(resume_from, state)
+        dense.init_state()  # AdamW's state is lazy; it must exist to be loaded in place (weights are loaded after)
+        state = {"model": dmp.state_dict(), "optim": optimizer.state_dict()}
+        extra, progress = load_checkpoint(resume_from, state)
         dmp.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optim"])
-        scheduler.load_state_dict(state["scheduler"])
+        scheduler.load_state_dict(extra["scheduler"])
+        for group, lr in zip(dense.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
         step, epoch, skip = progress["step"], progress["epoch"], progress["batch_in_epoch"]
         if env.is_main:
             print(f"resumed from {resume_from}: epoch {epoch}, step {step}", flush=True)
@@ -239,9 +242,9 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
 
 
 def _checkpoint(directory, step, epoch, batch_in_epoch, dmp, optimizer, scheduler, config) -> None:
-    state = {"model": dmp.state_dict(), "optim": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    state = {"model": dmp.state_dict(), "optim": optimizer.state_dict()}
     progress = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
-    save_checkpoint(directory, step, state, progress, config.checkpoint.keep)
+    save_checkpoint(directory, step, state, {"scheduler": scheduler.state_dict()}, progress, config.checkpoint.keep)
 
 
 def _finish(metrics: Dict[str, Any], run_dir: str, env: DistEnv, what: str) -> Dict[str, Any]:

@@ -20,6 +20,21 @@ class ComponentsValidate(ComponentTestCase):
     def test_bench_attention(self):
         self.validate(components, "bench_attention")
 
+    def test_train(self):
+        self.validate(components, "train")
+
+    def test_evaluate(self):
+        self.validate(components, "evaluate")
+
+
+def test_train_app_is_a_ddp_job_of_the_recipe():
+    app = components.train("optim.lr=0.01", config="configs/train/debug.yaml", j="2x4", max_retries=3)
+    role = app.roles[0]
+    assert role.num_replicas == 2 and role.max_retries == 3
+    args = " ".join(role.args)
+    assert "--nproc_per_node 4" in args and "-m dfgr_torchrec.recipes.train" in args
+    assert "--config configs/train/debug.yaml --resume optim.lr=0.01" in args
+
 
 def test_demo_app_runs_the_cli():
     app = components.demo(steps=3, models="dfgr")
@@ -41,3 +56,22 @@ def test_torchx_local_cwd_runs_the_demo(tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "AUC like" in output, output[-3000:]
+
+
+@pytest.mark.slow
+def test_torchx_local_cwd_trains_with_two_processes(tmp_path):
+    if not (ROOT.parent / "shared" / "data").exists():
+        pytest.skip("../shared/data is absent")
+    env = dict(os.environ)
+    env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    torchx = pathlib.Path(sys.executable).parent / "torchx"
+    proc = subprocess.run(
+        [str(torchx), "run", "-s", "local_cwd", "--wait", "--log", "./launch/dfgr.py:train",
+         "--config", "configs/train/debug.yaml", "-j", "1x2", f"output_dir={tmp_path}", "train.epochs=1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "SUCCEEDED" in output and "metrics_final.json" in output
+    assert (tmp_path / "debug" / "metrics_final.json").exists()
+    assert (tmp_path / "debug" / "checkpoints" / "step-11").exists()  # 332 users per rank / 32: 11 steps, saved at epoch end

@@ -1,0 +1,37 @@
+"""Training configs: composition from defaults, key=value overrides, validation naming the key."""
+
+import pytest
+
+from dfgr_torchrec.recipes.config import load_train_config
+
+
+def test_real_configs_load():
+    for path in ("configs/train/dfgr_movielens.yaml", "configs/train/metagr_movielens.yaml",
+                 "configs/train/dfgr_kuairand.yaml", "configs/train/debug.yaml"):
+        config = load_train_config(path)
+        assert config.model.interaction.d_model == config.model.embedding_dim
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {embedding_dim: 8, interaction: {d_model: 8, num_layers: 3}}\ntrain: {epochs: 5}\n")
+    (tmp_path / "run.yaml").write_text("defaults: [base.yaml]\nname: r\ntrain: {epochs: 2}\n")
+    config = load_train_config(str(tmp_path / "run.yaml"), ["optim.lr=0.01", "model.interaction.num_layers=4"])
+    assert config.train.epochs == 2  # the file beats its default
+    assert config.model.interaction.num_layers == 4 and config.model.interaction.d_model == 8
+    assert config.optim.lr == 0.01
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("optim.lrr=1", r"optim\.lrr"), ("model.interaction.heads=2", r"model\.interaction\.heads"),
+     ("train.pipeline=fast", r"train\.pipeline"), ("model.type=bert", r"model\.type"), ("nonsense", "key=value")],
+)
+def test_bad_keys_and_values_are_named(override, key):
+    with pytest.raises(ValueError, match=key):
+        load_train_config("configs/train/debug.yaml", [override])
+
+
+def test_missing_default_is_named(tmp_path):
+    (tmp_path / "run.yaml").write_text("defaults: [nowhere.yaml]\n")
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml.*a default of"):
+        load_train_config(str(tmp_path / "run.yaml"))

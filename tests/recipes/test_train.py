@@ -1,0 +1,62 @@
+"""The training recipe for real: torchrun with 2 gloo processes, checkpoints, a crash and a resume."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
+
+COMMON = ["checkpoint.every_steps=5", "checkpoint.keep=2", "train.epochs=2", "data.num_workers=0"]
+
+
+def _torchrun(out, *extra, nproc=2, env_extra=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "dfgr_torchrec.recipes.train", "--config", "configs/train/debug.yaml", f"output_dir={out}",
+           *COMMON, *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _metrics(out):
+    return json.loads((pathlib.Path(out) / "debug" / "metrics_final.json").read_text())["tasks"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "nproc",
+    [
+        1,
+        pytest.param(2, marks=pytest.mark.xfail(strict=True, reason=(
+            "open bug: with 2 ranks the first fused RowWiseAdagrad update after a reload differs (~1e-2 on "
+            "embedding rows) although the checkpoint holds identical weights, momentum and dense state; "
+            "1 rank resumes exactly"))),
+    ],
+)
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, nproc):
+    straight = _torchrun(tmp_path / "straight", nproc=nproc)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    crashed = _torchrun(tmp_path / "crashed", nproc=nproc, env_extra={"DFGR_FAIL_AT_STEP": "13"})
+    assert crashed.returncode != 0 and "simulated crash at step 13" in crashed.stderr + crashed.stdout
+    checkpoints = sorted(os.listdir(tmp_path / "crashed" / "debug" / "checkpoints"))
+    assert checkpoints == ["step-10", "step-5"]  # keep=2, and no half-written one
+
+    resumed = _torchrun(tmp_path / "crashed", "--resume", nproc=nproc)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and "step 10" in resumed.stdout
+
+    a, b = _metrics(tmp_path / "straight"), _metrics(tmp_path / "crashed")
+    for task in a:
+        for metric in ("auc", "gauc", "logloss"):
+            assert a[task][metric] == pytest.approx(b[task][metric], abs=1e-5), (task, metric)
+
+    # a different world size cannot continue the run exactly: a clear error, not a wrong resume
+    other = _torchrun(tmp_path / "crashed", "--resume", nproc=3 - nproc)
+    assert other.returncode != 0
+    assert f"written by {nproc} processes and this run has {3 - nproc}" in other.stderr + other.stdout
