@@ -1,4 +1,4 @@
-"""The ``dfgr`` command: ``dfgr demo``, ``dfgr data ...``, ``dfgr bench ...``."""
+"""The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr bench ...``, ``dfgr demo``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.set_defaults(run=demo.run)
 
     data_cli.add_commands(commands)
+
+    from dfgr_torchrec.recipes import train as train_recipe
+
+    train_parser = commands.add_parser("train", help="train and evaluate (one process, or under torchrun/TorchX)")
+    train_recipe.add_arguments(train_parser)
+    train_parser.set_defaults(run=train_recipe.run_cli)
+    eval_parser = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
+    train_recipe.add_arguments(eval_parser)
+    eval_parser.set_defaults(run=lambda args: train_recipe.run_cli(args, eval_only=True))
 
     bench = commands.add_parser("bench", help="benchmarks (print a table and write JSON)")
     benches = bench.add_subparsers(dest="bench", required=True)

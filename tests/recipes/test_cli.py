@@ -1,0 +1,35 @@
+"""`dfgr train` and `dfgr eval` as one process, as a user would type them."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
+
+
+def _dfgr(*args):
+    dfgr = pathlib.Path(sys.executable).parent / "dfgr"
+    return subprocess.run([str(dfgr), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_train_then_eval_the_checkpoint(tmp_path):
+    train = _dfgr("train", "--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", "train.epochs=1")
+    assert train.returncode == 0, train.stderr[-2000:]
+    final = json.loads((tmp_path / "debug" / "metrics_final.json").read_text())
+    assert final["candidates"] == 664 * 5 and 0.5 < final["tasks"]["like"]["auc"] <= 1.0
+    log = [json.loads(line) for line in (tmp_path / "debug" / "train_log.jsonl").read_text().splitlines()]
+    assert {"loss", "samples_per_s", "tokens_per_s", "peak_memory_mb", "lr"} <= set(log[0])
+
+    evaluated = _dfgr("eval", "--config", "configs/train/debug.yaml", f"output_dir={tmp_path}")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    again = json.loads((tmp_path / "debug" / "metrics_eval.json").read_text())
+    assert again["tasks"]["like"]["auc"] == pytest.approx(final["tasks"]["like"]["auc"], abs=1e-6)
+
+
+def test_bad_override_is_a_clear_error(tmp_path):
+    out = _dfgr("train", "--config", "configs/train/debug.yaml", "optim.lrr=3")
+    assert out.returncode == 2 and "optim.lrr" in out.stderr
