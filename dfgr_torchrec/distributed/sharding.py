@@ -49,9 +49,8 @@ def sharding_constraints(
     for table, kind in table_sharding.items():
         if kind not in SHARDING_TYPES:
             raise ValueError(f"sharding.{table}: expected one of {sorted(SHARDING_TYPES)}, got {kind!r}")
-        constraints[table] = ParameterConstraints(
-            sharding_types=[SHARDING_TYPES[kind].value], pooling_factors=pooling_factors.get(table)
-        )
+        extra = {"pooling_factors": list(pooling_factors[table])} if table in pooling_factors else {}
+        constraints[table] = ParameterConstraints(sharding_types=[SHARDING_TYPES[kind].value], **extra)
     return constraints
 
 

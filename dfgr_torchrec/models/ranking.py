@@ -13,7 +13,7 @@ from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import MergeOp, RankingModelConfig
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
-from dfgr_torchrec.modules.heads import MultiTaskHead, multitask_bce_loss
+from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
 
 
@@ -33,6 +33,10 @@ class RankingOutput:
     logits: torch.Tensor
     labels: torch.Tensor
 
+    def __iter__(self):
+        """Unpacks as ``(loss, output)``, the form TorchRec's train pipelines expect."""
+        return iter((self.loss, self))
+
 
 class _GenerativeRankingModel(nn.Module):
     def __init__(
@@ -46,11 +50,11 @@ class _GenerativeRankingModel(nn.Module):
         self.head = MultiTaskHead(
             config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device
         )
-        self.task_weights = [t.weight for t in config.tasks]
+        self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 
     def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:
         logits = self.head(states)
-        loss, task_losses = multitask_bce_loss(logits, batch.labels, self.task_weights)
+        loss, task_losses = self.loss(logits, batch.labels)
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
 
 

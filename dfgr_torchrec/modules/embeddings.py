@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
@@ -97,9 +98,10 @@ class SequenceEmbedding(nn.Module):
         return sequence_feature_names(self.config)
 
     def forward(self, features: KeyedJaggedTensor) -> SequenceEmbeddings:
-        missing = [k for k in self.feature_names if k not in features.keys()]
-        if missing:
-            raise KeyError(f"the KeyedJaggedTensor lacks feature(s) {missing}; expected keys {self.feature_names}")
+        if not is_fx_symbolic_tracing():  # TorchRec's train pipelines trace this forward
+            missing = [k for k in self.feature_names if k not in features.keys()]
+            if missing:
+                raise KeyError(f"the KeyedJaggedTensor lacks feature(s) {missing}; expected keys {self.feature_names}")
         looked_up: Dict[str, JaggedTensor] = self.collection(features)
         items = _sum_values(looked_up, [ITEM_FEATURE, *self.config.item_side_vocab_sizes])
         candidates = _sum_values(

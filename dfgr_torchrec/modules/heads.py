@@ -52,3 +52,14 @@ def multitask_bce_loss(
     else:
         per_task = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none").mean(0)
     return (per_task * w).sum() / w.sum().clamp(min=1e-12), per_task
+
+
+class MultiTaskBCELoss(nn.Module):
+    """:func:`multitask_bce_loss` with fixed task weights, as a module (a leaf for FX tracing)."""
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        super().__init__()
+        self.weights = list(weights)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return multitask_bce_loss(logits, labels, self.weights)

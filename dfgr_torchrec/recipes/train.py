@@ -9,12 +9,13 @@ TorchX (``launch/dfgr.py:train``), or as one process (``dfgr train --config ...`
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -22,12 +23,15 @@ import torch.distributed as dist
 from tabulate import tabulate
 from tqdm import tqdm
 
+from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
+
+from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.bench.memory import _status_bytes
 from dfgr_torchrec.config import RankingModelConfig, TaskConfig
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset, make_dataloader
 from dfgr_torchrec.data.prepare import prepare, prepared_path
-from dfgr_torchrec.distributed.sharding import combined_optimizer, dense_optimizer, dense_parameters, shard_model
+from dfgr_torchrec.distributed.sharding import combined_optimizer, dense_optimizer, shard_model
 from dfgr_torchrec.metrics import ranking_metrics
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.recipes.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -148,7 +152,12 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
     data = setup_data(config, env)
     dmp = setup_model(config, data, env)
     dense = dense_optimizer(dmp, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    optimizer = combined_optimizer(dmp, dense)
+    clipped = (
+        GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=config.optim.grad_clip)
+        if config.optim.grad_clip > 0
+        else dense
+    )
+    optimizer = combined_optimizer(dmp, clipped)
     train_ds = SequenceDataset(
         data, "train", config.data.batch_size, config.data.max_seq_len, env.rank, env.world_size, seed=config.train.seed
     )
@@ -178,7 +187,7 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
     if eval_only:
         return _finish(evaluate(dmp, data, config, env), run_dir, env, "eval")
 
-    dense_params = [p for _, p in dense_parameters(dmp)]
+    pipeline = make_pipeline(config, dmp, optimizer, env)
     fail_at = int(os.environ.get(FAIL_AT_STEP, "0"))
     autocast = env.device.type == "cuda" and config.train.bf16
     log_path = os.path.join(run_dir, "train_log.jsonl")
@@ -188,24 +197,19 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
         loader = make_dataloader(train_ds, num_workers=config.data.num_workers, pin_memory=env.device.type == "cuda")
         bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}", disable=not env.is_main, leave=False)
         window_start, window_seqs, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0, 0.0, 0
-        for index, batch in enumerate(loader):
-            if index < skip:
-                continue  # resumed mid-epoch: the data order is a function of (seed, epoch)
-            batch = batch.to(env.device, non_blocking=True)
+        # resumed mid-epoch: the data order is a function of (seed, epoch), so skip what was done
+        batches = _Counting(itertools.islice(iter(loader), skip, None))
+        for index in itertools.count(skip):
             with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = dmp(batch)
-            out.loss.backward()
-            if config.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(dense_params, config.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                out = pipeline.progress(batches)
+            if out is None:
+                break
             scheduler.step()
             step += 1
             bar.update(1)
-            window_seqs += int(batch.history_lengths.numel())
-            window_tokens += int(batch.history_lengths.sum())
             window_loss += float(out.loss.detach())
             window_steps += 1
+            window_seqs, window_tokens = batches.sequences, batches.tokens
             if step % config.train.log_every == 0:
                 stats = torch.tensor([window_loss, window_steps, window_seqs, window_tokens], dtype=torch.float64)
                 dist.all_reduce(stats)
@@ -220,7 +224,8 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
                     print(json.dumps(record), flush=True)
                     with open(log_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
-                window_start, window_seqs, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0, 0.0, 0
+                window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+                batches.sequences = batches.tokens = 0
             every = config.checkpoint.every_steps
             if every and step % every == 0:
                 _checkpoint(ckpt_dir, step, epoch, index + 1, dmp, optimizer, scheduler, config)
@@ -229,16 +234,97 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
             if config.train.max_steps and step >= total_steps:
                 break
         bar.close()
+        pipeline.end_epoch()
         epoch, skip = epoch + 1, 0
         if not config.checkpoint.every_steps:
             _checkpoint(ckpt_dir, step, epoch, 0, dmp, optimizer, scheduler, config)
         if config.train.eval_every_epochs and epoch % config.train.eval_every_epochs == 0 or epoch >= config.train.epochs:
+            pipeline.detach()
             metrics = evaluate(dmp, data, config, env)
+            pipeline.attach()
             if env.is_main and epoch < config.train.epochs:
                 print(f"epoch {epoch} {metrics['split']} metrics:\n{format_metrics(metrics)}", flush=True)
     if metrics is None:  # resumed after the last evaluation: evaluate (collectively) once more
+        pipeline.detach()
         metrics = evaluate(dmp, data, config, env)
     return _finish(metrics, run_dir, env, "final")
+
+
+class _Counting:
+    """Iterates batches, moving them to the device and counting sequences and tokens pulled."""
+
+    def __init__(self, batches: Iterator[SequenceBatch], device: Optional[torch.device] = None) -> None:
+        self.batches, self.device = batches, device
+        self.sequences = self.tokens = 0
+
+    def __iter__(self) -> "_Counting":
+        return self
+
+    def __next__(self) -> SequenceBatch:
+        batch = next(self.batches)
+        self.sequences += int(batch.history_lengths.numel())
+        self.tokens += int(batch.history_lengths.sum())
+        return batch
+
+
+class BaseStep:
+    """One plain training step: forward, backward, optimizer step (the fused sparse update runs in backward)."""
+
+    def __init__(self, dmp, optimizer, device: torch.device) -> None:
+        self.dmp, self.optimizer, self.device = dmp, optimizer, device
+
+    def progress(self, batches: Iterator[SequenceBatch]):
+        try:
+            batch = next(batches).to(self.device, non_blocking=True)
+        except StopIteration:
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, out = self.dmp(batch)
+        loss.backward()
+        self.optimizer.step()
+        return out
+
+    def end_epoch(self) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+    def attach(self) -> None:
+        pass
+
+
+class SparseDistStep:
+    """TorchRec's TrainPipelineSparseDist: the next batch's embedding input all-to-all overlaps this step."""
+
+    def __init__(self, dmp, optimizer, device: torch.device) -> None:
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+        self.dmp = dmp
+        self.pipeline = TrainPipelineSparseDist(dmp, optimizer, device, execute_all_batches=True)
+
+    def progress(self, batches: Iterator[SequenceBatch]):
+        try:
+            return self.pipeline.progress(batches)
+        except StopIteration:
+            return None
+
+    def end_epoch(self) -> None:
+        self.pipeline.reset()  # the next epoch brings a new iterator
+
+    def detach(self) -> None:
+        self.pipeline.detach()  # restores the sharded modules' own forward for evaluation
+
+    def attach(self) -> None:
+        self.pipeline.attach(self.dmp)
+
+
+def make_pipeline(config: TrainConfig, dmp, optimizer, env: DistEnv):
+    """``sparse_dist`` (the default, ``auto``): our models are FX-traceable down to the sharded
+    embedding collection, which is what the pipeline needs; ``base``: a plain loop."""
+    if config.train.pipeline == "base":
+        return BaseStep(dmp, optimizer, env.device)
+    return SparseDistStep(dmp, optimizer, env.device)
 
 
 def _checkpoint(directory, step, epoch, batch_in_epoch, dmp, optimizer, scheduler, config) -> None:

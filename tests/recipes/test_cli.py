@@ -33,3 +33,14 @@ def test_train_then_eval_the_checkpoint(tmp_path):
 def test_bad_override_is_a_clear_error(tmp_path):
     out = _dfgr("train", "--config", "configs/train/debug.yaml", "optim.lrr=3")
     assert out.returncode == 2 and "optim.lrr" in out.stderr
+
+
+def test_sparse_dist_pipeline_trains_like_the_base_loop(tmp_path):
+    finals = []
+    for pipeline in ("sparse_dist", "base"):
+        out = _dfgr("train", "--config", "configs/train/debug.yaml", f"output_dir={tmp_path / pipeline}",
+                    "train.epochs=1", f"train.pipeline={pipeline}")
+        assert out.returncode == 0, out.stderr[-2000:]
+        finals.append(json.loads((tmp_path / pipeline / "debug" / "metrics_final.json").read_text())["tasks"])
+    for task in finals[0]:
+        assert finals[0][task]["logloss"] == pytest.approx(finals[1][task]["logloss"], abs=1e-5)
