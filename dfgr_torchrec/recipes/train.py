@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from tabulate import tabulate
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
@@ -191,6 +192,7 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
     fail_at = int(os.environ.get(FAIL_AT_STEP, "0"))
     autocast = env.device.type == "cuda" and config.train.bf16
     log_path = os.path.join(run_dir, "train_log.jsonl")
+    writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if env.is_main else None
     metrics: Optional[Dict[str, Any]] = None  # {} on ranks other than 0 once evaluated
     while epoch < config.train.epochs and (not config.train.max_steps or step < total_steps):
         train_ds.set_epoch(epoch)
@@ -224,6 +226,9 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
                     print(json.dumps(record), flush=True)
                     with open(log_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
+                    for key, value in record.items():
+                        if key not in ("step", "epoch"):
+                            writer.add_scalar(f"train/{key}", value, step)
                 window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
                 batches.sequences = batches.tokens = 0
             every = config.checkpoint.every_steps
@@ -242,8 +247,15 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
             pipeline.detach()
             metrics = evaluate(dmp, data, config, env)
             pipeline.attach()
-            if env.is_main and epoch < config.train.epochs:
-                print(f"epoch {epoch} {metrics['split']} metrics:\n{format_metrics(metrics)}", flush=True)
+            if env.is_main:
+                for task, values in metrics["tasks"].items():
+                    for name in ("auc", "gauc", "logloss", "ne", "calibration"):
+                        writer.add_scalar(f"{metrics['split']}/{task}/{name}", values[name], step)
+                writer.flush()
+                if epoch < config.train.epochs:
+                    print(f"epoch {epoch} {metrics['split']} metrics:\n{format_metrics(metrics)}", flush=True)
+    if writer is not None:
+        writer.close()
     if metrics is None:  # resumed after the last evaluation: evaluate (collectively) once more
         pipeline.detach()
         metrics = evaluate(dmp, data, config, env)

@@ -23,6 +23,12 @@ def test_train_then_eval_the_checkpoint(tmp_path):
     assert final["candidates"] == 664 * 5 and 0.5 < final["tasks"]["like"]["auc"] <= 1.0
     log = [json.loads(line) for line in (tmp_path / "debug" / "train_log.jsonl").read_text().splitlines()]
     assert {"loss", "samples_per_s", "tokens_per_s", "peak_memory_mb", "lr"} <= set(log[0])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "debug" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/samples_per_s", "test/like/auc"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("test/like/auc")[-1].value == pytest.approx(final["tasks"]["like"]["auc"], abs=1e-6)
 
     evaluated = _dfgr("eval", "--config", "configs/train/debug.yaml", f"output_dir={tmp_path}")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
