@@ -100,6 +100,9 @@ class SequenceDataset(IterableDataset):
         rank, world_size: this process's shard.
         shuffle: shuffle users each epoch (default: only for ``train``).
         seed: shuffling seed.
+        random_window: ``train`` only: instead of the most recent ``max_seq_len`` interactions,
+            a window ending at a random point of the training history (drawn per user and epoch),
+            so long histories are seen in full over the epochs.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class SequenceDataset(IterableDataset):
         world_size: int = 1,
         shuffle: Optional[bool] = None,
         seed: int = 0,
+        random_window: bool = False,
     ) -> None:
         super().__init__()
         if split not in SPLITS:
@@ -125,6 +129,9 @@ class SequenceDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle = (split == "train") if shuffle is None else shuffle
         self.seed, self.epoch = seed, 0
+        if random_window and split != "train":
+            raise ValueError("random_window: only the train split samples windows; evaluation uses the most recent history")
+        self.random_window = random_window
         d = self.data
         self._history_count = d.counts[TRAIN] + (d.counts[VALID] if split == "test" else 0)
         self._candidate_count = {"train": np.zeros_like(d.counts[TRAIN]), "valid": d.counts[VALID], "test": d.counts[TEST]}[split]
@@ -162,6 +169,12 @@ class SequenceDataset(IterableDataset):
         d = self.data
         starts = d.offsets[users]
         history_end = starts + self._history_count[users]
+        if self.random_window:
+            # a training history longer than max_seq_len contributes a different window each epoch
+            extra = np.maximum(self._history_count[users] - self.max_seq_len, 0)
+            rng = np.random.default_rng([self.seed, self.epoch, 1])
+            draws = rng.random(len(self.data.offsets) - 1)[users]  # per (epoch, user), whatever the batching
+            history_end = history_end - np.floor(draws * (extra + 1)).astype(np.int64)
         history_start = np.maximum(starts, history_end - self.max_seq_len)
         candidate_end = history_end + self._candidate_count[users]
         rows = _ranges(history_start, history_end)

@@ -33,7 +33,12 @@ SHARDING_TYPES = {
     "column_wise": ShardingType.COLUMN_WISE,
     "table_row_wise": ShardingType.TABLE_ROW_WISE,
 }
-SPARSE_OPTIMIZERS = {"row_wise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+SPARSE_OPTIMIZERS = {
+    "row_wise_adagrad": RowWiseAdagrad,
+    "adagrad": torch.optim.Adagrad,
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,  # fused Adam exists in the CUDA kernels only
+}
 
 
 def sharding_constraints(
@@ -74,12 +79,14 @@ def shard_model(
         table_sharding: sharding type per table name (tables not named are left to the planner).
         device: this rank's device.
         pg: the process group (default: the world).
-        sparse_optimizer: ``row_wise_adagrad``, ``adagrad`` or ``sgd`` (fused Adam is GPU-only).
+        sparse_optimizer: ``row_wise_adagrad``, ``adagrad``, ``sgd``, or ``adam`` (GPU only).
         sparse_lr: learning rate of the fused optimizer.
         pooling_factors: per table, the mean ids per sample of each of its features.
     """
     if sparse_optimizer not in SPARSE_OPTIMIZERS:
         raise ValueError(f"sparse_optimizer: expected one of {sorted(SPARSE_OPTIMIZERS)}, got {sparse_optimizer!r}")
+    if sparse_optimizer == "adam" and device.type != "cuda":
+        raise ValueError("sparse_optimizer: 'adam' is fused on GPU only; on CPU use row_wise_adagrad, adagrad or sgd")
     pg = pg or dist.GroupMember.WORLD
     tables = {t.name for ec in _embedding_collections(model) for t in ec.embedding_configs()}
     unknown = sorted(set(table_sharding) - tables)

@@ -45,6 +45,7 @@ class DataSection:
     eval_batch_size: int = 128
     num_workers: int = 1
     eval_split: str = "test"
+    random_window: bool = True  # training: a random max_seq_len window of each history per epoch
 
     def __post_init__(self) -> None:
         for key in ("max_seq_len", "batch_size", "eval_batch_size"):

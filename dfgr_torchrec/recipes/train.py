@@ -160,7 +160,8 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
     )
     optimizer = combined_optimizer(dmp, clipped)
     train_ds = SequenceDataset(
-        data, "train", config.data.batch_size, config.data.max_seq_len, env.rank, env.world_size, seed=config.train.seed
+        data, "train", config.data.batch_size, config.data.max_seq_len, env.rank, env.world_size,
+        seed=config.train.seed, random_window=config.data.random_window,
     )
     steps_per_epoch = len(train_ds)
     total_steps = config.train.max_steps or steps_per_epoch * config.train.epochs

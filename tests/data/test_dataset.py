@@ -79,3 +79,22 @@ def test_model_trains_and_scores_on_real_batches(shared_data):
     test_batch = next(iter(SequenceDataset(data, "test", 16, 64)))
     scores = model.score_candidates(test_batch)
     assert scores.values().shape == (int(test_batch.candidate_lengths.sum()), len(data.tasks))
+
+
+def test_random_windows_cover_long_histories(tiny):
+    ds = SequenceDataset(tiny, "train", batch_size=8, max_seq_len=1, shuffle=False, random_window=True)
+    seen = set()
+    for epoch in range(20):
+        ds.set_epoch(epoch)
+        batch = ds.make_batch(np.array([0]))
+        assert batch.history_lengths.tolist() == [1]
+        seen.add(int(batch.timestamps[0]))
+    assert seen == {1, 2}  # user a's training history is t=1, 2: both windows show up
+    again = SequenceDataset(tiny, "train", batch_size=8, max_seq_len=1, shuffle=False, random_window=True)
+    again.set_epoch(19)
+    assert again.make_batch(np.array([0])).timestamps.tolist() == batch.timestamps.tolist()  # deterministic
+
+
+def test_random_window_is_for_training_only(tiny):
+    with pytest.raises(ValueError, match="random_window"):
+        SequenceDataset(tiny, "test", batch_size=8, max_seq_len=4, random_window=True)

@@ -105,3 +105,9 @@ def test_sharded_model_matches_unsharded_and_trains(model_name):
 def test_bad_sharding_type_names_the_table():
     with pytest.raises(ValueError, match=r"sharding\.item: expected one of"):
         sharding_constraints({"item": "data_parallel_please"})
+
+
+def test_fused_adam_on_cpu_is_refused_clearly():
+    model = DFGRRankingModel(_config(), device=torch.device("meta"))
+    with pytest.raises(ValueError, match="'adam' is fused on GPU only"):
+        shard_model(model, {"item": "row_wise"}, torch.device("cpu"), sparse_optimizer="adam")

@@ -7,7 +7,7 @@ from dfgr_torchrec.recipes.config import load_train_config
 
 def test_real_configs_load():
     for path in ("configs/train/dfgr_movielens.yaml", "configs/train/metagr_movielens.yaml",
-                 "configs/train/dfgr_kuairand.yaml", "configs/train/debug.yaml"):
+                 "configs/train/dfgr_kuairand.yaml", "configs/train/metagr_kuairand.yaml", "configs/train/debug.yaml"):
         config = load_train_config(path)
         assert config.model.interaction.d_model == config.model.embedding_dim
 
