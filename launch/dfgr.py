@@ -116,7 +116,7 @@ def bench_attention(
     seq_lens: str = "256,512,1024",
     num_candidates: int = 64,
     batch_size: int = 4,
-    repeats: int = 5,
+    repeats: int = 9,
     json: str = "outputs/bench_attention.json",
     image: str = ".",
     cpu: int = 2,

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[256, 512, 1024], help="history lengths N")
     parser.add_argument("--num-candidates", type=int, default=64, help="candidates M per user at inference")
     parser.add_argument("--batch-size", type=int, default=4, help="users per batch (lengths ragged in [N/2, N])")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement (median)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed repetitions per measurement (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--num-layers", type=int, default=2)
