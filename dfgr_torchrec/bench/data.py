@@ -2,8 +2,8 @@
 
 Prepares a data set from scratch (timed; the download is not), streams one epoch of its
 training split through the DataLoader (sequences/s, tokens/s), then times training steps of
-the demo model on the same batches and reports how many times faster the loader produces
-batches than training consumes them.
+the demo's model (``configs/train/dfgr_movielens.yaml``) on the same batches and reports how
+many times faster the loader produces batches than one training process consumes them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 from typing import Any, Dict
 
 import torch
@@ -20,14 +19,14 @@ import torch
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset, make_dataloader
 from dfgr_torchrec.data.prepare import load_report, prepare
-from dfgr_torchrec.models.ranking import DFGRRankingModel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="configs/data/movielens-1m.yaml", help="data YAML")
-    parser.add_argument("--model-config", default="configs/debug/dfgr_synthetic.yaml", help="demo YAML (model section)")
+    parser.add_argument("--train-config", default="configs/train/dfgr_movielens.yaml",
+                        help="training YAML whose model trains on the batches (the demo's by default)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-seq-len", type=int, default=128)
+    parser.add_argument("--max-seq-len", type=int, default=200)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--json", dest="json_path", default=None)
@@ -35,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from dfgr_torchrec.data.cli import run_download
-    from dfgr_torchrec.demo import load_demo_config
+    from dfgr_torchrec.recipes.config import load_train_config
+    from dfgr_torchrec.recipes.train import MODELS, build_model_config
 
     config = load_data_config(args.config)
     if config.name == "movielens-1m" and not os.path.exists(config.source.path):
@@ -55,15 +55,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             batches.append(batch)
     load_seconds = time.perf_counter() - start
 
-    model_cfg = load_demo_config(args.model_config).model
-    model_cfg = replace(
-        model_cfg,
-        embeddings=data.embedding_config(model_cfg.embeddings.embedding_dim, model_cfg.embeddings.merge),
-        interaction=replace(model_cfg.interaction, max_seq_len=args.max_seq_len),
-        tasks=[replace(model_cfg.tasks[0], name=t) for t in data.tasks],
-    )
+    train_config = load_train_config(args.train_config)
     torch.manual_seed(0)
-    model = DFGRRankingModel(model_cfg)
+    model = MODELS[train_config.model.type](build_model_config(train_config, data))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     train_sequences = 0
     model(batches[0]).loss.backward()  # warm-up
@@ -78,6 +72,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     result = {
         "benchmark": "data",
         "data_config": args.config,
+        "train_config": args.train_config,
         "prepared": path,
         "interactions": report["interactions"],
         "users": report["users"],

@@ -30,6 +30,7 @@ def test_data_bench_on_the_kuairand_sample(tmp_path):
         pytest.skip("../shared/data is absent")
     path = tmp_path / "data.json"
     assert main(["bench", "data", "--config", "configs/data/kuairand-sample.yaml", "--train-steps", "2",
+                 "--train-config", "configs/train/debug.yaml",
                  "--num-workers", "0", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["interactions"] == 41704 and result["loader"]["sequences_per_s"] > 0

@@ -170,3 +170,24 @@ def test_delimited_headerless_like_movielens(tmp_path):
     assert np.load(f"{path}/labels.npy")[:, 0].tolist() == [1, 0, 1, 0]
     vocab = np.load(f"{path}/vocab_action.npy").tolist()
     assert [vocab[i - 1] for i in np.load(f"{path}/action.npy")] == ["5", "3", "4", "1"]
+
+
+def test_every_shipped_data_config_is_valid():
+    import glob
+
+    configs = sorted(glob.glob("configs/data/*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        config = load_data_config(path)
+        assert config.actions, path
+
+
+def test_official_kuairand_schema_reads_a_log_in_that_layout(tmp_path):
+    header = "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,long_view,is_profile_enter"
+    rows = [f"1,{v},20220408,800,{1000 + v},1,{v % 2},0,0,0,{1 - v % 2},1,0" for v in range(12)]
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join([header, *rows]) + "\n")
+    config = load_data_config("configs/data/kuairand-official.yaml")
+    config.source.path, config.output_dir = str(log), str(tmp_path / "p")
+    report = json.load(open(f"{prepare(config, progress=False)}/report.json"))
+    assert report["per_action"]["like"] == 6 and report["per_action"]["hate"] == 6 and report["users"] == 1
