@@ -199,7 +199,7 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
         train_ds.set_epoch(epoch)
         loader = make_dataloader(train_ds, num_workers=config.data.num_workers, pin_memory=env.device.type == "cuda")
         bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}", disable=not env.is_main, leave=False)
-        window_start, window_seqs, window_tokens, window_loss, window_steps = time.perf_counter(), 0, 0, 0.0, 0
+        window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
         # resumed mid-epoch: the data order is a function of (seed, epoch), so skip what was done
         batches = _Counting(itertools.islice(iter(loader), skip, None))
         for index in itertools.count(skip):
@@ -212,9 +212,8 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
             bar.update(1)
             window_loss += float(out.loss.detach())
             window_steps += 1
-            window_seqs, window_tokens = batches.sequences, batches.tokens
             if step % config.train.log_every == 0:
-                stats = torch.tensor([window_loss, window_steps, window_seqs, window_tokens], dtype=torch.float64)
+                stats = torch.tensor([window_loss, window_steps, batches.sequences, batches.tokens], dtype=torch.float64)
                 dist.all_reduce(stats)
                 elapsed = time.perf_counter() - window_start
                 record = {
@@ -264,10 +263,10 @@ def run(config: TrainConfig, eval_only: bool = False) -> Dict[str, Any]:
 
 
 class _Counting:
-    """Iterates batches, moving them to the device and counting sequences and tokens pulled."""
+    """Iterates batches, counting the sequences and tokens pulled (the pipeline pulls ahead)."""
 
-    def __init__(self, batches: Iterator[SequenceBatch], device: Optional[torch.device] = None) -> None:
-        self.batches, self.device = batches, device
+    def __init__(self, batches: Iterator[SequenceBatch]) -> None:
+        self.batches = batches
         self.sequences = self.tokens = 0
 
     def __iter__(self) -> "_Counting":
