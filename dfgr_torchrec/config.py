@@ -120,7 +120,8 @@ class SequenceEmbeddingConfig:
             ``{name: rows}``, any number of ids per user (summed); the user's context
             embedding is added to every item and candidate token of that user.
         embedding_dim: width of every table.
-        merge: how item and action embeddings become one token (``"sum"`` or ``"concat"``).
+        merge: how item and action embeddings become one token: ``"concat"`` (concat + linear,
+            the default: it won on MovieLens-1M) or ``"sum"``.
     """
 
     item_vocab_size: int
@@ -128,7 +129,7 @@ class SequenceEmbeddingConfig:
     item_side_vocab_sizes: Dict[str, int] = field(default_factory=dict)
     user_vocab_sizes: Dict[str, int] = field(default_factory=dict)
     embedding_dim: int = 64
-    merge: MergeOp = MergeOp.SUM
+    merge: MergeOp = MergeOp.CONCAT  # won on MovieLens-1M: AUC 0.7976 / GAUC 0.6978 vs 0.7905 / 0.6859 for sum
 
     def __post_init__(self) -> None:
         _check(

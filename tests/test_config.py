@@ -52,7 +52,7 @@ def test_nested_mapping_builds_the_whole_config():
 
 def test_sum_merge_needs_matching_widths():
     with pytest.raises(ValueError, match="d_model"):
-        RankingModelConfig(embeddings=SequenceEmbeddingConfig(item_vocab_size=10, embedding_dim=8))
+        RankingModelConfig(embeddings=SequenceEmbeddingConfig(item_vocab_size=10, embedding_dim=8, merge="sum"))
 
 
 def test_concat_merge_allows_other_widths():

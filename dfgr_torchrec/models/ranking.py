@@ -10,7 +10,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import MergeOp, RankingModelConfig
+from dfgr_torchrec.config import RankingModelConfig
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
@@ -40,12 +40,12 @@ class RankingOutput:
 
 class _GenerativeRankingModel(nn.Module):
     def __init__(
-        self, config: RankingModelConfig, with_placeholder: bool, device: Optional[torch.device] = None
+        self, config: RankingModelConfig, merge_tokens: bool, device: Optional[torch.device] = None
     ) -> None:
         super().__init__()
         self.config = config
         self.embedding = SequenceEmbedding(
-            config.embeddings, config.interaction.d_model, with_placeholder=with_placeholder, device=device
+            config.embeddings, config.interaction.d_model, merge_tokens=merge_tokens, device=device
         )
         self.head = MultiTaskHead(
             config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device
@@ -77,7 +77,7 @@ class DFGRRankingModel(_GenerativeRankingModel):
     """
 
     def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
-        super().__init__(config, with_placeholder=True, device=device)
+        super().__init__(config, merge_tokens=True, device=device)
         self.interaction = DualFlowInteraction(config.interaction, device=device)
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
@@ -110,7 +110,7 @@ class MetaGRRankingModel(_GenerativeRankingModel):
 
     Same embeddings, blocks, heads and loss as :class:`DFGRRankingModel`, so the two differ
     only in how the sequence is laid out. Needs ``embedding_dim == d_model`` (item and action
-    tokens are the embeddings themselves).
+    tokens are the embeddings themselves); ``embeddings.merge`` is DFGR's and is ignored here.
     """
 
     def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
@@ -119,9 +119,7 @@ class MetaGRRankingModel(_GenerativeRankingModel):
                 f"interaction.d_model: MetaGR needs embedding_dim ({config.embeddings.embedding_dim}), "
                 f"got {config.interaction.d_model}"
             )
-        if config.embeddings.merge != MergeOp.SUM:
-            raise ValueError("embeddings.merge: MetaGR keeps item and action tokens apart; expected 'sum' (unused)")
-        super().__init__(config, with_placeholder=False, device=device)
+        super().__init__(config, merge_tokens=False, device=device)
         self.interaction = MetaGRInteraction(config.interaction, device=device)
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:

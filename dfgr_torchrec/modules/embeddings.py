@@ -49,8 +49,9 @@ class SequenceEmbedding(nn.Module):
     Args:
         config: table sizes, width and merge operator.
         d_model: width of the merged token.
-        with_placeholder: create the learned placeholder action of fake tokens and candidates
-            (DFGR needs it; MetaGR has none, and an unused parameter would break DDP).
+        merge_tokens: build what merging needs: the learned placeholder action of fake tokens
+            and candidates, and the concat projection (DFGR). MetaGR keeps item and action
+            tokens apart and passes False (an unused parameter would break DDP).
         device: where to allocate.
 
     Example::
@@ -65,7 +66,7 @@ class SequenceEmbedding(nn.Module):
         self,
         config: SequenceEmbeddingConfig,
         d_model: int,
-        with_placeholder: bool = True,
+        merge_tokens: bool = True,
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
@@ -88,9 +89,9 @@ class SequenceEmbedding(nn.Module):
             for name, rows in {**config.action_vocab_sizes, **config.user_vocab_sizes}.items()
         ]
         self.collection = EmbeddingCollection(tables=tables, device=device)
-        self.placeholder = PlaceholderAction(dim, device=device) if with_placeholder else None
+        self.placeholder = PlaceholderAction(dim, device=device) if merge_tokens else None
         self.merge_projection = (
-            nn.Linear(2 * dim, d_model, device=device) if config.merge == MergeOp.CONCAT else None
+            nn.Linear(2 * dim, d_model, device=device) if merge_tokens and config.merge == MergeOp.CONCAT else None
         )
 
     @property
@@ -116,6 +117,8 @@ class SequenceEmbedding(nn.Module):
 
     def merge(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """One token per interaction from its item and action embeddings."""
+        if self.placeholder is None:
+            raise RuntimeError("this SequenceEmbedding was built with merge_tokens=False")
         if self.merge_projection is None:
             return items + actions
         return self.merge_projection(torch.cat([items, actions], dim=-1))
@@ -123,7 +126,7 @@ class SequenceEmbedding(nn.Module):
     def merge_placeholder(self, items: torch.Tensor) -> torch.Tensor:
         """The fake-flow / candidate token: the item with the placeholder action."""
         if self.placeholder is None:
-            raise RuntimeError("this SequenceEmbedding was built with with_placeholder=False")
+            raise RuntimeError("this SequenceEmbedding was built with merge_tokens=False")
         return self.merge(items, self.placeholder.weight.expand_as(items))
 
 

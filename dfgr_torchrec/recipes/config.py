@@ -25,7 +25,7 @@ class ModelSection:
 
     type: str = "dfgr"
     embedding_dim: int = 64
-    merge: MergeOp = MergeOp.SUM
+    merge: MergeOp = MergeOp.CONCAT
     interaction: InteractionConfig = field(default_factory=InteractionConfig)
     head_hidden_dims: List[int] = field(default_factory=lambda: [64])
     task_weights: Dict[str, float] = field(default_factory=dict)
