@@ -16,7 +16,7 @@ from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskHead, multitask_bce_loss
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
-from dfgr_torchrec.ops.attention import build_attention_mask, jagged_attention
+from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
 
 __all__ = [
     "AttentionForm",
@@ -35,7 +35,7 @@ __all__ = [
     "SequenceEmbedding",
     "SequenceEmbeddingConfig",
     "TaskConfig",
-    "build_attention_mask",
+    "AttentionSpec",
     "jagged_attention",
     "make_sequence_batch",
     "multitask_bce_loss",

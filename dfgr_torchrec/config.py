@@ -11,12 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Type, TypeVar
 
-
-class AttentionForm(str, enum.Enum):
-    """How attention weights are formed from query-key scores."""
-
-    POINTWISE = "pointwise"  # HSTU: SiLU(q.k / sqrt(d)) / max_seq_len, no softmax, gated by u
-    SOFTMAX = "softmax"  # softmax(q.k / sqrt(d)) over the visible keys, gated by u
+from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel
 
 
 class MaskMode(str, enum.Enum):
@@ -33,14 +28,8 @@ class MergeOp(str, enum.Enum):
     CONCAT = "concat"  # concat(item, action) -> Linear -> d_model
 
 
-class AttentionKernel(str, enum.Enum):
-    """Implementation behind the jagged attention interface."""
-
-    PYTORCH = "pytorch"  # batched matmuls on sequences padded to the batch's longest
-    REFERENCE = "reference"  # a per-sequence Python loop; slow, the ground truth in tests
-
-
-def _check(condition: bool, key: str, expected: str, value: Any) -> None:
+def check(condition: bool, key: str, expected: str, value: Any) -> None:
+    """Raises ``ValueError("<key>: expected <expected>, got <value>")`` unless ``condition``."""
     if not condition:
         raise ValueError(f"{key}: expected {expected}, got {value!r}")
 
@@ -92,14 +81,14 @@ class InteractionConfig:
     def __post_init__(self) -> None:
         for key in ("d_model", "num_layers", "num_heads", "attention_dim", "linear_dim", "max_seq_len"):
             value = getattr(self, key)
-            _check(isinstance(value, int) and value > 0, key, "a positive integer", value)
-        _check(
+            check(isinstance(value, int) and value > 0, key, "a positive integer", value)
+        check(
             isinstance(self.num_time_buckets, int) and self.num_time_buckets >= 0,
             "num_time_buckets",
             "an integer >= 0",
             self.num_time_buckets,
         )
-        _check(0.0 <= float(self.dropout) < 1.0, "dropout", "a float in [0, 1)", self.dropout)
+        check(0.0 <= float(self.dropout) < 1.0, "dropout", "a float in [0, 1)", self.dropout)
         self.attention_form = _enum(AttentionForm, "attention_form", self.attention_form)
         self.mask_mode = _enum(MaskMode, "mask_mode", self.mask_mode)
         self.kernel = _enum(AttentionKernel, "kernel", self.kernel)
@@ -132,26 +121,26 @@ class SequenceEmbeddingConfig:
     merge: MergeOp = MergeOp.CONCAT  # won on MovieLens-1M: AUC 0.7976 / GAUC 0.6978 vs 0.7905 / 0.6859 for sum
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             isinstance(self.item_vocab_size, int) and self.item_vocab_size > 0,
             "item_vocab_size",
             "a positive integer",
             self.item_vocab_size,
         )
-        _check(
+        check(
             isinstance(self.embedding_dim, int) and self.embedding_dim > 0,
             "embedding_dim",
             "a positive integer",
             self.embedding_dim,
         )
-        _check(len(self.action_vocab_sizes) > 0, "action_vocab_sizes", "at least one action feature", self.action_vocab_sizes)
+        check(len(self.action_vocab_sizes) > 0, "action_vocab_sizes", "at least one action feature", self.action_vocab_sizes)
         groups = ("action_vocab_sizes", "item_side_vocab_sizes", "user_vocab_sizes")
         for group in groups:
             for name, rows in getattr(self, group).items():
-                _check(isinstance(rows, int) and rows > 0, f"{group}.{name}", "a positive integer", rows)
+                check(isinstance(rows, int) and rows > 0, f"{group}.{name}", "a positive integer", rows)
         names = ["item_id", *(name for group in groups for name in getattr(self, group))]
-        _check(len(set(names)) == len(names), "/".join(groups), "unique feature names", names)
-        _check(
+        check(len(set(names)) == len(names), "/".join(groups), "unique feature names", names)
+        check(
             not any(n.startswith("cand_") for n in names), "/".join(groups), "no name starting with 'cand_'", names
         )
         self.merge = _enum(MergeOp, "merge", self.merge)
@@ -165,8 +154,8 @@ class TaskConfig:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
-        _check(float(self.weight) >= 0.0, f"tasks.{self.name}.weight", "a weight >= 0", self.weight)
+        check(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
+        check(float(self.weight) >= 0.0, f"tasks.{self.name}.weight", "a weight >= 0", self.weight)
 
 
 @dataclass
@@ -190,13 +179,13 @@ class RankingModelConfig:
         self.tasks = [
             from_dict(TaskConfig, t, f"tasks[{i}]") if isinstance(t, Mapping) else t for i, t in enumerate(self.tasks)
         ]
-        _check(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
+        check(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
         names = [t.name for t in self.tasks]
-        _check(len(set(names)) == len(names), "tasks", "unique task names", names)
+        check(len(set(names)) == len(names), "tasks", "unique task names", names)
         for i, h in enumerate(self.head_hidden_dims):
-            _check(isinstance(h, int) and h > 0, f"head_hidden_dims[{i}]", "a positive integer", h)
+            check(isinstance(h, int) and h > 0, f"head_hidden_dims[{i}]", "a positive integer", h)
         if self.embeddings.merge == MergeOp.SUM:
-            _check(
+            check(
                 self.embeddings.embedding_dim == self.interaction.d_model,
                 "interaction.d_model",
                 f"embedding_dim ({self.embeddings.embedding_dim}) when merge is 'sum'",

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfgr_torchrec.config import InteractionConfig
-from dfgr_torchrec.ops.attention import AttentionMask, jagged_attention
+from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
 
 
 class GenerativeBlock(nn.Module):
@@ -47,16 +47,16 @@ class GenerativeBlock(nn.Module):
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        mask: AttentionMask,
+        spec: AttentionSpec,
         self_k: Optional[torch.Tensor] = None,
         self_v: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Attention under ``mask``; returns ``[T_q, H*dv]``."""
+        """Attention under ``spec``; returns ``[T_q, H*dv]``."""
         out = jagged_attention(
             q,
             k,
             v,
-            mask,
+            spec,
             form=self.config.attention_form,
             scale_len=self.config.max_seq_len,
             self_k=self_k,

@@ -9,7 +9,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import InteractionConfig
 from dfgr_torchrec.modules.stack import GenerativeStack
-from dfgr_torchrec.ops.attention import build_attention_mask
+from dfgr_torchrec.ops.attention import AttentionSpec
 
 
 def _values_or_none(jt: Optional[JaggedTensor]) -> Optional[torch.Tensor]:
@@ -66,13 +66,13 @@ class DualFlowInteraction(GenerativeStack):
             raise ValueError("real and fake must have the same lengths (one fake token per real interaction)")
         total = real.values().shape[0]
         positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
-        real_mask = build_attention_mask(offsets, offsets, keys, keys, strict=False)
-        fake_mask = build_attention_mask(offsets, offsets, keys, keys, strict=True)
+        real_spec = AttentionSpec(offsets, offsets, keys, keys, strict=False)
+        fake_spec = AttentionSpec(offsets, offsets, keys, keys, strict=True)
         out = self.run_two_flows(
             self.encode(real.values(), positions, gaps),
             self.encode(fake.values(), positions, gaps),
-            real_mask,
-            fake_mask,
+            real_spec,
+            fake_spec,
         )
         return JaggedTensor(values=out, lengths=lengths, offsets=offsets)
 
@@ -96,13 +96,13 @@ class DualFlowInteraction(GenerativeStack):
             raise ValueError(f"history has {h_offsets.numel() - 1} users but candidates have {c_offsets.numel() - 1}")
         h_times, c_times = _values_or_none(history_timestamps), _values_or_none(candidate_timestamps)
         h_positions, h_gaps, h_keys = self.history_layout(h_offsets, history.values().shape[0], h_times, "history")
-        c_positions, c_gaps, c_keys, c_mask = self.candidate_layout(h_offsets, h_times, c_offsets, c_times)
-        if c_mask is None:
-            c_mask = build_attention_mask(c_offsets, h_offsets, c_keys, h_keys, strict=True)
+        c_positions, c_gaps, c_keys, c_spec = self.candidate_layout(h_offsets, h_times, c_offsets, c_times)
+        if c_spec is None:
+            c_spec = AttentionSpec(c_offsets, h_offsets, c_keys, h_keys, strict=True)
         out = self.run_two_flows(
             self.encode(history.values(), h_positions, h_gaps),
             self.encode(candidates.values(), c_positions, c_gaps),
-            build_attention_mask(h_offsets, h_offsets, h_keys, h_keys, strict=False),
-            c_mask,
+            AttentionSpec(h_offsets, h_offsets, h_keys, h_keys, strict=False),
+            c_spec,
         )
         return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=c_offsets)

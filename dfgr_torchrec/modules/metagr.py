@@ -9,7 +9,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.modules.dual_flow import _values_or_none
 from dfgr_torchrec.modules.stack import GenerativeStack
-from dfgr_torchrec.ops.attention import build_attention_mask
+from dfgr_torchrec.ops.attention import AttentionSpec
 from dfgr_torchrec.ops.jagged import interleave
 
 
@@ -51,16 +51,16 @@ class MetaGRInteraction(GenerativeStack):
         token_offsets = 2 * offsets
         token_keys = self._interleaved_keys(keys)
         item_keys = token_keys[0::2]
-        all_mask = build_attention_mask(token_offsets, token_offsets, token_keys, token_keys, strict=True)
-        item_mask = build_attention_mask(offsets, token_offsets, item_keys, token_keys, strict=True)
+        all_spec = AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True)
+        item_spec = AttentionSpec(offsets, token_offsets, item_keys, token_keys, strict=True)
         for index, block in enumerate(self.blocks):
             u, q, k, v = block.project(tokens)
             if index == len(self.blocks) - 1:
                 # Only item tokens are read after the last block: query with those alone.
-                attention = block.attend(q[0::2], k, v, item_mask, self_k=k[0::2], self_v=v[0::2])
+                attention = block.attend(q[0::2], k, v, item_spec, self_k=k[0::2], self_v=v[0::2])
                 out = block.finish(tokens[0::2], attention, u[0::2])
             else:
-                tokens = block.finish(tokens, block.attend(q, k, v, all_mask, self_k=k, self_v=v), u)
+                tokens = block.finish(tokens, block.attend(q, k, v, all_spec, self_k=k, self_v=v), u)
         return JaggedTensor(values=self.output_norm(out), lengths=lengths, offsets=offsets)
 
     def score(
@@ -90,8 +90,8 @@ class MetaGRInteraction(GenerativeStack):
         out = self.run_two_flows(
             history,
             self.encode(candidates.values(), c_positions, c_gaps),
-            build_attention_mask(token_offsets, token_offsets, token_keys, token_keys, strict=True),
-            build_attention_mask(c_offsets, token_offsets, c_keys, token_keys, strict=True),
+            AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True),
+            AttentionSpec(c_offsets, token_offsets, c_keys, token_keys, strict=True),
             real_self_term=True,
         )
         return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=c_offsets)

@@ -10,8 +10,8 @@ from torch import nn
 from dfgr_torchrec.config import InteractionConfig, MaskMode
 from dfgr_torchrec.modules.block import GenerativeBlock
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding, gaps_to_previous
-from dfgr_torchrec.ops.attention import AttentionMask, build_attention_mask
-from dfgr_torchrec.ops.jagged import positions_in_sequence, repeat_per_element, to_jagged
+from dfgr_torchrec.ops.attention import AttentionSpec
+from dfgr_torchrec.ops.jagged import positions_in_sequence, repeat_per_element
 
 
 class GenerativeStack(nn.Module):
@@ -57,14 +57,14 @@ class GenerativeStack(nn.Module):
         history_timestamps: Optional[torch.Tensor],
         candidate_offsets: torch.Tensor,
         candidate_timestamps: Optional[torch.Tensor],
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[AttentionMask]]:
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[AttentionSpec]]:
         """Positions, time gaps and order keys of candidates appended after each user's history.
 
         A candidate is encoded like the fake token of the interaction that would come next:
         its position is the number of history interactions it sees (all of them by position;
         those with ``t_j < t_candidate`` in session mode) and its gap is measured from the
-        last of those. Returns ``(positions, gaps, keys, mask)``; ``mask`` is the candidate ->
-        history visibility in session mode (already needed to count), else None.
+        last of those. Returns ``(positions, gaps, keys, spec)``; ``spec`` is the candidate ->
+        history :class:`AttentionSpec` in session mode (already built to count), else None.
         """
         if (history_timestamps is None) != (candidate_timestamps is None):
             raise ValueError("give timestamps for both history and candidates, or for neither")
@@ -72,13 +72,10 @@ class GenerativeStack(nn.Module):
             raise ValueError("mask_mode='session' needs history and candidate timestamps")
         candidate_lengths = candidate_offsets[1:] - candidate_offsets[:-1]
         total = int(candidate_offsets[-1].item())
-        mask = None
+        spec = None
         if self.session_mode:
-            mask = build_attention_mask(
-                candidate_offsets, history_offsets, candidate_timestamps, history_timestamps, strict=True
-            )
-            visible = mask.padded.squeeze(1).sum(-1, keepdim=True)  # [B, max_candidates, 1]
-            counts = to_jagged(visible, candidate_offsets, total).squeeze(-1)
+            spec = AttentionSpec(candidate_offsets, history_offsets, candidate_timestamps, history_timestamps, strict=True)
+            counts = spec.visible_counts()
             keys = candidate_timestamps
         else:
             counts = repeat_per_element(history_offsets[1:] - history_offsets[:-1], candidate_lengths, total)
@@ -89,36 +86,36 @@ class GenerativeStack(nn.Module):
             last = (first + counts - 1).clamp(min=0)
             last_time = history_timestamps[last] if history_timestamps.numel() > 0 else torch.zeros_like(counts)
             gaps = torch.where(counts > 0, candidate_timestamps - last_time, torch.zeros_like(candidate_timestamps))
-        return counts, gaps, keys, mask
+        return counts, gaps, keys, spec
 
     def run_two_flows(
         self,
         real: torch.Tensor,
         fake: torch.Tensor,
-        real_mask: AttentionMask,
-        fake_mask: AttentionMask,
+        real_spec: AttentionSpec,
+        fake_spec: AttentionSpec,
         real_self_term: bool = False,
     ) -> torch.Tensor:
         """Runs the dual-flow recurrence through every block and returns the fake flow's output.
 
         Both flows share the block weights (one projection matmul over both). The real flow
-        attends to itself under ``real_mask``; the fake flow's queries attend to the real
-        flow's keys/values under ``fake_mask`` plus their own key/value (and so do the real
-        queries when ``real_self_term``, for a strict ``real_mask``). After the last block
+        attends to itself under ``real_spec``; the fake flow's queries attend to the real
+        flow's keys/values under ``fake_spec`` plus their own key/value (and so do the real
+        queries when ``real_self_term``, for a strict ``real_spec``). After the last block
         nothing reads the real flow, so its attention is skipped there.
         """
         n_real = real.shape[0]
         for index, block in enumerate(self.blocks):
             u, q, k, v = block.project(torch.cat([real, fake]))
             fake_attention = block.attend(
-                q[n_real:], k[:n_real], v[:n_real], fake_mask, self_k=k[n_real:], self_v=v[n_real:]
+                q[n_real:], k[:n_real], v[:n_real], fake_spec, self_k=k[n_real:], self_v=v[n_real:]
             )
             if index == len(self.blocks) - 1:
                 fake = block.finish(fake, fake_attention, u[n_real:])
             else:
                 real_k, real_v = k[:n_real], v[:n_real]
                 real_attention = block.attend(
-                    q[:n_real], real_k, real_v, real_mask,
+                    q[:n_real], real_k, real_v, real_spec,
                     self_k=real_k if real_self_term else None,
                     self_v=real_v if real_self_term else None,
                 )

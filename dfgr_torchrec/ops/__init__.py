@@ -1,5 +1,5 @@
-"""Jagged tensor helpers and the attention kernel interface."""
+"""Jagged tensor helpers and the attention interface (one dispatcher, PyTorch and reference backends)."""
 
-from dfgr_torchrec.ops.attention import AttentionMask, build_attention_mask, jagged_attention
+from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel, AttentionSpec, jagged_attention
 
-__all__ = ["AttentionMask", "build_attention_mask", "jagged_attention"]
+__all__ = ["AttentionForm", "AttentionKernel", "AttentionSpec", "jagged_attention"]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dfgr_torchrec.config import AttentionForm, AttentionKernel
-from dfgr_torchrec.ops.attention import build_attention_mask, jagged_attention
+from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel
+from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, positions_in_sequence
 
 Q_LENGTHS = [3, 1, 0, 5, 2]  # ragged, with a length-1 and an empty user
@@ -56,7 +56,7 @@ def test_padded_kernel_matches_reference(form, strict, with_self, by_time):
     else:
         q_keys = positions_in_sequence(q_off, sum(q_lengths))
         kv_keys = positions_in_sequence(kv_off, sum(kv_lengths))
-    mask = build_attention_mask(q_off, kv_off, q_keys, kv_keys, strict=strict)
+    mask = AttentionSpec(q_off, kv_off, q_keys, kv_keys, strict=strict)
 
     fast_in = _inputs(q_lengths, kv_lengths, with_self)
     ref_in = {k: v.detach().clone().requires_grad_(True) for k, v in fast_in.items()}
@@ -78,7 +78,7 @@ def test_reference_pointwise_by_hand():
     v = torch.tensor([[[1.0]], [[10.0]]])
     off = torch.tensor([0, 2])
     keys = torch.tensor([0, 1])
-    mask = build_attention_mask(off, off, keys, keys, strict=False)
+    mask = AttentionSpec(off, off, keys, keys, strict=False)
     out = jagged_attention(q, k, v, mask, form=AttentionForm.POINTWISE, scale_len=2, kernel=AttentionKernel.REFERENCE)
     silu = torch.nn.functional.silu
     s = 2**-0.5  # 1/sqrt(d)
@@ -89,4 +89,22 @@ def test_reference_pointwise_by_hand():
 
 def test_mask_rejects_mismatched_users():
     with pytest.raises(ValueError, match="same users"):
-        build_attention_mask(torch.tensor([0, 1]), torch.tensor([0, 1, 2]), torch.zeros(1), torch.zeros(2), strict=True)
+        AttentionSpec(torch.tensor([0, 1]), torch.tensor([0, 1, 2]), torch.zeros(1), torch.zeros(2), strict=True)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_visible_counts_match_a_brute_force_count(strict):
+    """Counting needs no dense mask: the merge by (user, key) equals counting pair by pair."""
+    g = torch.Generator().manual_seed(3)
+    q_off = lengths_to_offsets(torch.tensor(Q_LENGTHS))
+    kv_off = lengths_to_offsets(torch.tensor(KV_LENGTHS))
+    q_keys = torch.randint(0, 5, (sum(Q_LENGTHS),), generator=g)
+    kv_keys = torch.randint(0, 5, (sum(KV_LENGTHS),), generator=g)  # unsorted: any order works
+    spec = AttentionSpec(q_off, kv_off, q_keys, kv_keys, strict=strict)
+    expected = []
+    for b in range(len(Q_LENGTHS)):
+        ks = kv_keys[kv_off[b] : kv_off[b + 1]]
+        for qk in q_keys[q_off[b] : q_off[b + 1]]:
+            expected.append(int((ks < qk).sum() if strict else (ks <= qk).sum()))
+    assert spec.visible_counts().tolist() == expected
+    assert "pytorch.mask" not in spec.backend_cache  # no backend state was built to count
