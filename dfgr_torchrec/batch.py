@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torchrec import KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 from torchrec.streamable import Pipelineable
 
-from dfgr_torchrec.modules.embeddings import ITEM_FEATURE, candidate_feature
+from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 
 
 @dataclass
@@ -18,13 +18,15 @@ class SequenceBatch(Pipelineable):
     """One batch of users: each user's behaviour history and, optionally, candidates to score.
 
     Attributes:
-        features: keys of :func:`~dfgr_torchrec.modules.embeddings.sequence_feature_names`:
+        features: keys of :func:`~dfgr_torchrec.features.feature_names`:
             ``item_id``, item side features and action features aligned per history
             interaction; ``cand_item_id`` (+ ``cand_<side>``) per candidate (lengths may be 0).
         timestamps: ``[T]`` int64 time of every history interaction (sorted within a user).
         labels: ``[T, num_tasks]`` float targets of every history interaction.
         candidate_timestamps: ``[M]`` int64 request time of every candidate.
         candidate_labels: ``[M, num_tasks]`` float targets of candidates (for evaluation).
+        user_ids: ``[B]`` int64 id of each user (the data set's user index; -1 for the padding
+            user of an empty batch), for per-user metrics such as GAUC. Optional.
 
     It moves and pins like any TorchRec pipeline batch (``to``, ``pin_memory``,
     ``record_stream``).
@@ -35,6 +37,7 @@ class SequenceBatch(Pipelineable):
     labels: torch.Tensor
     candidate_timestamps: torch.Tensor
     candidate_labels: torch.Tensor
+    user_ids: Optional[torch.Tensor] = None
 
     @property
     def history_lengths(self) -> torch.Tensor:
@@ -50,28 +53,32 @@ class SequenceBatch(Pipelineable):
     def candidate_timestamps_jagged(self) -> JaggedTensor:
         return JaggedTensor(values=self.candidate_timestamps, lengths=self.candidate_lengths)
 
+    @property
+    def candidate_user_ids(self) -> torch.Tensor:
+        """``[M]``: the user id of every candidate."""
+        if self.user_ids is None:
+            raise ValueError("this batch carries no user_ids")
+        return torch.repeat_interleave(self.user_ids, self.candidate_lengths)
+
+    def _tensors(self) -> Dict[str, Optional[torch.Tensor]]:
+        names = ("timestamps", "labels", "candidate_timestamps", "candidate_labels", "user_ids")
+        return {name: getattr(self, name) for name in names}
+
+    def _map(self, features: KeyedJaggedTensor, fn) -> "SequenceBatch":
+        return SequenceBatch(features=features, **{k: None if t is None else fn(t) for k, t in self._tensors().items()})
+
     def to(self, device: torch.device, non_blocking: bool = False) -> "SequenceBatch":
-        return SequenceBatch(
-            features=self.features.to(device=device, non_blocking=non_blocking),
-            timestamps=self.timestamps.to(device=device, non_blocking=non_blocking),
-            labels=self.labels.to(device=device, non_blocking=non_blocking),
-            candidate_timestamps=self.candidate_timestamps.to(device=device, non_blocking=non_blocking),
-            candidate_labels=self.candidate_labels.to(device=device, non_blocking=non_blocking),
-        )
+        features = self.features.to(device=device, non_blocking=non_blocking)
+        return self._map(features, lambda t: t.to(device=device, non_blocking=non_blocking))
 
     def record_stream(self, stream: torch.Stream) -> None:
         self.features.record_stream(stream)
-        for t in (self.timestamps, self.labels, self.candidate_timestamps, self.candidate_labels):
-            t.record_stream(stream)
+        for t in self._tensors().values():
+            if t is not None:
+                t.record_stream(stream)
 
     def pin_memory(self) -> "SequenceBatch":
-        return SequenceBatch(
-            features=self.features.pin_memory(),
-            timestamps=self.timestamps.pin_memory(),
-            labels=self.labels.pin_memory(),
-            candidate_timestamps=self.candidate_timestamps.pin_memory(),
-            candidate_labels=self.candidate_labels.pin_memory(),
-        )
+        return self._map(self.features.pin_memory(), lambda t: t.pin_memory())
 
 
 def make_sequence_batch(

@@ -9,7 +9,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
+
+from dfgr_torchrec.features import (
+    ACTION_FEATURE,
+    CANDIDATE_PREFIX,
+    ITEM_FEATURE,
+    DataSchema,
+    feature_names,
+    is_candidate_feature,
+)
 
 from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel
 
@@ -98,6 +107,9 @@ class InteractionConfig:
 class SequenceEmbeddingConfig:
     """Embedding tables for the behaviour sequence.
 
+    The table sizes come from the data: left unset in a training YAML, they are filled by
+    :func:`fill_from_data`; set them when building a model by hand.
+
     Args:
         item_vocab_size: rows of the item table (ids 0..item_vocab_size-1).
         action_vocab_sizes: one table per action feature, ``{feature name: rows}``. A
@@ -113,37 +125,31 @@ class SequenceEmbeddingConfig:
             the default: it won on MovieLens-1M) or ``"sum"``.
     """
 
-    item_vocab_size: int
-    action_vocab_sizes: Dict[str, int] = field(default_factory=lambda: {"action": 2})
+    item_vocab_size: Optional[int] = None
+    action_vocab_sizes: Dict[str, int] = field(default_factory=lambda: {ACTION_FEATURE: 2})
     item_side_vocab_sizes: Dict[str, int] = field(default_factory=dict)
     user_vocab_sizes: Dict[str, int] = field(default_factory=dict)
     embedding_dim: int = 64
     merge: MergeOp = MergeOp.CONCAT  # won on MovieLens-1M: AUC 0.7976 / GAUC 0.6978 vs 0.7905 / 0.6859 for sum
 
     def __post_init__(self) -> None:
-        check(
-            isinstance(self.item_vocab_size, int) and self.item_vocab_size > 0,
-            "item_vocab_size",
-            "a positive integer",
-            self.item_vocab_size,
-        )
-        check(
-            isinstance(self.embedding_dim, int) and self.embedding_dim > 0,
-            "embedding_dim",
-            "a positive integer",
-            self.embedding_dim,
-        )
+        if self.item_vocab_size is not None:
+            _positive_int(self.item_vocab_size, "item_vocab_size")
+        _positive_int(self.embedding_dim, "embedding_dim")
         check(len(self.action_vocab_sizes) > 0, "action_vocab_sizes", "at least one action feature", self.action_vocab_sizes)
         groups = ("action_vocab_sizes", "item_side_vocab_sizes", "user_vocab_sizes")
         for group in groups:
             for name, rows in getattr(self, group).items():
-                check(isinstance(rows, int) and rows > 0, f"{group}.{name}", "a positive integer", rows)
-        names = ["item_id", *(name for group in groups for name in getattr(self, group))]
+                _positive_int(rows, f"{group}.{name}")
+        names = [ITEM_FEATURE, *(name for group in groups for name in getattr(self, group))]
         check(len(set(names)) == len(names), "/".join(groups), "unique feature names", names)
-        check(
-            not any(n.startswith("cand_") for n in names), "/".join(groups), "no name starting with 'cand_'", names
-        )
+        check(not any(is_candidate_feature(n) for n in names), "/".join(groups), f"no name starting with '{CANDIDATE_PREFIX}'", names)
         self.merge = _enum(MergeOp, "merge", self.merge)
+
+    @property
+    def feature_names(self) -> List[str]:
+        """Every KJT key the embedding module reads, in the schema's order."""
+        return feature_names(self.item_side_vocab_sizes, self.action_vocab_sizes, self.user_vocab_sizes)
 
 
 @dataclass
@@ -160,15 +166,27 @@ class TaskConfig:
 
 @dataclass
 class RankingModelConfig:
-    """A full ranking model: embeddings, interaction stack and multi-task heads.
+    """A full ranking model: its registered type, embeddings, interaction stack and multi-task heads.
+
+    The same dataclass is the ``model:`` node of a training YAML, where what the data decides
+    (table sizes, the task list) is left out and filled by :func:`fill_from_data`; there
+    ``tasks`` may list some tasks by name to weight them (the others weigh 1).
 
     ``d_model`` of the interaction must equal ``embedding_dim`` when ``merge="sum"``;
     with ``merge="concat"`` a linear layer maps to ``d_model``.
+
+    Example::
+
+        config = RankingModelConfig(
+            embeddings=SequenceEmbeddingConfig(item_vocab_size=10_000, embedding_dim=64),
+            tasks=[TaskConfig("like"), TaskConfig("follow", weight=0.5)],
+        )
     """
 
-    embeddings: SequenceEmbeddingConfig
+    type: str = "dfgr"
+    embeddings: SequenceEmbeddingConfig = field(default_factory=SequenceEmbeddingConfig)
     interaction: InteractionConfig = field(default_factory=InteractionConfig)
-    tasks: List[TaskConfig] = field(default_factory=lambda: [TaskConfig("like")])
+    tasks: List[TaskConfig] = field(default_factory=list)
     head_hidden_dims: List[int] = field(default_factory=lambda: [64])
 
     def __post_init__(self) -> None:
@@ -179,7 +197,7 @@ class RankingModelConfig:
         self.tasks = [
             from_dict(TaskConfig, t, f"tasks[{i}]") if isinstance(t, Mapping) else t for i, t in enumerate(self.tasks)
         ]
-        check(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
+        check(isinstance(self.type, str) and self.type != "", "type", "a registered model type", self.type)
         names = [t.name for t in self.tasks]
         check(len(set(names)) == len(names), "tasks", "unique task names", names)
         for i, h in enumerate(self.head_hidden_dims):
@@ -196,6 +214,35 @@ class RankingModelConfig:
     def task_names(self) -> List[str]:
         return [t.name for t in self.tasks]
 
+    def require_complete(self) -> None:
+        """Raises unless the sizes a model needs are set (by hand or by :func:`fill_from_data`)."""
+        check(self.embeddings.item_vocab_size is not None, "embeddings.item_vocab_size", "a size (or fill_from_data)", None)
+        check(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
+
+
+def fill_from_data(config: RankingModelConfig, schema: DataSchema) -> RankingModelConfig:
+    """A copy of ``config`` sized for a data set: its tables and its tasks, in the data's order.
+
+    Tasks named in ``config.tasks`` keep their weights; a name the data lacks is an error.
+    """
+    unknown = sorted(set(config.task_names) - set(schema.tasks))
+    if unknown:
+        raise ValueError(f"model.tasks: unknown task(s) {unknown}; the data has {schema.tasks}")
+    weights = {t.name: t.weight for t in config.tasks}
+    embeddings = dataclasses.replace(
+        config.embeddings,
+        item_vocab_size=schema.item_rows,
+        action_vocab_sizes=dict(schema.action_rows),
+        item_side_vocab_sizes=dict(schema.side_rows),
+        user_vocab_sizes=dict(schema.user_rows),
+    )
+    tasks = [TaskConfig(name, weights.get(name, 1.0)) for name in schema.tasks]
+    return dataclasses.replace(config, embeddings=embeddings, tasks=tasks)
+
+
+def _positive_int(value: Any, key: str) -> None:
+    check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, "a positive integer", value)
+
 
 T = TypeVar("T")
 
@@ -206,15 +253,15 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
         raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
+    prefix = f"{where}." if where else ""
     if unknown:
-        prefix = f"{where}." if where else ""
         raise ValueError(
-            f"unknown key(s) {', '.join(prefix + k for k in unknown)} for {cls.__name__}; "
+            f"{', '.join(prefix + k for k in unknown)}: unknown key(s) for {cls.__name__}; "
             f"expected some of: {', '.join(sorted(known))}"
         )
     try:
         return cls(**data)
-    except ValueError as e:
-        raise ValueError(f"{where}.{e}" if where else str(e)) from None
+    except ValueError as e:  # messages start with the key path below this node
+        raise ValueError(f"{prefix}{e}") from None
     except TypeError as e:  # a required key is missing
         raise ValueError(f"{where or cls.__name__}: {e}") from None

@@ -16,7 +16,8 @@ Example::
 
 from __future__ import annotations
 
-from typing import Iterable, List
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List
 
 ITEM_FEATURE = "item_id"
 ACTION_FEATURE = "action"  # the single action feature of a prepared data set (an action id per interaction)
@@ -38,3 +39,29 @@ def feature_names(side: Iterable[str] = (), actions: Iterable[str] = (ACTION_FEA
     history = [ITEM_FEATURE, *side, *actions]
     candidates = [candidate_feature(ITEM_FEATURE), *(candidate_feature(n) for n in side)]
     return history + candidates + list(users)
+
+
+@dataclass
+class DataSchema:
+    """What a data set tells a model about itself: its tasks and the rows of its tables.
+
+    Prepared data sets (``PreparedData.schema``) and generated ones produce it;
+    :func:`dfgr_torchrec.config.fill_from_data` sizes a model config from it.
+
+    Args:
+        tasks: the label columns, in order (one logit each).
+        item_rows: rows of the item table.
+        action_rows: ``{action feature: rows}``.
+        side_rows: ``{item side feature: rows}``.
+        user_rows: ``{user feature: rows}``.
+    """
+
+    tasks: List[str]
+    item_rows: int
+    action_rows: Dict[str, int] = field(default_factory=lambda: {ACTION_FEATURE: 2})
+    side_rows: Dict[str, int] = field(default_factory=dict)
+    user_rows: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> List[str]:
+        return feature_names(self.side_rows, self.action_rows, self.user_rows)

@@ -6,8 +6,10 @@ from dfgr_torchrec.config import (
     RankingModelConfig,
     SequenceEmbeddingConfig,
     TaskConfig,
+    fill_from_data,
     from_dict,
 )
+from dfgr_torchrec.features import DataSchema
 
 
 def test_strings_become_enums():
@@ -86,6 +88,25 @@ def test_duplicate_tasks_rejected():
         )
 
 
-def test_missing_required_key_is_named():
+def test_unsized_config_is_refused_where_a_model_is_built():
+    config = from_dict(RankingModelConfig, {"embeddings": {}, "tasks": [{"name": "like"}]})  # sizes: from the data
     with pytest.raises(ValueError, match="item_vocab_size"):
-        from_dict(RankingModelConfig, {"embeddings": {}})
+        config.require_complete()
+    with pytest.raises(ValueError, match="at least one task"):
+        from_dict(RankingModelConfig, {"embeddings": {"item_vocab_size": 5}}).require_complete()
+
+
+def test_fill_from_data_sizes_tables_and_orders_tasks():
+    config = RankingModelConfig(tasks=[TaskConfig("buy", weight=3.0)])
+    schema = DataSchema(tasks=["click", "buy"], item_rows=11, action_rows={"action": 4}, side_rows={"category": 3})
+    filled = fill_from_data(config, schema)
+    assert filled.embeddings.item_vocab_size == 11 and filled.embeddings.item_side_vocab_sizes == {"category": 3}
+    assert [(t.name, t.weight) for t in filled.tasks] == [("click", 1.0), ("buy", 3.0)]
+    assert config.embeddings.item_vocab_size is None  # the input is not modified
+    with pytest.raises(ValueError, match=r"model\.tasks: unknown task\(s\) \['like'\]"):
+        fill_from_data(RankingModelConfig(tasks=[TaskConfig("like")]), schema)
+
+
+def test_nested_unknown_key_names_its_full_path():
+    with pytest.raises(ValueError, match=r"^model\.interaction\.heads: unknown key"):
+        from_dict(RankingModelConfig, {"interaction": {"heads": 2}}, "model")

@@ -10,11 +10,10 @@ median times, the MetaGR/DFGR ratios and the peak memory of each.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Callable, Dict, List
 
 import torch
@@ -22,11 +21,13 @@ from tabulate import tabulate
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.bench.memory import measure_peak
+from dfgr_torchrec.bench.output import write_json
 from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import ACTION_FEATURE, SyntheticSequences
-from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
+from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.features import ACTION_FEATURE
+from dfgr_torchrec.models import build_model
 
-MODELS = {"dfgr": DFGRRankingModel, "metagr": MetaGRRankingModel}
+MODEL_TYPES = ("dfgr", "metagr")  # the pair compared, from the model registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,9 +92,9 @@ def bench_one_length(seq_len: int, args: argparse.Namespace) -> Dict[str, Any]:
     device = torch.device(args.device)
     batch = ragged_batch(seq_len, args).to(device)
     models = {}
-    for name, cls in MODELS.items():
+    for name in MODEL_TYPES:
         torch.manual_seed(args.seed)
-        models[name] = cls(_config(args, seq_len), device=device)
+        models[name] = build_model(replace(_config(args, seq_len), type=name), device=device)
 
     def train_step(model: torch.nn.Module) -> None:
         model.train()
@@ -148,11 +149,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "rows": rows,
     }
     print(format_table(rows))
-    if args.json_path:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json_path)), exist_ok=True)
-        with open(args.json_path, "w") as f:
-            json.dump(result, f, indent=2, default=str)
-        print(f"wrote {args.json_path}")
+    write_json(result, args.json_path)
     return result
 
 

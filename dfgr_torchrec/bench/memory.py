@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import re
 from typing import Callable, Optional, Tuple, TypeVar
 
 import torch
+
+from dfgr_torchrec.training.memory import status_bytes
 
 T = TypeVar("T")
 _M_MMAP_THRESHOLD = -3
@@ -24,14 +25,6 @@ def _glibc() -> Optional[ctypes.CDLL]:
         except OSError:
             return None
     return _libc
-
-
-def _status_bytes(key: str) -> int:
-    with open("/proc/self/status") as f:
-        match = re.search(rf"{key}:\s+(\d+) kB", f.read())
-    if match is None:
-        raise OSError(f"/proc/self/status has no {key}")
-    return int(match.group(1)) * 1024
 
 
 def measure_peak(fn: Callable[[], T], device: torch.device) -> Tuple[T, Optional[int]]:
@@ -54,8 +47,8 @@ def measure_peak(fn: Callable[[], T], device: torch.device) -> Tuple[T, Optional
             libc.malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS
-        before = _status_bytes("VmRSS")
+        before = status_bytes("VmRSS")
     except OSError:
         return fn(), None
     result = fn()
-    return result, max(_status_bytes("VmHWM") - before, 0)
+    return result, max(status_bytes("VmHWM") - before, 0)

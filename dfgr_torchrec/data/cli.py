@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from dfgr_torchrec.data.config import load_data_config
-
-DOWNLOADS = {"movielens-1m": "data/raw/movielens-1m"}
+from dfgr_torchrec.data import sources
 
 
 def add_commands(commands: "argparse._SubParsersAction") -> None:
@@ -16,7 +14,7 @@ def add_commands(commands: "argparse._SubParsersAction") -> None:
     sub = data.add_subparsers(dest="data_command", required=True)
 
     download = sub.add_parser("download", help="fetch a public data set into data/raw/<name>")
-    download.add_argument("name", choices=sorted(DOWNLOADS))
+    download.add_argument("name", choices=sorted(sources.DOWNLOADS))
     download.add_argument("--out", default=None, help="output folder (default data/raw/<name>)")
     download.add_argument("--force", action="store_true", help="download and convert again")
     download.set_defaults(run=run_download)
@@ -38,18 +36,14 @@ def add_commands(commands: "argparse._SubParsersAction") -> None:
 
 
 def run_download(args: argparse.Namespace) -> None:
-    from dfgr_torchrec.data.movielens import download_movielens_1m
-
-    out = args.out or DOWNLOADS[args.name]
-    print(download_movielens_1m(out, force=args.force))
+    print(sources.download(args.name, args.out, force=args.force))
 
 
 def run_prepare(args: argparse.Namespace) -> None:
     from dfgr_torchrec.data.prepare import load_report, prepare
 
     config = load_data_config(args.config)
-    if config.name == "movielens-1m" and not os.path.exists(config.source.path):
-        run_download(argparse.Namespace(name="movielens-1m", out=os.path.dirname(config.source.path), force=False))
+    sources.ensure_source(config)
     path = prepare(config, force=args.force)
     print(json.dumps(load_report(path), indent=2))
 

@@ -12,6 +12,7 @@ A user's own log needs a YAML file of this shape, not code::
       on_bad_rows: error          # or skip: skipped rows are counted per reason in report.json
       duplicates: error           # same (user, item, timestamp) twice: error | skip (keep the first) | keep
       require_sorted: false       # true: a user's event earlier than their previous one is a bad row
+      download: null              # a public data set to fetch into path's folder when path is missing (movielens-1m)
     actions:                      # one action type each: a task (one logit) and a bit of the action id
       click: {column: is_click}             # numeric, positive when != 0
       like: {column: label, equals: 1}      # positive when the value equals
@@ -27,20 +28,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Union
 
 import yaml
 
-from dfgr_torchrec.config import from_dict
+from dfgr_torchrec.config import check, from_dict
+from dfgr_torchrec.data.sources import check_download_name
 
 Column = Union[str, int]
 FORMATS = ("csv", "tsv", "parquet", "delimited")
 DELIMITERS = {"csv": ",", "tsv": "\t"}
-
-
-def _expect(condition: bool, key: str, expected: str, value: Any) -> None:
-    if not condition:
-        raise ValueError(f"{key}: expected {expected}, got {value!r}")
 
 
 @dataclass
@@ -63,23 +60,25 @@ class SourceConfig:
     on_bad_rows: str = "error"
     duplicates: str = "error"
     require_sorted: bool = False
+    download: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _expect(self.format in FORMATS, "source.format", f"one of {FORMATS}", self.format)
+        check_download_name(self.download, "download")
+        check(self.format in FORMATS, "format", f"one of {FORMATS}", self.format)
         if self.format == "delimited":
-            _expect(bool(self.delimiter), "source.delimiter", "a delimiter for format 'delimited'", self.delimiter)
+            check(bool(self.delimiter), "delimiter", "a delimiter for format 'delimited'", self.delimiter)
         elif self.format in DELIMITERS:
             self.delimiter = self.delimiter or DELIMITERS[self.format]
-        _expect(self.columns is not None, "source.columns", "{user, item, timestamp}", self.columns)
+        check(self.columns is not None, "columns", "{user, item, timestamp}", self.columns)
         if isinstance(self.columns, Mapping):
-            self.columns = from_dict(ColumnsConfig, self.columns, "source.columns")
-        _expect(self.on_bad_rows in ("error", "skip"), "source.on_bad_rows", "'error' or 'skip'", self.on_bad_rows)
-        _expect(self.duplicates in ("error", "skip", "keep"), "source.duplicates", "'error', 'skip' or 'keep'", self.duplicates)
+            self.columns = from_dict(ColumnsConfig, self.columns, "columns")
+        check(self.on_bad_rows in ("error", "skip"), "on_bad_rows", "'error' or 'skip'", self.on_bad_rows)
+        check(self.duplicates in ("error", "skip", "keep"), "duplicates", "'error', 'skip' or 'keep'", self.duplicates)
         for key, col in [*asdict(self.columns).items(), *self.side_features.items()]:
             if self.header or self.format == "parquet":
-                _expect(isinstance(col, str), f"source.columns.{key}", "a column name (the file has a header)", col)
+                check(isinstance(col, str), f"columns.{key}", "a column name (the file has a header)", col)
             else:
-                _expect(isinstance(col, int) and col >= 0, f"source.columns.{key}", "a 0-based column index (header: false)", col)
+                check(isinstance(col, int) and col >= 0, f"columns.{key}", "a 0-based column index (header: false)", col)
 
 
 @dataclass
@@ -95,7 +94,7 @@ class ActionConfig:
     at_least: Optional[float] = None
 
     def __post_init__(self) -> None:
-        _expect(self.equals is None or self.at_least is None, "equals/at_least", "at most one of them", self)
+        check(self.equals is None or self.at_least is None, "equals/at_least", "at most one of them", self)
 
 
 @dataclass
@@ -111,10 +110,10 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         for key in ("valid_per_user", "test_per_user"):
-            _expect(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, f"split.{key}", "an integer >= 0", getattr(self, key))
-        _expect(
+            check(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
+        check(
             isinstance(self.min_train_per_user, int) and self.min_train_per_user >= 1,
-            "split.min_train_per_user", "an integer >= 1", self.min_train_per_user,
+            "min_train_per_user", "an integer >= 1", self.min_train_per_user,
         )
 
 
@@ -127,8 +126,8 @@ class VocabConfig:
     hash_buckets: int = 1024
 
     def __post_init__(self) -> None:
-        _expect(self.oov in ("oov", "hash"), "vocab.oov", "'oov' or 'hash'", self.oov)
-        _expect(isinstance(self.hash_buckets, int) and self.hash_buckets > 0, "vocab.hash_buckets", "a positive integer", self.hash_buckets)
+        check(self.oov in ("oov", "hash"), "oov", "'oov' or 'hash'", self.oov)
+        check(isinstance(self.hash_buckets, int) and self.hash_buckets > 0, "hash_buckets", "a positive integer", self.hash_buckets)
 
 
 @dataclass
@@ -142,10 +141,10 @@ class DataConfig:
     output_dir: str = "data/prepared"
 
     def __post_init__(self) -> None:
-        _expect(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
+        check(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
         if isinstance(self.source, Mapping):
             self.source = from_dict(SourceConfig, self.source, "source")
-        _expect(isinstance(self.actions, Mapping) and len(self.actions) > 0, "actions", "at least one action type", self.actions)
+        check(isinstance(self.actions, Mapping) and len(self.actions) > 0, "actions", "at least one action type", self.actions)
         self.actions = {
             name: from_dict(ActionConfig, a, f"actions.{name}") if isinstance(a, Mapping) else a
             for name, a in self.actions.items()

@@ -13,10 +13,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION
-from dfgr_torchrec.data.prepare import ACTION_FEATURE, TEST, TRAIN, VALID
-from dfgr_torchrec.modules.embeddings import ITEM_FEATURE, candidate_feature, sequence_feature_names
+from dfgr_torchrec.data.prepare import TEST, TRAIN, VALID
+from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, DataSchema, candidate_feature, is_candidate_feature
 
 SPLITS = ("train", "valid", "test")
 
@@ -57,15 +56,20 @@ class PreparedData:
     def num_users(self) -> int:
         return int(self.meta["num_users"])
 
-    def embedding_config(self, embedding_dim: int, merge: Union[str, MergeOp] = MergeOp.SUM) -> SequenceEmbeddingConfig:
-        """The tables this data set needs, sized from its vocabularies."""
-        return SequenceEmbeddingConfig(
-            item_vocab_size=int(self.meta["item_rows"]),
-            action_vocab_sizes={ACTION_FEATURE: int(self.meta["action_rows"])},
-            item_side_vocab_sizes={k: int(v) for k, v in self.meta["side_rows"].items()},
-            embedding_dim=embedding_dim,
-            merge=merge,
+    @property
+    def schema(self) -> DataSchema:
+        """The tasks and table sizes a model trained on this data set needs."""
+        return DataSchema(
+            tasks=self.tasks,
+            item_rows=int(self.meta["item_rows"]),
+            action_rows={ACTION_FEATURE: int(self.meta["action_rows"])},
+            side_rows={k: int(v) for k, v in self.meta["side_rows"].items()},
         )
+
+    def mean_history_length(self, max_seq_len: int) -> float:
+        """Mean interactions per user, capped at ``max_seq_len`` (the planner's pooling factor)."""
+        lengths = np.minimum(np.diff(self.offsets), max_seq_len)
+        return float(lengths.mean()) if len(lengths) else 1.0
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -87,10 +91,13 @@ class SequenceDataset(IterableDataset):
       so every rank yields the same number of batches (``dropped_users`` counts the rest).
     - ``valid``: history = training part, candidates = the validation interactions.
     - ``test``: history = training + validation parts, candidates = the test interactions.
-      Evaluation covers every user with candidates: rank ``r`` takes users ``r::world_size``.
+      Evaluation covers every user with candidates: rank ``r`` takes users ``r::world_size``;
+      a rank with fewer users pads with empty batches (one user id -1, nothing to score), so
+      every rank yields the same number of batches and sharded lookups stay collective.
 
     Use it with ``DataLoader(dataset, batch_size=None, num_workers=..., pin_memory=...)``
-    (:func:`make_dataloader`); workers split the rank's users between them.
+    (:func:`make_dataloader`); workers take the rank's batches round-robin, so the loader
+    yields them in order.
 
     Args:
         data: a :class:`PreparedData` or its path.
@@ -138,7 +145,7 @@ class SequenceDataset(IterableDataset):
         needs = self._history_count > 0 if split == "train" else self._candidate_count > 0
         self.users = np.flatnonzero(needs)
         self.dropped_users = len(self.users) % world_size if split == "train" else 0
-        self.feature_names = sequence_feature_names(d.embedding_config(1))
+        self.feature_names = d.schema.feature_names
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -152,21 +159,34 @@ class SequenceDataset(IterableDataset):
             return users[self.rank * per_rank : (self.rank + 1) * per_rank]
         return users[self.rank :: self.world_size]
 
+    def batch_users(self) -> List[np.ndarray]:
+        """The users of each batch this rank yields (empty arrays pad evaluation splits)."""
+        users = self.rank_users()
+        batches = [users[start : start + self.batch_size] for start in range(0, len(users), self.batch_size)]
+        if self.split != "train":  # the rank with the most users sets the count
+            most = math.ceil(len(self.users) / self.world_size)
+            batches += [users[:0]] * (math.ceil(most / self.batch_size) - len(batches))
+        return batches
+
     def __len__(self) -> int:
-        """Batches this rank yields with one worker (workers each round their share up)."""
-        return math.ceil(len(self.rank_users()) / self.batch_size)
+        """Batches this rank yields."""
+        return len(self.batch_users())
 
     def __iter__(self) -> Iterator[SequenceBatch]:
-        users = self.rank_users()
+        batches = self.batch_users()
         worker = get_worker_info()
         if worker is not None:
-            users = users[worker.id :: worker.num_workers]
-        for start in range(0, len(users), self.batch_size):
-            yield self.make_batch(users[start : start + self.batch_size])
+            batches = batches[worker.id :: worker.num_workers]
+        for users in batches:
+            yield self.make_batch(users)
 
     def make_batch(self, users: np.ndarray) -> SequenceBatch:
-        """The batch of the given users (indices into the prepared data set)."""
+        """The batch of the given users (indices into the prepared data set); no users: an empty batch."""
         d = self.data
+        padding = len(users) == 0
+        user_ids = torch.tensor([-1]) if padding else torch.from_numpy(np.asarray(users, dtype=np.int64))
+        if padding:  # one user with nothing to look up or score
+            users = np.zeros(1, dtype=np.int64)
         starts = d.offsets[users]
         history_end = starts + self._history_count[users]
         if self.random_window:
@@ -177,6 +197,8 @@ class SequenceDataset(IterableDataset):
             history_end = history_end - np.floor(draws * (extra + 1)).astype(np.int64)
         history_start = np.maximum(starts, history_end - self.max_seq_len)
         candidate_end = history_end + self._candidate_count[users]
+        if padding:
+            history_start = history_end = candidate_end = starts
         rows = _ranges(history_start, history_end)
         cand_rows = _ranges(history_end, candidate_end)
         h_lengths = torch.from_numpy(history_end - history_start)
@@ -189,13 +211,14 @@ class SequenceDataset(IterableDataset):
         per_key[ACTION_FEATURE] = d.action[rows]
         keys = self.feature_names
         values = torch.from_numpy(np.concatenate([np.asarray(per_key[k], dtype=np.int64) for k in keys]))
-        lengths = torch.cat([c_lengths if k.startswith("cand_") else h_lengths for k in keys])
+        lengths = torch.cat([c_lengths if is_candidate_feature(k) else h_lengths for k in keys])
         return SequenceBatch(
             features=KeyedJaggedTensor(keys=keys, values=values, lengths=lengths),
             timestamps=torch.from_numpy(np.asarray(d.timestamp[rows], dtype=np.int64)),
             labels=torch.from_numpy(np.asarray(d.labels[rows], dtype=np.float32)),
             candidate_timestamps=torch.from_numpy(np.asarray(d.timestamp[cand_rows], dtype=np.int64)),
             candidate_labels=torch.from_numpy(np.asarray(d.labels[cand_rows], dtype=np.float32)),
+            user_ids=user_ids,
         )
 
 

@@ -27,6 +27,8 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
+from dfgr_torchrec.features import is_candidate_feature
+
 SHARDING_TYPES = {
     "row_wise": ShardingType.ROW_WISE,
     "table_wise": ShardingType.TABLE_WISE,
@@ -155,3 +157,13 @@ def _strip_wrappers(key: str) -> str:
         while key.startswith(prefix):
             key = key[len(prefix):]
     return key
+
+
+def table_pooling_factors(model: nn.Module, mean_history_len: float) -> Dict[str, List[float]]:
+    """Per table, the ids looked up per sample of each of its features: a history feature looks up
+    the mean history length, a candidate or per-user feature about one."""
+    return {
+        table.name: [1.0 if is_candidate_feature(f) else mean_history_len for f in table.feature_names]
+        for ec in _embedding_collections(model)
+        for table in ec.embedding_configs()
+    }

@@ -43,6 +43,7 @@ class _GenerativeRankingModel(nn.Module):
         self, config: RankingModelConfig, merge_tokens: bool, device: Optional[torch.device] = None
     ) -> None:
         super().__init__()
+        config.require_complete()
         self.config = config
         self.embedding = SequenceEmbedding(
             config.embeddings, config.interaction.d_model, merge_tokens=merge_tokens, device=device
@@ -70,7 +71,10 @@ class DFGRRankingModel(_GenerativeRankingModel):
 
     Example::
 
-        model = DFGRRankingModel(RankingModelConfig(embeddings=SequenceEmbeddingConfig(item_vocab_size=10_000)))
+        config = RankingModelConfig(
+            embeddings=SequenceEmbeddingConfig(item_vocab_size=10_000), tasks=[TaskConfig("like")]
+        )
+        model = DFGRRankingModel(config)
         out = model(batch)                    # RankingOutput: loss, logits per interaction
         out.loss.backward()
         scores = model.score_candidates(batch)  # JaggedTensor of [M, num_tasks] logits

@@ -11,23 +11,8 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
-from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig
-
-ITEM_FEATURE = "item_id"
-CANDIDATE_PREFIX = "cand_"
-
-
-def candidate_feature(name: str) -> str:
-    """The KJT key of a candidate-side feature, e.g. ``item_id`` -> ``cand_item_id``."""
-    return CANDIDATE_PREFIX + name
-
-
-def sequence_feature_names(config: SequenceEmbeddingConfig) -> List[str]:
-    """Every KJT key :class:`SequenceEmbedding` reads, in a fixed order."""
-    history = [ITEM_FEATURE, *config.item_side_vocab_sizes, *config.action_vocab_sizes]
-    candidates = [candidate_feature(ITEM_FEATURE), *(candidate_feature(n) for n in config.item_side_vocab_sizes)]
-    return history + candidates + list(config.user_vocab_sizes)
-
+from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig, check
+from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 
 @dataclass
 class SequenceEmbeddings:
@@ -57,7 +42,7 @@ class SequenceEmbedding(nn.Module):
     Example::
 
         emb = SequenceEmbedding(SequenceEmbeddingConfig(item_vocab_size=1000), d_model=64)
-        out = emb(kjt)                      # kjt holds every key of sequence_feature_names()
+        out = emb(kjt)                      # kjt holds every key of emb.feature_names
         real = emb.merge(out.items.values(), out.actions.values())
         fake = emb.merge_placeholder(out.items.values())
     """
@@ -70,6 +55,7 @@ class SequenceEmbedding(nn.Module):
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
+        check(config.item_vocab_size is not None, "embeddings.item_vocab_size", "a size", None)
         self.config = config
         dim = config.embedding_dim
         tables = [
@@ -96,7 +82,7 @@ class SequenceEmbedding(nn.Module):
 
     @property
     def feature_names(self) -> List[str]:
-        return sequence_feature_names(self.config)
+        return self.config.feature_names
 
     def forward(self, features: KeyedJaggedTensor) -> SequenceEmbeddings:
         if not is_fx_symbolic_tracing():  # TorchRec's train pipelines trace this forward

@@ -2,7 +2,9 @@
 
 A config may list ``defaults:`` (paths relative to it) that are merged first, in order; its own
 keys then override them, and command-line ``a.b=value`` overrides (values parsed as YAML) come
-last. Unknown keys anywhere are errors that name the key's full path.
+last. Unknown keys anywhere are errors that name the key's full path. The ``model:`` node is a
+:class:`~dfgr_torchrec.config.RankingModelConfig` (the same dataclass a Python user builds), its
+table sizes and tasks left to the data.
 """
 
 from __future__ import annotations
@@ -10,111 +12,82 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, Mapping, Sequence
 
 import yaml
 
-from dfgr_torchrec.config import InteractionConfig, MergeOp, from_dict
-
-MODEL_TYPES = ("dfgr", "metagr")
-
-
-@dataclass
-class ModelSection:
-    """The model, sized from the data: tables come from the data set's vocabularies."""
-
-    type: str = "dfgr"
-    embedding_dim: int = 64
-    merge: MergeOp = MergeOp.CONCAT
-    interaction: InteractionConfig = field(default_factory=InteractionConfig)
-    head_hidden_dims: List[int] = field(default_factory=lambda: [64])
-    task_weights: Dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.type not in MODEL_TYPES:
-            raise ValueError(f"model.type: expected one of {MODEL_TYPES}, got {self.type!r}")
-        if isinstance(self.interaction, Mapping):
-            self.interaction = from_dict(InteractionConfig, self.interaction, "model.interaction")
+from dfgr_torchrec.config import RankingModelConfig, check, from_dict
+from dfgr_torchrec.models import check_model_type
+from dfgr_torchrec.training.optim import OptimConfig
+from dfgr_torchrec.training.state import CheckpointConfig
+from dfgr_torchrec.training.steps import PIPELINES
 
 
 @dataclass
 class DataSection:
+    """Args: ``config`` the data YAML; ``max_seq_len`` history kept (most recent); batch sizes in
+    users; loader ``num_workers``; ``eval_split`` evaluated during and after training;
+    ``random_window`` a random ``max_seq_len`` window of each training history per epoch."""
+
     config: str = "configs/data/movielens-1m.yaml"
     max_seq_len: int = 200
     batch_size: int = 64
     eval_batch_size: int = 128
     num_workers: int = 1
     eval_split: str = "test"
-    random_window: bool = True  # training: a random max_seq_len window of each history per epoch
+    random_window: bool = True
 
     def __post_init__(self) -> None:
         for key in ("max_seq_len", "batch_size", "eval_batch_size"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) <= 0:
-                raise ValueError(f"data.{key}: expected a positive integer, got {getattr(self, key)!r}")
-        if self.eval_split not in ("valid", "test"):
-            raise ValueError(f"data.eval_split: expected 'valid' or 'test', got {self.eval_split!r}")
-
-
-@dataclass
-class OptimSection:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    decay: str = "cosine"
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    sparse_optimizer: str = "row_wise_adagrad"
-    sparse_lr: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.decay not in ("cosine", "linear", "none"):
-            raise ValueError(f"optim.decay: expected 'cosine', 'linear' or 'none', got {self.decay!r}")
-        if self.lr <= 0 or self.sparse_lr <= 0:
-            raise ValueError(f"optim.lr and optim.sparse_lr must be positive, got {self.lr}, {self.sparse_lr}")
+            value = getattr(self, key)
+            check(isinstance(value, int) and value > 0, f"data.{key}", "a positive integer", value)
+        check(self.eval_split in ("valid", "test"), "data.eval_split", "'valid' or 'test'", self.eval_split)
 
 
 @dataclass
 class TrainSection:
+    """Args: ``epochs``; ``max_steps`` (0: all epochs); ``seed``; ``log_every`` steps;
+    ``eval_every_epochs``; ``pipeline`` (auto | sparse_dist | base); ``bf16`` autocast (GPU only);
+    ``crash_at_step``: a test hook, raise right after this global step (0: off)."""
+
     epochs: int = 10
-    max_steps: int = 0  # 0: run all epochs
+    max_steps: int = 0
     seed: int = 0
     log_every: int = 50
     eval_every_epochs: int = 1
-    pipeline: str = "auto"  # auto | sparse_dist | base
-    bf16: bool = True  # autocast on GPU only
+    pipeline: str = "auto"
+    bf16: bool = True
+    crash_at_step: int = 0
 
     def __post_init__(self) -> None:
-        if self.pipeline not in ("auto", "sparse_dist", "base"):
-            raise ValueError(f"train.pipeline: expected 'auto', 'sparse_dist' or 'base', got {self.pipeline!r}")
-
-
-@dataclass
-class CheckpointSection:
-    every_steps: int = 0  # 0: at the end of each epoch
-    keep: int = 2
-    resume: bool = False
+        check(self.pipeline in PIPELINES, "train.pipeline", f"one of {PIPELINES}", self.pipeline)
+        check(isinstance(self.log_every, int) and self.log_every > 0, "train.log_every", "a positive integer", self.log_every)
 
 
 @dataclass
 class TrainConfig:
+    """A training run: the model (sized from the data), the data and loader, optimizers, the
+    loop, checkpoints and table sharding."""
+
     name: str = "run"
     output_dir: str = "runs"
-    model: ModelSection = field(default_factory=ModelSection)
+    model: RankingModelConfig = field(default_factory=RankingModelConfig)
     data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainSection = field(default_factory=TrainSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     sharding: Dict[str, str] = field(default_factory=lambda: {"item": "row_wise", "action": "table_wise"})
 
     def __post_init__(self) -> None:
         sections = {
-            "model": ModelSection, "data": DataSection, "optim": OptimSection,
-            "train": TrainSection, "checkpoint": CheckpointSection,
+            "model": RankingModelConfig, "data": DataSection, "optim": OptimConfig,
+            "train": TrainSection, "checkpoint": CheckpointConfig,
         }
         for key, cls in sections.items():
             value = getattr(self, key)
             if isinstance(value, Mapping):
                 setattr(self, key, from_dict(cls, value, key))
+        check_model_type(self.model.type)
 
     @property
     def run_dir(self) -> str:

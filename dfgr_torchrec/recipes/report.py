@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from dfgr_torchrec.recipes.train import format_metrics
+from dfgr_torchrec.training.report import format_metrics
 
 
 def main(argv=None) -> int:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, TaskConfig, from_dict
+from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, from_dict
 from dfgr_torchrec.data.config import DataConfig, load_data_config
 from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset, make_dataloader
 from dfgr_torchrec.data.prepare import prepare
-from dfgr_torchrec.models.ranking import DFGRRankingModel
+from dfgr_torchrec.models import build_model
 from tests.data.conftest import write_config
 
 
@@ -66,12 +66,11 @@ def test_train_ranks_get_equal_disjoint_shares(shared_data):
 def test_model_trains_and_scores_on_real_batches(shared_data):
     data = _kuairand(shared_data)
     config = RankingModelConfig(
-        embeddings=data.embedding_config(16),
+        embeddings=SequenceEmbeddingConfig(embedding_dim=16),
         interaction=InteractionConfig(d_model=16, num_layers=1, max_seq_len=64, mask_mode="session"),
-        tasks=[TaskConfig(t) for t in data.tasks],
     )
     torch.manual_seed(0)
-    model = DFGRRankingModel(config)
+    model = build_model(config, data.schema)
     batch = next(iter(make_dataloader(SequenceDataset(data, "train", 16, 64))))
     out = model(batch)
     out.loss.backward()
@@ -98,3 +97,22 @@ def test_random_windows_cover_long_histories(tiny):
 def test_random_window_is_for_training_only(tiny):
     with pytest.raises(ValueError, match="random_window"):
         SequenceDataset(tiny, "test", batch_size=8, max_seq_len=4, random_window=True)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_evaluation_splits_give_every_rank_the_same_number_of_batches(tiny, world_size):
+    """Sharded lookups are collectives: a rank with fewer users pads with empty batches."""
+    everyone = [u for batch in SequenceDataset(tiny, "test", 100, 4) for u in batch.candidate_user_ids.tolist()]
+    counts, users, padding = [], [], 0
+    for rank in range(world_size):
+        ds = SequenceDataset(tiny, "test", batch_size=1, max_seq_len=4, rank=rank, world_size=world_size)
+        batches = list(ds)
+        counts.append(len(batches))
+        assert len(ds) == len(batches)
+        for batch in batches:
+            users += batch.candidate_user_ids.tolist()
+            if batch.user_ids.tolist() == [-1]:  # padding: nothing to look up or score
+                padding += 1
+                assert int(batch.history_lengths.sum()) == 0 and int(batch.candidate_lengths.sum()) == 0
+    assert len(set(counts)) == 1 and sorted(users) == sorted(everyone)
+    assert padding == world_size * counts[0] - len(set(everyone))  # 2 users with candidates

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import ACTION_FEATURE, SyntheticSequences
+from dfgr_torchrec.data.synthetic import SyntheticSequences
 from dfgr_torchrec.distributed.sharding import (
     combined_optimizer,
     dense_optimizer,
@@ -25,6 +25,7 @@ from dfgr_torchrec.distributed.sharding import (
     sharding_constraints,
     table_sharding_types,
 )
+from dfgr_torchrec.features import ACTION_FEATURE
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 
 WORLD = 2

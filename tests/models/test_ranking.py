@@ -15,7 +15,8 @@ from dfgr_torchrec.config import (
     SequenceEmbeddingConfig,
     TaskConfig,
 )
-from dfgr_torchrec.data.synthetic import ACTION_FEATURE, SyntheticSequences
+from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.features import ACTION_FEATURE
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.modules.embeddings import ITEM_FEATURE
 

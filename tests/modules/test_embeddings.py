@@ -5,7 +5,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.config import SequenceEmbeddingConfig
-from dfgr_torchrec.modules.embeddings import SequenceEmbedding, sequence_feature_names
+from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 
 CFG = SequenceEmbeddingConfig(
     item_vocab_size=20,
@@ -27,7 +27,7 @@ def _kjt(user_ids=(1, 2)):
         "cand_category": ([3, 4, 0], [1, 2]),
         "user_id": (list(user_ids), [1, 1]),
     }
-    keys = sequence_feature_names(CFG)
+    keys = CFG.feature_names
     assert sorted(keys) == sorted(per_key)
     return KeyedJaggedTensor.from_lengths_sync(
         keys=keys,

@@ -9,11 +9,11 @@ def test_real_configs_load():
     for path in ("configs/train/dfgr_movielens.yaml", "configs/train/metagr_movielens.yaml",
                  "configs/train/dfgr_kuairand.yaml", "configs/train/metagr_kuairand.yaml", "configs/train/debug.yaml"):
         config = load_train_config(path)
-        assert config.model.interaction.d_model == config.model.embedding_dim
+        assert config.model.interaction.d_model == config.model.embeddings.embedding_dim
 
 
 def test_defaults_then_file_then_overrides(tmp_path):
-    (tmp_path / "base.yaml").write_text("model: {embedding_dim: 8, interaction: {d_model: 8, num_layers: 3}}\ntrain: {epochs: 5}\n")
+    (tmp_path / "base.yaml").write_text("model: {embeddings: {embedding_dim: 8}, interaction: {d_model: 8, num_layers: 3}}\ntrain: {epochs: 5}\n")
     (tmp_path / "run.yaml").write_text("defaults: [base.yaml]\nname: r\ntrain: {epochs: 2}\n")
     config = load_train_config(str(tmp_path / "run.yaml"), ["optim.lr=0.01", "model.interaction.num_layers=4"])
     assert config.train.epochs == 2  # the file beats its default

@@ -1,0 +1,87 @@
+"""What a training run reports: windowed train metrics to stdout, ``train_log.jsonl`` and TensorBoard.
+
+Progress bars only when stdout is a terminal; otherwise (TorchX, Slurm, a pipe) one line every
+``log_every`` steps, so a job's log is mostly metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from dfgr_torchrec.training.memory import peak_memory_mb
+from dfgr_torchrec.training.steps import CountingBatches
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
+    """A tqdm bar when ``enabled`` and stdout is a TTY; a silent one otherwise."""
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, disable=not (enabled and sys.stdout.isatty()))
+
+
+class TrainLogger:
+    """Collects the loss over a window of steps; every ``log_every`` steps reduces it over ranks and
+    writes one record to every sink (rank 0): a stdout line, ``train_log.jsonl``, TensorBoard."""
+
+    def __init__(self, run_dir: str, log_every: int, device: torch.device, is_main: bool) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_every, self.device, self.is_main = log_every, device, is_main
+        self.jsonl_path = os.path.join(run_dir, "train_log.jsonl")
+        self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if is_main else None
+        self._restart()
+
+    def _restart(self) -> None:
+        self.window_start, self.window_loss, self.window_steps = time.perf_counter(), 0.0, 0
+
+    def step(self, step: int, epoch: int, loss: float, lr: float, batches: CountingBatches) -> Optional[Dict[str, Any]]:
+        """Adds one step; at a logging step (collective on every rank) returns the record written."""
+        self.window_loss += loss
+        self.window_steps += 1
+        if step % self.log_every != 0:
+            return None
+        stats = torch.tensor([self.window_loss, self.window_steps, batches.sequences, batches.tokens], dtype=torch.float64)
+        dist.all_reduce(stats)
+        elapsed = time.perf_counter() - self.window_start
+        record = {
+            "step": step, "epoch": epoch, "loss": stats[0].item() / stats[1].item(),
+            "samples_per_s": stats[2].item() / elapsed, "tokens_per_s": stats[3].item() / elapsed,
+            "lr": lr, "peak_memory_mb": peak_memory_mb(self.device),
+        }
+        if self.is_main:
+            self._write(record)
+        self._restart()
+        batches.reset_counts()
+        return record
+
+    def _write(self, record: Dict[str, Any]) -> None:
+        print(
+            f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+            f"{record['samples_per_s']:.0f} seq/s {record['tokens_per_s']:.0f} tok/s "
+            f"peak {record['peak_memory_mb']:.0f} MB",
+            flush=True,
+        )
+        with open(self.jsonl_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key not in ("step", "epoch"):
+                self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def evaluation(self, metrics: Dict[str, Any], step: int) -> None:
+        """Evaluation metrics to TensorBoard as ``<split>/<task>/<metric>`` (rank 0)."""
+        if not self.is_main:
+            return
+        for task, values in metrics["tasks"].items():
+            for name in ("auc", "gauc", "logloss", "ne", "calibration"):
+                self.writer.add_scalar(f"{metrics['split']}/{task}/{name}", values[name], step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,64 @@
+"""The train state: sharded model, optimizers, schedule and data position, saved and loaded in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from torchrec.distributed.model_parallel import DistributedModelParallel
+
+from dfgr_torchrec.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dfgr_torchrec.training.optim import OptimConfig, build_optimizers, build_scheduler
+
+
+@dataclass
+class CheckpointConfig:
+    """Args: ``every_steps`` (0: at the end of each epoch); ``keep`` the newest N; ``resume``
+    from the run's latest checkpoint."""
+
+    every_steps: int = 0
+    keep: int = 2
+    resume: bool = False
+
+
+class TrainState:
+    """Everything a resumed run needs to continue exactly where it stopped.
+
+    ``step`` counts optimizer steps; ``epoch`` and ``batch_in_epoch`` locate the data (the data
+    order is a function of seed and epoch, so a resumed run skips the batches already done).
+    """
+
+    def __init__(self, dmp: DistributedModelParallel, optim: OptimConfig, total_steps: int) -> None:
+        self.dmp = dmp
+        self.dense, self.optimizer = build_optimizers(dmp, optim)
+        self.scheduler = build_scheduler(self.dense, optim, total_steps)
+        self.step = self.epoch = self.batch_in_epoch = 0
+
+    def save(self, directory: str, keep: int) -> str:
+        """Collective: every rank calls it."""
+        progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        extra = {"scheduler": self.scheduler.state_dict()}
+        return save_checkpoint(directory, self.step, self._tensors(), extra, progress, keep)
+
+    def load(self, path: str) -> None:
+        """Collective: loads ``path`` in place into the model, both optimizers and the schedule."""
+        self.dense.init_state()  # AdamW's state is lazy; it must exist to be loaded in place
+        state = self._tensors()
+        extra, progress = load_checkpoint(path, state)
+        self.dmp.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optim"])
+        self.scheduler.load_state_dict(extra["scheduler"])
+        for group, lr in zip(self.dense.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr  # LambdaLR restores its counters, not the groups' current rate
+        self.step, self.epoch, self.batch_in_epoch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
+
+    def latest(self, directory: str) -> Optional[str]:
+        return latest_checkpoint(directory)
+
+    def _tensors(self):
+        return {"model": self.dmp.state_dict(), "optim": self.optimizer.state_dict()}
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, "checkpoints")
