@@ -22,7 +22,7 @@ import os
 import time
 import zlib
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Tuple
 
 import numpy as np
@@ -31,9 +31,9 @@ from tqdm import tqdm
 from dfgr_torchrec.data.atomic import atomic_directory
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig
 from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
+from dfgr_torchrec.features import ACTION_FEATURE
 
 TRAIN, VALID, TEST = 0, 1, 2
-ACTION_FEATURE = "action"
 
 
 def prepared_path(config: DataConfig) -> str:
@@ -132,100 +132,171 @@ def _vocab(values_str: np.ndarray, train_mask: np.ndarray, config: DataConfig) -
     return ids, vocab, num_rows, unseen
 
 
-def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
-    dropped: Counter = Counter(raw.dropped)
-    steps = tqdm(total=4, desc="sort, split, vocab", disable=not progress)
-    user_vocab, user_idx = _encode(raw.users)
+@dataclass
+class _Rows:
+    """The kept rows of the log, in prepared order, and the users they belong to."""
+
+    order: np.ndarray  # row of the raw log for each prepared row
+    timestamps: np.ndarray
+    split: np.ndarray
+    kept_users: np.ndarray  # index into the user vocabulary of each prepared user
+    user_new: np.ndarray  # prepared user of each prepared row
+    counts: np.ndarray  # rows per prepared user
+    offsets: np.ndarray
+
+
+def _min_rows_per_user(config: DataConfig) -> int:
+    s = config.split
+    return s.min_train_per_user + (s.valid_per_user + s.test_per_user if s.time_cutoff is None else 0)
+
+
+def _chronological_order(config: DataConfig, raw: RawLog, user_idx: np.ndarray, dropped: Counter) -> np.ndarray:
+    """Raw row indices grouped by user, chronological within a user, duplicates removed."""
     _, item_raw_idx = _encode(raw.items)
     keep = _drop_duplicates(config, raw, user_idx, item_raw_idx, dropped)
-
     order = np.lexsort((raw.lines, raw.timestamps, user_idx))
-    order = order[keep[order]]
-    steps.update()
+    return order[keep[order]]
+
+
+def _drop_short_users(config: DataConfig, user_idx: np.ndarray, order: np.ndarray, num_users: int, dropped: Counter) -> np.ndarray:
+    """``order`` without the rows of users with fewer rows than the split needs."""
     users_sorted = user_idx[order]
-    counts = np.bincount(users_sorted, minlength=len(user_vocab))
-    s = config.split
-    min_len = s.min_train_per_user + (s.valid_per_user + s.test_per_user if s.time_cutoff is None else 0)
-    short = counts < min_len
+    counts = np.bincount(users_sorted, minlength=num_users)
+    short = counts < _min_rows_per_user(config)
     if short.any():
         dropped["user with too few interactions"] += int(counts[short].sum())
         order = order[~short[users_sorted]]
-        users_sorted = user_idx[order]
-    kept_users, user_new = np.unique(users_sorted, return_inverse=True)
+    return order
+
+
+def _group_users(user_idx: np.ndarray, order: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(kept_users, user_new, counts, offsets)`` of the rows ``order``."""
+    kept_users, user_new = np.unique(user_idx[order], return_inverse=True)
     counts = np.bincount(user_new, minlength=len(kept_users))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return kept_users, user_new, counts, offsets
+
+
+def _split_rows(config: DataConfig, raw: RawLog, user_idx: np.ndarray, order: np.ndarray) -> _Rows:
+    """Groups the rows ``order`` by user and assigns each to training, validation or test."""
+    kept_users, user_new, counts, offsets = _group_users(user_idx, order)
     timestamps = raw.timestamps[order]
     split = _assign_split(config, offsets, timestamps)
-    steps.update()
+    return _Rows(order, timestamps, split, kept_users, user_new, counts, offsets)
 
-    if s.time_cutoff is not None:  # users left with no training history cannot be scored
-        train_counts = np.bincount(user_new[split == TRAIN], minlength=len(kept_users))
-        no_history = train_counts < s.min_train_per_user
-        if no_history.any():
-            dropped["user with no training history before time_cutoff"] += int(counts[no_history].sum())
-            row_keep = ~no_history[user_new]
-            order, timestamps, split = order[row_keep], timestamps[row_keep], split[row_keep]
-            kept_users, user_new = np.unique(user_idx[order], return_inverse=True)
-            counts = np.bincount(user_new, minlength=len(kept_users))
-            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
-    train = split == TRAIN
+def _drop_users_without_history(config: DataConfig, user_idx: np.ndarray, rows: _Rows, dropped: Counter) -> _Rows:
+    """Under ``time_cutoff``, drops users left with no training history (they cannot be scored)."""
+    s = config.split
+    if s.time_cutoff is None:
+        return rows
+    train_counts = np.bincount(rows.user_new[rows.split == TRAIN], minlength=len(rows.kept_users))
+    no_history = train_counts < s.min_train_per_user
+    if not no_history.any():
+        return rows
+    dropped["user with no training history before time_cutoff"] += int(rows.counts[no_history].sum())
+    row_keep = ~no_history[rows.user_new]
+    order, timestamps, split = rows.order[row_keep], rows.timestamps[row_keep], rows.split[row_keep]
+    return _Rows(order, timestamps, split, *_group_users(user_idx, order))
+
+
+def _id_arrays(
+    config: DataConfig, raw: RawLog, user_vocab: np.ndarray, rows: _Rows
+) -> Tuple[Dict[str, np.ndarray], int, Dict[str, int], Dict[str, int]]:
+    """The prepared arrays but the action: ``(arrays, item_rows, side_rows, unseen per feature)``."""
+    order = rows.order
+    train = rows.split == TRAIN
     item_ids, item_vocab, item_rows, item_unseen = _vocab(raw.items[order], train, config)
     arrays: Dict[str, np.ndarray] = {
-        "user_offsets": offsets,
+        "user_offsets": rows.offsets,
         "item": item_ids,
-        "timestamp": timestamps,
+        "timestamp": rows.timestamps,
         "labels": raw.labels[order],
-        "split": split,
+        "split": rows.split,
         "vocab_item": item_vocab,
-        "vocab_user": user_vocab[kept_users],
+        "vocab_user": user_vocab[rows.kept_users],
     }
     side_rows: Dict[str, int] = {}
     oov: Dict[str, int] = {"item": item_unseen}
     for name, values in raw.side.items():
-        ids, vocab, rows, unseen = _vocab(values[order], train, config)
+        ids, vocab, num_rows, unseen = _vocab(values[order], train, config)
         arrays[f"side_{name}"], arrays[f"vocab_{name}"] = ids, vocab
-        side_rows[name], oov[name] = rows, unseen
-    steps.update()
+        side_rows[name], oov[name] = num_rows, unseen
+    return arrays, item_rows, side_rows, oov
+
+
+def _add_actions(config: DataConfig, raw: RawLog, order: np.ndarray, arrays: Dict[str, np.ndarray]) -> int:
+    """Adds ``action`` (and ``vocab_action``) to ``arrays``; returns the action table's rows.
+
+    With ``action_feature`` the action is that column's vocabulary id; otherwise it is the
+    bitmask of the labels (bit ``k`` for action type ``k``).
+    """
     if raw.action_values is not None:
         action_ids, action_vocab, action_rows, _ = _vocab(raw.action_values[order], np.ones(len(order), bool), config)
         arrays["action"], arrays["vocab_action"] = action_ids, action_vocab
-    else:
-        bits = (1 << np.arange(len(config.actions), dtype=np.int64))
-        arrays["action"] = (arrays["labels"].astype(np.int64) * bits).sum(axis=1) if len(order) else np.zeros(0, np.int64)
-        action_rows = 1 << len(config.actions)
+        return action_rows
+    bits = (1 << np.arange(len(config.actions), dtype=np.int64))
+    arrays["action"] = (arrays["labels"].astype(np.int64) * bits).sum(axis=1) if len(order) else np.zeros(0, np.int64)
+    return 1 << len(config.actions)
+
+
+def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """The prepared arrays (meta under ``"__meta__"``) and the report of a read log."""
+    dropped: Counter = Counter(raw.dropped)
+    steps = tqdm(total=4, desc="sort, split, vocab", disable=not progress)
+    user_vocab, user_idx = _encode(raw.users)
+    order = _chronological_order(config, raw, user_idx, dropped)
+    steps.update()
+    order = _drop_short_users(config, user_idx, order, len(user_vocab), dropped)
+    rows = _split_rows(config, raw, user_idx, order)
+    steps.update()
+    rows = _drop_users_without_history(config, user_idx, rows, dropped)
+    arrays, item_rows, side_rows, oov = _id_arrays(config, raw, user_vocab, rows)
+    steps.update()
+    action_rows = _add_actions(config, raw, rows.order, arrays)
     steps.update()
     steps.close()
+    report = _report(config, raw, rows, arrays["labels"], dropped, oov)
+    arrays["__meta__"] = _meta(config, rows, item_rows, side_rows, action_rows)  # type: ignore[assignment]
+    return arrays, report
 
-    lengths = np.diff(offsets)
+
+def _report(
+    config: DataConfig, raw: RawLog, rows: _Rows, labels: np.ndarray, dropped: Counter, oov: Dict[str, int]
+) -> Dict[str, Any]:
+    """What was read, kept and dropped (``report.json``); rows read = kept + dropped."""
+    order, split = rows.order, rows.split
     report: Dict[str, Any] = {
         "name": config.name,
         "source": config.source.path,
         "rows_read": raw.rows_read,
         "rows_kept": int(len(order)),
         "rows_dropped": dict(sorted(dropped.items())),
-        "users": int(len(kept_users)),
+        "users": int(len(rows.kept_users)),
         "items": int(len(np.unique(raw.items[order]))),
         "interactions": int(len(order)),
-        "per_action": {n: int(arrays["labels"][:, i].sum()) for i, n in enumerate(config.actions)},
+        "per_action": {n: int(labels[:, i].sum()) for i, n in enumerate(config.actions)},
         "split": {name: int((split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))},
         "unseen_in_training": oov,
-        "sequence_length": _percentiles(lengths),
+        "sequence_length": _percentiles(np.diff(rows.offsets)),
     }
     assert report["rows_read"] == report["rows_kept"] + sum(report["rows_dropped"].values()), report
-    meta = {
+    return report
+
+
+def _meta(config: DataConfig, rows: _Rows, item_rows: int, side_rows: Dict[str, int], action_rows: int) -> Dict[str, Any]:
+    """Sizes and tasks of the prepared data set (``meta.json``, the config is added on write)."""
+    return {
         "format_version": PREPARED_FORMAT_VERSION,
         "name": config.name,
         "tasks": list(config.actions),
-        "num_users": int(len(kept_users)),
+        "num_users": int(len(rows.kept_users)),
         "item_rows": int(item_rows),
         "side_rows": side_rows,
         "action_rows": int(action_rows),
         "action_feature": ACTION_FEATURE,
-        "interactions": int(len(order)),
+        "interactions": int(len(rows.order)),
     }
-    arrays["__meta__"] = meta  # type: ignore[assignment]
-    return arrays, report
 
 
 def _percentiles(lengths: np.ndarray) -> Dict[str, float]:

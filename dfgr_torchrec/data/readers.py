@@ -155,75 +155,112 @@ def _read_delimited(config: DataConfig, progress: bool) -> RawLog:
     return _collect(config, ((ln, f) for ln, f in lines_iter if f), index)
 
 
-def _collect(config: DataConfig, rows: Iterator[Tuple[int, Sequence[Any]]], index: Dict[str, int]) -> RawLog:
-    src = config.source
-    names = list(config.actions)
-    parsers = [_action_parser(n, config.actions[n]) for n in names]
-    action_idx = [index[f"actions.{n}"] for n in names]
-    side_names = list(src.side_features)
-    side_idx = [index[f"side_features.{n}"] for n in side_names]
-    feature_idx = index.get("action_feature")
-    ui, ii, ti = index["user"], index["item"], index["timestamp"]
-    needed = max(index.values()) + 1
-    inverse = {v: k for k, v in index.items()}
-    skip = src.on_bad_rows == "skip"
+class _RowParser:
+    """Checks and parses the user, item, timestamp and action columns of one row.
 
-    users: List[str] = []
-    items: List[str] = []
-    times: List[int] = []
-    lines: List[int] = []
-    labels: List[List[int]] = []
-    values: List[str] = []
-    side: List[List[str]] = [[] for _ in side_names]
+    ``parse`` raises :class:`_BadRow` for a row that does not match the config; with
+    ``require_sorted`` it also remembers each user's last timestamp.
+    """
+
+    def __init__(self, config: DataConfig, index: Dict[str, int]) -> None:
+        self.src = config.source
+        names = list(config.actions)
+        self.parsers = [_action_parser(n, config.actions[n]) for n in names]
+        self.action_idx = [index[f"actions.{n}"] for n in names]
+        self.ui, self.ii, self.ti = index["user"], index["item"], index["timestamp"]
+        self.needed = max(index.values()) + 1
+        self.inverse = {v: k for k, v in index.items()}
+        self.last_time: Dict[str, int] = {}
+
+    def parse(self, fields: Sequence[Any]) -> Tuple[str, str, int, List[int]]:
+        """``(user, item, timestamp, labels)`` of a row."""
+        src = self.src
+        if len(fields) < self.needed:
+            missing = [f"{self.inverse[i]} (column {i})" for i in range(len(fields), self.needed) if i in self.inverse]
+            raise _BadRow("missing columns", ", ".join(missing), f"expected at least {self.needed} fields, got {len(fields)}")
+        user = str(fields[self.ui]).strip()
+        item = str(fields[self.ii]).strip()
+        if user == "":
+            raise _BadRow("empty user", f"user ({src.columns.user})", "expected a user id, got an empty field")
+        if item == "":
+            raise _BadRow("empty item", f"item ({src.columns.item})", "expected an item id, got an empty field")
+        ts = _parse_timestamp(str(fields[self.ti]).strip(), f"timestamp ({src.columns.timestamp})")
+        row_labels = [p(str(fields[i]).strip()) for p, i in zip(self.parsers, self.action_idx)]
+        if src.require_sorted:
+            self._check_sorted(user, ts)
+        return user, item, ts, row_labels
+
+    def _check_sorted(self, user: str, ts: int) -> None:
+        if ts < self.last_time.get(user, ts):
+            raise _BadRow(
+                "unsorted timestamp", f"timestamp ({self.src.columns.timestamp})",
+                f"expected a time >= the user's previous event ({self.last_time[user]}), got {ts}",
+            )
+        self.last_time[user] = ts
+
+
+class _Columns:
+    """The kept rows, gathered column by column."""
+
+    def __init__(self, config: DataConfig, index: Dict[str, int]) -> None:
+        self.num_actions = len(config.actions)
+        self.side_names = list(config.source.side_features)
+        self.side_idx = [index[f"side_features.{n}"] for n in self.side_names]
+        self.feature_idx = index.get("action_feature")
+        self.users: List[str] = []
+        self.items: List[str] = []
+        self.times: List[int] = []
+        self.lines: List[int] = []
+        self.labels: List[List[int]] = []
+        self.values: List[str] = []
+        self.side: List[List[str]] = [[] for _ in self.side_names]
+
+    def add(self, line_no: int, fields: Sequence[Any], parsed: Tuple[str, str, int, List[int]]) -> None:
+        """Appends a row that ``_RowParser.parse`` accepted (``parsed`` is what it returned)."""
+        user, item, ts, row_labels = parsed
+        self.users.append(user)
+        self.items.append(item)
+        self.times.append(ts)
+        self.lines.append(line_no)
+        self.labels.append(row_labels)
+        if self.feature_idx is not None:
+            self.values.append(str(fields[self.feature_idx]).strip())
+        for column, i in zip(self.side, self.side_idx):
+            column.append(str(fields[i]).strip())
+
+    def to_log(self, rows_read: int, dropped: Counter) -> RawLog:
+        return RawLog(
+            users=np.array(self.users, dtype=str),
+            items=np.array(self.items, dtype=str),
+            timestamps=np.array(self.times, dtype=np.int64),
+            lines=np.array(self.lines, dtype=np.int64),
+            labels=np.array(self.labels, dtype=np.uint8).reshape(len(self.users), self.num_actions),
+            action_values=np.array(self.values, dtype=str) if self.feature_idx is not None else None,
+            side={n: np.array(c, dtype=str) for n, c in zip(self.side_names, self.side)},
+            rows_read=rows_read,
+            dropped=dropped,
+        )
+
+
+def _collect(config: DataConfig, rows: Iterator[Tuple[int, Sequence[Any]]], index: Dict[str, int]) -> RawLog:
+    """Parses ``(line number, fields)`` rows into a :class:`RawLog` under ``on_bad_rows``."""
+    src = config.source
+    parser = _RowParser(config, index)
+    columns = _Columns(config, index)
+    skip = src.on_bad_rows == "skip"
     dropped: Counter = Counter()
-    last_time: Dict[str, int] = {}
     rows_read = 0
     for line_no, fields in rows:
         rows_read += 1
         try:
-            if len(fields) < needed:
-                missing = [f"{inverse[i]} (column {i})" for i in range(len(fields), needed) if i in inverse]
-                raise _BadRow("missing columns", ", ".join(missing), f"expected at least {needed} fields, got {len(fields)}")
-            user = str(fields[ui]).strip()
-            item = str(fields[ii]).strip()
-            if user == "":
-                raise _BadRow("empty user", f"user ({src.columns.user})", "expected a user id, got an empty field")
-            if item == "":
-                raise _BadRow("empty item", f"item ({src.columns.item})", "expected an item id, got an empty field")
-            ts = _parse_timestamp(str(fields[ti]).strip(), f"timestamp ({src.columns.timestamp})")
-            row_labels = [p(str(fields[i]).strip()) for p, i in zip(parsers, action_idx)]
-            if src.require_sorted:
-                if ts < last_time.get(user, ts):
-                    raise _BadRow(
-                        "unsorted timestamp", f"timestamp ({src.columns.timestamp})",
-                        f"expected a time >= the user's previous event ({last_time[user]}), got {ts}",
-                    )
-                last_time[user] = ts
+            parsed = parser.parse(fields)
         except _BadRow as bad:
             if not skip:
                 raise BadInputError(f"{src.path}:{line_no}: column {bad.column}: {bad}") from None
             dropped[bad.reason] += 1
             continue
-        users.append(user)
-        items.append(item)
-        times.append(ts)
-        lines.append(line_no)
-        labels.append(row_labels)
-        if feature_idx is not None:
-            values.append(str(fields[feature_idx]).strip())
-        for column, i in zip(side, side_idx):
-            column.append(str(fields[i]).strip())
-    return RawLog(
-        users=np.array(users, dtype=str),
-        items=np.array(items, dtype=str),
-        timestamps=np.array(times, dtype=np.int64),
-        lines=np.array(lines, dtype=np.int64),
-        labels=np.array(labels, dtype=np.uint8).reshape(len(users), len(names)),
-        action_values=np.array(values, dtype=str) if feature_idx is not None else None,
-        side={n: np.array(c, dtype=str) for n, c in zip(side_names, side)},
-        rows_read=rows_read,
-        dropped=dropped,
-    )
+        columns.add(line_no, fields, parsed)
+    return columns.to_log(rows_read, dropped)
 
 
 def _read_parquet(config: DataConfig) -> RawLog:

@@ -1,5 +1,6 @@
-"""Public data sets the package can download: ``source.download: <name>`` in a data YAML, or
-``dfgr data download <name>``.
+"""Data sets the package can fetch or make: ``source.download: <name>`` in a data YAML, or
+``dfgr data download <name>``. Public logs are downloaded; ``synth-demo`` is generated
+(deterministically, by ``dfgr data synth``'s planted model) so the demo needs no network.
 
 Each entry is a function that writes the data set into a folder (imported only when called,
 so reading a config never imports a downloader) and the folder it goes to by default.
@@ -33,8 +34,24 @@ def _movielens_1m(out_dir: str, force: bool) -> str:
     return download_movielens_1m(out_dir, force=force)
 
 
+SYNTH_DEMO = {"num_users": 2000, "num_items": 5000, "min_seq_len": 10, "max_seq_len": 128, "seed": 0}
+
+
+def _synth_demo(out_dir: str, force: bool) -> str:
+    """``events.tsv``: 2,000 users, 5,000 items, about 70k rows (click, like, share), in ~3 s."""
+    from dfgr_torchrec.data.atomic import atomic_directory
+    from dfgr_torchrec.data.synth import SynthConfig, generate
+
+    if os.path.exists(os.path.join(out_dir, "events.tsv")) and not force:
+        return out_dir
+    with atomic_directory(out_dir) as tmp:
+        generate(SynthConfig(**SYNTH_DEMO), os.path.join(tmp, "events.tsv"), progress=False)
+    return out_dir
+
+
 DOWNLOADS: Dict[str, Download] = {
     "movielens-1m": Download(_movielens_1m, "data/raw/movielens-1m"),
+    "synth-demo": Download(_synth_demo, "data/raw/synth-demo"),
 }
 
 

@@ -308,85 +308,139 @@ def _lengths(config: SynthConfig, users: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(x).astype(np.int64), config.min_seq_len, config.max_seq_len)
 
 
+@dataclass
+class _ChunkLayout:
+    """A chunk's users, and the same users sorted longest first so that the users still
+    active at step ``t`` are a prefix ``[:active_at[t]]``."""
+
+    users_in_order: np.ndarray
+    lengths_in_order: np.ndarray
+    users: np.ndarray  # sorted longest first
+    lengths: np.ndarray
+    row_start: np.ndarray  # first output row of each (sorted) user
+    rows: int
+    active_at: np.ndarray  # users active at each step
+
+
+def _chunk_layout(config: SynthConfig, first: int, last: int) -> _ChunkLayout:
+    users_in_order = np.arange(first, last, dtype=np.int64)
+    lengths_in_order = _lengths(config, users_in_order)
+    row_start_in_order = np.concatenate([[0], np.cumsum(lengths_in_order)[:-1]])
+    order = np.argsort(-lengths_in_order, kind="stable")
+    lengths = lengths_in_order[order]
+    return _ChunkLayout(
+        users_in_order=users_in_order,
+        lengths_in_order=lengths_in_order,
+        users=users_in_order[order],
+        lengths=lengths,
+        row_start=row_start_in_order[order],
+        rows=int(lengths_in_order.sum()),
+        active_at=np.searchsorted(-lengths, -np.arange(int(lengths.max())), side="left"),
+    )
+
+
+class _Clock:
+    """Per user, the current timestamp and the items shown in the current session."""
+
+    def __init__(self, config: SynthConfig, users: np.ndarray) -> None:
+        self.session_prob = config.session_prob
+        self.time = config.start_time + np.floor(
+            _uniform53(_hash(_key(config.seed, _STREAM_START), users)) * _START_SPREAD_S
+        ).astype(np.int64)
+        self.session_items = np.full((_MAX_SESSION, len(users)), -1, dtype=np.int64)
+        self.session_size = np.zeros(len(users), dtype=np.int64)
+
+    def _continues(self, t: int, session_u: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Which of the first ``len(items)`` users stay in their session: drawn so, the session
+        not full, and the item not already shown in it."""
+        k = len(items)
+        size = self.session_size[:k]
+        cont = np.zeros(k, dtype=bool)
+        if t > 0:
+            want = np.flatnonzero((session_u < self.session_prob) & (size < _MAX_SESSION))
+            if len(want):
+                repeat = np.zeros(len(want), dtype=bool)
+                for slot in range(int(size[want].max())):
+                    repeat |= (self.session_items[slot, want] == items[want]) & (slot < size[want])
+                cont[want] = ~repeat
+        return cont
+
+    def step(self, t: int, h: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Timestamps of step ``t`` of the first ``len(items)`` users: the session's (same
+        timestamp) or a new session's, a gap later."""
+        k = len(items)
+        gap_u, session_u = _uniform32_pair(_sub(h, _SUB_TIME))
+        cont = self._continues(t, session_u, items)
+        gap = np.maximum(np.ceil(-np.log(gap_u) * _MEAN_GAP_S), 1.0).astype(np.int64)
+        if t > 0:
+            self.time[:k] += np.where(cont, 0, gap)
+        slot = np.where(cont, self.session_size[:k], 0)
+        self.session_items[slot, np.arange(k)] = items
+        self.session_size[:k] = slot + 1
+        return self.time[:k]
+
+
+def _step_hash(step_key: np.ndarray, t: int) -> np.ndarray:
+    """The hash of step ``t`` of each of the given users (from their step keys)."""
+    h = step_key ^ np.uint64(_key(t))
+    _mix(h)
+    return h
+
+
+def _draw_items(config: SynthConfig, h: np.ndarray) -> np.ndarray:
+    """Item ids from the popularity power law (id = rank - 1)."""
+    rank = _power_law(_uniform53(_sub(h, _SUB_ITEM)), 1.0, config.num_items + 1.0, config.item_popularity_exponent)
+    return np.clip(np.floor(rank).astype(np.int64), 1, config.num_items) - 1
+
+
+def _draw_actions(h: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """``[action types, n]`` booleans, each action fired with its probability in ``p``."""
+    w = p.shape[0]
+    draws = [u for j in range((w + 1) // 2) for u in _uniform32_pair(_sub(h, _SUB_ACT + j))][:w]
+    return np.stack(draws) < p
+
+
+def _chunk_columns(layout: _ChunkLayout, num_actions: int, keep_probabilities: bool) -> Dict[str, np.ndarray]:
+    """The output columns of a chunk: ``user`` filled in, the others to be written step by step."""
+    result = {
+        "user": np.repeat(layout.users_in_order, layout.lengths_in_order),
+        "item": np.empty(layout.rows, dtype=np.int64),
+        "timestamp": np.empty(layout.rows, dtype=np.int64),
+        "actions": np.empty((num_actions, layout.rows), dtype=np.uint8),
+    }
+    if keep_probabilities:
+        result["probabilities"] = np.empty((num_actions, layout.rows))
+    return result
+
+
 def _chunk(config: SynthConfig, first: int, last: int, keep_probabilities: bool = False) -> Dict[str, np.ndarray]:
     """The rows of users ``first..last-1``, user-major: ``user``, ``item``, ``timestamp``
     (``[rows]`` int64), ``actions`` (``[action types, rows]`` uint8) and, when asked,
     ``probabilities`` (``[action types, rows]``, what each action was drawn with)."""
     cfg = config
-    w, d = len(cfg.action_types), cfg.latent_dim
-    users_in_order = np.arange(first, last, dtype=np.int64)
-    lengths_in_order = _lengths(cfg, users_in_order)
-    row_start_in_order = np.concatenate([[0], np.cumsum(lengths_in_order)[:-1]])
-    rows = int(lengths_in_order.sum())
+    layout = _chunk_layout(cfg, first, last)
+    taste = _user_taste(cfg, layout.users)
+    step_key = _hash(_key(cfg.seed, _STREAM_STEP), layout.users)
+    clock = _Clock(cfg, layout.users)
+    history = _History(cfg.history_window, cfg.latent_dim, len(layout.users))
+    result = _chunk_columns(layout, len(cfg.action_types), keep_probabilities)
 
-    # Longest first, so the users active at step t are a prefix [:k].
-    order = np.argsort(-lengths_in_order, kind="stable")
-    users, lengths, row_start = users_in_order[order], lengths_in_order[order], row_start_in_order[order]
-    n = len(users)
-    active_at = np.searchsorted(-lengths, -np.arange(int(lengths.max())), side="left")  # k per step
-
-    taste = _user_taste(cfg, users)
-    step_key = _hash(_key(cfg.seed, _STREAM_STEP), users)
-    clock = cfg.start_time + np.floor(
-        _uniform53(_hash(_key(cfg.seed, _STREAM_START), users)) * _START_SPREAD_S
-    ).astype(np.int64)
-    history = _History(cfg.history_window, d, n)
-    session_items = np.full((_MAX_SESSION, n), -1, dtype=np.int64)
-    session_size = np.zeros(n, dtype=np.int64)
-
-    out_item = np.empty(rows, dtype=np.int64)
-    out_time = np.empty(rows, dtype=np.int64)
-    out_act = np.empty((w, rows), dtype=np.uint8)
-    out_prob = np.empty((w, rows)) if keep_probabilities else None
-    act_pairs = (w + 1) // 2
-
-    for t, k in enumerate(active_at.tolist()):
-        h = step_key[:k] ^ np.uint64(_key(t))
-        _mix(h)
-        rank = _power_law(_uniform53(_sub(h, _SUB_ITEM)), 1.0, cfg.num_items + 1.0, cfg.item_popularity_exponent)
-        items = np.clip(np.floor(rank).astype(np.int64), 1, cfg.num_items) - 1
-
+    for t, k in enumerate(layout.active_at.tolist()):
+        h = _step_hash(step_key[:k], t)
+        items = _draw_items(cfg, h)
         vec, bias = _item_features(cfg, items)
         p = _probabilities(cfg, taste[:, :k], vec, bias, history.mean(k))
-        draws = [u for j in range(act_pairs) for u in _uniform32_pair(_sub(h, _SUB_ACT + j))][:w]
-        acted = np.stack(draws) < p
-
-        # Timestamps: continue the session (same timestamp) or start a new one a gap later.
-        gap_u, session_u = _uniform32_pair(_sub(h, _SUB_TIME))
-        size = session_size[:k]
-        cont = np.zeros(k, dtype=bool)
-        if t > 0:
-            want = np.flatnonzero((session_u < cfg.session_prob) & (size < _MAX_SESSION))
-            if len(want):
-                repeat = np.zeros(len(want), dtype=bool)
-                for slot in range(int(size[want].max())):
-                    repeat |= (session_items[slot, want] == items[want]) & (slot < size[want])
-                cont[want] = ~repeat
-        gap = np.maximum(np.ceil(-np.log(gap_u) * _MEAN_GAP_S), 1.0).astype(np.int64)
-        if t > 0:
-            clock[:k] += np.where(cont, 0, gap)
-        slot = np.where(cont, size, 0)
-        session_items[slot, np.arange(k)] = items
-        session_size[:k] = slot + 1
-
+        acted = _draw_actions(h, p)
+        times = clock.step(t, h, items)
         positive = np.flatnonzero(acted.any(0))
         history.push(positive, vec[:, positive])
 
-        at = row_start[:k] + t
-        out_item[at] = items
-        out_time[at] = clock[:k]
-        out_act[:, at] = acted
-        if out_prob is not None:
-            out_prob[:, at] = p
-
-    result = {
-        "user": np.repeat(users_in_order, lengths_in_order),
-        "item": out_item,
-        "timestamp": out_time,
-        "actions": out_act,
-    }
-    if out_prob is not None:
-        result["probabilities"] = out_prob
+        at = layout.row_start[:k] + t
+        result["item"][at] = items
+        result["timestamp"][at] = times
+        result["actions"][:, at] = acted
+        if keep_probabilities:
+            result["probabilities"][:, at] = p
     return result
 
 

@@ -10,15 +10,20 @@ per-item popularity baseline. Actions are stored as one bitmask id per interacti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
-
-from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.modules.embeddings import ITEM_FEATURE, candidate_feature
 from torchrec import KeyedJaggedTensor
 
-ACTION_FEATURE = "action"
+from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
+
+class _Stream(NamedTuple):
+    """Consecutive interactions of one user: item ids, ``[n, tasks]`` labels, timestamps."""
+
+    items: torch.Tensor
+    labels: torch.Tensor
+    times: torch.Tensor
 
 
 @dataclass
@@ -55,6 +60,26 @@ class SyntheticSequences:
         p = torch.sigmoid(self.item_bias[items] + affinity)
         return (torch.rand(p.shape, generator=g) < p).to(torch.float32)
 
+    def _draw_items(self, total: int, popularity: torch.distributions.Pareto, g: torch.Generator) -> torch.Tensor:
+        """``total`` item ids with power-law popularity: low ids are popular."""
+        u = torch.rand(total, generator=g)
+        ranks = (popularity.icdf(u.clamp(max=0.999999)) - 1.0) * 10.0
+        return ranks.to(torch.int64).clamp(max=self.num_items - 1)
+
+    def _draw_times(self, total: int, g: torch.Generator) -> torch.Tensor:
+        """``total`` non-decreasing timestamps; a gap is 0 (same session) with ``session_prob``."""
+        gaps = torch.randint(1, 3600, (total,), generator=g)
+        gaps[torch.rand(total, generator=g) < self.session_prob] = 0
+        return 1_600_000_000 + torch.cumsum(gaps, 0)
+
+    def _stream(
+        self, user: torch.Tensor, total: int, popularity: torch.distributions.Pareto, g: torch.Generator
+    ) -> _Stream:
+        """``total`` consecutive interactions of the user with preference ``user``."""
+        items = self._draw_items(total, popularity, g)
+        labels = self._labels(user.expand(total, -1), items, g)
+        return _Stream(items, labels, self._draw_times(total, g))
+
     def batch(
         self,
         batch_size: int,
@@ -78,43 +103,33 @@ class SyntheticSequences:
         total_per_user = lengths + num_candidates
         users = torch.randn(batch_size, self.latent_dim, generator=g)
         popularity = torch.distributions.Pareto(1.0, 1.2)
-        hist_items: List[torch.Tensor] = []
-        cand_items: List[torch.Tensor] = []
-        hist_labels: List[torch.Tensor] = []
-        cand_labels: List[torch.Tensor] = []
-        hist_times: List[torch.Tensor] = []
-        cand_times: List[torch.Tensor] = []
-        for b in range(batch_size):
-            n, total = int(lengths[b]), int(total_per_user[b])
-            # power-law popularity: low ids are popular
-            u = torch.rand(total, generator=g)
-            ranks = (popularity.icdf(u.clamp(max=0.999999)) - 1.0) * 10.0
-            items = ranks.to(torch.int64).clamp(max=self.num_items - 1)
-            labels = self._labels(users[b].expand(total, -1), items, g)
-            gaps = torch.randint(1, 3600, (total,), generator=g)
-            gaps[torch.rand(total, generator=g) < self.session_prob] = 0
-            times = 1_600_000_000 + torch.cumsum(gaps, 0)
-            hist_items.append(items[:n])
-            cand_items.append(items[n:])
-            hist_labels.append(labels[:n])
-            cand_labels.append(labels[n:])
-            hist_times.append(times[:n])
-            request_time = times[n - 1] + 1 if n > 0 else times[0]
-            cand_times.append(request_time.expand(num_candidates).clone())
-        history = torch.cat(hist_items)
-        labels = torch.cat(hist_labels)
+        streams = [self._stream(users[b], int(total_per_user[b]), popularity, g) for b in range(batch_size)]
+        return self._assemble(streams, lengths, num_candidates)
+
+    def _assemble(self, streams: List[_Stream], lengths: torch.Tensor, num_candidates: int) -> SequenceBatch:
+        """Splits each user's stream into history and candidates and packs them into a batch."""
+        ns = [int(n) for n in lengths]
+        history = torch.cat([s.items[:n] for s, n in zip(streams, ns)])
+        labels = torch.cat([s.labels[:n] for s, n in zip(streams, ns)])
         bits = (2 ** torch.arange(self.num_tasks)).to(torch.float32)
         actions = (labels @ bits).to(torch.int64)
-        cand_lengths = torch.full((batch_size,), num_candidates, dtype=torch.int64)
+        cand_items = torch.cat([s.items[n:] for s, n in zip(streams, ns)])
+        cand_lengths = torch.full((len(streams),), num_candidates, dtype=torch.int64)
         features = KeyedJaggedTensor.from_lengths_sync(
             keys=[ITEM_FEATURE, ACTION_FEATURE, candidate_feature(ITEM_FEATURE)],
-            values=torch.cat([history, actions, torch.cat(cand_items)]),
+            values=torch.cat([history, actions, cand_items]),
             lengths=torch.cat([lengths, lengths, cand_lengths]),
         )
         return SequenceBatch(
             features=features,
-            timestamps=torch.cat(hist_times),
+            timestamps=torch.cat([s.times[:n] for s, n in zip(streams, ns)]),
             labels=labels,
-            candidate_timestamps=torch.cat(cand_times),
-            candidate_labels=torch.cat(cand_labels),
+            candidate_timestamps=torch.cat([_request_times(s.times, n, num_candidates) for s, n in zip(streams, ns)]),
+            candidate_labels=torch.cat([s.labels[n:] for s, n in zip(streams, ns)]),
         )
+
+
+def _request_times(times: torch.Tensor, n: int, num_candidates: int) -> torch.Tensor:
+    """The candidates' shared timestamp: one second after the last of the ``n`` history events."""
+    request_time = times[n - 1] + 1 if n > 0 else times[0]
+    return request_time.expand(num_candidates).clone()

@@ -42,7 +42,7 @@ def test_present_file_is_not_downloaded(tmp_path, tiny_log):
 def test_unknown_download_name_is_rejected(tmp_path, tiny_log):
     path = tmp_path / "data.yaml"
     path.write_text(yaml.safe_dump(write_config(tmp_path, tiny_log, **{"source.download": "movielens-100m"})))
-    with pytest.raises(ValueError, match=r"data\.yaml: source\.download: expected one of \['movielens-1m'\], got 'movielens-100m'"):
+    with pytest.raises(ValueError, match=r"data\.yaml: source\.download: expected one of \['movielens-1m', 'synth-demo'\], got 'movielens-100m'"):
         load_data_config(str(path))
 
 
