@@ -1,42 +1,49 @@
-"""Dual-Flow Generative Ranking (DFGR) as TorchRec modules."""
+"""Dual-Flow Generative Ranking (DFGR) as TorchRec modules.
 
-from dfgr_torchrec.batch import SequenceBatch, make_sequence_batch
-from dfgr_torchrec.config import (
-    AttentionForm,
-    AttentionKernel,
-    InteractionConfig,
-    MaskMode,
-    MergeOp,
-    RankingModelConfig,
-    SequenceEmbeddingConfig,
-    TaskConfig,
-)
-from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel, RankingOutput
-from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
-from dfgr_torchrec.modules.embeddings import SequenceEmbedding
-from dfgr_torchrec.modules.heads import MultiTaskHead, multitask_bce_loss
-from dfgr_torchrec.modules.metagr import MetaGRInteraction
-from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
+The public names below are imported on first use, so ``import dfgr_torchrec.<light module>``
+(e.g. printing a metrics file) does not pay for importing torch and TorchRec.
+"""
 
-__all__ = [
-    "AttentionForm",
-    "AttentionKernel",
-    "DFGRRankingModel",
-    "DualFlowInteraction",
-    "InteractionConfig",
-    "MaskMode",
-    "MergeOp",
-    "MetaGRInteraction",
-    "MetaGRRankingModel",
-    "MultiTaskHead",
-    "RankingModelConfig",
-    "RankingOutput",
-    "SequenceBatch",
-    "SequenceEmbedding",
-    "SequenceEmbeddingConfig",
-    "TaskConfig",
-    "AttentionSpec",
-    "jagged_attention",
-    "make_sequence_batch",
-    "multitask_bce_loss",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "SequenceBatch": "dfgr_torchrec.batch",
+    "make_sequence_batch": "dfgr_torchrec.batch",
+    "AttentionForm": "dfgr_torchrec.config",
+    "AttentionKernel": "dfgr_torchrec.config",
+    "InteractionConfig": "dfgr_torchrec.config",
+    "MaskMode": "dfgr_torchrec.config",
+    "MergeOp": "dfgr_torchrec.config",
+    "RankingModelConfig": "dfgr_torchrec.config",
+    "SequenceEmbeddingConfig": "dfgr_torchrec.config",
+    "TaskConfig": "dfgr_torchrec.config",
+    "fill_from_data": "dfgr_torchrec.config",
+    "DataSchema": "dfgr_torchrec.features",
+    "build_model": "dfgr_torchrec.models",
+    "register_model": "dfgr_torchrec.models",
+    "DFGRRankingModel": "dfgr_torchrec.models.ranking",
+    "MetaGRRankingModel": "dfgr_torchrec.models.ranking",
+    "RankingOutput": "dfgr_torchrec.models.ranking",
+    "DualFlowInteraction": "dfgr_torchrec.modules.dual_flow",
+    "SequenceEmbedding": "dfgr_torchrec.modules.embeddings",
+    "MultiTaskHead": "dfgr_torchrec.modules.heads",
+    "multitask_bce_loss": "dfgr_torchrec.modules.heads",
+    "MetaGRInteraction": "dfgr_torchrec.modules.metagr",
+    "AttentionSpec": "dfgr_torchrec.ops.attention",
+    "jagged_attention": "dfgr_torchrec.ops.attention",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dfgr_torchrec' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

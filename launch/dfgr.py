@@ -83,7 +83,8 @@ def evaluate(
 def _ddp(name, args, j, image, cpu, gpu, mem_mb, max_retries, rdzv_port) -> specs.AppDef:
     app = torchx_dist.ddp(
         *args, m=TRAIN_MODULE, name=name, image=image, cpu=cpu, gpu=gpu, memMB=mem_mb, j=j,
-        max_retries=max_retries, rdzv_port=rdzv_port, env={"PYTHONUNBUFFERED": "1"},
+        max_retries=max_retries, rdzv_port=rdzv_port,
+        env={"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},  # torchrun's own default, set so it prints no banner
     )
     return app
 
@@ -96,12 +97,12 @@ def demo(
     cpu: int = 2,
     memMB: int = 8192,
 ) -> specs.AppDef:
-    """Trains DFGR (and MetaGR) on generated sequences, then scores held-out candidates.
+    """Trains DFGR (and MetaGR) with the recipe on a generated log, then scores held-out candidates.
 
     Args:
-        config: demo YAML config, relative to the image (the repository root with local_cwd).
-        models: comma-separated models to train, from ``dfgr`` and ``metagr``.
-        steps: training steps (default: the config's ``train.steps``).
+        config: training YAML, relative to the image (the repository root with local_cwd).
+        models: comma-separated registered model types, e.g. ``dfgr,metagr``.
+        steps: stop each model after this many steps (default: the config's epochs).
         image: the working directory / image holding the repository.
         cpu: CPUs to reserve.
         memMB: memory to reserve, in MB.

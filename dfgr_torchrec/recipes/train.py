@@ -89,9 +89,10 @@ class TrainRecipe:
                 self.save()
             every = c.train.eval_every_epochs
             if (every and s.epoch % every == 0) or s.epoch >= c.train.epochs:
-                step_fn.detach()
-                metrics = self.evaluate()
-                step_fn.attach()
+                with logger.paused():
+                    step_fn.detach()
+                    metrics = self.evaluate()
+                    step_fn.attach()
                 logger.evaluation(metrics, s.step)
                 if self.env.is_main and s.epoch < c.train.epochs:
                     print(f"epoch {s.epoch} {metrics['split']} metrics:\n{format_metrics(metrics)}", flush=True)

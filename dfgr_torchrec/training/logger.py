@@ -6,11 +6,12 @@ Progress bars only when stdout is a terminal; otherwise (TorchX, Slurm, a pipe) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -72,6 +73,13 @@ class TrainLogger:
         for key, value in record.items():
             if key not in ("step", "epoch"):
                 self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (evaluation, checkpoints) does not count against throughput."""
+        start = time.perf_counter()
+        yield
+        self.window_start += time.perf_counter() - start
 
     def evaluation(self, metrics: Dict[str, Any], step: int) -> None:
         """Evaluation metrics to TensorBoard as ``<split>/<task>/<metric>`` (rank 0)."""

@@ -23,6 +23,10 @@ def test_train_then_eval_the_checkpoint(tmp_path):
     assert final["candidates"] == 664 * 5 and 0.5 < final["tasks"]["like"]["auc"] <= 1.0
     log = [json.loads(line) for line in (tmp_path / "debug" / "train_log.jsonl").read_text().splitlines()]
     assert {"loss", "samples_per_s", "tokens_per_s", "peak_memory_mb", "lr"} <= set(log[0])
+    # not a terminal: no progress bar, one stdout line per logged step (21 steps, log_every 5)
+    assert "epoch 0:" not in train.stderr and "it/s" not in train.stderr
+    step_lines = [line for line in train.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in step_lines] == ["5", "10", "15", "20"] == [str(r["step"]) for r in log]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "debug" / "tensorboard"))
