@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import warnings
 from dataclasses import dataclass
 
@@ -26,14 +25,13 @@ class DistEnv:
 
 
 def init_distributed() -> DistEnv:
-    """NCCL on GPU, gloo on CPU; without torchrun variables, a world of one on a free local port."""
+    """NCCL on GPU, gloo on CPU; without torchrun variables, a world of one (an in-memory store:
+    no port, and nothing written to ``os.environ`` for a later subprocess to inherit)."""
     quiet_known_warnings()
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    launched = "RANK" in os.environ
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -42,7 +40,8 @@ def init_distributed() -> DistEnv:
         device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world)
+        store = None if launched else dist.HashStore()
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world)
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=device)
 
 
