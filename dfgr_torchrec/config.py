@@ -161,7 +161,7 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
-        check(float(self.weight) >= 0.0, f"tasks.{self.name}.weight", "a weight >= 0", self.weight)
+        check(float(self.weight) >= 0.0, "weight", "a weight >= 0", self.weight)
 
 
 @dataclass

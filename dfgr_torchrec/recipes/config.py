@@ -40,8 +40,8 @@ class DataSection:
     def __post_init__(self) -> None:
         for key in ("max_seq_len", "batch_size", "eval_batch_size"):
             value = getattr(self, key)
-            check(isinstance(value, int) and value > 0, f"data.{key}", "a positive integer", value)
-        check(self.eval_split in ("valid", "test"), "data.eval_split", "'valid' or 'test'", self.eval_split)
+            check(isinstance(value, int) and value > 0, key, "a positive integer", value)
+        check(self.eval_split in ("valid", "test"), "eval_split", "'valid' or 'test'", self.eval_split)
 
 
 @dataclass
@@ -60,8 +60,8 @@ class TrainSection:
     crash_at_step: int = 0
 
     def __post_init__(self) -> None:
-        check(self.pipeline in PIPELINES, "train.pipeline", f"one of {PIPELINES}", self.pipeline)
-        check(isinstance(self.log_every, int) and self.log_every > 0, "train.log_every", "a positive integer", self.log_every)
+        check(self.pipeline in PIPELINES, "pipeline", f"one of {PIPELINES}", self.pipeline)
+        check(isinstance(self.log_every, int) and self.log_every > 0, "log_every", "a positive integer", self.log_every)
 
 
 @dataclass

@@ -38,9 +38,9 @@ class OptimConfig:
     sparse_lr: float = 0.05
 
     def __post_init__(self) -> None:
-        check(self.decay in DECAYS, "optim.decay", f"one of {DECAYS}", self.decay)
-        check(self.lr > 0, "optim.lr", "a positive learning rate", self.lr)
-        check(self.sparse_lr > 0, "optim.sparse_lr", "a positive learning rate", self.sparse_lr)
+        check(self.decay in DECAYS, "decay", f"one of {DECAYS}", self.decay)
+        check(self.lr > 0, "lr", "a positive learning rate", self.lr)
+        check(self.sparse_lr > 0, "sparse_lr", "a positive learning rate", self.sparse_lr)
 
 
 def build_optimizers(dmp: DistributedModelParallel, config: OptimConfig) -> Tuple[KeyedOptimizerWrapper, CombinedOptimizer]:

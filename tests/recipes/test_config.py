@@ -35,3 +35,16 @@ def test_missing_default_is_named(tmp_path):
     (tmp_path / "run.yaml").write_text("defaults: [nowhere.yaml]\n")
     with pytest.raises(FileNotFoundError, match=r"nowhere\.yaml.*a default of"):
         load_train_config(str(tmp_path / "run.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("optim.decay=step", "optim.decay: expected one of"), ("data.batch_size=0", "data.batch_size: expected a positive"),
+     ("train.pipeline=fast", "train.pipeline: expected one of"),
+     ("model.interaction.num_heads=0", "model.interaction.num_heads: expected a positive"),
+     ("model.interaction.heads=2", "model.interaction.heads: unknown key")],
+)
+def test_errors_name_the_full_key_once(override, message):
+    with pytest.raises(ValueError) as error:
+        load_train_config("configs/train/debug.yaml", [override])
+    assert str(error.value).startswith(f"configs/train/debug.yaml: {message}"), str(error.value)
