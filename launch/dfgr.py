@@ -57,6 +57,7 @@ def train(
 def evaluate(
     *overrides: str,
     config: str = "configs/train/dfgr_movielens.yaml",
+    split: str = "test",
     j: str = "1x2",
     image: str = ".",
     cpu: int = 2,
@@ -64,11 +65,12 @@ def evaluate(
     memMB: int = 8192,
     rdzv_port: int = 29500,
 ) -> specs.AppDef:
-    """Evaluates the run's latest checkpoint on the held-out candidates (AUC, GAUC, NE, calibration).
+    """Evaluates the run's best checkpoint (chosen on validation; else its latest) on a split.
 
     Args:
-        overrides: config overrides as key=value, e.g. data.eval_split=valid
+        overrides: config overrides as key=value, e.g. data.eval_batch_size=256
         config: the training YAML of the run to evaluate.
+        split: ``test`` or ``valid``.
         j: nodes x processes per node.
         image: the working directory / container image holding the repository.
         cpu: CPUs per node.
@@ -76,7 +78,7 @@ def evaluate(
         memMB: memory per node, in MB.
         rdzv_port: rendezvous port on the first node.
     """
-    args = ["--config", config, "--eval-only", *overrides]
+    args = ["--config", config, "--eval-only", "--split", split, *overrides]
     return _ddp("dfgr-evaluate", args, j, image, cpu, gpu, memMB, 0, rdzv_port)
 
 

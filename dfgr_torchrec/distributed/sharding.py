@@ -35,6 +35,7 @@ SHARDING_TYPES = {
     "column_wise": ShardingType.COLUMN_WISE,
     "table_row_wise": ShardingType.TABLE_ROW_WISE,
 }
+WEIGHT_DECAY_MODES = {"decoupled": "DECOUPLE", "l2": "L2"}  # ours -> fbgemm's WeightDecayMode
 SPARSE_OPTIMIZERS = {
     "row_wise_adagrad": RowWiseAdagrad,
     "adagrad": torch.optim.Adagrad,
@@ -73,6 +74,8 @@ def shard_model(
     sparse_optimizer: str = "row_wise_adagrad",
     sparse_lr: float = 0.01,
     pooling_factors: Optional[Mapping[str, List[float]]] = None,
+    sparse_weight_decay: float = 0.0,
+    sparse_weight_decay_mode: str = "decoupled",
 ) -> DistributedModelParallel:
     """Plans and applies sharding; the tables get a fused optimizer applied in backward.
 
@@ -84,6 +87,10 @@ def shard_model(
         sparse_optimizer: ``row_wise_adagrad``, ``adagrad``, ``sgd``, or ``adam`` (GPU only).
         sparse_lr: learning rate of the fused optimizer.
         pooling_factors: per table, the mean ids per sample of each of its features.
+        sparse_weight_decay: weight decay of the rows a batch looks up (sparse: untouched rows
+            keep their values), applied by the fused kernel.
+        sparse_weight_decay_mode: ``decoupled`` (``w -= lr * wd * w``, AdamW-style) or ``l2``
+            (``wd * w`` added to the gradient, so Adagrad normalises it too).
     """
     if sparse_optimizer not in SPARSE_OPTIMIZERS:
         raise ValueError(f"sparse_optimizer: expected one of {sorted(SPARSE_OPTIMIZERS)}, got {sparse_optimizer!r}")
@@ -94,9 +101,10 @@ def shard_model(
     unknown = sorted(set(table_sharding) - tables)
     if unknown:
         raise ValueError(f"sharding: unknown table(s) {unknown}; the model has {sorted(tables)}")
+    kwargs = sparse_optimizer_kwargs(sparse_lr, sparse_weight_decay, sparse_weight_decay_mode)
     for ec in _embedding_collections(model):
         # Without this the fused kernel would still apply plain SGD (lr 0.01) silently.
-        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], ec.parameters(), {"lr": sparse_lr})
+        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], ec.parameters(), kwargs)
     world_size = dist.get_world_size(pg)
     planner = EmbeddingShardingPlanner(
         topology=Topology(world_size=world_size, compute_device=device.type),
@@ -105,6 +113,21 @@ def shard_model(
     sharders = [EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, pg)
     return DistributedModelParallel(module=model, device=device, plan=plan, sharders=sharders)
+
+
+def sparse_optimizer_kwargs(lr: float, weight_decay: float, weight_decay_mode: str) -> Dict[str, object]:
+    """The fused optimizer's arguments. fbgemm ignores ``weight_decay`` unless a mode is set too
+    (its default mode is NONE), so a decay is always passed with its mode."""
+    if weight_decay_mode not in WEIGHT_DECAY_MODES:
+        raise ValueError(f"sparse_weight_decay_mode: expected one of {sorted(WEIGHT_DECAY_MODES)}, got {weight_decay_mode!r}")
+    if weight_decay < 0:
+        raise ValueError(f"sparse_weight_decay: expected a number >= 0, got {weight_decay!r}")
+    if weight_decay == 0:
+        return {"lr": lr}
+    from fbgemm_gpu.tbe.config.optimizer_config import WeightDecayMode
+
+    mode = getattr(WeightDecayMode, WEIGHT_DECAY_MODES[weight_decay_mode])
+    return {"lr": lr, "weight_decay": weight_decay, "weight_decay_mode": mode}
 
 
 def table_sharding_types(dmp: DistributedModelParallel) -> Dict[str, str]:

@@ -19,6 +19,7 @@ import yaml
 from dfgr_torchrec.config import RankingModelConfig, check, from_dict
 from dfgr_torchrec.models import check_model_type
 from dfgr_torchrec.training.optim import OptimConfig
+from dfgr_torchrec.training.selection import EvalConfig
 from dfgr_torchrec.training.state import CheckpointConfig
 from dfgr_torchrec.training.steps import PIPELINES
 
@@ -26,35 +27,32 @@ from dfgr_torchrec.training.steps import PIPELINES
 @dataclass
 class DataSection:
     """Args: ``config`` the data YAML; ``max_seq_len`` history kept (most recent); batch sizes in
-    users; loader ``num_workers``; ``eval_split`` evaluated during and after training;
-    ``random_window`` a random ``max_seq_len`` window of each training history per epoch."""
+    users; loader ``num_workers``; ``random_window`` a random ``max_seq_len`` window of each
+    training history per epoch."""
 
     config: str = "configs/data/movielens-1m.yaml"
     max_seq_len: int = 200
     batch_size: int = 64
     eval_batch_size: int = 128
     num_workers: int = 1
-    eval_split: str = "test"
     random_window: bool = True
 
     def __post_init__(self) -> None:
         for key in ("max_seq_len", "batch_size", "eval_batch_size"):
             value = getattr(self, key)
             check(isinstance(value, int) and value > 0, key, "a positive integer", value)
-        check(self.eval_split in ("valid", "test"), "eval_split", "'valid' or 'test'", self.eval_split)
 
 
 @dataclass
 class TrainSection:
-    """Args: ``epochs``; ``max_steps`` (0: all epochs); ``seed``; ``log_every`` steps;
-    ``eval_every_epochs``; ``pipeline`` (auto | sparse_dist | base); ``bf16`` autocast (GPU only);
+    """Args: ``epochs`` at most (validation may stop earlier); ``max_steps`` (0: all epochs);
+    ``seed``; ``log_every`` steps; ``pipeline`` (auto | sparse_dist | base); ``bf16`` autocast (GPU only);
     ``crash_at_step``: a test hook, raise right after this global step (0: off)."""
 
     epochs: int = 10
     max_steps: int = 0
     seed: int = 0
     log_every: int = 50
-    eval_every_epochs: int = 1
     pipeline: str = "auto"
     bf16: bool = True
     crash_at_step: int = 0
@@ -67,7 +65,7 @@ class TrainSection:
 @dataclass
 class TrainConfig:
     """A training run: the model (sized from the data), the data and loader, optimizers, the
-    loop, checkpoints and table sharding."""
+    loop, validation (model selection, early stopping), checkpoints and table sharding."""
 
     name: str = "run"
     output_dir: str = "runs"
@@ -75,13 +73,14 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     sharding: Dict[str, str] = field(default_factory=lambda: {"item": "row_wise", "action": "table_wise"})
 
     def __post_init__(self) -> None:
         sections = {
             "model": RankingModelConfig, "data": DataSection, "optim": OptimConfig,
-            "train": TrainSection, "checkpoint": CheckpointConfig,
+            "train": TrainSection, "eval": EvalConfig, "checkpoint": CheckpointConfig,
         }
         for key, cls in sections.items():
             value = getattr(self, key)
@@ -161,6 +160,15 @@ def dump_config(config: TrainConfig) -> str:
         return x
 
     return yaml.safe_dump(plain(dataclasses.asdict(config)), sort_keys=False)
+
+
+def save_config(config: TrainConfig) -> str:
+    """Writes the resolved config to ``<run_dir>/config.yaml``; returns the path."""
+    os.makedirs(config.run_dir, exist_ok=True)
+    path = os.path.join(config.run_dir, "config.yaml")
+    with open(path, "w") as f:
+        f.write(dump_config(config))
+    return path
 
 
 __all__ = ["TrainConfig", "load_train_config", "apply_overrides", "dump_config"]

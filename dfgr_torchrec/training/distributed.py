@@ -51,7 +51,11 @@ _KNOWN_LOG_MESSAGES = {
     "torchrec.distributed.planner.storage_reservations": "There is a known issue with TorchRec's dense tensor size",
     "torch.fx._symbolic_trace": "is_fx_tracing will return true",
 }
-_KNOWN_WARNINGS = ("HeuristicalStorageReservation is known to cause issues", "`broadcast_buffers` is deprecated")
+_KNOWN_WARNINGS = (
+    "HeuristicalStorageReservation is known to cause issues",
+    "`broadcast_buffers` is deprecated",
+    "Please use DTensor instead and we are deprecating ShardedTensor",  # TorchRec's tables are ShardedTensors
+)
 
 
 class _DropMessage(logging.Filter):

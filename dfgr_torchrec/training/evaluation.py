@@ -51,3 +51,14 @@ def evaluate(
         "candidates": int(all_labels.shape[0]),
         "tasks": ranking_metrics(all_logits, all_labels, all_users, list(tasks)),
     }
+
+
+def evaluate_model(
+    model: torch.nn.Module, batches: Iterable[SequenceBatch], tasks: Sequence[str], split: str, device: torch.device
+) -> Dict[str, Any]:
+    """:func:`evaluate` with ``model.score_candidates`` in eval mode (dropout off), then back to train mode."""
+    model.eval()
+    try:
+        return evaluate(model.score_candidates, batches, tasks, split, device)
+    finally:
+        model.train()

@@ -112,3 +112,33 @@ def test_fused_adam_on_cpu_is_refused_clearly():
     model = DFGRRankingModel(_config(), device=torch.device("meta"))
     with pytest.raises(ValueError, match="'adam' is fused on GPU only"):
         shard_model(model, {"item": "row_wise"}, torch.device("cpu"), sparse_optimizer="adam")
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "l2"])
+def test_fused_weight_decay_shrinks_only_the_rows_looked_up(mode):
+    """fbgemm drops `weight_decay` without a mode; shard_model passes both, so a zero-gradient
+    step still decays the looked-up rows (and leaves the others alone)."""
+    from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        moved = {}
+        for wd in (0.0, 0.1):
+            torch.manual_seed(0)
+            model = torch.nn.Module()
+            model.ec = EmbeddingCollection(
+                tables=[EmbeddingConfig(name="t", embedding_dim=4, num_embeddings=10, feature_names=["f"])],
+                device=torch.device("meta"),
+            )
+            dmp = shard_model(model, {"t": "table_wise"}, torch.device("cpu"), sparse_lr=0.1,
+                              sparse_weight_decay=wd, sparse_weight_decay_mode=mode)
+            before = dmp.state_dict()["ec.embeddings.t.weight"].local_shards()[0].tensor.clone()
+            kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=torch.tensor([1, 2]), lengths=torch.tensor([2]))
+            (dmp.module.ec(kjt)["f"].values() * 0.0).sum().backward()
+            after = dmp.state_dict()["ec.embeddings.t.weight"].local_shards()[0].tensor
+            moved[wd] = (after - before).abs().sum(1)
+        assert moved[0.0].sum() == 0
+        assert (moved[0.1][[1, 2]] > 0).all() and moved[0.1][[0, 3, 4]].sum() == 0
+    finally:
+        dist.destroy_process_group()

@@ -20,18 +20,19 @@ def test_train_then_eval_the_checkpoint(tmp_path):
     train = _dfgr("train", "--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", "train.epochs=1")
     assert train.returncode == 0, train.stderr[-2000:]
     final = json.loads((tmp_path / "debug" / "metrics_final.json").read_text())
-    assert final["candidates"] == 664 * 5 and 0.5 < final["tasks"]["like"]["auc"] <= 1.0
+    assert final["split"] == "test" and final["candidates"] == 664 * 5 and 0.5 < final["tasks"]["like"]["auc"] <= 1.0
+    assert final["selected_step"] == 21 and final["valid"]["split"] == "valid"  # one epoch: validated at its end
     log = [json.loads(line) for line in (tmp_path / "debug" / "train_log.jsonl").read_text().splitlines()]
     assert {"loss", "samples_per_s", "tokens_per_s", "peak_memory_mb", "lr"} <= set(log[0])
     # not a terminal: no progress bar, one stdout line per logged step (21 steps, log_every 5)
     assert "epoch 0:" not in train.stderr and "it/s" not in train.stderr
-    step_lines = [line for line in train.stdout.splitlines() if line.startswith("step ")]
+    step_lines = [line for line in train.stdout.splitlines() if line.startswith("step ") and " loss " in line]
     assert [line.split()[1] for line in step_lines] == ["5", "10", "15", "20"] == [str(r["step"]) for r in log]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "debug" / "tensorboard"))
     events.Reload()
-    assert {"train/loss", "train/samples_per_s", "test/like/auc"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "train/samples_per_s", "valid/like/auc", "test/like/auc"} <= set(events.Tags()["scalars"])
     assert events.Scalars("test/like/auc")[-1].value == pytest.approx(final["tasks"]["like"]["auc"], abs=1e-6)
 
     evaluated = _dfgr("eval", "--config", "configs/train/debug.yaml", f"output_dir={tmp_path}")
