@@ -1,10 +1,9 @@
-"""``dfgr train``: train and evaluate a registered ranking model with sharded embeddings.
+"""``dfgr train``: train a registered ranking model with sharded embeddings, select it on validation.
 
-Reads top to bottom: :meth:`TrainRecipe.setup` (process group, data, sharded model, train
-state, resume), :meth:`~TrainRecipe.train` (epochs of steps, logging, checkpoints, evaluation),
-:meth:`~TrainRecipe.evaluate`, :meth:`~TrainRecipe.cleanup`. Launch it with ``torchrun
---nproc_per_node N -m dfgr_torchrec.recipes.train --config ...``, through TorchX
-(``launch/dfgr.py:train``), or as one process (``dfgr train --config ...``).
+Reads top to bottom: :meth:`TrainRecipe.setup` (process group, data, sharded model, train state,
+resume), :meth:`~TrainRecipe.train` (steps, logging, validation, checkpoints, then one test of the
+selected checkpoint), :meth:`~TrainRecipe.cleanup`. Launch it with ``torchrun --nproc_per_node N -m
+dfgr_torchrec.recipes.train --config ...``, TorchX (``launch/dfgr.py:train``) or ``dfgr train``.
 """
 
 from __future__ import annotations
@@ -86,7 +85,7 @@ class TrainRecipe:
         return self._test_selected()
 
     def _train_epoch(self, step_fn) -> bool:
-        """One epoch from ``batch_in_epoch``; False if it stopped early (max_steps or patience)."""
+        """One epoch from ``batch_in_epoch``; False if it stopped inside it (max_steps or patience)."""
         c, s = self.config, self.state
         self.train_data.set_epoch(s.epoch)
         loader = make_dataloader(self.train_data, c.data.num_workers, pin_memory=self.env.device.type == "cuda")
@@ -94,14 +93,13 @@ class TrainRecipe:
         batches = CountingBatches(itertools.islice(iter(loader), s.batch_in_epoch, None))
         bar = progress_bar(self.steps_per_epoch, s.batch_in_epoch, f"epoch {s.epoch}", self.env.is_main)
         autocast = self.env.device.type == "cuda" and c.train.bf16
-        while True:
+        while s.batch_in_epoch < self.steps_per_epoch:
             if s.step >= self.total_steps or s.selector.should_stop:
                 return False
             with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = step_fn.progress(batches)
             if out is None:
-                bar.close()
-                return True
+                break
             s.scheduler.step()
             s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
             bar.update(1)
@@ -112,6 +110,8 @@ class TrainRecipe:
                 self.save()
             if s.step == c.train.crash_at_step:
                 raise RuntimeError(f"train.crash_at_step={s.step}: simulated crash at step {s.step}")
+        bar.close()
+        return True
 
     def _validate(self, step_fn) -> None:
         """Scores the validation split; a new best score saves the best checkpoint (collective)."""
@@ -125,8 +125,8 @@ class TrainRecipe:
                 s.save(best_checkpoint_dir(self.config.run_dir), keep=1)
         self.logger.evaluation(metrics, s.step)
         if self.env.is_main:
-            best = f"best {s.selector.best_score:.4f} at step {s.selector.best_step}"
-            print(f"step {s.step} validation {self.config.eval.metric} {score:.4f} ({best})", flush=True)
+            print(f"step {s.step} validation {self.config.eval.metric} {score:.4f} "
+                  f"(best {s.selector.best_score:.4f} at step {s.selector.best_step})", flush=True)
 
     def _test_selected(self) -> Dict[str, Any]:
         """Loads the checkpoint chosen on validation and evaluates the test split: the only time
