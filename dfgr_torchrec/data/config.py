@@ -10,7 +10,8 @@ A user's own log needs a YAML file of this shape, not code::
       columns: {user: user_id, item: video_id, timestamp: time_ms}
       side_features: {category: category_id}
       on_bad_rows: error          # or skip: skipped rows are counted per reason in report.json
-      duplicates: error           # same (user, item, timestamp) twice: error | skip (keep the first) | keep
+      duplicates: error           # same (user, item, timestamp) twice: error | merge (one interaction, the
+                                  # union of the actions) | skip (keep the first) | keep
       require_sorted: false       # true: a user's event earlier than their previous one is a bad row
       download: null              # a public data set to fetch into path's folder when path is missing (movielens-1m)
     actions:                      # one action type each: a task (one logit) and a bit of the action id
@@ -37,6 +38,7 @@ from dfgr_torchrec.data.sources import check_download_name
 
 Column = Union[str, int]
 FORMATS = ("csv", "tsv", "parquet", "delimited")
+DUPLICATES = ("error", "merge", "skip", "keep")
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 
 
@@ -73,7 +75,7 @@ class SourceConfig:
         if isinstance(self.columns, Mapping):
             self.columns = from_dict(ColumnsConfig, self.columns, "columns")
         check(self.on_bad_rows in ("error", "skip"), "on_bad_rows", "'error' or 'skip'", self.on_bad_rows)
-        check(self.duplicates in ("error", "skip", "keep"), "duplicates", "'error', 'skip' or 'keep'", self.duplicates)
+        check(self.duplicates in DUPLICATES, "duplicates", f"one of {DUPLICATES}", self.duplicates)
         for key, col in [*asdict(self.columns).items(), *self.side_features.items()]:
             if self.header or self.format == "parquet":
                 check(isinstance(col, str), f"columns.{key}", "a column name (the file has a header)", col)

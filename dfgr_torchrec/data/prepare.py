@@ -84,10 +84,15 @@ def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, droppe
         raise BadInputError(
             f"{config.source.path}:{raw.lines[row]}: duplicate event (user {str(raw.users[row])!r}, item "
             f"{str(raw.items[row])!r}, timestamp {raw.timestamps[row]}) first seen at line {raw.lines[first]}; "
-            f"{len(dup_rows)} duplicate(s) in all (set source.duplicates: skip or keep)"
+            f"{len(dup_rows)} duplicate(s) in all (set source.duplicates: merge, skip or keep)"
         )
+    if config.source.duplicates == "merge":  # one interaction: the union of the rows' actions
+        starts = np.concatenate([[True], ~same])
+        group_first = order[np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))]
+        np.bitwise_or.at(raw.labels, group_first[1:][same], raw.labels[dup_rows])
     keep[dup_rows] = False
-    dropped["duplicate event"] += int(len(dup_rows))
+    reason = "duplicate event merged into the first" if config.source.duplicates == "merge" else "duplicate event"
+    dropped[reason] += int(len(dup_rows))
     return keep
 
 

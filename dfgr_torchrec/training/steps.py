@@ -81,7 +81,7 @@ class SparseDistStep(BaseStep):
         self.pipeline.detach()  # restores the sharded modules' own forward for evaluation
 
     def attach(self) -> None:
-        self.pipeline.attach(self.dmp)
+        self.pipeline.attach(self.dmp, sparse_dist=False)  # the in-flight batches are already distributed
 
 
 def make_step(pipeline: str, dmp, optimizer, device: torch.device, name: Optional[str] = None) -> BaseStep:

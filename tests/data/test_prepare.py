@@ -191,3 +191,16 @@ def test_official_kuairand_schema_reads_a_log_in_that_layout(tmp_path):
     config.source.path, config.output_dir = str(log), str(tmp_path / "p")
     report = json.load(open(f"{prepare(config, progress=False)}/report.json"))
     assert report["per_action"]["like"] == 6 and report["per_action"]["hate"] == 6 and report["users"] == 1
+
+
+def test_duplicates_merge_into_one_interaction_with_the_union_of_actions(tmp_path):
+    # a view-and-cart pattern: (a, x, 1) logged twice, once clicked, once liked; (a, y, 2) three times
+    rows = ["a\tx\t1\t1\t0", "a\ty\t2\t0\t0", "a\tx\t1\t0\t1", "a\ty\t2\t0\t0", "a\ty\t2\t1\t0", "a\tz\t3\t0\t0",
+            "a\tw\t4\t1\t1"]
+    log = tmp_path / "log.tsv"
+    log.write_text("\n".join(["u\ti\tt\tclick\tlike", *rows]) + "\n")
+    _, load, report = _prepare(tmp_path, log, **{"source.duplicates": "merge"})
+    assert report["rows_dropped"] == {"duplicate event merged into the first": 3} and report["rows_kept"] == 4
+    assert load("timestamp").tolist() == [1, 2, 3, 4]
+    assert load("labels").tolist() == [[1, 1], [1, 0], [0, 0], [1, 1]]
+    assert load("action").tolist() == [3, 1, 0, 3]  # the bitmask of the merged labels
