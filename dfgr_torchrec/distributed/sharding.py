@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -182,11 +182,15 @@ def _strip_wrappers(key: str) -> str:
     return key
 
 
-def table_pooling_factors(model: nn.Module, mean_history_len: float) -> Dict[str, List[float]]:
-    """Per table, the ids looked up per sample of each of its features: a history feature looks up
-    the mean history length, a candidate or per-user feature about one."""
+def table_pooling_factors(
+    model: nn.Module, mean_history_len: float, tables: Optional[Iterable[str]] = None
+) -> Dict[str, List[float]]:
+    """Per table (of ``tables``, default all), the ids looked up per sample of each of its features:
+    a history feature looks up the mean history length, a candidate feature one."""
+    wanted = None if tables is None else set(tables)
     return {
         table.name: [1.0 if is_candidate_feature(f) else mean_history_len for f in table.feature_names]
         for ec in _embedding_collections(model)
         for table in ec.embedding_configs()
+        if wanted is None or table.name in wanted
     }

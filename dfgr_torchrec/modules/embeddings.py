@@ -76,6 +76,8 @@ class SequenceEmbedding(nn.Module):
         ]
         self.collection = EmbeddingCollection(tables=tables, device=device)
         self.placeholder = PlaceholderAction(dim, device=device) if merge_tokens else None
+        # no module at 0, so a model without dropout draws nothing from the RNG
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else None
         self.merge_projection = (
             nn.Linear(2 * dim, d_model, device=device) if merge_tokens and config.merge == MergeOp.CONCAT else None
         )
@@ -99,6 +101,10 @@ class SequenceEmbedding(nn.Module):
             context = _user_context(looked_up, list(self.config.user_vocab_sizes))  # [B, dim]
             items = _add_per_user(items, context)
             candidates = _add_per_user(candidates, context)
+        if self.dropout is not None:
+            items, actions, candidates = (
+                JaggedTensor(values=self.dropout(jt.values()), lengths=jt.lengths()) for jt in (items, actions, candidates)
+            )
         return SequenceEmbeddings(items=items, actions=actions, candidates=candidates)
 
     def merge(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -45,8 +45,7 @@ class TrainRecipe:
         self.data = prepare_data(c.data.config)
         torch.manual_seed(c.train.seed)
         model = build_model(c.model, self.data.schema, device=torch.device("meta"))
-        pooling = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len))
-        pooling = {table: pooling[table] for table in c.sharding if table in pooling}
+        pooling = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len), tables=c.sharding)
         self.dmp = shard_model(model, c.sharding, self.env.device, pooling_factors=pooling, **sparse_optimizer_args(c.optim))
         self.train_data = SequenceDataset(
             self.data, "train", c.data.batch_size, c.data.max_seq_len, self.env.rank, self.env.world_size,
@@ -148,7 +147,8 @@ class TrainRecipe:
         return evaluate_model(self.dmp.module, dataset, self.data.tasks, split, self.env.device)
 
     def save(self) -> str:
-        return self.state.save(self.ckpt_dir, self.config.checkpoint.keep)
+        with self.logger.paused():  # checkpoint time is not training throughput
+            return self.state.save(self.ckpt_dir, self.config.checkpoint.keep)
 
     def _write_metrics(self, metrics: Dict[str, Any], what: str) -> Dict[str, Any]:
         if self.env.is_main:

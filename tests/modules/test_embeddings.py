@@ -76,3 +76,17 @@ def test_concat_merge_projects_to_d_model():
 def test_meta_device_allocates_nothing():
     emb = SequenceEmbedding(CFG, d_model=8, device=torch.device("meta"))
     assert all(p.device.type == "meta" for p in emb.parameters())
+
+
+def test_embedding_dropout_only_in_training():
+    cfg = SequenceEmbeddingConfig(
+        item_vocab_size=20, action_vocab_sizes={"click": 2, "like": 2}, item_side_vocab_sizes={"category": 5},
+        user_vocab_sizes={"user_id": 7}, embedding_dim=8, dropout=0.5,
+    )
+    torch.manual_seed(0)
+    emb = SequenceEmbedding(cfg, d_model=8)
+    train = emb(_kjt()).items.values()
+    assert (train == 0).float().mean() > 0.2  # about half the entries dropped
+    emb.eval()
+    assert (emb(_kjt()).items.values() != 0).all()
+    assert SequenceEmbedding(CFG, d_model=8).dropout is None  # off by default: no module

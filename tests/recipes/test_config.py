@@ -1,14 +1,19 @@
 """Training configs: composition from defaults, key=value overrides, validation naming the key."""
 
+import glob
+import os
+
 import pytest
 
 from dfgr_torchrec.recipes.config import load_train_config
 
 
 def test_real_configs_load():
-    for path in ("configs/train/dfgr_movielens.yaml", "configs/train/metagr_movielens.yaml",
-                 "configs/train/dfgr_kuairand.yaml", "configs/train/metagr_kuairand.yaml", "configs/train/debug.yaml"):
+    paths = sorted(glob.glob("configs/train/*.yaml")) + ["configs/debug/dfgr_synthetic.yaml"]
+    assert len(paths) >= 8
+    for path in paths:
         config = load_train_config(path)
+        assert os.path.exists(config.data.config), path
         assert config.model.interaction.d_model == config.model.embeddings.embedding_dim
 
 
