@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List
 
 ITEM_FEATURE = "item_id"
 ACTION_FEATURE = "action"  # the single action feature of a prepared data set (an action id per interaction)
+USER_FEATURE = "user_id"  # a prepared data set's user, as a per-user feature (row = user index + 1)
 CANDIDATE_PREFIX = "cand_"
 
 

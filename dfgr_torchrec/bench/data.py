@@ -91,7 +91,7 @@ def _time_training(data: PreparedData, batches: List[SequenceBatch], train_confi
     """Sequences per second of one process training the config's model (unsharded) on ``batches``."""
     train_config = load_train_config(train_config_path)
     torch.manual_seed(0)
-    model = build_model(train_config.model, data.schema)
+    model = build_model(train_config.model, data.schema())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(batches[0]).loss.backward()  # warm-up
     start, sequences = time.perf_counter(), 0

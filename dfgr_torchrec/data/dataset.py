@@ -15,7 +15,14 @@ from torchrec import KeyedJaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION
 from dfgr_torchrec.data.prepare import TEST, TRAIN, VALID
-from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, DataSchema, candidate_feature, is_candidate_feature
+from dfgr_torchrec.features import (
+    ACTION_FEATURE,
+    ITEM_FEATURE,
+    USER_FEATURE,
+    DataSchema,
+    candidate_feature,
+    is_candidate_feature,
+)
 
 SPLITS = ("train", "valid", "test")
 
@@ -56,14 +63,15 @@ class PreparedData:
     def num_users(self) -> int:
         return int(self.meta["num_users"])
 
-    @property
-    def schema(self) -> DataSchema:
-        """The tasks and table sizes a model trained on this data set needs."""
+    def schema(self, user_id: bool = False) -> DataSchema:
+        """The tasks and table sizes a model trained on this data set needs; ``user_id`` adds the
+        user as a per-user feature (row 0 left for a user the data set does not know)."""
         return DataSchema(
             tasks=self.tasks,
             item_rows=int(self.meta["item_rows"]),
             action_rows={ACTION_FEATURE: int(self.meta["action_rows"])},
             side_rows={k: int(v) for k, v in self.meta["side_rows"].items()},
+            user_rows={USER_FEATURE: self.num_users + 1} if user_id else {},
         )
 
     def mean_history_length(self, max_seq_len: int) -> float:
@@ -107,6 +115,7 @@ class SequenceDataset(IterableDataset):
         rank, world_size: this process's shard.
         shuffle: shuffle users each epoch (default: only for ``train``).
         seed: shuffling seed.
+        user_id: emit each user's id as the per-user feature ``user_id`` (see ``PreparedData.schema``).
         random_window: ``train`` only: instead of the most recent ``max_seq_len`` interactions,
             a window ending at a random point of the training history (drawn per user and epoch),
             so long histories are seen in full over the epochs.
@@ -123,6 +132,7 @@ class SequenceDataset(IterableDataset):
         shuffle: Optional[bool] = None,
         seed: int = 0,
         random_window: bool = False,
+        user_id: bool = False,
     ) -> None:
         super().__init__()
         if split not in SPLITS:
@@ -145,7 +155,7 @@ class SequenceDataset(IterableDataset):
         needs = self._history_count > 0 if split == "train" else self._candidate_count > 0
         self.users = np.flatnonzero(needs)
         self.dropped_users = len(self.users) % world_size if split == "train" else 0
-        self.feature_names = d.schema.feature_names
+        self.feature_names = d.schema(user_id).feature_names
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -209,9 +219,11 @@ class SequenceDataset(IterableDataset):
             per_key[name] = column[rows]
             per_key[candidate_feature(name)] = column[cand_rows]
         per_key[ACTION_FEATURE] = d.action[rows]
+        per_key[USER_FEATURE] = np.where(padding, 0, users + 1)
         keys = self.feature_names
         values = torch.from_numpy(np.concatenate([np.asarray(per_key[k], dtype=np.int64) for k in keys]))
-        lengths = torch.cat([c_lengths if is_candidate_feature(k) else h_lengths for k in keys])
+        one_each = torch.ones(len(users), dtype=torch.int64)
+        lengths = torch.cat([one_each if k == USER_FEATURE else c_lengths if is_candidate_feature(k) else h_lengths for k in keys])
         return SequenceBatch(
             features=KeyedJaggedTensor(keys=keys, values=values, lengths=lengths),
             timestamps=torch.from_numpy(np.asarray(d.timestamp[rows], dtype=np.int64)),

@@ -7,7 +7,7 @@ logits); its EmbeddingCollections are sharded by the recipe like any other.
 
 Example::
 
-    model = build_model(config.model, data.schema, device=torch.device("meta"))
+    model = build_model(config.model, data.schema(), device=torch.device("meta"))
     register_model("my_ranker", MyRanker)   # then `model: {type: my_ranker}` in a YAML
 """
 
@@ -20,11 +20,13 @@ from torch import nn
 
 from dfgr_torchrec.config import RankingModelConfig, fill_from_data
 from dfgr_torchrec.features import DataSchema
+from dfgr_torchrec.models.bias import BiasModel
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel, RankingOutput
 
 MODELS: Dict[str, Type[nn.Module]] = {
     "dfgr": DFGRRankingModel,
     "metagr": MetaGRRankingModel,
+    "bias": BiasModel,
 }
 
 

@@ -21,6 +21,7 @@ class SequenceEmbeddings:
     items: JaggedTensor  # item (+ side features) of every history interaction
     actions: JaggedTensor  # summed action-feature embeddings of every history interaction
     candidates: JaggedTensor  # item (+ side features) of every candidate
+    users: Optional[torch.Tensor] = None  # [B, dim] summed user-feature embeddings (None without user features)
 
 
 class SequenceEmbedding(nn.Module):
@@ -38,6 +39,8 @@ class SequenceEmbedding(nn.Module):
             and candidates, and the concat projection (DFGR). MetaGR keeps item and action
             tokens apart and passes False (an unused parameter would break DDP).
         device: where to allocate.
+        add_user_context: add the user embedding to every item and candidate token (the
+            generative models); False leaves it apart, in ``SequenceEmbeddings.users``.
 
     Example::
 
@@ -53,10 +56,12 @@ class SequenceEmbedding(nn.Module):
         d_model: int,
         merge_tokens: bool = True,
         device: Optional[torch.device] = None,
+        add_user_context: bool = True,
     ) -> None:
         super().__init__()
         check(config.item_vocab_size is not None, "embeddings.item_vocab_size", "a size", None)
         self.config = config
+        self.add_user_context = add_user_context
         dim = config.embedding_dim
         tables = [
             EmbeddingConfig(
@@ -97,15 +102,15 @@ class SequenceEmbedding(nn.Module):
             looked_up, [candidate_feature(n) for n in (ITEM_FEATURE, *self.config.item_side_vocab_sizes)]
         )
         actions = _sum_values(looked_up, list(self.config.action_vocab_sizes))
-        if self.config.user_vocab_sizes:
-            context = _user_context(looked_up, list(self.config.user_vocab_sizes))  # [B, dim]
+        context = _user_context(looked_up, list(self.config.user_vocab_sizes)) if self.config.user_vocab_sizes else None
+        if context is not None and self.add_user_context:  # [B, dim] onto every token of the user
             items = _add_per_user(items, context)
             candidates = _add_per_user(candidates, context)
         if self.dropout is not None:
             items, actions, candidates = (
                 JaggedTensor(values=self.dropout(jt.values()), lengths=jt.lengths()) for jt in (items, actions, candidates)
             )
-        return SequenceEmbeddings(items=items, actions=actions, candidates=candidates)
+        return SequenceEmbeddings(items=items, actions=actions, candidates=candidates, users=context)
 
     def merge(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """One token per interaction from its item and action embeddings."""

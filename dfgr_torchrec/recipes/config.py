@@ -28,7 +28,7 @@ from dfgr_torchrec.training.steps import PIPELINES
 class DataSection:
     """Args: ``config`` the data YAML; ``max_seq_len`` history kept (most recent); batch sizes in
     users; loader ``num_workers``; ``random_window`` a random ``max_seq_len`` window of each
-    training history per epoch."""
+    training history per epoch; ``user_id`` feeds the user's id to the model (a per-user feature)."""
 
     config: str = "configs/data/movielens-1m.yaml"
     max_seq_len: int = 200
@@ -36,6 +36,7 @@ class DataSection:
     eval_batch_size: int = 128
     num_workers: int = 1
     random_window: bool = True
+    user_id: bool = False
 
     def __post_init__(self) -> None:
         for key in ("max_seq_len", "batch_size", "eval_batch_size"):

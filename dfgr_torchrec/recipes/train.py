@@ -44,12 +44,12 @@ class TrainRecipe:
         self.env = init_distributed()
         self.data = prepare_data(c.data.config)
         torch.manual_seed(c.train.seed)
-        model = build_model(c.model, self.data.schema, device=torch.device("meta"))
+        model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"))
         pooling = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len), tables=c.sharding)
         self.dmp = shard_model(model, c.sharding, self.env.device, pooling_factors=pooling, **sparse_optimizer_args(c.optim))
         self.train_data = SequenceDataset(
             self.data, "train", c.data.batch_size, c.data.max_seq_len, self.env.rank, self.env.world_size,
-            seed=c.train.seed, random_window=c.data.random_window,
+            seed=c.train.seed, random_window=c.data.random_window, user_id=c.data.user_id,
         )
         self.steps_per_epoch = len(self.train_data)
         self.total_steps = c.train.max_steps or self.steps_per_epoch * c.train.epochs
@@ -140,9 +140,8 @@ class TrainRecipe:
     def evaluate(self, split: str) -> Dict[str, Any]:
         """Scores every candidate of ``split`` with the inference path (collective; metrics on rank 0)."""
         c = self.config
-        dataset = SequenceDataset(
-            self.data, split, c.data.eval_batch_size, c.data.max_seq_len, self.env.rank, self.env.world_size
-        )
+        dataset = SequenceDataset(self.data, split, c.data.eval_batch_size, c.data.max_seq_len, self.env.rank,
+                                  self.env.world_size, user_id=c.data.user_id)
         # the dataset iterates its own batches: a DataLoader here would draw from the global RNG (dropout's)
         return evaluate_model(self.dmp.module, dataset, self.data.tasks, split, self.env.device)
 

@@ -70,7 +70,7 @@ def test_model_trains_and_scores_on_real_batches(shared_data):
         interaction=InteractionConfig(d_model=16, num_layers=1, max_seq_len=64, mask_mode="session"),
     )
     torch.manual_seed(0)
-    model = build_model(config, data.schema)
+    model = build_model(config, data.schema())
     batch = next(iter(make_dataloader(SequenceDataset(data, "train", 16, 64))))
     out = model(batch)
     out.loss.backward()
@@ -116,3 +116,14 @@ def test_evaluation_splits_give_every_rank_the_same_number_of_batches(tiny, worl
                 assert int(batch.history_lengths.sum()) == 0 and int(batch.candidate_lengths.sum()) == 0
     assert len(set(counts)) == 1 and sorted(users) == sorted(everyone)
     assert padding == world_size * counts[0] - len(set(everyone))  # 2 users with candidates
+
+
+def test_user_id_feature_is_one_id_per_user(tiny):
+    ds = SequenceDataset(tiny, "test", batch_size=8, max_seq_len=4, user_id=True)
+    batch = ds.make_batch(np.array([1, 0]))
+    assert batch.features["user_id"].lengths().tolist() == [1, 1]
+    assert batch.features["user_id"].values().tolist() == [2, 1]  # row = user index + 1
+    assert tiny.schema(user_id=True).user_rows == {"user_id": tiny.num_users + 1}
+    assert "user_id" not in SequenceDataset(tiny, "test", batch_size=8, max_seq_len=4).feature_names
+    padding = ds.make_batch(np.zeros(0, dtype=np.int64))
+    assert padding.features["user_id"].values().tolist() == [0]

@@ -1,0 +1,61 @@
+"""The shared frame of the pointwise baselines: embeddings, one sample per scored interaction, a head.
+
+A subclass says how a :class:`~dfgr_torchrec.modules.pointwise.PointwiseSamples` becomes
+``[S, num_tasks]`` logits (:meth:`PointwiseRankingModel.logits`); training, scoring, the loss and
+the sharded tables are the same as DFGR's, so every model sees the same inputs and candidates.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.config import MaskMode, RankingModelConfig, SequenceEmbeddingConfig
+from dfgr_torchrec.models.ranking import RankingOutput
+from dfgr_torchrec.modules.embeddings import SequenceEmbedding
+from dfgr_torchrec.modules.heads import MultiTaskBCELoss
+from dfgr_torchrec.modules.pointwise import PointwiseSamples, candidate_samples, training_samples
+
+
+class PointwiseRankingModel(nn.Module):
+    """Base class: ``forward`` trains on every history interaction, ``score_candidates`` scores candidates.
+
+    Args:
+        config: embeddings, tasks, ``interaction.mask_mode`` (what history a target sees).
+        device: ``"meta"`` to let DistributedModelParallel allocate and shard.
+        embeddings: the tables to build, if not ``config.embeddings`` (e.g. narrower ones).
+    """
+
+    def __init__(
+        self, config: RankingModelConfig, device: Optional[torch.device] = None,
+        embeddings: Optional[SequenceEmbeddingConfig] = None,
+    ) -> None:
+        super().__init__()
+        config.require_complete()
+        self.config = config
+        tables = embeddings or config.embeddings
+        self.embedding = SequenceEmbedding(
+            tables, tables.embedding_dim, merge_tokens=False, device=device, add_user_context=False
+        )
+        self.session = config.interaction.mask_mode == MaskMode.SESSION
+        self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
+
+    def logits(self, samples: PointwiseSamples) -> torch.Tensor:
+        """``[S, num_tasks]`` logits of the samples."""
+        raise NotImplementedError
+
+    def forward(self, batch: SequenceBatch) -> RankingOutput:
+        emb = self.embedding(batch.features)
+        logits = self.logits(training_samples(emb, batch.timestamps, self.session))
+        loss, task_losses = self.loss(logits, batch.labels)
+        return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
+
+    def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
+        """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
+        emb = self.embedding(batch.features)
+        samples = candidate_samples(emb, batch.timestamps, batch.candidate_timestamps, self.session)
+        return JaggedTensor(values=self.logits(samples), lengths=emb.candidates.lengths())
