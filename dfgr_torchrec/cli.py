@@ -1,4 +1,4 @@
-"""The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr bench ...``, ``dfgr demo``."""
+"""The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr study``, ``dfgr bench ...``, ``dfgr demo``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
     train_recipe.add_arguments(eval_parser)
     eval_parser.set_defaults(run=lambda args: train_recipe.run_cli(args, eval_only=True))
+
+    from dfgr_torchrec.study import cli as study_cli
+
+    study_parser = commands.add_parser("study", help="models x data sets x grid x seeds, chosen on validation")
+    study_cli.add_arguments(study_parser)
+    study_parser.set_defaults(run=study_cli.run)
 
     bench = commands.add_parser("bench", help="benchmarks (print a table and write JSON)")
     benches = bench.add_subparsers(dest="bench", required=True)

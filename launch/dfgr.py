@@ -115,6 +115,26 @@ def demo(
     return _single_role_app("dfgr-demo", image, args, cpu, memMB)
 
 
+def study(
+    config: str = "configs/study/quick.yaml",
+    out: str = "results/quick",
+    image: str = ".",
+    cpu: int = 2,
+    memMB: int = 8192,
+) -> specs.AppDef:
+    """Runs a study (models x data sets x grid x seeds, chosen on validation); resumable: rerun to continue.
+
+    Args:
+        config: study YAML, relative to the image (the repository root with local_cwd).
+        out: output folder: runs/, results.jsonl, summary.md, PNG plots.
+        image: the working directory / image holding the repository.
+        cpu: CPUs to reserve.
+        memMB: memory to reserve, in MB.
+    """
+    args = ["-m", "dfgr_torchrec.cli", "study", "--config", config, "--out", out]
+    return _single_role_app("dfgr-study", image, args, cpu, memMB)
+
+
 def bench_attention(
     seq_lens: str = "256,512,1024",
     num_candidates: int = 64,

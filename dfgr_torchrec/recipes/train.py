@@ -132,7 +132,7 @@ class TrainRecipe:
         the recipe reads it."""
         selection = self.state.selector.summary()  # before loading: the best checkpoint holds an older history
         self._load_best()
-        metrics = self.evaluate("test")
+        metrics = self.evaluate("test") if self.config.eval.test else (selection["valid"] or {})
         self.logger.evaluation(metrics, self.state.step)
         self.logger.close()
         return self._write_metrics({**metrics, **selection} if metrics else {}, "final")

@@ -20,12 +20,15 @@ METRICS = {"auc": 1.0, "gauc": 1.0, "logloss": -1.0, "ne": -1.0}  # metric -> si
 class EvalConfig:
     """Args: ``every_steps`` validate every N steps (0: at each epoch's end; the best point is
     often inside the first epoch); ``metric`` the selection metric (mean over tasks); ``patience``
-    stop after this many validations without an improvement of more than ``min_delta`` (0: never)."""
+    stop after this many validations without an improvement of more than ``min_delta`` (0: never);
+    ``test``: score the selected checkpoint on the test split at the end (a grid search turns it
+    off for the points it does not choose: ``dfgr eval --split test`` scores the chosen one later)."""
 
     every_steps: int = 0
     metric: str = "auc"
     patience: int = 0
     min_delta: float = 0.0
+    test: bool = True
 
     def __post_init__(self) -> None:
         check(isinstance(self.every_steps, int) and self.every_steps >= 0, "every_steps", "an integer >= 0", self.every_steps)

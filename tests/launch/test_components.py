@@ -26,6 +26,9 @@ class ComponentsValidate(ComponentTestCase):
     def test_evaluate(self):
         self.validate(components, "evaluate")
 
+    def test_study(self):
+        self.validate(components, "study")
+
 
 def test_train_app_is_a_ddp_job_of_the_recipe():
     app = components.train("optim.lr=0.01", config="configs/train/debug.yaml", j="2x4", max_retries=3)

@@ -1,0 +1,92 @@
+"""``hstu``: generative-recommenders' ranking model (Meta's ``DlrmHSTU``) on this package's inputs.
+
+One token per interaction (``content MLP + action MLP``, not interleaved), the candidates
+appended after the history with a learned placeholder action, STU layers, and the loss on the
+appended targets only: in training, the last ``num_targets`` interactions of each window. See
+:class:`~dfgr_torchrec.modules.stu.HSTUInteraction` for the layout and
+:class:`~dfgr_torchrec.modules.stu.STULayer` for the layer math.
+
+Where it differs from Meta's code, to share this package's inputs and heads with DFGR:
+positions/time gaps use DFGR's ``PositionTimeEncoding`` (absolute position, log2 gap to the
+previous interaction; Meta counts positions back from the end of the history and buckets the
+time to the request, and scales the tokens by ``sqrt(d)``), user features are added to every
+item token instead of being prepended as contextual tokens, the action embedding is the
+package's (summed action-feature tables) rather than Meta's per-action-type concat, and the
+prediction head is :class:`~dfgr_torchrec.modules.heads.MultiTaskHead`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.models.ranking import RankingOutput
+from dfgr_torchrec.modules.embeddings import SequenceEmbedding
+from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
+from dfgr_torchrec.modules.stu import HSTUInteraction
+
+DEFAULT_NUM_TARGETS = 8
+
+
+class HSTUModel(nn.Module):
+    """HSTU ranking: trains on the last ``num_targets`` interactions of each window, scores candidates.
+
+    ``forward`` (training) moves the last ``num_targets`` interactions of every window to the
+    candidate side (placeholder action, each seeing the earlier history and itself) and
+    returns the BCE on them: ``RankingOutput.logits`` / ``labels`` hold those targets' rows
+    only (``min(num_targets, L - 1)`` per user of ``L`` interactions; ``L = 1`` gives one
+    target with an empty history). ``score_candidates`` scores each user's candidates after
+    the whole history. DFGR, by contrast, trains on every history position.
+
+    Args:
+        config: embeddings, interaction (``d_model``, layers, heads, ``mask_mode``, ...) and tasks.
+        device: ``"meta"`` to let DistributedModelParallel allocate and shard.
+        num_targets: training targets per window (Meta's ``num_targets``; default 8).
+
+    Example::
+
+        model = HSTUModel(config)               # config sized by fill_from_data
+        out = model(batch)                      # RankingOutput: loss, logits [K, num_tasks] of the targets
+        out.loss.backward()
+        scores = model.score_candidates(batch)  # JaggedTensor of [M, num_tasks] logits
+    """
+
+    def __init__(
+        self, config: RankingModelConfig, device: Optional[torch.device] = None, num_targets: int = DEFAULT_NUM_TARGETS
+    ) -> None:
+        super().__init__()
+        config.require_complete()
+        self.config = config
+        d_model = config.interaction.d_model
+        self.embedding = SequenceEmbedding(config.embeddings, d_model, merge_tokens=False, device=device)
+        self.interaction = HSTUInteraction(
+            config.interaction, config.embeddings.embedding_dim, num_targets=num_targets, device=device
+        )
+        self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device)
+        self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
+
+    @property
+    def num_targets(self) -> int:
+        return self.interaction.num_targets
+
+    def forward(self, batch: SequenceBatch) -> RankingOutput:
+        emb = self.embedding(batch.features)
+        # the interaction is free of sharded modules: a leaf for TorchRec's pipeline tracer
+        targets = self.interaction(emb.items, emb.actions, batch.history_timestamps(), batch.labels)
+        states, labels = targets[0], targets[1]
+        logits = self.head(states)
+        loss, task_losses = self.loss(logits, labels)
+        return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=labels)
+
+    def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
+        """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
+        emb = self.embedding(batch.features)
+        states = self.interaction.score(
+            emb.items, emb.actions, emb.candidates, batch.history_timestamps(), batch.candidate_timestamps_jagged()
+        )
+        return JaggedTensor(values=self.head(states), lengths=emb.candidates.lengths())

@@ -1,0 +1,1 @@
+"""``dfgr study``: models x data sets x a tuning grid x seeds, resumable, chosen on validation."""

@@ -1,0 +1,23 @@
+"""``dfgr study --config configs/study/<name>.yaml --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, List
+
+from dfgr_torchrec.study.config import load_study_config
+from dfgr_torchrec.study.report import write_results
+from dfgr_torchrec.study.runner import StudyRunner
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="study YAML, e.g. configs/study/quick.yaml")
+    parser.add_argument("--out", required=True, help="output folder (runs/, results.jsonl, summary.md, plots)")
+
+
+def run(args: argparse.Namespace) -> List[Any]:
+    config = load_study_config(args.config)
+    records = StudyRunner(config, args.out).run()
+    rows = write_results(records, args.out)
+    print(open(f"{args.out}/summary.md").read())
+    return rows

@@ -1,0 +1,86 @@
+"""Study configs: which models on which data sets, the grid every model gets, the seeds.
+
+Example (``configs/study/quick.yaml``)::
+
+    name: quick
+    nproc: 2                                  # processes per run (torchrun, gloo on CPU)
+    seeds: [0, 1, 2]                          # the first runs the grid; the others repeat its best point
+    common: [eval.every_steps=50]             # overrides for every run
+    grid: {optim.lr: [0.001, 0.003]}          # crossed; the same points for every (data set, model)
+    datasets:
+      kuairand:
+        dfgr: configs/train/dfgr_kuairand.yaml
+        bias: [configs/train/dfgr_kuairand.yaml, model.type=bias, data.user_id=true]
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Union
+
+import yaml
+
+from dfgr_torchrec.config import check, from_dict
+
+ModelEntry = Union[str, List[str]]
+
+
+@dataclass
+class ModelRun:
+    """One model on one data set: its training config and the overrides that make it this model."""
+
+    data: str
+    model: str
+    config: str
+    overrides: List[str]
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    datasets: Dict[str, Dict[str, ModelEntry]]
+    seeds: List[int] = field(default_factory=lambda: [0])
+    grid: Dict[str, List[Any]] = field(default_factory=dict)
+    common: List[str] = field(default_factory=list)
+    nproc: int = 2
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.seeds, list) and len(self.seeds) > 0, "seeds", "a non-empty list of integers", self.seeds)
+        check(isinstance(self.nproc, int) and self.nproc > 0, "nproc", "a positive integer", self.nproc)
+        for key, values in self.grid.items():
+            check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "a non-empty list of values", values)
+        check(isinstance(self.datasets, Mapping) and len(self.datasets) > 0, "datasets", "at least one data set", self.datasets)
+        for data, models in self.datasets.items():
+            check(isinstance(models, Mapping) and len(models) > 0, f"datasets.{data}", "a mapping of models", models)
+            for model, entry in models.items():
+                ok = isinstance(entry, str) or (isinstance(entry, list) and entry and all(isinstance(e, str) for e in entry))
+                check(ok, f"datasets.{data}.{model}", "a config path, or [config path, key=value, ...]", entry)
+                path = entry if isinstance(entry, str) else entry[0]
+                check(os.path.exists(path), f"datasets.{data}.{model}", "an existing training config", path)
+
+    def model_runs(self) -> List[ModelRun]:
+        runs = []
+        for data, models in self.datasets.items():
+            for model, entry in models.items():
+                config, *overrides = [entry] if isinstance(entry, str) else entry
+                runs.append(ModelRun(data, model, config, [*self.common, *overrides]))
+        return runs
+
+    def grid_points(self) -> List[Dict[str, Any]]:
+        """Every combination of the grid's values (one empty point without a grid)."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def load_study_config(path: str) -> StudyConfig:
+    """Reads and validates a study YAML; errors name the file and the key."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_dict(StudyConfig, raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -1,0 +1,157 @@
+"""A study's outputs: ``results.jsonl`` (a row per run x split x task), ``summary.md``, PNG plots.
+
+Test numbers are reported for the chosen grid point only (the others were never tested), as the
+mean and standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+METRICS = ("auc", "gauc", "logloss", "ne", "calibration")
+
+
+def split_metrics(record: Dict[str, Any], runs_dir: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """``(split, metrics)`` of a run: validation at selection; test where it was scored."""
+    final = record["final"]
+    if final.get("valid"):
+        yield "valid", final["valid"]
+    if final.get("split") == "test":
+        yield "test", final
+    else:
+        path = os.path.join(runs_dir, record["name"], "metrics_eval.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                yield "test", json.load(f)
+
+
+def result_rows(records: List[Dict[str, Any]], runs_dir: str) -> List[Dict[str, Any]]:
+    rows = []
+    for r in records:
+        for split, metrics in split_metrics(r, runs_dir):
+            for task, m in metrics["tasks"].items():
+                rows.append({
+                    "data": r["data"], "model": r["model"], "seed": r["seed"], "params": r["params"], "point": r["point"],
+                    "chosen": r["chosen"], "split": split, "task": task, **{k: m[k] for k in METRICS},
+                    "selected_step": r["final"].get("selected_step"), "train_seconds": r["train_seconds"],
+                    "train_flops": None,  # not counted yet
+                })
+    return rows
+
+
+def write_results(records: List[Dict[str, Any]], out: str) -> List[Dict[str, Any]]:
+    rows = result_rows(records, os.path.join(out, "runs"))
+    with open(os.path.join(out, "results.jsonl"), "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(summary_markdown(rows, records))
+    plot(rows, records, out)
+    return rows
+
+
+def _mean_std(values: List[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {std:.4f}"
+
+
+def _per_seed_task_mean(rows: List[Dict[str, Any]], metric: str) -> List[float]:
+    by_seed: Dict[int, List[float]] = defaultdict(list)
+    for row in rows:
+        by_seed[row["seed"]].append(row[metric])
+    return [statistics.mean([v for v in vs if not math.isnan(v)] or [math.nan]) for vs in by_seed.values()]
+
+
+def summary_markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) -> str:
+    """Per data set: each model's test mean AUC / GAUC over tasks (mean ± std over seeds), the
+    chosen grid point, and each task's test AUC."""
+    test = [r for r in rows if r["split"] == "test" and r["chosen"]]
+    lines = ["# Study summary", "", "Test split, checkpoint and grid point chosen on validation; mean ± std over seeds.", ""]
+    for data in dict.fromkeys(r["data"] for r in records):
+        lines += [f"## {data}", "", "| model | seeds | mean AUC | mean GAUC | chosen point |", "|---|---|---|---|---|"]
+        tasks = list(dict.fromkeys(r["task"] for r in test if r["data"] == data))
+        for model in dict.fromkeys(r["model"] for r in records if r["data"] == data):
+            mine = [r for r in test if r["data"] == data and r["model"] == model]
+            if not mine:
+                continue
+            seeds = len({r["seed"] for r in mine})
+            point = json.dumps(mine[0]["params"]) if mine[0]["params"] else "-"
+            lines.append(f"| {model} | {seeds} | {_mean_std(_per_seed_task_mean(mine, 'auc'))} | "
+                         f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | {point} |")
+        lines += ["", "| model | " + " | ".join(f"AUC {t}" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+        for model in dict.fromkeys(r["model"] for r in test if r["data"] == data):
+            cells = [_mean_std([r["auc"] for r in test if r["data"] == data and r["model"] == model and r["task"] == t])
+                     for t in tasks]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: List[Dict[str, Any]], records: List[Dict[str, Any]], out: str) -> List[str]:
+    """``<data>_test_auc.png`` (per-task bars with std error bars) and ``<data>_validation.png``
+    (the validation score over steps of each model's chosen first-seed run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for data in dict.fromkeys(r["data"] for r in records):
+        written.append(_bars(plt, [r for r in rows if r["data"] == data and r["split"] == "test" and r["chosen"]],
+                             os.path.join(out, f"{data}_test_auc.png"), data))
+        written.append(_curves(plt, [r for r in records if r["data"] == data and r["chosen"]],
+                               os.path.join(out, f"{data}_validation.png"), data))
+    return [w for w in written if w]
+
+
+def _bars(plt, test: List[Dict[str, Any]], path: str, data: str) -> Optional[str]:
+    if not test:
+        return None
+    tasks = list(dict.fromkeys(r["task"] for r in test))
+    models = list(dict.fromkeys(r["model"] for r in test))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) * len(models) / 2), 4))
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        values = [[r["auc"] for r in test if r["model"] == model and r["task"] == t] for t in tasks]
+        means = [statistics.mean(v) if v else math.nan for v in values]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        ax.bar([j + i * width for j in range(len(tasks))], means, width, yerr=stds, capsize=2, label=model)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks, rotation=30)
+    ax.set_ylim(0.45, 1.0)
+    ax.set_ylabel("test AUC")
+    ax.set_title(f"{data}: test AUC per task (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _curves(plt, records: List[Dict[str, Any]], path: str, data: str) -> Optional[str]:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = 0
+    for model in dict.fromkeys(r["model"] for r in records):
+        first = min((r for r in records if r["model"] == model), key=lambda r: r["seed"])
+        history = first["final"].get("selection", {}).get("history") or []
+        if history:
+            ax.plot([h["step"] for h in history], [h["score"] for h in history], marker=".", label=model)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation score (mean over tasks)")
+    ax.set_title(f"{data}: validation during training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,117 @@
+"""Runs a study: every grid point on the first seed, the best point (on validation) on every seed.
+
+Each run is the training recipe in its own ``torchrun`` job, writing to ``<out>/runs/<name>``.
+A run whose ``metrics_final.json`` exists is done and skipped; an interrupted one resumes from
+its checkpoint (``--resume``), so a study stopped at any point continues where it was. Grid
+points the study does not choose are never scored on the test split (``eval.test=false``); the
+chosen point is, once per seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from dfgr_torchrec.study.config import ModelRun, StudyConfig
+
+Launcher = Callable[[List[str], str], int]  # (recipe arguments, log path) -> exit code
+
+
+def torchrun(nproc: int) -> Launcher:
+    """Launches the recipe as ``torchrun --standalone --nproc_per_node nproc``, logging to a file."""
+
+    def launch(args: List[str], log_path: str) -> int:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "dfgr_torchrec.recipes.train", *args]
+        with open(log_path, "a") as log:
+            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+
+    return launch
+
+
+def run_name(run: ModelRun, point: int, seed: int) -> str:
+    return f"{run.data}__{run.model}__p{point}__s{seed}"
+
+
+class StudyRunner:
+    """Args: the study, its output folder, and how to launch one recipe run (default: torchrun)."""
+
+    def __init__(self, config: StudyConfig, out: str, launcher: Optional[Launcher] = None) -> None:
+        self.config, self.out = config, out
+        self.runs_dir = os.path.join(out, "runs")
+        self.launch = launcher or torchrun(config.nproc)
+
+    def run(self) -> List[Dict[str, Any]]:
+        """Runs (or skips) everything; returns one record per finished run."""
+        os.makedirs(self.runs_dir, exist_ok=True)
+        records = []
+        for model_run in self.config.model_runs():
+            records += self._model(model_run)
+        return records
+
+    def _model(self, model_run: ModelRun) -> List[Dict[str, Any]]:
+        points, seeds = self.config.grid_points(), self.config.seeds
+        single = len(points) == 1
+        tried = [self._ensure(model_run, i, point, seeds[0], test=single) for i, point in enumerate(points)]
+        best = max(range(len(points)), key=lambda i: _score(tried[i]))
+        if not single:
+            self._ensure_test(model_run, best, seeds[0])
+        chosen = [self._ensure(model_run, best, points[best], seed, test=True) for seed in seeds[1:]]
+        for i, record in enumerate(tried):
+            record["chosen"] = i == best
+        return tried + [{**record, "chosen": True} for record in chosen]
+
+    def _ensure(self, model_run: ModelRun, point: int, params: Dict[str, Any], seed: int, test: bool) -> Dict[str, Any]:
+        name = run_name(model_run, point, seed)
+        run_dir = os.path.join(self.runs_dir, name)
+        final = os.path.join(run_dir, "metrics_final.json")
+        if not os.path.exists(final):
+            overrides = [*model_run.overrides, *(f"{k}={json.dumps(v)}" for k, v in params.items()),
+                         f"train.seed={seed}", f"eval.test={str(test).lower()}"]
+            resume = ["--resume"] if os.path.isdir(os.path.join(run_dir, "checkpoints")) else []  # an interrupted run
+            self._launch(name, ["--config", model_run.config, *resume, f"output_dir={self.runs_dir}", f"name={name}", *overrides])
+        with open(final) as f:
+            metrics = json.load(f)
+        return {"name": name, "data": model_run.data, "model": model_run.model, "point": point, "params": params,
+                "seed": seed, "final": metrics, "train_seconds": _seconds(run_dir)}
+
+    def _ensure_test(self, model_run: ModelRun, point: int, seed: int) -> None:
+        """The chosen point's first-seed run was trained without a test: score its best checkpoint now."""
+        name = run_name(model_run, point, seed)
+        if not os.path.exists(os.path.join(self.runs_dir, name, "metrics_eval.json")):
+            self._launch(name, ["--config", model_run.config, "--eval-only", "--split", "test",
+                                f"output_dir={self.runs_dir}", f"name={name}", *model_run.overrides], timed=False)
+
+    def _launch(self, name: str, args: List[str], timed: bool = True) -> None:
+        log_path = os.path.join(self.runs_dir, f"{name}.log")
+        start = time.perf_counter()
+        code = self.launch(args, log_path)
+        if code != 0:
+            raise RuntimeError(f"study run {name} failed (exit {code}); its log: {log_path}")
+        if timed:
+            _add_seconds(os.path.join(self.runs_dir, name), time.perf_counter() - start)
+        print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _score(record: Dict[str, Any]) -> float:
+    score = record["final"].get("selection", {}).get("score")
+    return float("-inf") if score is None or score != score else score
+
+
+def _seconds(run_dir: str) -> Optional[float]:
+    path = os.path.join(run_dir, "study_run.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["train_seconds"]
+
+
+def _add_seconds(run_dir: str, seconds: float) -> None:
+    """Wall time of the run's jobs, summed over resumes."""
+    total = (_seconds(run_dir) or 0.0) + seconds
+    with open(os.path.join(run_dir, "study_run.json"), "w") as f:
+        json.dump({"train_seconds": round(total, 1)}, f)

@@ -1,0 +1,55 @@
+"""A trimmed study, for real: two models, a two-point grid, two seeds, torchrun jobs of the recipe."""
+
+import json
+import pathlib
+
+import pytest
+import yaml
+
+from dfgr_torchrec.cli import main
+from dfgr_torchrec.study.config import load_study_config
+from dfgr_torchrec.study.runner import StudyRunner
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
+
+
+def _study(tmp_path):
+    config = {
+        "name": "trimmed", "nproc": 1, "seeds": [0, 1],
+        "common": ["train.max_steps=12", "eval.every_steps=6", "data.user_id=true"],
+        "grid": {"optim.lr": [0.001, 0.01]},
+        "datasets": {"kuairand": {
+            "dfgr": "configs/train/debug.yaml",
+            "bias": ["configs/train/debug.yaml", "model.type=bias"],
+        }},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_trimmed_study_chooses_on_validation_and_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    path, out = _study(tmp_path), tmp_path / "out"
+    assert main(["study", "--config", str(path), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    for model in ("dfgr", "bias"):
+        mine = [r for r in rows if r["model"] == model]
+        valid_score = {p: [r["auc"] for r in mine if r["split"] == "valid" and r["point"] == p and r["seed"] == 0]
+                       for p in (0, 1)}
+        chosen = {r["point"] for r in mine if r["chosen"]}
+        assert len(chosen) == 1  # one point for every seed: the better one on validation (mean AUC over tasks)
+        (best,) = chosen
+        means = {p: sum(v) / len(v) for p, v in valid_score.items()}
+        assert means[best] == max(means.values())
+        tested = {(r["point"], r["seed"]) for r in mine if r["split"] == "test"}
+        assert tested == {(best, 0), (best, 1)}  # the other point never touched the test split
+    summary = (out / "summary.md").read_text()
+    assert "| dfgr | 2 |" in summary and "| bias | 2 |" in summary
+    assert (out / "kuairand_test_auc.png").stat().st_size > 0 and (out / "kuairand_validation.png").exists()
+
+    launched = []  # a second invocation finds every run done and launches nothing
+    runner = StudyRunner(load_study_config(str(path)), str(out), launcher=lambda args, log: launched.append(args) or 0)
+    assert len(runner.run()) == 6 and launched == []
