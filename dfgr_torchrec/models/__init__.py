@@ -21,12 +21,17 @@ from torch import nn
 from dfgr_torchrec.config import RankingModelConfig, fill_from_data
 from dfgr_torchrec.features import DataSchema
 from dfgr_torchrec.models.bias import BiasModel
+from dfgr_torchrec.models.deepfm import DeepFMModel
+from dfgr_torchrec.models.dlrm import DCNModel, DLRMModel
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel, RankingOutput
 
 MODELS: Dict[str, Type[nn.Module]] = {
     "dfgr": DFGRRankingModel,
     "metagr": MetaGRRankingModel,
     "bias": BiasModel,
+    "dlrm": DLRMModel,
+    "dcn": DCNModel,
+    "deepfm": DeepFMModel,
 }
 
 
