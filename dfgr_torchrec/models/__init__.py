@@ -23,6 +23,7 @@ from dfgr_torchrec.features import DataSchema
 from dfgr_torchrec.models.bias import BiasModel
 from dfgr_torchrec.models.deepfm import DeepFMModel
 from dfgr_torchrec.models.dlrm import DCNModel, DLRMModel
+from dfgr_torchrec.models.hstu import HSTUModel
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel, RankingOutput
 
 MODELS: Dict[str, Type[nn.Module]] = {
@@ -32,6 +33,7 @@ MODELS: Dict[str, Type[nn.Module]] = {
     "dlrm": DLRMModel,
     "dcn": DCNModel,
     "deepfm": DeepFMModel,
+    "hstu": HSTUModel,
 }
 
 
