@@ -269,3 +269,17 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
         raise ValueError(f"{prefix}{e}") from None
     except TypeError as e:  # a required key is missing
         raise ValueError(f"{where or cls.__name__}: {e}") from None
+
+
+def load_config_file(cls: Type[T], path: str) -> T:
+    """Reads a YAML file into the config dataclass ``cls``; errors name the file and the key."""
+    import yaml
+
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_dict(cls, raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -31,9 +31,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Mapping, Optional, Union
 
-import yaml
-
-from dfgr_torchrec.config import check, from_dict
+from dfgr_torchrec.config import check, from_dict, load_config_file
 from dfgr_torchrec.data.sources import check_download_name
 
 Column = Union[str, int]
@@ -178,11 +176,4 @@ PREPARED_FORMAT_VERSION = 1
 
 def load_data_config(path: str) -> DataConfig:
     """Reads and validates a data YAML; errors name the file and the key."""
-    with open(path) as f:
-        raw = yaml.safe_load(f)
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    try:
-        return from_dict(DataConfig, raw)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    return load_config_file(DataConfig, path)

@@ -20,9 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Union
 
-import yaml
-
-from dfgr_torchrec.config import check, from_dict
+from dfgr_torchrec.config import check, load_config_file
 
 ModelEntry = Union[str, List[str]]
 
@@ -76,11 +74,4 @@ class StudyConfig:
 
 def load_study_config(path: str) -> StudyConfig:
     """Reads and validates a study YAML; errors name the file and the key."""
-    with open(path) as f:
-        raw = yaml.safe_load(f)
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    try:
-        return from_dict(StudyConfig, raw)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    return load_config_file(StudyConfig, path)
