@@ -22,6 +22,7 @@ from dfgr_torchrec.config import RankingModelConfig, fill_from_data
 from dfgr_torchrec.features import DataSchema
 from dfgr_torchrec.models.bias import BiasModel
 from dfgr_torchrec.models.deepfm import DeepFMModel
+from dfgr_torchrec.models.din import DINModel
 from dfgr_torchrec.models.dlrm import DCNModel, DLRMModel
 from dfgr_torchrec.models.hstu import HSTUModel
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel, RankingOutput
@@ -34,6 +35,7 @@ MODELS: Dict[str, Type[nn.Module]] = {
     "dcn": DCNModel,
     "deepfm": DeepFMModel,
     "hstu": HSTUModel,
+    "din": DINModel,
 }
 
 

@@ -18,7 +18,7 @@ from dfgr_torchrec.config import MaskMode, RankingModelConfig, SequenceEmbedding
 from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss
-from dfgr_torchrec.modules.pointwise import PointwiseSamples, candidate_samples, training_samples
+from dfgr_torchrec.modules.pointwise import PointwiseSamples, TrainingSampler, candidate_samples
 
 
 class PointwiseRankingModel(nn.Module):
@@ -42,6 +42,7 @@ class PointwiseRankingModel(nn.Module):
             tables, tables.embedding_dim, merge_tokens=False, device=device, add_user_context=False
         )
         self.session = config.interaction.mask_mode == MaskMode.SESSION
+        self.sampler = TrainingSampler(self.session)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 
     def logits(self, samples: PointwiseSamples) -> torch.Tensor:
@@ -50,7 +51,7 @@ class PointwiseRankingModel(nn.Module):
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
-        logits = self.logits(training_samples(emb, batch.timestamps, self.session))
+        logits = self.logits(self.sampler(emb, batch.timestamps))
         loss, task_losses = self.loss(logits, batch.labels)
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch import nn
 
 from dfgr_torchrec.modules.embeddings import SequenceEmbeddings
 from dfgr_torchrec.modules.stack import session_layout
@@ -95,3 +96,15 @@ def _samples(
         owner=owner,
         user=None if emb.users is None else emb.users[owner],
     )
+
+
+class TrainingSampler(nn.Module):
+    """:func:`training_samples` as a module: TorchRec's train pipelines trace a model's forward
+    down to its submodules, and the sample layout has data-dependent shapes, so it stays a leaf."""
+
+    def __init__(self, session: bool) -> None:
+        super().__init__()
+        self.session = session
+
+    def forward(self, emb: SequenceEmbeddings, timestamps: torch.Tensor) -> PointwiseSamples:
+        return training_samples(emb, timestamps, self.session)

@@ -23,11 +23,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 D = 8
 
 
-def _config(items=50, dim=D, **model):
+def _config(users=None, **model):
     return RankingModelConfig(
-        embeddings=SequenceEmbeddingConfig(item_vocab_size=items, action_vocab_sizes={"action": 4}, embedding_dim=dim),
+        embeddings=SequenceEmbeddingConfig(
+            item_vocab_size=50, action_vocab_sizes={"action": 4}, embedding_dim=D, user_vocab_sizes=users or {}
+        ),
         tasks=[TaskConfig("a"), TaskConfig("b")],
-        head_hidden_dims=[dim],
+        head_hidden_dims=[D],
         **model,
     )
 
@@ -110,14 +112,14 @@ def _loop_reference(din, emb, samples):
 def test_vectorised_attention_equals_a_per_sample_loop(session):
     torch.manual_seed(0)
     mode = {"interaction": {"mask_mode": "session"}} if session else {}
-    config = _config(**mode)
-    config.embeddings.user_vocab_sizes = {"user_id": 5}
-    model = DINModel(config, targets_per_user=2, max_history=L)
+    model = DINModel(_config(users={"user_id": 5}, **mode), targets_per_user=2, max_history=L)
     emb, times = _embeddings(), sorted_times_with_sessions(LENGTHS)
-    c_times = torch.randint(int(times.min()), int(times.max()) + 2, (sum(CANDIDATES),), generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    c_times = torch.randint(int(times.min()), int(times.max()) + 2, (sum(CANDIDATES),), generator=g)
+    tokens = JaggedTensor(values=emb.items.values() + emb.actions.values(), lengths=emb.items.lengths())
     with torch.no_grad():
         cands = candidate_samples(emb, times, c_times, session)
-        torch.testing.assert_close(model.din.score(cands, JaggedTensor(values=emb.items.values() + emb.actions.values(), lengths=emb.items.lengths())), _loop_reference(model.din, emb, cands))
+        torch.testing.assert_close(model.din.score(cands, tokens), _loop_reference(model.din, emb, cands))
         labels = torch.arange(2 * sum(LENGTHS), dtype=torch.float32).view(-1, 2)
         logits, got_labels = model.din(emb, times, labels)
     starts = [sum(LENGTHS[:b]) for b in range(len(LENGTHS))]
@@ -156,6 +158,10 @@ def _perturbed(rows):
     return {"item_id": items, "action": actions}
 
 
+def _score(model, history):
+    return model.score_candidates(_batch(history)).values()
+
+
 @pytest.fixture
 def session_model():
     torch.manual_seed(0)
@@ -168,8 +174,9 @@ def test_a_candidate_ignores_the_other_candidates(session_model):
         row = 0
         for u, cands in enumerate(CANDS):
             for c in range(len(cands)):
-                alone = [[x] if v == u else list(CANDS[v][:1]) for v, x in enumerate([cands[c]] * len(CANDS))]
-                alone_times = [[CAND_TIMES[u][c]] if v == u else CAND_TIMES[v][:1] for v in range(len(CANDS))]
+                # user u keeps only candidate c; the others keep only their first
+                alone = [[CANDS[v][c]] if v == u else CANDS[v][:1] for v in range(len(CANDS))]
+                alone_times = [[CAND_TIMES[v][c]] if v == u else CAND_TIMES[v][:1] for v in range(len(CANDS))]
                 got = session_model.score_candidates(_batch(cands=alone, cand_times=alone_times)).values()
                 torch.testing.assert_close(got[u], full[row])
                 row += 1
@@ -177,13 +184,13 @@ def test_a_candidate_ignores_the_other_candidates(session_model):
 
 def test_a_candidate_ignores_history_at_or_after_its_time(session_model):
     with torch.no_grad():
-        base = session_model.score_candidates(_batch()).values()
+        base = _score(session_model, HISTORY)
         for c, t in enumerate(CAND_TIMES[0]):
             later = [j for j, tj in enumerate(TIMES[0]) if tj >= t]
             earlier = [j for j, tj in enumerate(TIMES[0]) if tj < t]
             if later:
-                torch.testing.assert_close(session_model.score_candidates(_batch(_perturbed(later))).values()[c], base[c])
-            assert not torch.allclose(session_model.score_candidates(_batch(_perturbed(earlier))).values()[c], base[c])
+                torch.testing.assert_close(_score(session_model, _perturbed(later))[c], base[c])
+            assert not torch.allclose(_score(session_model, _perturbed(earlier))[c], base[c])  # it does see those
 
 
 def test_a_training_target_ignores_its_session_and_what_follows(session_model):
@@ -201,7 +208,6 @@ def test_a_training_target_ignores_its_session_and_what_follows(session_model):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_it_learns_from_the_history():
     torch.manual_seed(0)
     world = SyntheticSequences(num_items=50, num_tasks=2, seed=0)
@@ -218,7 +224,8 @@ def test_it_learns_from_the_history():
         scores = model.score_candidates(batch).values()
     popularity = world.item_bias[batch.features["cand_item_id"].values()]  # the planted item bias
     for t in range(2):
-        learned, items_only = auc(scores[:, t], batch.candidate_labels[:, t]), auc(popularity[:, t], batch.candidate_labels[:, t])
+        labels = batch.candidate_labels[:, t]
+        learned, items_only = auc(scores[:, t], labels), auc(popularity[:, t], labels)
         assert learned > 0.65 and learned > items_only + 0.05, (t, learned, items_only)
 
 
@@ -237,14 +244,17 @@ def din_type():
         del MODELS["din"]
 
 
+def _recipe(din_type, tmp_path, *overrides):
+    return TrainRecipe(load_train_config(
+        str(ROOT / "configs/train/debug.yaml"),
+        [f"model.type={din_type}", f"output_dir={tmp_path}",
+         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}", *overrides],
+    ))
+
+
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
 def test_din_trains_one_step_through_the_recipe(din_type, tmp_path):
-    config = load_train_config(
-        str(ROOT / "configs/train/debug.yaml"),
-        [f"model.type={din_type}", "train.max_steps=1", "train.pipeline=sparse_dist", f"output_dir={tmp_path}",
-         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}"],
-    )
-    recipe = TrainRecipe(config)
+    recipe = _recipe(din_type, tmp_path, "train.max_steps=1", "train.pipeline=sparse_dist")
     try:
         recipe.setup()
         model = recipe.dmp.module
@@ -257,3 +267,21 @@ def test_din_trains_one_step_through_the_recipe(din_type, tmp_path):
     assert not torch.equal(before, model.din.activation_unit[0].weight.detach())  # the step updated it
     written = json.loads((tmp_path / "debug" / "metrics_final.json").read_text())
     assert written["candidates"] == metrics["candidates"] > 0 and set(written["tasks"]) == set(recipe.data.tasks)
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
+def test_sparse_dist_pipeline_trains_din_like_the_base_loop(din_type, tmp_path):
+    """TorchRec's pipeline traces DIN's forward (session mode too) and trains it like the plain loop."""
+    finals = []
+    for pipeline in ("sparse_dist", "base"):
+        out = tmp_path / pipeline
+        overrides = ("train.max_steps=6", f"train.pipeline={pipeline}", "model.interaction.mask_mode=session")
+        recipe = _recipe(din_type, out, *overrides)
+        try:
+            recipe.setup()
+            recipe.train()
+        finally:
+            recipe.cleanup()
+        finals.append(json.loads((out / "debug" / "metrics_final.json").read_text())["tasks"])
+    for task in finals[0]:
+        assert finals[0][task]["logloss"] == pytest.approx(finals[1][task]["logloss"], abs=1e-5)
