@@ -9,7 +9,7 @@ from typing import List, Optional
 
 def build_parser() -> argparse.ArgumentParser:
     from dfgr_torchrec import demo
-    from dfgr_torchrec.bench import attention, data as data_bench
+    from dfgr_torchrec.bench import attention, data as data_bench, init_scale
     from dfgr_torchrec.data import cli as data_cli
 
     parser = argparse.ArgumentParser(prog="dfgr", description="Dual-Flow Generative Ranking on TorchRec")
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_parser = benches.add_parser("data", help="prepare time and loader throughput vs the training step")
     data_bench.add_arguments(data_parser)
     data_parser.set_defaults(run=data_bench.run)
+    init_parser = benches.add_parser("init-scale", help="the attention branch's strength at initialisation")
+    init_scale.add_arguments(init_parser)
+    init_parser.set_defaults(run=init_scale.run)
     return parser
 
 

@@ -72,6 +72,12 @@ class InteractionConfig:
         use_position_encoding: add a learned absolute position embedding.
         dropout: dropout on the block outputs.
         kernel: attention implementation (``"pytorch"`` or ``"reference"``).
+        norm_eps: epsilon of the block's LayerNorms. Pointwise attention outputs are small at
+            initialisation (a sum of ``SiLU`` weights divided by ``attention_scale_len``), so an
+            epsilon near their variance damps the attention branch; see the README's ablation.
+        attention_scale_len: the pointwise normaliser (None: ``max_seq_len``). A constant, so a
+            score never depends on the other users of its batch (Meta's HSTU divides by the
+            batch's longest sequence instead).
     """
 
     d_model: int = 64
@@ -86,11 +92,16 @@ class InteractionConfig:
     use_position_encoding: bool = True
     dropout: float = 0.0
     kernel: AttentionKernel = AttentionKernel.PYTORCH
+    norm_eps: float = 1e-5
+    attention_scale_len: Optional[int] = None
 
     def __post_init__(self) -> None:
         for key in ("d_model", "num_layers", "num_heads", "attention_dim", "linear_dim", "max_seq_len"):
             value = getattr(self, key)
             check(isinstance(value, int) and value > 0, key, "a positive integer", value)
+        scale = self.attention_scale_len
+        check(scale is None or (isinstance(scale, int) and scale > 0), "attention_scale_len", "a positive integer or null", scale)
+        check(isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1, "norm_eps", "a float in (0, 1)", self.norm_eps)
         check(
             isinstance(self.num_time_buckets, int) and self.num_time_buckets >= 0,
             "num_time_buckets",
@@ -101,6 +112,11 @@ class InteractionConfig:
         self.attention_form = _enum(AttentionForm, "attention_form", self.attention_form)
         self.mask_mode = _enum(MaskMode, "mask_mode", self.mask_mode)
         self.kernel = _enum(AttentionKernel, "kernel", self.kernel)
+
+    @property
+    def pointwise_scale_len(self) -> int:
+        """The constant pointwise attention divides by."""
+        return self.attention_scale_len or self.max_seq_len
 
 
 @dataclass
@@ -264,11 +280,26 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
             f"expected some of: {', '.join(sorted(known))}"
         )
     try:
-        return cls(**data)
+        return cls(**_floats_from_strings(cls, data))
     except ValueError as e:  # messages start with the key path below this node
         raise ValueError(f"{prefix}{e}") from None
     except TypeError as e:  # a required key is missing
         raise ValueError(f"{where or cls.__name__}: {e}") from None
+
+
+def _floats_from_strings(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string: such values of float fields become floats."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for key, value in data.items():
+        if isinstance(value, str) and hints.get(key) in (float, Optional[float]):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                pass  # left to the field's own check, which names the key
+    return out
 
 
 def load_config_file(cls: Type[T], path: str) -> T:

@@ -25,6 +25,9 @@ def test_strings_become_enums():
         ({"mask_mode": "day"}, "mask_mode"),
         ({"dropout": 1.5}, "dropout"),
         ({"num_time_buckets": -1}, "num_time_buckets"),
+        ({"norm_eps": 0.0}, "norm_eps"),
+        ({"norm_eps": "small"}, "norm_eps"),
+        ({"attention_scale_len": 0}, "attention_scale_len"),
     ],
 )
 def test_bad_interaction_values_name_the_key(kwargs, key):
@@ -110,3 +113,11 @@ def test_fill_from_data_sizes_tables_and_orders_tasks():
 def test_nested_unknown_key_names_its_full_path():
     with pytest.raises(ValueError, match=r"^model\.interaction\.heads: unknown key"):
         from_dict(RankingModelConfig, {"interaction": {"heads": 2}}, "model")
+
+
+def test_float_fields_read_yaml_exponents_without_a_dot():
+    """YAML 1.1 reads 1e-6 as a string; a float field takes it as the number."""
+    cfg = from_dict(InteractionConfig, {"norm_eps": "1e-6", "dropout": "0.1"})
+    assert cfg.norm_eps == 1e-6 and cfg.dropout == 0.1
+    with pytest.raises(ValueError, match=r"interaction\.norm_eps"):
+        from_dict(RankingModelConfig, {"embeddings": {"item_vocab_size": 10}, "interaction": {"norm_eps": "tiny"}})

@@ -30,9 +30,9 @@ class GenerativeBlock(nn.Module):
         self.config = config
         h = config.num_heads
         self._split = [h * config.linear_dim, h * config.linear_dim, h * config.attention_dim, h * config.attention_dim]
-        self.input_norm = nn.LayerNorm(config.d_model, device=device)
+        self.input_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps, device=device)
         self.uvqk = nn.Linear(config.d_model, sum(self._split), device=device)
-        self.attention_norm = nn.LayerNorm(h * config.linear_dim, device=device)
+        self.attention_norm = nn.LayerNorm(h * config.linear_dim, eps=config.norm_eps, device=device)
         self.output = nn.Linear(h * config.linear_dim, config.d_model, device=device)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -58,7 +58,7 @@ class GenerativeBlock(nn.Module):
             v,
             spec,
             form=self.config.attention_form,
-            scale_len=self.config.max_seq_len,
+            scale_len=self.config.pointwise_scale_len,
             self_k=self_k,
             self_v=self_v,
             kernel=self.config.kernel,

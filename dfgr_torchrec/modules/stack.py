@@ -28,7 +28,7 @@ class GenerativeStack(nn.Module):
             device=device,
         )
         self.blocks = nn.ModuleList([GenerativeBlock(config, device=device) for _ in range(config.num_layers)])
-        self.output_norm = nn.LayerNorm(config.d_model, device=device)
+        self.output_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps, device=device)
 
     @property
     def session_mode(self) -> bool:

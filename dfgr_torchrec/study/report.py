@@ -74,18 +74,16 @@ def summary_markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) 
     """Per data set: each model's test mean AUC / GAUC over tasks (mean ± std over seeds), the
     chosen grid point, and each task's test AUC."""
     test = [r for r in rows if r["split"] == "test" and r["chosen"]]
-    lines = ["# Study summary", "", "Test split, checkpoint and grid point chosen on validation; mean ± std over seeds.", ""]
+    valid = [r for r in rows if r["split"] == "valid" and r["chosen"]]
+    lines = ["# Study summary", "", "Checkpoint and grid point chosen on validation; mean ± std over seeds.", ""]
     for data in dict.fromkeys(r["data"] for r in records):
-        lines += [f"## {data}", "", "| model | seeds | mean AUC | mean GAUC | chosen point |", "|---|---|---|---|---|"]
+        models = list(dict.fromkeys(r["model"] for r in records if r["data"] == data))
+        lines += [f"## {data}", "", "Test split:", ""] + _model_table(test, data, models)
+        lines += ["", "Validation split (at the selected checkpoint):", ""] + _model_table(valid, data, models)
         tasks = list(dict.fromkeys(r["task"] for r in test if r["data"] == data))
-        for model in dict.fromkeys(r["model"] for r in records if r["data"] == data):
-            mine = [r for r in test if r["data"] == data and r["model"] == model]
-            if not mine:
-                continue
-            seeds = len({r["seed"] for r in mine})
-            point = json.dumps(mine[0]["params"]) if mine[0]["params"] else "-"
-            lines.append(f"| {model} | {seeds} | {_mean_std(_per_seed_task_mean(mine, 'auc'))} | "
-                         f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | {point} |")
+        if not tasks:
+            lines.append("")
+            continue
         lines += ["", "| model | " + " | ".join(f"AUC {t}" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
         for model in dict.fromkeys(r["model"] for r in test if r["data"] == data):
             cells = [_mean_std([r["auc"] for r in test if r["data"] == data and r["model"] == model and r["task"] == t])
@@ -93,6 +91,20 @@ def summary_markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) 
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _model_table(rows: List[Dict[str, Any]], data: str, models: List[str]) -> List[str]:
+    """A row per model: seeds, mean AUC and GAUC over tasks (mean ± std over seeds), chosen point."""
+    lines = ["| model | seeds | mean AUC | mean GAUC | chosen point |", "|---|---|---|---|---|"]
+    for model in models:
+        mine = [r for r in rows if r["data"] == data and r["model"] == model]
+        if not mine:
+            continue
+        seeds = len({r["seed"] for r in mine})
+        point = json.dumps(mine[0]["params"]) if mine[0]["params"] else "-"
+        lines.append(f"| {model} | {seeds} | {_mean_std(_per_seed_task_mean(mine, 'auc'))} | "
+                     f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | {point} |")
+    return lines
 
 
 def plot(rows: List[Dict[str, Any]], records: List[Dict[str, Any]], out: str) -> List[str]:

@@ -35,3 +35,15 @@ def test_data_bench_on_the_kuairand_sample(tmp_path):
     result = json.loads(path.read_text())
     assert result["interactions"] == 41704 and result["loader"]["sequences_per_s"] > 0
     assert result["loader_over_train"] > 0
+
+
+def test_init_scale_bench_shows_the_epsilon_damping(tmp_path):
+    path = tmp_path / "init.json"
+    assert main(["bench", "init-scale", "--seq-len", "32", "--max-seq-len", "64", "--batch-size", "4",
+                 "--eps", "1e-2", "1e-6", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["scale_len"], r["eps"]) for r in rows] == [(64, 1e-2), (64, 1e-6), (32, 1e-2), (32, 1e-6)]
+    for big, small in (rows[0:2], rows[2:4]):
+        assert big["attention_var"] == small["attention_var"] > 0
+        assert 0 < big["branch_gain"] < small["branch_gain"] < 1  # a larger epsilon damps more
+    assert rows[2]["attention_var"] > rows[0]["attention_var"]  # a smaller divisor, a larger output

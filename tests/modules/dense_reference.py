@@ -62,7 +62,7 @@ def _run_blocks(module, x, visible, out_rows):
     cfg = module.config
     for block in module.blocks:
         u, q, k, v = block.project(x)
-        x = block.finish(x, dense_attention(q, k, v, visible, cfg.attention_form, cfg.max_seq_len), u)
+        x = block.finish(x, dense_attention(q, k, v, visible, cfg.attention_form, cfg.pointwise_scale_len), u)
     return module.output_norm(x[out_rows])
 
 

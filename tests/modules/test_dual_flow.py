@@ -39,8 +39,11 @@ def _assert_grads_match(module, inputs_a, inputs_b, out_a, out_b):
 
 @pytest.mark.parametrize("form", list(AttentionForm))
 @pytest.mark.parametrize("mode", list(MaskMode))
-def test_training_pass_equals_dense_2n_attention(form, mode):
-    module = _module(form, mode)
+@pytest.mark.parametrize("knobs", [{}, {"attention_scale_len": 3, "norm_eps": 1e-6}], ids=["default", "scale3_eps1e-6"])
+def test_training_pass_equals_dense_2n_attention(form, mode, knobs):
+    module = _module(form, mode, **knobs)
+    if knobs:
+        assert all(b.attention_norm.eps == b.input_norm.eps == 1e-6 for b in module.blocks)
     total = sum(LENGTHS)
     real = torch.randn(total, D, requires_grad=True)
     fake = torch.randn(total, D, requires_grad=True)
@@ -117,3 +120,19 @@ def test_reference_kernel_gives_the_same_module_output():
         slow(_jt(real, LENGTHS), _jt(fake, LENGTHS), times).values(),
         atol=1e-5, rtol=1e-5,
     )
+
+
+def test_the_pointwise_normaliser_divides_the_attention():
+    """attention_scale_len replaces max_seq_len as the pointwise divisor (softmax ignores it)."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(9, 2, 4), torch.randn(9, 2, 4), torch.randn(9, 2, 4)
+    outs = []
+    for scale in (None, 4):
+        cfg = InteractionConfig(d_model=D, num_heads=2, attention_dim=4, linear_dim=4, max_seq_len=8, attention_scale_len=scale)
+        block = DualFlowInteraction(cfg).blocks[0]
+        offsets = torch.tensor([0, 3, 9])
+        positions = torch.tensor([0, 1, 2, 0, 1, 2, 3, 4, 5])
+        from dfgr_torchrec.ops.attention import AttentionSpec
+
+        outs.append(block.attend(q, k, v, AttentionSpec(offsets, offsets, positions, positions, strict=False)))
+    torch.testing.assert_close(outs[1], outs[0] * 2)  # 8 / 4
