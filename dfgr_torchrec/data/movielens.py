@@ -22,7 +22,7 @@ import urllib.request
 import zipfile
 from typing import Dict, List, Optional
 
-from tqdm import tqdm
+from dfgr_torchrec.progress import progress
 
 from dfgr_torchrec.data.atomic import atomic_directory
 
@@ -143,7 +143,7 @@ def _write_ratings(text: str, movie_ids: Dict[str, int], path: str, where: str) 
     rows = _rows(text, where, 4)
     count = 0
     with open(path, "w", encoding="utf-8") as out:
-        for number, (user, title, rating, timestamp) in enumerate(tqdm(rows, desc="convert ratings", unit="row"), start=2):
+        for number, (user, title, rating, timestamp) in enumerate(progress(rows, desc="convert ratings", unit="row"), start=2):
             if title not in movie_ids:
                 raise ValueError(f"{where}:{number}: title {title!r} is not in ml-1m.item")
             out.write(f"{_user_id(user, where)}::{movie_ids[title]}::{int(float(rating))}::{int(float(timestamp))}\n")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Tuple
 
 import numpy as np
-from tqdm import tqdm
+from dfgr_torchrec.progress import progress as progress_bar
 
 from dfgr_torchrec.data.atomic import atomic_directory
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig
@@ -248,7 +248,7 @@ def _add_actions(config: DataConfig, raw: RawLog, order: np.ndarray, arrays: Dic
 def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """The prepared arrays (meta under ``"__meta__"``) and the report of a read log."""
     dropped: Counter = Counter(raw.dropped)
-    steps = tqdm(total=4, desc="sort, split, vocab", disable=not progress)
+    steps = progress_bar(total=4, desc="sort, split, vocab", enabled=progress)
     user_vocab, user_idx = _encode(raw.users)
     order = _chronological_order(config, raw, user_idx, dropped)
     steps.update()
@@ -316,7 +316,7 @@ def _write(out: str, arrays: Dict[str, Any], report: Dict[str, Any], config: Dat
     meta = arrays.pop("__meta__")
     meta["config"] = asdict(config)
     with atomic_directory(out) as tmp:
-        for name, array in tqdm(arrays.items(), desc="write", disable=not progress):
+        for name, array in progress_bar(arrays.items(), desc="write", enabled=progress):
             np.save(os.path.join(tmp, f"{name}.npy"), array)
         with open(os.path.join(tmp, "report.json"), "w") as f:
             json.dump(report, f, indent=2)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
+from dfgr_torchrec.progress import progress as progress_bar
 
 from dfgr_torchrec.data.config import ActionConfig, Column, DataConfig
 
@@ -118,7 +118,7 @@ def read_log(config: DataConfig, progress: bool = True) -> RawLog:
 
 def _split_lines(path: str, delimiter: str, progress: bool) -> Iterator[Tuple[int, List[str]]]:
     size = os.path.getsize(path)
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"parse {os.path.basename(path)}", disable=not progress)
+    bar = progress_bar(total=size, unit="B", unit_scale=True, desc=f"parse {os.path.basename(path)}", enabled=progress)
     read = 0
 
     def counted(f) -> Iterator[str]:

@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import yaml
-from tqdm import tqdm
+from dfgr_torchrec.progress import progress as progress_bar
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -541,8 +541,8 @@ def generate(config: SynthConfig, out_path: str, progress: bool = True) -> Dict[
     positives = np.zeros(len(config.action_types), dtype=np.int64)
     distinct = _DistinctItems(config.num_items)
     try:
-        with open(tmp, "wb") as f, tqdm(
-            total=config.num_users, unit="user", desc="synth", disable=not progress
+        with open(tmp, "wb") as f, progress_bar(
+            total=config.num_users, unit="user", desc="synth", enabled=progress
         ) as bar:
             f.write(("\t".join([*_RESERVED_COLUMNS, *config.action_types]) + "\n").encode())
             for first in range(0, config.num_users, config.chunk_users):

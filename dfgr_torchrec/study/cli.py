@@ -18,6 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> List[Any]:
     config = load_study_config(args.config)
     records = StudyRunner(config, args.out).run()
-    rows = write_results(records, args.out)
+    rows = write_results(records, args.out, config.nproc)
     print(open(f"{args.out}/summary.md").read())
     return rows

@@ -30,22 +30,26 @@ def split_metrics(record: Dict[str, Any], runs_dir: str) -> Iterator[Tuple[str, 
                 yield "test", json.load(f)
 
 
-def result_rows(records: List[Dict[str, Any]], runs_dir: str) -> List[Dict[str, Any]]:
+def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -> List[Dict[str, Any]]:
+    from dfgr_torchrec.study.flops import run_train_flops
+
     rows = []
     for r in records:
+        flops = run_train_flops(os.path.join(runs_dir, r["name"]), world_size)
         for split, metrics in split_metrics(r, runs_dir):
             for task, m in metrics["tasks"].items():
                 rows.append({
                     "data": r["data"], "model": r["model"], "seed": r["seed"], "params": r["params"], "point": r["point"],
                     "chosen": r["chosen"], "split": split, "task": task, **{k: m[k] for k in METRICS},
                     "selected_step": r["final"].get("selected_step"), "train_seconds": r["train_seconds"],
-                    "train_flops": None,  # not counted yet
+                    "train_flops": flops,
                 })
     return rows
 
 
-def write_results(records: List[Dict[str, Any]], out: str) -> List[Dict[str, Any]]:
-    rows = result_rows(records, os.path.join(out, "runs"))
+def write_results(records: List[Dict[str, Any]], out: str, world_size: int) -> List[Dict[str, Any]]:
+    """``results.jsonl``, ``summary.md`` and the plots of a study whose runs used ``world_size`` processes."""
+    rows = result_rows(records, os.path.join(out, "runs"), world_size)
     with open(os.path.join(out, "results.jsonl"), "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, Iterator, Optional
 
@@ -17,13 +16,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dfgr_torchrec.progress import progress
+
 from dfgr_torchrec.training.memory import peak_memory_mb
 from dfgr_torchrec.training.steps import CountingBatches
 
 
 def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
-    """A tqdm bar when ``enabled`` and stdout is a TTY; a silent one otherwise."""
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, disable=not (enabled and sys.stdout.isatty()))
+    """A tqdm bar when ``enabled`` and stderr is a TTY; a silent one otherwise."""
+    return progress(total=total, initial=initial, desc=desc, leave=False, enabled=enabled)
 
 
 class TrainLogger:

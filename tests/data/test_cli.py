@@ -11,10 +11,12 @@ def test_synth_then_prepare(tmp_path, capsys):
                  "--num-items", "100", "--max-seq-len", "20"]) == 0
     text = config.read_text().replace("name:", f"output_dir: {tmp_path / 'prepared'}\nname:", 1)
     config.write_text(text)
-    capsys.readouterr()
+    assert "synth" not in capsys.readouterr().err  # no progress bar off a terminal
     assert main(["data", "prepare", "--config", str(config)]) == 0
-    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.split("\n", 1)[1])
     assert report["users"] == 30
+    assert "vocab" not in captured.err and "parse" not in captured.err
 
 
 def test_prepare_reports_bad_input_with_exit_2(tmp_path, capsys):

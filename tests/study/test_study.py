@@ -46,6 +46,8 @@ def test_trimmed_study_chooses_on_validation_and_resumes(tmp_path, monkeypatch, 
         assert means[best] == max(means.values())
         tested = {(r["point"], r["seed"]) for r in mine if r["split"] == "test"}
         assert tested == {(best, 0), (best, 1)}  # the other point never touched the test split
+        flops = {r["train_flops"] for r in mine}
+        assert (all(f > 0 for f in flops) if model == "dfgr" else flops == {None})  # counted for generative models
     summary = (out / "summary.md").read_text()
     assert "| dfgr | 2 |" in summary and "| bias | 2 |" in summary
     assert (out / "kuairand_test_auc.png").stat().st_size > 0 and (out / "kuairand_validation.png").exists()

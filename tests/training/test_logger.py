@@ -15,8 +15,8 @@ class _Stdout(io.StringIO):
 
 
 def test_bar_only_on_a_tty_of_the_main_rank(monkeypatch):
-    monkeypatch.setattr("sys.stdout", _Stdout(tty=True))
+    monkeypatch.setattr("sys.stderr", _Stdout(tty=True))
     assert not progress_bar(10, 0, "epoch 0", enabled=True).disable
     assert progress_bar(10, 0, "epoch 0", enabled=False).disable  # other ranks
-    monkeypatch.setattr("sys.stdout", _Stdout(tty=False))
+    monkeypatch.setattr("sys.stderr", _Stdout(tty=False))
     assert progress_bar(10, 0, "epoch 0", enabled=True).disable
