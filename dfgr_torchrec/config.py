@@ -307,7 +307,10 @@ def load_config_file(cls: Type[T], path: str) -> T:
     import yaml
 
     with open(path) as f:
-        raw = yaml.safe_load(f)
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: expected a mapping at the top level")
     try:

@@ -13,6 +13,8 @@ import statistics
 from collections import defaultdict
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from dfgr_torchrec.study.scaling import log_linear_fit, plot_scaling, scaling_points
+
 METRICS = ("auc", "gauc", "logloss", "ne", "calibration")
 
 
@@ -88,6 +90,7 @@ def summary_markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) 
         if not tasks:
             lines.append("")
             continue
+        lines += _scaling_lines(rows, data)
         lines += ["", "| model | " + " | ".join(f"AUC {t}" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
         for model in dict.fromkeys(r["model"] for r in test if r["data"] == data):
             cells = [_mean_std([r["auc"] for r in test if r["data"] == data and r["model"] == model and r["task"] == t])
@@ -95,6 +98,17 @@ def summary_markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) 
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _scaling_lines(rows: List[Dict[str, Any]], data: str) -> List[str]:
+    """Per model family of a scaling study: each size's FLOPs and test GAUC, and the log-linear fit."""
+    lines = []
+    for family, points in scaling_points(rows, data).items():
+        lines += ["", f"Scaling, {family}: " + ", ".join(f"{size} {flops:.3g} FLOPs GAUC {g:.4f}" for flops, g, size in points)]
+        if len({f for f, _, _ in points}) > 1:
+            a, b = log_linear_fit(points)
+            lines.append(f"fit: GAUC = {a:.4f} + {b:.4f} log10(FLOPs)")
+    return lines
 
 
 def _model_table(rows: List[Dict[str, Any]], data: str, models: List[str]) -> List[str]:
@@ -125,6 +139,8 @@ def plot(rows: List[Dict[str, Any]], records: List[Dict[str, Any]], out: str) ->
                              os.path.join(out, f"{data}_test_auc.png"), data))
         written.append(_curves(plt, [r for r in records if r["data"] == data and r["chosen"]],
                                os.path.join(out, f"{data}_validation.png"), data))
+        scaling_path = os.path.join(out, f"{data}_scaling.png")
+        written.append(scaling_path if plot_scaling(plt, rows, data, scaling_path) else None)
     return [w for w in written if w]
 
 
