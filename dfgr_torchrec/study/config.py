@@ -7,6 +7,8 @@ Example (``configs/study/quick.yaml``)::
     seeds: [0, 1, 2]                          # the first runs the grid; the others repeat its best point
     common: [eval.every_steps=50]             # overrides for every run
     grid: {optim.lr: [0.001, 0.003]}          # crossed; the same points for every (data set, model)
+    # or, instead of a grid, the points themselves:
+    # points: [{optim.lr: 0.001}, {optim.lr: 0.003, model.embeddings.dropout: 0.2}]
     datasets:
       kuairand:
         dfgr: configs/train/dfgr_kuairand.yaml
@@ -41,12 +43,17 @@ class StudyConfig:
     datasets: Dict[str, Dict[str, ModelEntry]]
     seeds: List[int] = field(default_factory=lambda: [0])
     grid: Dict[str, List[Any]] = field(default_factory=dict)
+    points: List[Dict[str, Any]] = field(default_factory=list)
     common: List[str] = field(default_factory=list)
     nproc: int = 2
 
     def __post_init__(self) -> None:
         check(isinstance(self.seeds, list) and len(self.seeds) > 0, "seeds", "a non-empty list of integers", self.seeds)
         check(isinstance(self.nproc, int) and self.nproc > 0, "nproc", "a positive integer", self.nproc)
+        check(not (self.grid and self.points), "points", "either grid or points, not both", self.points)
+        for i, point in enumerate(self.points):
+            ok = isinstance(point, Mapping) and all(isinstance(k, str) for k in point)
+            check(ok, f"points[{i}]", "a mapping of key: value overrides", point)
         for key, values in self.grid.items():
             check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "a non-empty list of values", values)
         check(isinstance(self.datasets, Mapping) and len(self.datasets) > 0, "datasets", "at least one data set", self.datasets)
@@ -67,7 +74,9 @@ class StudyConfig:
         return runs
 
     def grid_points(self) -> List[Dict[str, Any]]:
-        """Every combination of the grid's values (one empty point without a grid)."""
+        """The listed points, or every combination of the grid's values (one empty point without either)."""
+        if self.points:
+            return [dict(p) for p in self.points]
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
 

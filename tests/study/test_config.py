@@ -1,0 +1,25 @@
+"""Study configs: grid or listed points, errors that name the key."""
+
+import pytest
+
+from dfgr_torchrec.study.config import StudyConfig
+
+DATASETS = {"kuairand": {"dfgr": "configs/train/debug.yaml"}}
+
+
+def test_a_grid_is_crossed_and_points_are_taken_as_listed():
+    grid = StudyConfig(name="g", datasets=DATASETS, grid={"optim.lr": [1, 2], "train.epochs": [3, 4]})
+    assert len(grid.grid_points()) == 4 and {"optim.lr": 2, "train.epochs": 3} in grid.grid_points()
+    points = [{"optim.lr": 0.001}, {"optim.lr": 0.003, "model.embeddings.dropout": 0.2}]
+    assert StudyConfig(name="p", datasets=DATASETS, points=points).grid_points() == points
+    assert StudyConfig(name="none", datasets=DATASETS).grid_points() == [{}]
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"grid": {"optim.lr": [1]}, "points": [{"optim.lr": 1}]}, "points"),
+    ({"points": ["optim.lr=1"]}, r"points\[0\]"),
+    ({"grid": {"optim.lr": []}}, r"grid\.optim\.lr"),
+])
+def test_bad_study_configs_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        StudyConfig(name="bad", datasets=DATASETS, **kwargs)
