@@ -113,15 +113,17 @@ def _scaling_lines(rows: List[Dict[str, Any]], data: str) -> List[str]:
 
 def _model_table(rows: List[Dict[str, Any]], data: str, models: List[str]) -> List[str]:
     """A row per model: seeds, mean AUC and GAUC over tasks (mean ± std over seeds), chosen point."""
-    lines = ["| model | seeds | mean AUC | mean GAUC | chosen point |", "|---|---|---|---|---|"]
+    lines = ["| model | seeds | mean AUC | mean GAUC | train s | chosen point |", "|---|---|---|---|---|---|"]
     for model in models:
         mine = [r for r in rows if r["data"] == data and r["model"] == model]
         if not mine:
             continue
         seeds = len({r["seed"] for r in mine})
         point = json.dumps(mine[0]["params"]) if mine[0]["params"] else "-"
+        seconds = [s for s in {r["seed"]: r["train_seconds"] for r in mine}.values() if s is not None]
         lines.append(f"| {model} | {seeds} | {_mean_std(_per_seed_task_mean(mine, 'auc'))} | "
-                     f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | {point} |")
+                     f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | "
+                     f"{statistics.mean(seconds) if seconds else math.nan:.0f} | {point} |")
     return lines
 
 
