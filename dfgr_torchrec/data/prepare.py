@@ -106,7 +106,7 @@ def _assign_split(config: DataConfig, offsets: np.ndarray, timestamps: np.ndarra
         split[from_end <= s.test_per_user] = TEST
         split[(from_end > s.test_per_user) & (from_end <= s.test_per_user + s.valid_per_user)] = VALID
     else:
-        split[timestamps >= s.time_cutoff] = TEST
+        split[timestamps >= config.time_cutoff] = TEST
         # rows are chronological per user, so the pre-cutoff rows are a prefix of each user:
         # the last valid_per_user of that prefix are validation
         pre = (split != TEST).astype(np.int64)
