@@ -50,12 +50,55 @@ def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> s
     start = time.perf_counter()
     raw = read_log(config, progress=progress)
     arrays, report = build_arrays(config, raw, progress=progress)
+    check_not_empty(config, report, arrays["timestamp"])
     report["seconds"] = round(time.perf_counter() - start, 3)
     _write(out, arrays, report, config, progress)
     if progress:
         print(f"prepared {out}: {report['interactions']} interactions, {report['users']} users, "
               f"{report['items']} items in {report['seconds']:.1f} s")
     return out
+
+
+def _why_dropped(config: DataConfig, reason: str) -> str:
+    """The config rule behind a ``rows_dropped`` reason of the report."""
+    s = config.split
+    if reason == "user with too few interactions":
+        if s.time_cutoff is None:
+            return (f"each user needs split.min_train_per_user + split.valid_per_user + split.test_per_user = "
+                    f"{_min_rows_per_user(config)} interactions")
+        return f"each user needs split.min_train_per_user = {s.min_train_per_user} interactions"
+    if reason.startswith("user with no training history"):
+        return f"split.time_cutoff ({s.time_cutoff!r}) leaves them fewer than split.min_train_per_user earlier events"
+    if reason.startswith("duplicate event"):
+        return f"source.duplicates: {config.source.duplicates}"
+    return "source.on_bad_rows: skip"
+
+
+def _empty_message(config: DataConfig, report: Dict[str, Any], split: str) -> str:
+    head = f"data set {config.name!r} from {config.source.path}: the {split} split is empty, refusing to prepare it"
+    if report["rows_read"] == 0:
+        return f"{head}: the log has no data rows" + (" (only a header)" if config.source.header else "")
+    removed = "; ".join(f"{n} by '{reason}' ({_why_dropped(config, reason)})" for reason, n in report["rows_dropped"].items())
+    counts = f"{report['rows_read']} rows read, {report['rows_kept']} kept" + (f"; removed: {removed}" if removed else "")
+    return f"{head} ({counts})"
+
+
+def check_not_empty(config: DataConfig, report: Dict[str, Any], timestamps: np.ndarray) -> None:
+    """Raises :class:`BadInputError` when the training split, or a validation / test split the config
+    asks for, has no rows; the message says which rule removed them (the counts of ``report``)."""
+    s, sizes = config.split, report["split"]
+    if sizes["train"] == 0:
+        raise BadInputError(_empty_message(config, report, "training"))
+    if sizes["valid"] == 0 and s.valid_per_user > 0:
+        raise BadInputError(_empty_message(config, report, "validation") + "; or set split.valid_per_user: 0")
+    if sizes["test"] == 0 and s.time_cutoff is not None:
+        raise BadInputError(
+            f"{_empty_message(config, report, 'test')}: no event at or after split.time_cutoff "
+            f"({s.time_cutoff!r} = {config.time_cutoff} in source.timestamp_unit {config.source.timestamp_unit!r}); "
+            f"the latest kept event is at {int(timestamps.max())}"
+        )
+    if sizes["test"] == 0 and s.test_per_user > 0:
+        raise BadInputError(_empty_message(config, report, "test"))
 
 
 def _encode(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
