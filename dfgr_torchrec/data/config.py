@@ -220,17 +220,39 @@ class DataConfig:
         """``split.time_cutoff`` in the unit of the log's timestamps (``source.timestamp_unit``)."""
         return self.split.cutoff_in(self.source.timestamp_unit)
 
-    def fingerprint(self) -> str:
-        """A hash of everything that shapes the prepared data (config and input file identity)."""
-        import os
-
-        stat = os.stat(self.source.path)
-        payload = json.dumps(
-            {"format_version": PREPARED_FORMAT_VERSION, "config": asdict(self), "input": [stat.st_size, int(stat.st_mtime)]},
-            sort_keys=True,
-            default=str,
-        )
+    def config_key(self) -> str:
+        """A hash of the config alone (recorded in ``meta.json``: finds a prepared copy without the log)."""
+        payload = json.dumps({"format_version": PREPARED_FORMAT_VERSION, "config": asdict(self)}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def fingerprint(self, source: Optional[Dict[str, Any]] = None) -> str:
+        """A hash of everything that shapes the prepared data: the config and the log's content
+        (``source``: :func:`source_digest` of ``source.path``, computed when not given)."""
+        source = source_digest(self.source.path) if source is None else source
+        payload = json.dumps({"config": self.config_key(), "input": [source["size"], source["blake2b"]]}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+HASH_CHUNK = 4 << 20
+
+
+def file_digest(path: str) -> str:
+    """blake2b (128-bit) of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_digest(path: str) -> Dict[str, Any]:
+    """``{"path", "size", "blake2b"}`` of a log: the prepared-data cache keys on its content, so a log
+    rewritten with the same size and mtime (``cp -p``, ``touch -r``) is never served stale."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file (source.path)")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory (source.path); expected the log file itself")
+    return {"path": path, "size": os.path.getsize(path), "blake2b": file_digest(path)}
 
 
 def _section(cls: type, value: Any, key: str) -> Any:
@@ -253,7 +275,7 @@ def _action(name: Any, value: Any) -> ActionConfig:
     return from_dict(ActionConfig, value, f"actions.{name}")
 
 
-PREPARED_FORMAT_VERSION = 1
+PREPARED_FORMAT_VERSION = 2  # 2: meta.json records the source digest, the config key and every array's size
 
 
 def load_data_config(path: str) -> DataConfig:
