@@ -17,8 +17,6 @@ from tests.reliability.conftest import prepare, write_log, write_yaml
         ({"split": {"valid_per_user": True}}, "split.valid_per_user: expected an integer >= 0, got True"),
         ({"split": {"time_cutoff": "tomorrow"}}, "split.time_cutoff: expected an integer timestamp in the log's unit or an ISO date"),
         ({"split": 3}, "split: expected a mapping of SplitConfig keys, got 3"),
-        ({"source": {"columns": {"user": "u", "item": 1.5, "timestamp": "t"}}}, "source.columns.item: expected a column name"),
-        ({"vocab": {"hash_buckets": "many"}}, "vocab.hash_buckets: expected a positive integer"),
         ({"source": {"timestamp_unit": "days"}}, "source.timestamp_unit: expected one of ('s', 'ms', 'us', 'ns')"),
     ],
 )

@@ -60,3 +60,19 @@ def test_directory_as_source_path(tmp_path, capsys):
     code, _, err = prepare(capsys, write_yaml(tmp_path, folder))
     assert code == 2
     assert "logs: is a directory (source.path); expected the log file itself" in err
+
+
+def test_command_line_exit_2_and_no_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    config = write_yaml(tmp_path, folder, actions={"click": "click"}, name="bad.yaml")
+    dir_config = write_yaml(tmp_path, folder, name="dir.yaml")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    for path, message in ((config, "bad.yaml: actions.click: expected a mapping"), (dir_config, "logs: is a directory")):
+        done = subprocess.run([sys.executable, "-m", "dfgr_torchrec.cli", "data", "prepare", "--config", str(path)],
+                              capture_output=True, text=True, timeout=240, env=env)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
