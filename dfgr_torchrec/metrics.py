@@ -61,16 +61,38 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(torch.sigmoid(logits.double()).sum()) / positives if positives else math.nan
 
 
-def ranking_metrics(logits: torch.Tensor, labels: torch.Tensor, users: torch.Tensor, tasks) -> dict:
-    """AUC, GAUC, log loss, NE and calibration for each task column."""
-    return {
-        task: {
-            "auc": auc(logits[:, i], labels[:, i]),
-            "gauc": gauc(logits[:, i], labels[:, i], users),
-            "logloss": log_loss(logits[:, i], labels[:, i]),
-            "ne": normalized_entropy(logits[:, i], labels[:, i]),
-            "calibration": calibration(logits[:, i], labels[:, i]),
-            "count": int(labels.shape[0]),
-        }
-        for i, task in enumerate(tasks)
+def _class_note(labels: torch.Tensor) -> str:
+    """Why a metric that needs both classes is undefined on ``labels`` ("" when it is defined)."""
+    positives, count = int((labels > 0.5).sum()), labels.numel()
+    if count == 0:
+        return "no candidates"
+    if positives == 0:
+        return "only negatives"
+    return "only positives" if positives == count else ""
+
+
+def undefined_notes(metrics: dict, labels: torch.Tensor) -> dict:
+    """``{metric: reason}`` for each NaN metric of one task (e.g. ``{"auc": "only positives"}``)."""
+    note = _class_note(labels)
+    reasons = {"auc": note, "ne": note, "gauc": note or "no user with both classes",
+               "calibration": "no positives", "logloss": note or "no candidates"}
+    return {name: reasons[name] for name, value in metrics.items() if isinstance(value, float) and math.isnan(value)}
+
+
+def _task_metrics(logits: torch.Tensor, labels: torch.Tensor, users: torch.Tensor) -> dict:
+    metrics = {
+        "auc": auc(logits, labels),
+        "gauc": gauc(logits, labels, users),
+        "logloss": log_loss(logits, labels),
+        "ne": normalized_entropy(logits, labels),
+        "calibration": calibration(logits, labels),
+        "count": int(labels.shape[0]),
     }
+    notes = undefined_notes(metrics, labels)
+    return {**metrics, "notes": notes} if notes else metrics
+
+
+def ranking_metrics(logits: torch.Tensor, labels: torch.Tensor, users: torch.Tensor, tasks) -> dict:
+    """AUC, GAUC, log loss, NE and calibration for each task column; a metric a split cannot
+    define (one class only) is NaN, with the reason under ``notes`` (e.g. ``{"auc": "only positives"}``)."""
+    return {task: _task_metrics(logits[:, i], labels[:, i], users) for i, task in enumerate(tasks)}

@@ -4,20 +4,57 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from typing import Iterator
+
+STALE_SECONDS = 24 * 3600  # a leftover not provably ours (another host, an older naming) is stale after this
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: str) -> None:
+    """Removes the ``.tmp-<name>-*`` folders a killed writer of ``out`` left beside it: those of a
+    process of this host that no longer runs, and any other older than ``STALE_SECONDS``."""
+    parent, base = os.path.split(os.path.abspath(out))
+    ours = re.compile(rf"\.tmp-{re.escape(base)}-pid(\d+)@{re.escape(socket.gethostname())}-[0-9a-f]{{8}}")
+    for entry in os.scandir(parent):
+        if not (entry.name.startswith(f".tmp-{base}-") and entry.is_dir(follow_symlinks=False)):
+            continue
+        match = ours.fullmatch(entry.name)
+        if match:
+            stale = not _pid_alive(int(match.group(1)))
+        else:
+            stale = time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_directory(out: str) -> Iterator[str]:
     """Yields a temporary folder beside ``out``; on success it replaces ``out``, on error it is removed.
 
-    A crash mid-write therefore never leaves a half-written ``out`` for a later run to read.
+    A crash mid-write therefore never leaves a half-written ``out`` for a later run to read, and
+    what a killed run left behind is removed by the next one (:func:`remove_stale_temporaries`).
+    The folder gets the usual mode (0777 less the umask, e.g. 0755), so a team can share it.
     """
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(out)}-", dir=parent)
+    remove_stale_temporaries(out)
+    name = f".tmp-{os.path.basename(os.path.abspath(out))}-pid{os.getpid()}@{socket.gethostname()}-{secrets.token_hex(4)}"
+    tmp = os.path.join(parent, name)
+    os.mkdir(tmp, 0o777)
     try:
         yield tmp
         if os.path.exists(out):

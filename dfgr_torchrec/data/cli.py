@@ -40,11 +40,10 @@ def run_download(args: argparse.Namespace) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> None:
-    from dfgr_torchrec.data.prepare import load_report, prepare
+    from dfgr_torchrec.data.prepare import ensure_prepared, load_report
 
     config = load_data_config(args.config)
-    sources.ensure_source(config)
-    path = prepare(config, force=args.force)
+    path = ensure_prepared(config, force=args.force)
     print(json.dumps(load_report(path), indent=2))
 
 

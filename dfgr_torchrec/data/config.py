@@ -6,7 +6,8 @@ A user's own log needs a YAML file of this shape, not code::
     source:
       path: logs/events.tsv
       format: tsv                 # csv | tsv | parquet | delimited (with `delimiter`, e.g. "::")
-      header: true                # false: columns are 0-based indices
+      header: true                # false: columns are 0-based indices (a YAML boolean, unquoted)
+      timestamp_unit: s           # s | ms | us | ns: the unit of the timestamp column (scales a date time_cutoff)
       columns: {user: user_id, item: video_id, timestamp: time_ms}
       side_features: {category: category_id}
       on_bad_rows: error          # or skip: skipped rows are counted per reason in report.json
@@ -20,16 +21,19 @@ A user's own log needs a YAML file of this shape, not code::
       buy: {column: behavior, equals: buy}
       good: {column: rating, at_least: 4}   # positive when the number is >= the threshold
     action_feature: null          # a column whose raw values are the action id (e.g. rating); default: bitmask of actions
-    split: {valid_per_user: 1, test_per_user: 1}   # or time_cutoff: <timestamp>
+    split: {valid_per_user: 1, test_per_user: 1}   # or time_cutoff: <timestamp in the log's unit, or an
+                                                   # ISO date/datetime, e.g. "2022-01-01" (UTC unless an offset is given)>
     vocab: {oov: oov}             # ids unseen in training: one shared OOV row, or `hash` into hash_buckets rows
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 from dfgr_torchrec.config import check, from_dict, load_config_file
 from dfgr_torchrec.data.sources import check_download_name
@@ -38,6 +42,35 @@ Column = Union[str, int]
 FORMATS = ("csv", "tsv", "parquet", "delimited")
 DUPLICATES = ("error", "merge", "skip", "keep")
 DELIMITERS = {"csv": ",", "tsv": "\t"}
+TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # per second
+COLUMN = "a column name or a 0-based column index"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_column(key: str, value: Any) -> None:
+    check(isinstance(value, str) or (_is_int(value) and value >= 0), key, COLUMN, value)
+
+
+def _check_bool(key: str, value: Any) -> None:
+    check(isinstance(value, bool), key, "a boolean (true or false, unquoted)", value)
+
+
+def parse_time_cutoff(value: Any) -> Optional[float]:
+    """Unix seconds of an ISO date/datetime string (UTC unless it has an offset); None if not one."""
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
 
 
 @dataclass
@@ -47,6 +80,10 @@ class ColumnsConfig:
     user: Column
     item: Column
     timestamp: Column
+
+    def __post_init__(self) -> None:
+        for key in ("user", "item", "timestamp"):
+            _check_column(key, getattr(self, key))
 
 
 @dataclass
@@ -61,8 +98,15 @@ class SourceConfig:
     duplicates: str = "error"
     require_sorted: bool = False
     download: Optional[str] = None
+    timestamp_unit: str = "s"
 
     def __post_init__(self) -> None:
+        check(isinstance(self.path, str) and self.path != "", "path", "a file path", self.path)
+        _check_bool("header", self.header)
+        _check_bool("require_sorted", self.require_sorted)
+        check(self.delimiter is None or isinstance(self.delimiter, str), "delimiter", "a string", self.delimiter)
+        check(isinstance(self.side_features, Mapping), "side_features", "a mapping {name: column}", self.side_features)
+        check(self.timestamp_unit in TIMESTAMP_UNITS, "timestamp_unit", f"one of {tuple(TIMESTAMP_UNITS)}", self.timestamp_unit)
         check_download_name(self.download, "download")
         check(self.format in FORMATS, "format", f"one of {FORMATS}", self.format)
         if self.format == "delimited":
@@ -94,6 +138,9 @@ class ActionConfig:
     at_least: Optional[float] = None
 
     def __post_init__(self) -> None:
+        _check_column("column", self.column)
+        check(self.equals is None or isinstance(self.equals, (str, int, float)), "equals", "a number or a string", self.equals)
+        check(self.at_least is None or _is_number(self.at_least), "at_least", "a number", self.at_least)
         check(self.equals is None or self.at_least is None, "equals/at_least", "at most one of them", self)
 
 
@@ -105,16 +152,29 @@ class SplitConfig:
 
     valid_per_user: int = 1
     test_per_user: int = 1
-    time_cutoff: Optional[int] = None
+    time_cutoff: Optional[Union[int, str]] = None
     min_train_per_user: int = 1
 
     def __post_init__(self) -> None:
         for key in ("valid_per_user", "test_per_user"):
-            check(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
+            check(_is_int(getattr(self, key)) and getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
         check(
-            isinstance(self.min_train_per_user, int) and self.min_train_per_user >= 1,
+            _is_int(self.min_train_per_user) and self.min_train_per_user >= 1,
             "min_train_per_user", "an integer >= 1", self.min_train_per_user,
         )
+        cutoff = self.time_cutoff
+        check(
+            cutoff is None or _is_int(cutoff) or (isinstance(cutoff, str) and parse_time_cutoff(cutoff) is not None),
+            "time_cutoff", "an integer timestamp in the log's unit or an ISO date/datetime such as '2022-01-01' "
+            "or '2022-01-01T08:00:00+08:00'", cutoff,
+        )
+
+    def cutoff_in(self, unit: str) -> Optional[int]:
+        """``time_cutoff`` in the log's timestamp ``unit`` (an ISO date is converted; an integer is taken as is)."""
+        if not isinstance(self.time_cutoff, str):
+            return self.time_cutoff
+        seconds = parse_time_cutoff(self.time_cutoff)
+        return int(round(seconds * TIMESTAMP_UNITS[unit]))
 
 
 @dataclass
@@ -127,7 +187,7 @@ class VocabConfig:
 
     def __post_init__(self) -> None:
         check(self.oov in ("oov", "hash"), "oov", "'oov' or 'hash'", self.oov)
-        check(isinstance(self.hash_buckets, int) and self.hash_buckets > 0, "hash_buckets", "a positive integer", self.hash_buckets)
+        check(_is_int(self.hash_buckets) and self.hash_buckets > 0, "hash_buckets", "a positive integer", self.hash_buckets)
 
 
 @dataclass
@@ -142,36 +202,80 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
-        if isinstance(self.source, Mapping):
-            self.source = from_dict(SourceConfig, self.source, "source")
+        check(isinstance(self.output_dir, str) and self.output_dir != "", "output_dir", "a folder path", self.output_dir)
+        self.source = _section(SourceConfig, self.source, "source")
+        self.split = _section(SplitConfig, self.split, "split")
+        self.vocab = _section(VocabConfig, self.vocab, "vocab")
         check(isinstance(self.actions, Mapping) and len(self.actions) > 0, "actions", "at least one action type", self.actions)
-        self.actions = {
-            name: from_dict(ActionConfig, a, f"actions.{name}") if isinstance(a, Mapping) else a
-            for name, a in self.actions.items()
-        }
-        if isinstance(self.split, Mapping):
-            self.split = from_dict(SplitConfig, self.split, "split")
-        if isinstance(self.vocab, Mapping):
-            self.vocab = from_dict(VocabConfig, self.vocab, "vocab")
+        self.actions = {name: _action(name, a) for name, a in self.actions.items()}
+        if self.action_feature is not None:
+            _check_column("action_feature", self.action_feature)
 
     @property
     def task_names(self):
         return list(self.actions)
 
-    def fingerprint(self) -> str:
-        """A hash of everything that shapes the prepared data (config and input file identity)."""
-        import os
+    @property
+    def time_cutoff(self) -> Optional[int]:
+        """``split.time_cutoff`` in the unit of the log's timestamps (``source.timestamp_unit``)."""
+        return self.split.cutoff_in(self.source.timestamp_unit)
 
-        stat = os.stat(self.source.path)
-        payload = json.dumps(
-            {"format_version": PREPARED_FORMAT_VERSION, "config": asdict(self), "input": [stat.st_size, int(stat.st_mtime)]},
-            sort_keys=True,
-            default=str,
-        )
+    def config_key(self) -> str:
+        """A hash of the config alone (recorded in ``meta.json``: finds a prepared copy without the log)."""
+        payload = json.dumps({"format_version": PREPARED_FORMAT_VERSION, "config": asdict(self)}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def fingerprint(self, source: Optional[Dict[str, Any]] = None) -> str:
+        """A hash of everything that shapes the prepared data: the config and the log's content
+        (``source``: :func:`source_digest` of ``source.path``, computed when not given)."""
+        source = source_digest(self.source.path) if source is None else source
+        payload = json.dumps({"config": self.config_key(), "input": [source["size"], source["blake2b"]]}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-PREPARED_FORMAT_VERSION = 1
+HASH_CHUNK = 4 << 20
+
+
+def file_digest(path: str) -> str:
+    """blake2b (128-bit) of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_digest(path: str) -> Dict[str, Any]:
+    """``{"path", "size", "blake2b"}`` of a log: the prepared-data cache keys on its content, so a log
+    rewritten with the same size and mtime (``cp -p``, ``touch -r``) is never served stale."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file (source.path)")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory (source.path); expected the log file itself")
+    return {"path": path, "size": os.path.getsize(path), "blake2b": file_digest(path)}
+
+
+def _section(cls: type, value: Any, key: str) -> Any:
+    """A nested config from its mapping (already built: kept); anything else names ``key``."""
+    if isinstance(value, cls):
+        return value
+    check(isinstance(value, Mapping), key, f"a mapping of {cls.__name__} keys", value)
+    return from_dict(cls, value, key)
+
+
+def _action(name: Any, value: Any) -> ActionConfig:
+    check(isinstance(name, str) and name != "", "actions", "action names that are strings", name)
+    if isinstance(value, ActionConfig):
+        return value
+    check(
+        isinstance(value, Mapping), f"actions.{name}",
+        "a mapping such as {column: <column>}, {column: <column>, equals: <value>} or {column: <column>, at_least: <number>}",
+        value,
+    )
+    return from_dict(ActionConfig, value, f"actions.{name}")
+
+
+PREPARED_FORMAT_VERSION = 2  # 2: meta.json records the source digest, the config key and every array's size
 
 
 def load_data_config(path: str) -> DataConfig:

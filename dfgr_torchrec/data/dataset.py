@@ -13,8 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION
-from dfgr_torchrec.data.prepare import TEST, TRAIN, VALID
+from dfgr_torchrec.data.prepare import TEST, TRAIN, VALID, check_prepared
 from dfgr_torchrec.features import (
     ACTION_FEATURE,
     ITEM_FEATURE,
@@ -31,16 +30,12 @@ class PreparedData:
     """A prepared data set on disk, its arrays memory-mapped (read lazily, shared by workers)."""
 
     def __init__(self, path: str) -> None:
-        meta_path = os.path.join(path, "meta.json")
-        if not os.path.exists(meta_path):
-            raise FileNotFoundError(f"{path}: not a prepared data set (no meta.json); run `dfgr data prepare`")
-        with open(meta_path) as f:
+        damage = check_prepared(path)
+        if damage is not None:
+            raise ValueError(f"{path}: not an intact prepared data set: {damage}; prepare it again "
+                             "(`dfgr data prepare --config <data yaml> --force`)")
+        with open(os.path.join(path, "meta.json")) as f:
             self.meta = json.load(f)
-        if self.meta.get("format_version") != PREPARED_FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: prepared with format {self.meta.get('format_version')}, this code reads "
-                f"{PREPARED_FORMAT_VERSION}; prepare it again"
-            )
         self.path = path
         load = lambda name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r")  # noqa: E731
         self.offsets = np.asarray(load("user_offsets"))

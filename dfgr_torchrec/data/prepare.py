@@ -10,52 +10,164 @@ Layout of ``<output_dir>/<name>-<fingerprint>/`` (numpy ``.npy``, opened with ``
 - ``vocab_<name>.npy``: raw id of each row (row ``r`` of the table is ``vocab[r - 1]``; row 0 is OOV).
 - ``meta.json`` (sizes, tasks, config) and ``report.json`` (what was read, kept and dropped).
 
-The directory name carries a hash of the config and of the input file's size and mtime, so a
-changed config or log never reads stale data; it is written to a temporary directory and
-renamed, so a crash never leaves a half-written data set behind.
+The directory name carries a hash of the config and of the input file's content (blake2b of its
+bytes, recorded in ``meta.json`` with the config's own key), so a changed config or log never
+reads stale data. ``meta.json`` also records the byte size and blake2b of every file; a copy
+whose files no longer match the sizes is prepared again (``prepare``) or refused
+(``PreparedData``). It is written to a temporary directory and renamed, so a crash never
+leaves a half-written data set behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from dfgr_torchrec.progress import progress as progress_bar
 
 from dfgr_torchrec.data.atomic import atomic_directory
-from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig
+from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, file_digest, source_digest
 from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
+from dfgr_torchrec.data.sources import ensure_source
 from dfgr_torchrec.features import ACTION_FEATURE
 
 TRAIN, VALID, TEST = 0, 1, 2
 
 
-def prepared_path(config: DataConfig) -> str:
-    return os.path.join(config.output_dir, f"{config.name}-{config.fingerprint()}")
+def prepared_path(config: DataConfig, source: Optional[Dict[str, Any]] = None) -> str:
+    """``<output_dir>/<name>-<fingerprint>``; ``source`` is the log's :func:`source_digest` (computed when not given)."""
+    return os.path.join(config.output_dir, f"{config.name}-{config.fingerprint(source)}")
 
 
 def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> str:
-    """Prepares ``config``'s log unless an up-to-date copy exists; returns its directory."""
-    out = prepared_path(config)
-    if os.path.exists(os.path.join(out, "meta.json")) and not force:
+    """Prepares ``config``'s log unless an intact, up-to-date copy exists; returns its directory.
+
+    A copy whose arrays do not match the sizes ``meta.json`` recorded (deleted, truncated) is
+    prepared again."""
+    source = source_digest(config.source.path)
+    out = prepared_path(config, source)
+    damage = check_prepared(out) if os.path.exists(out) else "absent"
+    if damage is None and not force:
         if progress:
             print(f"up to date: {out}")
         return out
+    if damage != "absent" and not force:
+        print(f"preparing {out} again: {damage}", file=sys.stderr)
     start = time.perf_counter()
     raw = read_log(config, progress=progress)
     arrays, report = build_arrays(config, raw, progress=progress)
+    check_not_empty(config, report, arrays["timestamp"])
     report["seconds"] = round(time.perf_counter() - start, 3)
-    _write(out, arrays, report, config, progress)
+    _write(out, arrays, report, config, source, progress)
     if progress:
         print(f"prepared {out}: {report['interactions']} interactions, {report['users']} users, "
               f"{report['items']} items in {report['seconds']:.1f} s")
     return out
+
+
+def check_prepared(path: str) -> Optional[str]:
+    """None when ``path`` is an intact prepared data set of this format, else what is wrong with it
+    (naming the file): ``meta.json`` unreadable, an array missing or not the size recorded at write time."""
+    meta_path = os.path.join(path, "meta.json")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return f"{meta_path}: missing (not a prepared data set; run `dfgr data prepare`)"
+    except (OSError, ValueError) as e:
+        return f"{meta_path}: unreadable ({e})"
+    if meta.get("format_version") != PREPARED_FORMAT_VERSION:
+        return f"{path}: prepared with format {meta.get('format_version')}, this code reads {PREPARED_FORMAT_VERSION}"
+    for name, expected in {**meta["files"], **meta["arrays"]}.items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return f"{file}: missing"
+        if os.path.getsize(file) != expected["bytes"]:
+            return f"{file}: {os.path.getsize(file)} bytes, {expected['bytes']} when it was written (truncated or changed)"
+    return None
+
+
+def find_prepared(config: DataConfig) -> Optional[str]:
+    """The newest intact prepared copy of this exact config (any log content) under ``output_dir``."""
+    if not os.path.isdir(config.output_dir):
+        return None
+    key, found = config.config_key(), []
+    for entry in os.scandir(config.output_dir):
+        meta = os.path.join(entry.path, "meta.json")
+        if not (entry.name.startswith(f"{config.name}-") and entry.is_dir() and os.path.isfile(meta)):
+            continue
+        try:
+            with open(meta) as f:
+                same = json.load(f).get("config_key") == key
+        except (OSError, ValueError):
+            continue
+        if same and check_prepared(entry.path) is None:
+            found.append((os.path.getmtime(meta), entry.path))
+    return max(found)[1] if found else None
+
+
+def ensure_prepared(config: DataConfig, force: bool = False, progress: bool = True) -> str:
+    """Downloads (``source.download``) and prepares the log unless up to date; returns the prepared folder.
+
+    When the log is gone (moved, deleted) but a prepared copy of this config exists, that copy is
+    used, with a warning on stderr, rather than failing (unless ``force``)."""
+    if not force and not os.path.exists(config.source.path):
+        found = find_prepared(config)
+        if found is not None:
+            print(f"warning: {config.source.path} (source.path of {config.name!r}) is gone; "
+                  f"using the prepared copy {found}", file=sys.stderr)
+            return found
+    ensure_source(config)
+    return prepare(config, force=force, progress=progress)
+
+
+def _why_dropped(config: DataConfig, reason: str) -> str:
+    """The config rule behind a ``rows_dropped`` reason of the report."""
+    s = config.split
+    if reason == "user with too few interactions":
+        if s.time_cutoff is None:
+            return (f"each user needs split.min_train_per_user + split.valid_per_user + split.test_per_user = "
+                    f"{_min_rows_per_user(config)} interactions")
+        return f"each user needs split.min_train_per_user = {s.min_train_per_user} interactions"
+    if reason.startswith("user with no training history"):
+        return f"split.time_cutoff ({s.time_cutoff!r}) leaves them fewer than split.min_train_per_user earlier events"
+    if reason.startswith("duplicate event"):
+        return f"source.duplicates: {config.source.duplicates}"
+    return "source.on_bad_rows: skip"
+
+
+def _empty_message(config: DataConfig, report: Dict[str, Any], split: str) -> str:
+    head = f"data set {config.name!r} from {config.source.path}: the {split} split is empty, refusing to prepare it"
+    if report["rows_read"] == 0:
+        return f"{head}: the log has no data rows" + (" (only a header)" if config.source.header else "")
+    removed = "; ".join(f"{n} by '{reason}' ({_why_dropped(config, reason)})" for reason, n in report["rows_dropped"].items())
+    counts = f"{report['rows_read']} rows read, {report['rows_kept']} kept" + (f"; removed: {removed}" if removed else "")
+    return f"{head} ({counts})"
+
+
+def check_not_empty(config: DataConfig, report: Dict[str, Any], timestamps: np.ndarray) -> None:
+    """Raises :class:`BadInputError` when the training split, or a validation / test split the config
+    asks for, has no rows; the message says which rule removed them (the counts of ``report``)."""
+    s, sizes = config.split, report["split"]
+    if sizes["train"] == 0:
+        raise BadInputError(_empty_message(config, report, "training"))
+    if sizes["valid"] == 0 and s.valid_per_user > 0:
+        raise BadInputError(_empty_message(config, report, "validation") + "; or set split.valid_per_user: 0")
+    if sizes["test"] == 0 and s.time_cutoff is not None:
+        raise BadInputError(
+            f"{_empty_message(config, report, 'test')}: no event at or after split.time_cutoff "
+            f"({s.time_cutoff!r} = {config.time_cutoff} in source.timestamp_unit {config.source.timestamp_unit!r}); "
+            f"the latest kept event is at {int(timestamps.max())}"
+        )
+    if sizes["test"] == 0 and s.test_per_user > 0:
+        raise BadInputError(_empty_message(config, report, "test"))
 
 
 def _encode(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -106,7 +218,7 @@ def _assign_split(config: DataConfig, offsets: np.ndarray, timestamps: np.ndarra
         split[from_end <= s.test_per_user] = TEST
         split[(from_end > s.test_per_user) & (from_end <= s.test_per_user + s.valid_per_user)] = VALID
     else:
-        split[timestamps >= s.time_cutoff] = TEST
+        split[timestamps >= config.time_cutoff] = TEST
         # rows are chronological per user, so the pre-cutoff rows are a prefix of each user:
         # the last valid_per_user of that prefix are validation
         pre = (split != TEST).astype(np.int64)
@@ -312,16 +424,25 @@ def _percentiles(lengths: np.ndarray) -> Dict[str, float]:
             "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
 
 
-def _write(out: str, arrays: Dict[str, Any], report: Dict[str, Any], config: DataConfig, progress: bool) -> None:
+def _write(
+    out: str, arrays: Dict[str, Any], report: Dict[str, Any], config: DataConfig, source: Dict[str, Any], progress: bool
+) -> None:
+    """Writes the arrays, ``report.json`` and, last, ``meta.json`` with the size and blake2b of every file."""
     meta = arrays.pop("__meta__")
-    meta["config"] = asdict(config)
+    meta.update(config=asdict(config), config_key=config.config_key(), source=source)
     with atomic_directory(out) as tmp:
         for name, array in progress_bar(arrays.items(), desc="write", enabled=progress):
             np.save(os.path.join(tmp, f"{name}.npy"), array)
         with open(os.path.join(tmp, "report.json"), "w") as f:
             json.dump(report, f, indent=2)
+        meta["arrays"] = _file_records(tmp, [f"{name}.npy" for name in arrays])
+        meta["files"] = _file_records(tmp, ["report.json"])
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=2, default=str)
+
+
+def _file_records(folder: str, names) -> Dict[str, Dict[str, Any]]:
+    return {n: {"bytes": os.path.getsize(os.path.join(folder, n)), "blake2b": file_digest(os.path.join(folder, n))} for n in names}
 
 
 def load_report(path: str) -> Dict[str, Any]:

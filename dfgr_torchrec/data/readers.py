@@ -8,6 +8,8 @@ expected (``on_bad_rows: error``, the default) or are skipped and counted per re
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -107,10 +109,12 @@ def _resolve_header(path: str, header: List[str], keys: Dict[str, Column]) -> Di
 
 
 def read_log(config: DataConfig, progress: bool = True) -> RawLog:
-    """Reads ``config.source`` into a :class:`RawLog` (CSV/TSV/delimited or Parquet)."""
+    """Reads ``config.source`` into a :class:`RawLog` (CSV/TSV/delimited, plain or gzip, or Parquet)."""
     path = config.source.path
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file (source.path)")
+    if os.path.isdir(path):
+        raise BadInputError(f"{path}: is a directory (source.path); expected the log file itself")
     if config.source.format == "parquet":
         return _read_parquet(config)
     return _read_delimited(config, progress)
@@ -129,15 +133,61 @@ def _split_lines(path: str, delimiter: str, progress: bool) -> Iterator[Tuple[in
                 bar.update(min(read, size) - bar.n)
             yield line
 
-    with open(path, newline="", encoding="utf-8") as f:
-        if len(delimiter) == 1:
-            yield from enumerate(csv.reader(counted(f), delimiter=delimiter), start=1)
-        else:
-            for line_no, line in enumerate(counted(f), start=1):
-                line = line.rstrip("\r\n")
-                yield line_no, line.split(delimiter) if line else []
+    with open_text(path) as f:
+        try:
+            if len(delimiter) == 1:
+                yield from enumerate(csv.reader(counted(f), delimiter=delimiter), start=1)
+            else:
+                for line_no, line in enumerate(counted(f), start=1):
+                    line = line.rstrip("\r\n")
+                    yield line_no, line.split(delimiter) if line else []
+        except UnicodeDecodeError:
+            raise BadInputError(_utf8_error(path)) from None
+        except (EOFError, gzip.BadGzipFile) as e:
+            raise BadInputError(f"{path}: damaged compressed file ({e})") from None
     bar.update(size - bar.n)
     bar.close()
+
+
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+def open_binary(path: str) -> io.BufferedIOBase:
+    """The log's bytes: gzip (and zstd when ``zstandard`` is installed) decompressed, by their magic bytes."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(GZIP_MAGIC):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if magic == ZSTD_MAGIC:
+        try:
+            import zstandard
+        except ImportError:
+            raise BadInputError(
+                f"{path}: zstd-compressed, and the zstandard module is not installed; "
+                "decompress it (zstd -d) or gzip it instead"
+            ) from None
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def open_text(path: str) -> io.TextIOWrapper:
+    """The log as UTF-8 text (a leading byte-order mark is dropped), for the csv module."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
+
+
+def _utf8_error(path: str) -> str:
+    """Where the first byte that is not UTF-8 is: ``<file>:<line>:<column>`` (column in characters)."""
+    with open_binary(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                column = len(line[: e.start].decode("utf-8")) + 1
+                return (
+                    f"{path}:{line_no}:{column}: byte 0x{line[e.start]:02x} is not valid UTF-8; "
+                    "the log must be UTF-8 (convert it, e.g. iconv -f latin1 -t utf-8)"
+                )
+    return f"{path}: not valid UTF-8"
 
 
 def _read_delimited(config: DataConfig, progress: bool) -> RawLog:

@@ -17,7 +17,7 @@ import torch
 from dfgr_torchrec.config import fill_from_data
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import TRAIN, PreparedData, SequenceDataset
-from dfgr_torchrec.data.prepare import prepared_path
+from dfgr_torchrec.data.prepare import ensure_prepared
 from dfgr_torchrec.models.flops import training_flops
 from dfgr_torchrec.recipes.config import load_train_config
 
@@ -32,7 +32,7 @@ def steps_run(run_dir: str) -> Optional[int]:
 def run_train_flops(run_dir: str, world_size: int) -> Optional[float]:
     """Training FLOPs a finished run spent; None for a model type with no counter."""
     config = load_train_config(os.path.join(run_dir, "config.yaml"))
-    data = PreparedData(prepared_path(load_data_config(config.data.config)))
+    data = PreparedData(ensure_prepared(load_data_config(config.data.config), progress=False))
     model = fill_from_data(config.model, data.schema(config.data.user_id))
     lengths = np.minimum(data.counts[TRAIN], config.data.max_seq_len)
     per_epoch = training_flops(model, torch.from_numpy(lengths[lengths > 0]))

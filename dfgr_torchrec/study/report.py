@@ -42,7 +42,7 @@ def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -
             for task, m in metrics["tasks"].items():
                 rows.append({
                     "data": r["data"], "model": r["model"], "seed": r["seed"], "params": r["params"], "point": r["point"],
-                    "chosen": r["chosen"], "split": split, "task": task, **{k: m[k] for k in METRICS},
+                    "chosen": r["chosen"], "split": split, "task": task, **{k: _number(m[k]) for k in METRICS},
                     "selected_step": r["final"].get("selected_step"), "train_seconds": r["train_seconds"],
                     "train_flops": flops,
                 })
@@ -59,6 +59,11 @@ def write_results(records: List[Dict[str, Any]], out: str, world_size: int) -> L
         f.write(summary_markdown(rows, records))
     plot(rows, records, out)
     return rows
+
+
+def _number(value: Any) -> float:
+    """A metric read from JSON: ``null`` (undefined, e.g. one class only) is NaN."""
+    return math.nan if value is None else value
 
 
 def _mean_std(values: List[float]) -> str:

@@ -6,15 +6,14 @@ import torch.distributed as dist
 
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData
-from dfgr_torchrec.data.prepare import prepare, prepared_path
-from dfgr_torchrec.data.sources import ensure_source
+from dfgr_torchrec.data.prepare import ensure_prepared
 
 
 def prepare_data(data_config_path: str) -> PreparedData:
-    """Collective: downloads (``source.download``) and prepares on rank 0, unless up to date."""
+    """Collective: downloads (``source.download``) and prepares on rank 0, unless up to date, and
+    tells every rank the folder (only rank 0 reads the raw log; a prepared copy of the config is
+    used, with a warning, when the raw log is gone)."""
     data_config = load_data_config(data_config_path)
-    if dist.get_rank() == 0:
-        ensure_source(data_config)
-        prepare(data_config, progress=False)
-    dist.barrier()
-    return PreparedData(prepared_path(data_config))
+    path = [ensure_prepared(data_config, progress=False) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(path, src=0)
+    return PreparedData(path[0])

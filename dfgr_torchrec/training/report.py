@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Dict
 
@@ -11,18 +12,40 @@ from tabulate import tabulate
 METRIC_COLUMNS = (("auc", "AUC"), ("gauc", "GAUC"), ("logloss", "log loss"), ("ne", "NE"), ("calibration", "calibration"))
 
 
+def _cell(value: Any, note: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return f"n/a ({note})" if note else "n/a"
+    return f"{value:.4f}"
+
+
 def format_metrics(metrics: Dict[str, Any]) -> str:
-    """One row per task of ``{"tasks": {task: {"auc": ..., ...}}}``, as written by the recipe."""
-    rows = [[task, *(m[key] for key, _ in METRIC_COLUMNS), m["count"]] for task, m in metrics["tasks"].items()]
+    """One row per task of ``{"tasks": {task: {"auc": ..., ...}}}``, as written by the recipe; an
+    undefined metric reads ``n/a (<reason>)``, e.g. ``n/a (only positives)``."""
+    rows = [
+        [task, *(_cell(m.get(key), m.get("notes", {}).get(key, "")) for key, _ in METRIC_COLUMNS), m["count"]]
+        for task, m in metrics["tasks"].items()
+    ]
     headers = ["task", *(title for _, title in METRIC_COLUMNS), "candidates"]
-    return tabulate(rows, headers=headers, floatfmt=".4f")
+    return tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", *["right"] * (len(headers) - 1)))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON ``null``): strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def write_metrics(run_dir: str, name: str, metrics: Dict[str, Any]) -> str:
-    """``<run_dir>/metrics_<name>.json``, and the table on stdout; returns the path."""
+    """``<run_dir>/metrics_<name>.json`` (strict JSON: an undefined metric is ``null``, its reason
+    under the task's ``notes``), and the table on stdout; returns the path."""
     path = os.path.join(run_dir, f"metrics_{name}.json")
     with open(path, "w") as f:
-        json.dump(metrics, f, indent=2)
+        json.dump(json_ready(metrics), f, indent=2, allow_nan=False)
     selected = f", selected at step {metrics['selected_step']}" if metrics.get("selected_step") is not None else ""
     print(f"\n{metrics['split']} metrics ({metrics['candidates']} candidates{selected}), written to {path}:")
     print(format_metrics(metrics), flush=True)
