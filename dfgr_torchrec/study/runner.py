@@ -72,8 +72,9 @@ class StudyRunner:
         if not os.path.exists(final):
             overrides = [*model_run.overrides, *(f"{k}={json.dumps(v)}" for k, v in params.items()),
                          f"train.seed={seed}", f"eval.test={str(test).lower()}"]
-            resume = ["--resume"] if os.path.isdir(os.path.join(run_dir, "checkpoints")) else []  # an interrupted run
-            self._launch(name, ["--config", model_run.config, *resume, f"output_dir={self.runs_dir}", f"name={name}", *overrides])
+            # an interrupted run resumes from its checkpoint, or starts again if it had none yet
+            self._launch(name, ["--config", model_run.config, f"output_dir={self.runs_dir}", f"name={name}", *overrides,
+                                "checkpoint.resume=auto"])
         with open(final) as f:
             metrics = json.load(f)
         return {"name": name, "data": model_run.data, "model": model_run.model, "point": point, "params": params,

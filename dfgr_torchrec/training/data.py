@@ -8,6 +8,7 @@ from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData
 from dfgr_torchrec.data.prepare import prepare, prepared_path
 from dfgr_torchrec.data.sources import ensure_source
+from dfgr_torchrec.training.distributed import patient_barrier
 
 
 def prepare_data(data_config_path: str) -> PreparedData:
@@ -16,5 +17,5 @@ def prepare_data(data_config_path: str) -> PreparedData:
     if dist.get_rank() == 0:
         ensure_source(data_config)
         prepare(data_config, progress=False)
-    dist.barrier()
+    patient_barrier()  # preparing may take longer than the collective timeout
     return PreparedData(prepared_path(data_config))
