@@ -8,9 +8,6 @@ import subprocess
 
 import pytest
 
-from dfgr_torchrec.training.errors import RunError
-from dfgr_torchrec.training.manifest import newest_intact_checkpoint
-
 from .conftest import DEBUG, SMALL, clean_error, dfgr, needs_data
 
 
@@ -30,6 +27,8 @@ DAMAGE = {
 
 @pytest.mark.parametrize("name", sorted(DAMAGE))
 def test_damaged_latest_falls_back_naming_the_file(run_copy, name):
+    from dfgr_torchrec.training.manifest import newest_intact_checkpoint
+
     _, run = run_copy
     damaged = run / "checkpoints" / "step-4" / name
     DAMAGE[name](str(damaged))
@@ -39,6 +38,9 @@ def test_damaged_latest_falls_back_naming_the_file(run_copy, name):
 
 
 def test_no_intact_checkpoint_is_refused_naming_them(run_copy):
+    from dfgr_torchrec.training.errors import RunError
+    from dfgr_torchrec.training.manifest import newest_intact_checkpoint
+
     out, run = run_copy
     _truncate(str(run / "checkpoints" / "step-4" / "extra.pt"))
     os.remove(run / "checkpoints" / "step-2" / ".metadata")

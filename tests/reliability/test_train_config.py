@@ -8,9 +8,6 @@ import time
 import pytest
 import yaml
 
-from dfgr_torchrec.recipes.config import dump_config, load_train_config
-from dfgr_torchrec.training.manifest import write_manifest
-
 from .conftest import DEBUG, ROOT, clean_error, dfgr, env
 
 
@@ -60,6 +57,9 @@ def test_building_the_parser_imports_no_torch():
 def _fake_run(out, *overrides):
     """A run directory as training leaves it (config.yaml, a checkpoint with its manifest): the
     resume checks run before anything is loaded, so the checkpoint's contents do not matter."""
+    from dfgr_torchrec.recipes.config import dump_config, load_train_config
+    from dfgr_torchrec.training.manifest import write_manifest
+
     run = out / "debug"
     step = run / "checkpoints" / "step-2"
     step.mkdir(parents=True)
