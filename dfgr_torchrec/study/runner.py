@@ -2,7 +2,7 @@
 
 Each run is the training recipe in its own ``torchrun`` job, writing to ``<out>/runs/<name>``.
 A run whose ``metrics_final.json`` exists is done and skipped; an interrupted one resumes from
-its checkpoint (``--resume``), so a study stopped at any point continues where it was. Grid
+its checkpoint (``checkpoint.resume=auto``: else it starts again), so a study stopped at any point continues where it was. Grid
 points the study does not choose are never scored on the test split (``eval.test=false``); the
 chosen point is, once per seed.
 """
