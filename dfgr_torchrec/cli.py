@@ -1,62 +1,85 @@
-"""The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr study``, ``dfgr bench ...``, ``dfgr demo``."""
+"""The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr study``, ``dfgr bench ...``, ``dfgr demo``.
+
+Building the parser imports no torch: the commands whose modules need it (demo, bench) get their
+arguments only when the command line names them, and every handler imports its work lazily,
+so ``dfgr --help`` and a config error answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
+
+# (command path, help, module with add_arguments(parser) and run(args)) of the torch-heavy commands
+_LAZY = (
+    (("demo",), "train on generated sequences, then score held-out candidates", "dfgr_torchrec.demo"),
+    (("bench", "attention"), "DFGR vs MetaGR training and inference cost", "dfgr_torchrec.bench.attention"),
+    (("bench", "data"), "prepare time and loader throughput vs the training step", "dfgr_torchrec.bench.data"),
+    (("bench", "init-scale"), "the attention branch's strength at initialisation", "dfgr_torchrec.bench.init_scale"),
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from dfgr_torchrec import demo
-    from dfgr_torchrec.bench import attention, data as data_bench, init_scale
+def _named(argv: List[str], path: tuple) -> bool:
+    words = [a for a in argv if not a.startswith("-")]
+    return tuple(words[: len(path)]) == path
+
+
+def _add_lazy(commands: "argparse._SubParsersAction", path: tuple, help: str, module: str, argv: List[str]) -> None:
+    parser = commands.add_parser(path[-1], help=help)
+    if _named(argv, path):  # only the command being run imports its module (and torch)
+        loaded = importlib.import_module(module)
+        loaded.add_arguments(parser)
+        parser.set_defaults(run=loaded.run)
+
+
+def _recipe(eval_only: bool) -> Callable:
+    def run(args: argparse.Namespace):
+        from dfgr_torchrec.recipes.args import run_cli
+
+        return run_cli(args, eval_only=eval_only)
+
+    return run
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The ``dfgr`` parser, fully populated for the command ``argv`` names (none: the top level)."""
     from dfgr_torchrec.data import cli as data_cli
-
-    parser = argparse.ArgumentParser(prog="dfgr", description="Dual-Flow Generative Ranking on TorchRec")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo_parser = commands.add_parser("demo", help="train on generated sequences, then score held-out candidates")
-    demo.add_arguments(demo_parser)
-    demo_parser.set_defaults(run=demo.run)
-
-    data_cli.add_commands(commands)
-
-    from dfgr_torchrec.recipes import train as train_recipe
-
-    train_parser = commands.add_parser("train", help="train and evaluate (one process, or under torchrun/TorchX)")
-    train_recipe.add_arguments(train_parser)
-    train_parser.set_defaults(run=train_recipe.run_cli)
-    eval_parser = commands.add_parser("eval", help="evaluate the latest checkpoint of a run")
-    train_recipe.add_arguments(eval_parser)
-    eval_parser.set_defaults(run=lambda args: train_recipe.run_cli(args, eval_only=True))
-
+    from dfgr_torchrec.recipes import args as recipe_args
     from dfgr_torchrec.study import cli as study_cli
 
+    argv = argv or []
+    parser = argparse.ArgumentParser(prog="dfgr", description="Dual-Flow Generative Ranking on TorchRec")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_lazy(commands, *_LAZY[0], argv)
+    data_cli.add_commands(commands)
+    train_parser = commands.add_parser("train", help="train and evaluate (one process, or under torchrun/TorchX)")
+    recipe_args.add_arguments(train_parser)
+    train_parser.set_defaults(run=_recipe(eval_only=False))
+    eval_parser = commands.add_parser("eval", help="evaluate a run's best (else latest) checkpoint, or --checkpoint PATH")
+    recipe_args.add_arguments(eval_parser, eval_only=True)
+    eval_parser.set_defaults(run=_recipe(eval_only=True))
     study_parser = commands.add_parser("study", help="models x data sets x grid x seeds, chosen on validation")
     study_cli.add_arguments(study_parser)
     study_parser.set_defaults(run=study_cli.run)
-
     bench = commands.add_parser("bench", help="benchmarks (print a table and write JSON)")
     benches = bench.add_subparsers(dest="bench", required=True)
-    attention_parser = benches.add_parser("attention", help="DFGR vs MetaGR training and inference cost")
-    attention.add_arguments(attention_parser)
-    attention_parser.set_defaults(run=attention.run)
-    data_parser = benches.add_parser("data", help="prepare time and loader throughput vs the training step")
-    data_bench.add_arguments(data_parser)
-    data_parser.set_defaults(run=data_bench.run)
-    init_parser = benches.add_parser("init-scale", help="the attention branch's strength at initialisation")
-    init_scale.add_arguments(init_parser)
-    init_parser.set_defaults(run=init_scale.run)
+    for path, help, module in _LAZY[1:]:
+        _add_lazy(benches, path, help, module, argv)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    from dfgr_torchrec.recipes.args import EXPECTED_ERRORS, add_overrides, report
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = add_overrides(parser, *parser.parse_known_args(argv))
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"dfgr {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as e:
+        return report(f"dfgr {args.command}", e)
     return 0
 
 

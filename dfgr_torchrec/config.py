@@ -20,7 +20,7 @@ from dfgr_torchrec.features import (
     is_candidate_feature,
 )
 
-from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel
+from dfgr_torchrec.ops.kinds import AttentionForm, AttentionKernel
 
 
 class MaskMode(str, enum.Enum):
@@ -35,6 +35,11 @@ class MergeOp(str, enum.Enum):
 
     SUM = "sum"
     CONCAT = "concat"  # concat(item, action) -> Linear -> d_model
+
+
+# The model types of ``dfgr_torchrec.models`` (a config names one without importing torch; the
+# registry, which user code may extend, is asked about any other name).
+BUILTIN_MODEL_TYPES = ("dfgr", "metagr", "bias", "dlrm", "dcn", "deepfm", "hstu", "din")
 
 
 def check(condition: bool, key: str, expected: str, value: Any) -> None:

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
             overrides = [f"model.type={name}", *args.overrides, *_steps(args.steps)]
             config = load_train_config(args.config, overrides)
             config.name = f"{config.name}-{name}"
+            config.train.overwrite = True  # a demo is rerun at will: it replaces its previous runs
             recipe = TrainRecipe(config)
             start = time.perf_counter()
             recipe.setup()  # the models share one process group: cleanup comes once, at the end

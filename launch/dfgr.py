@@ -47,10 +47,11 @@ def train(
         gpu: GPUs per node (NCCL and CUDA kernels when > 0).
         memMB: memory per node, in MB.
         max_retries: scheduler restarts on failure; each resumes from the last checkpoint.
-        resume: continue from the run's latest checkpoint if there is one.
+        resume: continue from the run's latest intact checkpoint if there is one (else start the run).
         rdzv_port: rendezvous port on the first node.
     """
-    args = ["--config", config, *(["--resume"] if resume else []), *overrides]
+    # a restart resumes from the run's checkpoint; the first attempt (no checkpoint yet) starts it
+    args = ["--config", config, *(["--resume"] if resume else []), *overrides, *(["checkpoint.resume=auto"] if resume else [])]
     return _ddp("dfgr-train", args, j, image, cpu, gpu, memMB, max_retries, rdzv_port)
 
 

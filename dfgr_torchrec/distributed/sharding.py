@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
@@ -19,8 +20,9 @@ from torch import nn
 from torchrec import EmbeddingCollection
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.planner import EmbeddingShardingPlanner
+from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
+from torchrec.distributed.planner.types import KernelConfig, ParameterConstraints, TopologyFactory, TrainerConfig
 from torchrec.distributed.types import ShardingType
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
@@ -105,14 +107,29 @@ def shard_model(
     for ec in _embedding_collections(model):
         # Without this the fused kernel would still apply plain SGD (lr 0.01) silently.
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], ec.parameters(), kwargs)
-    world_size = dist.get_world_size(pg)
-    planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=world_size, compute_device=device.type),
-        constraints=sharding_constraints(table_sharding, pooling_factors),
-    )
+    planner = make_planner(model, dist.get_world_size(pg), device, sharding_constraints(table_sharding, pooling_factors))
     sharders = [EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, pg)
     return DistributedModelParallel(module=model, device=device, plan=plan, sharders=sharders)
+
+
+def make_planner(
+    model: nn.Module, world_size: int, device: torch.device, constraints: Dict[str, ParameterConstraints]
+) -> EmbeddingShardingPlanner:
+    """The planner, built the way TorchRec recommends: the topology from ``TopologyFactory`` and the
+    storage reservation given our estimate of the dense tensors (TorchRec's own heuristic, 6x the
+    dense parameter bytes: parameters, optimizer state, DDP buffers), counted without the tables."""
+    topology = TopologyFactory.create_topology(
+        TrainerConfig(world_size=world_size), kernel_config=KernelConfig(compute_device=device.type)
+    )
+    tables = {id(p) for ec in _embedding_collections(model) for p in ec.parameters()}
+    dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables)
+    with warnings.catch_warnings():
+        # HeuristicalStorageReservation warns on construction, whatever it is given; the warning's
+        # advice (pass a dense_tensor_estimate) is what we do here
+        warnings.filterwarnings("ignore", message="HeuristicalStorageReservation is known", category=FutureWarning)
+        reservation = HeuristicalStorageReservation(percentage=0.15, dense_tensor_estimate=6 * dense_bytes)
+    return EmbeddingShardingPlanner(topology=topology, constraints=constraints, storage_reservation=reservation)
 
 
 def sparse_optimizer_kwargs(lr: float, weight_decay: float, weight_decay_mode: str) -> Dict[str, object]:

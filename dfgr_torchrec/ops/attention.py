@@ -20,27 +20,13 @@ Backends (:class:`AttentionKernel`):
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
 import torch
 
 from dfgr_torchrec.ops.jagged import max_length, offsets_to_lengths
-
-
-class AttentionForm(str, enum.Enum):
-    """How attention weights are formed from query-key scores."""
-
-    POINTWISE = "pointwise"  # HSTU: SiLU(q.k / sqrt(d)) / max_seq_len, no softmax, gated by u
-    SOFTMAX = "softmax"  # softmax(q.k / sqrt(d)) over the visible keys, gated by u
-
-
-class AttentionKernel(str, enum.Enum):
-    """Implementation behind the jagged attention interface."""
-
-    PYTORCH = "pytorch"  # batched matmuls on sequences padded to the batch's longest
-    REFERENCE = "reference"  # a per-sequence Python loop; slow, the ground truth in tests
+from dfgr_torchrec.ops.kinds import AttentionForm, AttentionKernel
 
 
 @dataclass(eq=False)

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Sequence
 
 import yaml
 
-from dfgr_torchrec.config import RankingModelConfig, check, from_dict
-from dfgr_torchrec.models import check_model_type
-from dfgr_torchrec.training.optim import OptimConfig
+from dfgr_torchrec.config import BUILTIN_MODEL_TYPES, RankingModelConfig, check, from_dict
+from dfgr_torchrec.recipes.types import check_types
+from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
 from dfgr_torchrec.training.selection import EvalConfig
-from dfgr_torchrec.training.state import CheckpointConfig
-from dfgr_torchrec.training.steps import PIPELINES
 
 
 @dataclass
@@ -48,7 +47,10 @@ class DataSection:
 class TrainSection:
     """Args: ``epochs`` at most (validation may stop earlier); ``max_steps`` (0: all epochs);
     ``seed``; ``log_every`` steps; ``pipeline`` (auto | sparse_dist | base); ``bf16`` autocast (GPU only);
-    ``crash_at_step``: a test hook, raise right after this global step (0: off)."""
+    ``overwrite``: a new run may replace a used run directory (else it is an error);
+    ``collective_timeout_s``: a collective that waits longer (a rank stopped or stuck) ends the job.
+    Test hooks (0: off): ``crash_at_step`` raise right after this global step; ``stall_at_step``
+    the last rank sleeps for an hour right after this step (the others then time out)."""
 
     epochs: int = 10
     max_steps: int = 0
@@ -56,11 +58,18 @@ class TrainSection:
     log_every: int = 50
     pipeline: str = "auto"
     bf16: bool = True
+    overwrite: bool = False
+    collective_timeout_s: float = 300.0
     crash_at_step: int = 0
+    stall_at_step: int = 0
 
     def __post_init__(self) -> None:
         check(self.pipeline in PIPELINES, "pipeline", f"one of {PIPELINES}", self.pipeline)
-        check(isinstance(self.log_every, int) and self.log_every > 0, "log_every", "a positive integer", self.log_every)
+        for key in ("epochs", "log_every"):
+            check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
+        for key in ("max_steps", "seed", "crash_at_step", "stall_at_step"):
+            check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
+        check(self.collective_timeout_s > 0, "collective_timeout_s", "a positive number of seconds", self.collective_timeout_s)
 
 
 @dataclass
@@ -87,7 +96,14 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, Mapping):
                 setattr(self, key, from_dict(cls, value, key))
-        check_model_type(self.model.type)
+        registry = sys.modules.get("dfgr_torchrec.models")  # imported: user code may have registered types
+        if registry is not None:
+            registry.check_model_type(self.model.type)
+        else:  # the command line: the built-in types, known without importing torch
+            check(self.model.type in BUILTIN_MODEL_TYPES, "model.type", f"one of {sorted(BUILTIN_MODEL_TYPES)}", self.model.type)
+        positions = self.model.interaction.max_seq_len
+        check(positions >= self.data.max_seq_len, "model.interaction.max_seq_len",
+              f"at least data.max_seq_len ({self.data.max_seq_len}): positions past it would share one row", positions)
 
     @property
     def run_dir(self) -> str:
@@ -142,6 +158,7 @@ def load_train_config(path: str, overrides: Sequence[str] = ()) -> TrainConfig:
     """Reads, composes, overrides and validates a training config; errors name the file and key."""
     raw = apply_overrides(load_raw(path), overrides)
     try:
+        check_types(TrainConfig, raw)
         return from_dict(TrainConfig, raw)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
@@ -161,6 +178,11 @@ def dump_config(config: TrainConfig) -> str:
         return x
 
     return yaml.safe_dump(plain(dataclasses.asdict(config)), sort_keys=False)
+
+
+def config_dict(config: TrainConfig) -> Dict[str, Any]:
+    """The resolved config as plain data (what ``config.yaml`` holds)."""
+    return yaml.safe_load(dump_config(config))
 
 
 def save_config(config: TrainConfig) -> str:

@@ -8,7 +8,6 @@ dfgr_torchrec.recipes.train --config ...``, TorchX (``launch/dfgr.py:train``) or
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from typing import Any, Dict, List, Optional
@@ -19,14 +18,16 @@ import torch.distributed as dist
 from dfgr_torchrec.data.dataset import SequenceDataset, make_dataloader
 from dfgr_torchrec.distributed.sharding import shard_model, table_pooling_factors
 from dfgr_torchrec.models import build_model
-from dfgr_torchrec.recipes.config import TrainConfig, load_train_config, save_config
+from dfgr_torchrec.recipes.args import main as args_main
+from dfgr_torchrec.recipes.config import TrainConfig, config_dict, save_config
 from dfgr_torchrec.training.checkpoint import latest_checkpoint
 from dfgr_torchrec.training.data import prepare_data
-from dfgr_torchrec.training.distributed import init_distributed
+from dfgr_torchrec.training.distributed import collective_errors, fault_hooks, init_distributed
 from dfgr_torchrec.training.evaluation import evaluate_model
 from dfgr_torchrec.training.logger import TrainLogger, progress_bar
 from dfgr_torchrec.training.optim import sparse_optimizer_args
 from dfgr_torchrec.training.report import write_metrics
+from dfgr_torchrec.training.run_dir import OpenedRun, open_run
 from dfgr_torchrec.training.selection import shared_score
 from dfgr_torchrec.training.state import TrainState, best_checkpoint_dir, checkpoint_dir
 from dfgr_torchrec.training.steps import CountingBatches, make_step
@@ -39,9 +40,24 @@ class TrainRecipe:
         self.config = config
         self.ckpt_dir = checkpoint_dir(config.run_dir)
 
-    def setup(self, resume: bool = False) -> None:
+    def setup(self, mode: str = "fresh", checkpoint: Optional[str] = None, opened: Optional[OpenedRun] = None) -> None:
+        """``mode``: fresh | resume | auto | eval; the run directory is checked first, on every rank,
+        before anything is set up (``opened``: already checked, by :func:`open_run`)."""
         c = self.config
-        self.env = init_distributed()
+        opened = opened or open_run(c.run_dir, mode, config_dict(c), c.train.overwrite, checkpoint)
+        mode, self.start = opened.mode, opened.checkpoint
+        self.env = init_distributed(c.train.collective_timeout_s)
+        with collective_errors(self.env.rank, c.train.collective_timeout_s, lambda: 0):
+            self._build()
+        if self.start:
+            self.state.load(self.start, weights_only=mode == "eval")
+            if self.env.is_main and mode != "eval":
+                print(f"resumed from {self.start}: epoch {self.state.epoch}, step {self.state.step}", flush=True)
+        if self.env.is_main and mode != "eval":
+            save_config(c)
+
+    def _build(self) -> None:
+        c = self.config
         self.data = prepare_data(c.data.config)
         torch.manual_seed(c.train.seed)
         model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"))
@@ -54,20 +70,18 @@ class TrainRecipe:
         self.steps_per_epoch = len(self.train_data)
         self.total_steps = c.train.max_steps or self.steps_per_epoch * c.train.epochs
         self.state = TrainState(self.dmp, c.optim, self.total_steps, c.eval)
-        latest = latest_checkpoint(self.ckpt_dir) if resume else None
-        if latest:
-            self.state.load(latest)
-            if self.env.is_main:
-                print(f"resumed from {latest}: epoch {self.state.epoch}, step {self.state.step}", flush=True)
-        if self.env.is_main:
-            save_config(c)
 
     def train(self) -> Dict[str, Any]:
         """Trains, validating as configured, until the last epoch, ``max_steps`` or early stopping;
         then tests the checkpoint chosen on validation, once. Returns the final metrics (rank 0)."""
+        with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step):
+            return self._train()
+
+    def _train(self) -> Dict[str, Any]:
         c, s = self.config, self.state
         step_fn = make_step(c.train.pipeline, self.dmp, s.optimizer, self.env.device)
-        self.logger = TrainLogger(c.run_dir, c.train.log_every, self.env.device, self.env.is_main)
+        resumed = s.step if self.start else None
+        self.logger = TrainLogger(c.run_dir, c.train.log_every, self.env.device, self.env.is_main, resumed)
         while s.epoch < c.train.epochs and s.step < self.total_steps and not s.selector.should_stop:
             finished = self._train_epoch(step_fn)
             step_fn.end_epoch()
@@ -107,8 +121,7 @@ class TrainRecipe:
                 self._validate(step_fn)
             if c.checkpoint.every_steps and s.step % c.checkpoint.every_steps == 0:
                 self.save()
-            if s.step == c.train.crash_at_step:
-                raise RuntimeError(f"train.crash_at_step={s.step}: simulated crash at step {s.step}")
+            fault_hooks(s.step, c.train.crash_at_step, c.train.stall_at_step, self.env)
         bar.close()
         return True
 
@@ -156,43 +169,23 @@ class TrainRecipe:
         return metrics
 
     def evaluate_checkpoint(self, split: str = "test") -> Dict[str, Any]:
-        """``dfgr eval``: the best checkpoint (else the latest, loaded by ``setup``) on ``split``."""
-        self._load_best()
-        return self._write_metrics(self.evaluate(split), "eval")
+        """``dfgr eval``: the checkpoint ``setup(mode="eval")`` loaded (``--checkpoint``, else the best,
+        else the latest) on ``split``."""
+        with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step):
+            return self._write_metrics(self.evaluate(split), "eval")
 
     def _load_best(self) -> None:
         best = latest_checkpoint(best_checkpoint_dir(self.config.run_dir))
         if best:
-            self.state.load(best)
+            self.state.load(best, weights_only=True)
 
     def cleanup(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of the run")
-    parser.add_argument("--split", choices=["valid", "test"], default="test", help="dfgr eval: the split to score")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.002 train.epochs=3")
-
-
-def run_cli(args: argparse.Namespace, eval_only: bool = False) -> Dict[str, Any]:
-    recipe = TrainRecipe(load_train_config(args.config, args.overrides))
-    try:
-        recipe.setup(resume=args.resume or recipe.config.checkpoint.resume or eval_only)
-        return recipe.evaluate_checkpoint(args.split) if eval_only else recipe.train()
-    finally:
-        recipe.cleanup()
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dfgr_torchrec.recipes.train", description=__doc__)
-    add_arguments(parser)
-    parser.add_argument("--eval-only", action="store_true", help="evaluate the latest checkpoint and exit")
-    args = parser.parse_args(argv)
-    run_cli(args, eval_only=args.eval_only)
-    return 0
+    return args_main(argv, doc=__doc__)
 
 
 if __name__ == "__main__":

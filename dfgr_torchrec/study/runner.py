@@ -2,7 +2,7 @@
 
 Each run is the training recipe in its own ``torchrun`` job, writing to ``<out>/runs/<name>``.
 A run whose ``metrics_final.json`` exists is done and skipped; an interrupted one resumes from
-its checkpoint (``--resume``), so a study stopped at any point continues where it was. Grid
+its checkpoint (``checkpoint.resume=auto``: else it starts again), so a study stopped at any point continues where it was. Grid
 points the study does not choose are never scored on the test split (``eval.test=false``); the
 chosen point is, once per seed.
 """
@@ -72,8 +72,9 @@ class StudyRunner:
         if not os.path.exists(final):
             overrides = [*model_run.overrides, *(f"{k}={json.dumps(v)}" for k, v in params.items()),
                          f"train.seed={seed}", f"eval.test={str(test).lower()}"]
-            resume = ["--resume"] if os.path.isdir(os.path.join(run_dir, "checkpoints")) else []  # an interrupted run
-            self._launch(name, ["--config", model_run.config, *resume, f"output_dir={self.runs_dir}", f"name={name}", *overrides])
+            # an interrupted run resumes from its checkpoint, or starts again if it had none yet
+            self._launch(name, ["--config", model_run.config, f"output_dir={self.runs_dir}", f"name={name}", *overrides,
+                                "checkpoint.resume=auto"])
         with open(final) as f:
             metrics = json.load(f)
         return {"name": name, "data": model_run.data, "model": model_run.model, "point": point, "params": params,

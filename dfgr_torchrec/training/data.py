@@ -7,6 +7,7 @@ import torch.distributed as dist
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData
 from dfgr_torchrec.data.prepare import ensure_prepared
+from dfgr_torchrec.training.distributed import patient_barrier
 
 
 def prepare_data(data_config_path: str) -> PreparedData:
@@ -15,5 +16,6 @@ def prepare_data(data_config_path: str) -> PreparedData:
     used, with a warning, when the raw log is gone)."""
     data_config = load_data_config(data_config_path)
     path = [ensure_prepared(data_config, progress=False) if dist.get_rank() == 0 else None]
+    patient_barrier()  # preparing may take longer than the collective timeout
     dist.broadcast_object_list(path, src=0)
     return PreparedData(path[0])

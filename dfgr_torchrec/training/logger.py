@@ -22,6 +22,24 @@ from dfgr_torchrec.training.memory import peak_memory_mb
 from dfgr_torchrec.training.steps import CountingBatches
 
 
+def truncate_log(path: str, step: int) -> None:
+    """Keeps the records of ``path`` (JSON lines) up to ``step``: a resumed run logs the rest again."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short by the kill
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
 def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
     """A tqdm bar when ``enabled`` and stderr is a TTY; a silent one otherwise."""
     return progress(total=total, initial=initial, desc=desc, leave=False, enabled=enabled)
@@ -31,12 +49,19 @@ class TrainLogger:
     """Collects the loss over a window of steps; every ``log_every`` steps reduces it over ranks and
     writes one record to every sink (rank 0): a stdout line, ``train_log.jsonl``, TensorBoard."""
 
-    def __init__(self, run_dir: str, log_every: int, device: torch.device, is_main: bool) -> None:
+    def __init__(
+        self, run_dir: str, log_every: int, device: torch.device, is_main: bool, resumed_step: Optional[int] = None
+    ) -> None:
+        """``resumed_step``: the run continues from a checkpoint of that step, so what the killed
+        run logged after it is dropped (``train_log.jsonl``) or purged (TensorBoard) and logged again."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_every, self.device, self.is_main = log_every, device, is_main
         self.jsonl_path = os.path.join(run_dir, "train_log.jsonl")
-        self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if is_main else None
+        if is_main and resumed_step is not None:
+            truncate_log(self.jsonl_path, resumed_step)
+        purge = None if resumed_step is None else resumed_step + 1
+        self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=purge) if is_main else None
         self._restart()
 
     def _restart(self) -> None:

@@ -8,7 +8,6 @@ the model is sharded); the dense parameters by AdamW, clipped by global norm. Bo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
 import torch
@@ -16,38 +15,8 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 
-from dfgr_torchrec.config import check
 from dfgr_torchrec.distributed.sharding import combined_optimizer, dense_optimizer
-
-DECAYS = ("cosine", "linear", "none")
-
-
-@dataclass
-class OptimConfig:
-    """Args: ``lr`` / ``weight_decay`` of AdamW on dense parameters; ``warmup_steps`` of linear
-    warm-up, then ``decay`` to ``min_lr_ratio * lr``; ``grad_clip`` (global norm, 0: off);
-    ``sparse_optimizer`` / ``sparse_lr`` of the fused table optimizer, ``sparse_weight_decay``
-    (of the rows each batch looks up) with ``sparse_weight_decay_mode`` (decoupled | l2)."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    decay: str = "cosine"
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    sparse_optimizer: str = "row_wise_adagrad"
-    sparse_lr: float = 0.05
-    sparse_weight_decay: float = 0.0
-    sparse_weight_decay_mode: str = "decoupled"
-
-    def __post_init__(self) -> None:
-        check(self.decay in DECAYS, "decay", f"one of {DECAYS}", self.decay)
-        check(self.lr > 0, "lr", "a positive learning rate", self.lr)
-        check(self.sparse_lr > 0, "sparse_lr", "a positive learning rate", self.sparse_lr)
-        check(self.sparse_weight_decay >= 0, "sparse_weight_decay", "a number >= 0", self.sparse_weight_decay)
-        modes = ("decoupled", "l2")
-        check(self.sparse_weight_decay_mode in modes, "sparse_weight_decay_mode", f"one of {modes}", self.sparse_weight_decay_mode)
-
+from dfgr_torchrec.training.config import DECAYS, OptimConfig  # noqa: F401 (their home before training.config)
 
 def sparse_optimizer_args(config: OptimConfig) -> Dict[str, object]:
     """The fused table optimizer's settings, as :func:`~dfgr_torchrec.distributed.sharding.shard_model` takes them."""

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Optional
 
 from torchrec.distributed.model_parallel import DistributedModelParallel
 
 from dfgr_torchrec.training.checkpoint import load_checkpoint, save_checkpoint
+from dfgr_torchrec.training.config import CheckpointConfig  # noqa: F401 (its home before training.config)
 from dfgr_torchrec.training.optim import OptimConfig, build_optimizers, build_scheduler
 from dfgr_torchrec.training.selection import EvalConfig, Selector
-
-
-@dataclass
-class CheckpointConfig:
-    """Args: ``every_steps`` (0: at the end of each epoch); ``keep`` the newest N; ``resume``
-    from the run's latest checkpoint."""
-
-    every_steps: int = 0
-    keep: int = 2
-    resume: bool = False
 
 
 class TrainState:
@@ -46,8 +36,14 @@ class TrainState:
         extra = {"scheduler": self.scheduler.state_dict(), "selector": self.selector.state_dict()}
         return save_checkpoint(directory, self.step, self._tensors(), extra, progress, keep)
 
-    def load(self, path: str) -> None:
-        """Collective: loads ``path`` in place into the model, both optimizers and the schedule."""
+    def load(self, path: str, weights_only: bool = False) -> None:
+        """Collective: loads ``path`` in place into the model, both optimizers and the schedule;
+        ``weights_only`` the model alone (evaluation: any number of processes, DCP reshards)."""
+        if weights_only:
+            model = {"model": self.dmp.state_dict()}
+            load_checkpoint(path, model, weights_only=True)
+            self.dmp.load_state_dict(model["model"])
+            return
         self.dense.init_state()  # AdamW's state is lazy; it must exist to be loaded in place
         state = self._tensors()
         extra, progress = load_checkpoint(path, state)

@@ -7,8 +7,8 @@ from typing import Iterator, Optional
 import torch
 
 from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.training.config import PIPELINES
 
-PIPELINES = ("auto", "sparse_dist", "base")
 
 
 class CountingBatches:

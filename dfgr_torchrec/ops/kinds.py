@@ -1,0 +1,19 @@
+"""The attention choices a config names, without importing torch (configs load in well under a second)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class AttentionForm(str, enum.Enum):
+    """How attention weights are formed from query-key scores."""
+
+    POINTWISE = "pointwise"  # HSTU: SiLU(q.k / sqrt(d)) / max_seq_len, no softmax, gated by u
+    SOFTMAX = "softmax"  # softmax(q.k / sqrt(d)) over the visible keys, gated by u
+
+
+class AttentionKernel(str, enum.Enum):
+    """Implementation behind the jagged attention interface."""
+
+    PYTORCH = "pytorch"  # batched matmuls on sequences padded to the batch's longest
+    REFERENCE = "reference"  # a per-sequence Python loop; slow, the ground truth in tests

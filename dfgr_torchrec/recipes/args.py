@@ -1,0 +1,87 @@
+"""The command line of ``dfgr train`` / ``dfgr eval`` and of the torchrun entry point.
+
+Torch-free on purpose: ``dfgr --help`` and a config error answer at once; the recipe (torch,
+TorchRec) is imported only once the config is valid. ``key=value`` overrides may come anywhere
+on the line (``--config X --resume a=b``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from dfgr_torchrec.training.errors import RunError
+
+
+def add_arguments(parser: argparse.ArgumentParser, eval_only: bool = False) -> None:
+    parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
+    if not eval_only:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the run from its newest intact checkpoint (an error if it has none)")
+    parser.add_argument("--split", choices=["valid", "test"], default="test", help="dfgr eval: the split to score")
+    parser.add_argument("--checkpoint", default=None,
+                        help="dfgr eval: a checkpoint folder to score (default: the run's best, else its latest)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.002 train.epochs=3")
+
+
+def add_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: List[str]) -> argparse.Namespace:
+    """``parse_known_args``'s leftovers: ``key=value`` overrides after a flag; anything else is an error."""
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def resume_mode(args: argparse.Namespace, config_resume: Any, eval_only: bool) -> str:
+    """``eval``, ``resume`` (``--resume`` or ``checkpoint.resume: true``), ``auto`` or ``fresh``."""
+    if eval_only:
+        return "eval"
+    if config_resume == "auto":
+        return "auto"
+    return "resume" if getattr(args, "resume", False) or config_resume is True else "fresh"
+
+
+def run_cli(args: argparse.Namespace, eval_only: bool = False) -> Dict[str, Any]:
+    from dfgr_torchrec.recipes.config import config_dict, load_train_config
+    from dfgr_torchrec.training.run_dir import open_run
+
+    config = load_train_config(args.config, args.overrides)  # the config, then the run directory,
+    mode = resume_mode(args, config.checkpoint.resume, eval_only)  # are checked before torch is imported
+    opened = open_run(config.run_dir, mode, config_dict(config), config.train.overwrite, args.checkpoint)
+    from dfgr_torchrec.recipes.train import TrainRecipe
+
+    recipe = TrainRecipe(config)
+    try:
+        recipe.setup(opened=opened)
+        return recipe.evaluate_checkpoint(args.split) if eval_only else recipe.train()
+    finally:
+        recipe.cleanup()
+
+
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, KeyError, RunError)
+
+
+def report(prog: str, error: BaseException) -> int:
+    """One line on stderr (no traceback) for an error a user can act on; the exit status."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = f"rank {os.environ.get('RANK', '0')}: " if world > 1 and not str(error).startswith("rank ") else ""
+    print(f"{prog}: error: {rank}{error}", file=sys.stderr, flush=True)
+    return 2 if isinstance(error, (ValueError, FileNotFoundError, KeyError)) else 1
+
+
+def main(argv: Optional[List[str]] = None, doc: str = "") -> int:
+    """``python -m dfgr_torchrec.recipes.train`` (what torchrun and TorchX launch)."""
+    prog = "python -m dfgr_torchrec.recipes.train"
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    add_arguments(parser)
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the run's checkpoint and exit")
+    args = add_overrides(parser, *parser.parse_known_args(argv))
+    try:
+        run_cli(args, eval_only=args.eval_only)
+    except EXPECTED_ERRORS as e:
+        return report(prog, e)
+    return 0
