@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from dfgr_torchrec.study.scaling import log_linear_fit, plot_scaling, scaling_points
+from dfgr_torchrec.study.scaling import log_linear_fit, plot_scaling, save_chart, scaling_points
 
 METRICS = ("auc", "gauc", "logloss", "ne", "calibration")
 
@@ -165,13 +165,7 @@ def _bars(plt, test: List[Dict[str, Any]], path: str, data: str) -> Optional[str
         ax.bar([j + i * width for j in range(len(tasks))], means, width, yerr=stds, capsize=2, label=model)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks, rotation=30)
     ax.set_ylim(0.45, 1.0)
-    ax.set_ylabel("test AUC")
-    ax.set_title(f"{data}: test AUC per task (mean ± std over seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_chart(plt, fig, ax, "", "test AUC", f"{data}: test AUC per task (mean ± std over seeds)", path)
 
 
 def _curves(plt, records: List[Dict[str, Any]], path: str, data: str) -> Optional[str]:
@@ -186,11 +180,5 @@ def _curves(plt, records: List[Dict[str, Any]], path: str, data: str) -> Optiona
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation score (mean over tasks)")
-    ax.set_title(f"{data}: validation during training")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_chart(plt, fig, ax, "step", "validation score (mean over tasks)",
+                      f"{data}: validation during training", path)

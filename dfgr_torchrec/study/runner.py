@@ -59,7 +59,7 @@ class StudyRunner:
         tried = [self._ensure(model_run, i, point, seeds[0], test=single) for i, point in enumerate(points)]
         best = max(range(len(points)), key=lambda i: _score(tried[i]))
         if not single:
-            self._ensure_test(model_run, best, seeds[0])
+            tried[best] = self._ensure_test(model_run, best, points[best], seeds[0], tried[best])
         chosen = [self._ensure(model_run, best, points[best], seed, test=True) for seed in seeds[1:]]
         for i, record in enumerate(tried):
             record["chosen"] = i == best
@@ -80,12 +80,29 @@ class StudyRunner:
         return {"name": name, "data": model_run.data, "model": model_run.model, "point": point, "params": params,
                 "seed": seed, "final": metrics, "train_seconds": _seconds(run_dir)}
 
-    def _ensure_test(self, model_run: ModelRun, point: int, seed: int) -> None:
-        """The chosen point's first-seed run was trained without a test: score its best checkpoint now."""
+    def _ensure_test(
+        self, model_run: ModelRun, point: int, params: Dict[str, Any], seed: int, record: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        """The chosen point's first-seed run was trained without a test: score its best checkpoint
+        now. A run whose weights are gone (a study resumed from committed results, which keep
+        metrics, not weights) is trained again, with the test at its end."""
         name = run_name(model_run, point, seed)
-        if not os.path.exists(os.path.join(self.runs_dir, name, "metrics_eval.json")):
-            self._launch(name, ["--config", model_run.config, "--eval-only", "--split", "test",
-                                f"output_dir={self.runs_dir}", f"name={name}", *model_run.overrides], timed=False)
+        run_dir = os.path.join(self.runs_dir, name)
+        if os.path.exists(os.path.join(run_dir, "metrics_eval.json")) or record["final"].get("split") == "test":
+            return record
+        values = [f"{k}={json.dumps(v)}" for k, v in params.items()]
+        if not os.path.isdir(os.path.join(run_dir, "best")):
+            print(f"{name}: chosen on validation, but its weights are gone: training it again, then testing", flush=True)
+            for stale in ("metrics_final.json", "study_run.json"):
+                if os.path.exists(os.path.join(run_dir, stale)):
+                    os.remove(os.path.join(run_dir, stale))
+            self._launch(name, ["--config", model_run.config, f"output_dir={self.runs_dir}", f"name={name}",
+                                *model_run.overrides, *values, f"train.seed={seed}", "eval.test=true",
+                                "train.overwrite=true"])
+            return self._ensure(model_run, point, params, seed, test=True)
+        self._launch(name, ["--config", model_run.config, "--eval-only", "--split", "test", f"output_dir={self.runs_dir}",
+                            f"name={name}", *model_run.overrides, *values, f"train.seed={seed}"], timed=False)
+        return record
 
     def _launch(self, name: str, args: List[str], timed: bool = True) -> None:
         log_path = os.path.join(self.runs_dir, f"{name}.log")

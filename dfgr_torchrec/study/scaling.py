@@ -52,11 +52,19 @@ def plot_scaling(plt, rows: List[Dict[str, Any]], data: str, path: str) -> Dict[
         ends = [p[0][0], p[-1][0]]
         ax.plot(ends, [a + b * math.log10(f) for f in ends], "-", color=line.get_color())
     ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs (analytic)")
-    ax.set_ylabel("test GAUC (mean over tasks and seeds)")
-    ax.set_title(f"{data}: quality against training compute")
+    save_chart(plt, fig, ax, "training FLOPs (analytic)", "test GAUC (mean over tasks and seeds)",
+               f"{data}: quality against training compute", path)
+    return fits
+
+
+def save_chart(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: str) -> str:
+    """Labels, legend, then writes the figure to ``path`` and closes it."""
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return fits
+    return path

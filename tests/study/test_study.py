@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import pytest
 import yaml
@@ -18,7 +19,7 @@ def _study(tmp_path):
     config = {
         "name": "trimmed", "nproc": 1, "seeds": [0, 1],
         "common": ["train.max_steps=12", "eval.every_steps=6", "data.user_id=true"],
-        "grid": {"optim.lr": [0.001, 0.01]},
+        "grid": {"optim.lr": [0.001, 0.01], "model.embeddings.dropout": [0.0]},  # a model key too
         "datasets": {"kuairand": {
             "dfgr": "configs/train/debug.yaml",
             "bias": ["configs/train/debug.yaml", "model.type=bias"],
@@ -55,3 +56,20 @@ def test_trimmed_study_chooses_on_validation_and_resumes(tmp_path, monkeypatch, 
     launched = []  # a second invocation finds every run done and launches nothing
     runner = StudyRunner(load_study_config(str(path)), str(out), launcher=lambda args, log: launched.append(args) or 0)
     assert len(runner.run()) == 6 and launched == []
+
+    # results committed without weights: the chosen run is trained again and tested at its end
+    chosen = next(r for r in rows if r["model"] == "dfgr" and r["chosen"] and r["seed"] == 0)
+    run_dir = out / "runs" / f"kuairand__dfgr__p{chosen['point']}__s0"
+    shutil.rmtree(run_dir / "best")
+    (run_dir / "metrics_eval.json").unlink()
+    final = json.loads((run_dir / "metrics_final.json").read_text())
+
+    def retrain(args, log):
+        launched.append(args)
+        (run_dir / "metrics_final.json").write_text(json.dumps({**final, "split": "test"}))
+        return 0
+
+    StudyRunner(load_study_config(str(path)), str(out), launcher=retrain).run()
+    (args,) = launched
+    assert "eval.test=true" in args and "train.overwrite=true" in args and "--eval-only" not in args
+    assert f"optim.lr={chosen['params']['optim.lr']}" in args and "model.embeddings.dropout=0.0" in args
