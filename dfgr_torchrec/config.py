@@ -37,9 +37,19 @@ class MergeOp(str, enum.Enum):
     CONCAT = "concat"  # concat(item, action) -> Linear -> d_model
 
 
-# The model types of ``dfgr_torchrec.models`` (a config names one without importing torch; the
-# registry, which user code may extend, is asked about any other name).
-BUILTIN_MODEL_TYPES = ("dfgr", "metagr", "bias", "dlrm", "dcn", "deepfm", "hstu", "din")
+# The built-in model types, ``model.type`` -> ``module:class``: the registry of
+# ``dfgr_torchrec.models`` is built from this table (add a type here), and a config is checked
+# against it without importing torch. ``register_model`` adds types at run time.
+BUILTIN_MODELS = {
+    "dfgr": "dfgr_torchrec.models.ranking:DFGRRankingModel",
+    "metagr": "dfgr_torchrec.models.ranking:MetaGRRankingModel",
+    "bias": "dfgr_torchrec.models.bias:BiasModel",
+    "dlrm": "dfgr_torchrec.models.dlrm:DLRMModel",
+    "dcn": "dfgr_torchrec.models.dlrm:DCNModel",
+    "deepfm": "dfgr_torchrec.models.deepfm:DeepFMModel",
+    "hstu": "dfgr_torchrec.models.hstu:HSTUModel",
+    "din": "dfgr_torchrec.models.din:DINModel",
+}
 
 
 def check(condition: bool, key: str, expected: str, value: Any) -> None:

@@ -1,6 +1,8 @@
 """The model registry: ``model.type`` in a config -> the class that builds it.
 
-A model type is one module plus one entry here. A registered class takes
+A built-in model type is one module plus one entry in :data:`dfgr_torchrec.config.BUILTIN_MODELS`
+(``name: "module:Class"``, so configs are checked without importing torch); user code adds
+types with :func:`register_model`. A registered class takes
 ``(config: RankingModelConfig, device)`` and provides ``forward(batch) -> RankingOutput``
 (the training loss) and ``score_candidates(batch) -> JaggedTensor`` (``[M, num_tasks]``
 logits); its EmbeddingCollections are sharded by the recipe like any other.
@@ -13,30 +15,23 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from typing import Dict, Optional, Type
 
 import torch
 from torch import nn
 
-from dfgr_torchrec.config import RankingModelConfig, fill_from_data
+from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, fill_from_data
 from dfgr_torchrec.features import DataSchema
-from dfgr_torchrec.models.bias import BiasModel
-from dfgr_torchrec.models.deepfm import DeepFMModel
-from dfgr_torchrec.models.din import DINModel
-from dfgr_torchrec.models.dlrm import DCNModel, DLRMModel
-from dfgr_torchrec.models.hstu import HSTUModel
-from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel, RankingOutput
+from dfgr_torchrec.models.ranking import RankingOutput
 
-MODELS: Dict[str, Type[nn.Module]] = {
-    "dfgr": DFGRRankingModel,
-    "metagr": MetaGRRankingModel,
-    "bias": BiasModel,
-    "dlrm": DLRMModel,
-    "dcn": DCNModel,
-    "deepfm": DeepFMModel,
-    "hstu": HSTUModel,
-    "din": DINModel,
-}
+
+def _load(path: str) -> Type[nn.Module]:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+MODELS: Dict[str, Type[nn.Module]] = {name: _load(path) for name, path in BUILTIN_MODELS.items()}
 
 
 def register_model(name: str, cls: Type[nn.Module]) -> None:

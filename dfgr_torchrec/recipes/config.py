@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Sequence
 
 import yaml
 
-from dfgr_torchrec.config import BUILTIN_MODEL_TYPES, RankingModelConfig, check, from_dict
+from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, check, from_dict
 from dfgr_torchrec.recipes.types import check_types
 from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
 from dfgr_torchrec.training.selection import EvalConfig
@@ -100,7 +100,7 @@ class TrainConfig:
         if registry is not None:
             registry.check_model_type(self.model.type)
         else:  # the command line: the built-in types, known without importing torch
-            check(self.model.type in BUILTIN_MODEL_TYPES, "model.type", f"one of {sorted(BUILTIN_MODEL_TYPES)}", self.model.type)
+            check(self.model.type in BUILTIN_MODELS, "model.type", f"one of {sorted(BUILTIN_MODELS)}", self.model.type)
         positions = self.model.interaction.max_seq_len
         check(positions >= self.data.max_seq_len, "model.interaction.max_seq_len",
               f"at least data.max_seq_len ({self.data.max_seq_len}): positions past it would share one row", positions)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import RankingModelConfig, SequenceEmbeddingConfig
 from dfgr_torchrec.models import MODELS, build_model, register_model
 from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
@@ -73,3 +73,14 @@ def test_unknown_and_conflicting_types_are_refused(toy_type):
         register_model("item_only", nn.Linear)
     with pytest.raises(ValueError, match=r"model\.type"):
         load_train_config(str(ROOT / "configs/train/debug.yaml"), ["model.type=bert"])
+
+
+def test_the_registry_is_the_builtin_table():
+    """One table (config.BUILTIN_MODELS) names every built-in type for the registry and for the
+    torch-free config check; nothing else lists them."""
+    from dfgr_torchrec.config import BUILTIN_MODELS
+
+    for name, path in BUILTIN_MODELS.items():
+        assert MODELS[name].__name__ == path.split(":")[1]
+    with pytest.raises(ValueError, match="model.type"):
+        build_model(RankingModelConfig(type="nope", embeddings=SequenceEmbeddingConfig(item_vocab_size=5)))
