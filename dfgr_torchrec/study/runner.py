@@ -33,6 +33,14 @@ def torchrun(nproc: int) -> Launcher:
     return launch
 
 
+class _NotRun(Exception):
+    pass
+
+
+def _not_run(args: List[str], log_path: str) -> int:
+    raise _NotRun(log_path)
+
+
 def run_name(run: ModelRun, point: int, seed: int) -> str:
     return f"{run.data}__{run.model}__p{point}__s{seed}"
 
@@ -45,12 +53,22 @@ class StudyRunner:
         self.runs_dir = os.path.join(out, "runs")
         self.launch = launcher or torchrun(config.nproc)
 
-    def run(self) -> List[Dict[str, Any]]:
-        """Runs (or skips) everything; returns one record per finished run."""
+    def run(self, finished_only: bool = False) -> List[Dict[str, Any]]:
+        """Runs (or skips) everything; returns one record per finished run. ``finished_only``
+        launches nothing and leaves out each (data set, model) whose runs are not all done, so a
+        study stopped half-way can be reported."""
         os.makedirs(self.runs_dir, exist_ok=True)
-        records = []
-        for model_run in self.config.model_runs():
-            records += self._model(model_run)
+        launch, records = self.launch, []
+        if finished_only:
+            self.launch = _not_run
+        try:
+            for model_run in self.config.model_runs():
+                try:
+                    records += self._model(model_run)
+                except _NotRun:
+                    print(f"{model_run.data} / {model_run.model}: not finished, left out", flush=True)
+        finally:
+            self.launch = launch
         return records
 
     def _model(self, model_run: ModelRun) -> List[Dict[str, Any]]:
@@ -92,6 +110,8 @@ class StudyRunner:
             return record
         values = [f"{k}={json.dumps(v)}" for k, v in params.items()]
         if not os.path.isdir(os.path.join(run_dir, "best")):
+            if self.launch is _not_run:
+                raise _NotRun(name)
             print(f"{name}: chosen on validation, but its weights are gone: training it again, then testing", flush=True)
             for stale in ("metrics_final.json", "study_run.json"):
                 if os.path.exists(os.path.join(run_dir, stale)):

@@ -57,6 +57,13 @@ def test_trimmed_study_chooses_on_validation_and_resumes(tmp_path, monkeypatch, 
     runner = StudyRunner(load_study_config(str(path)), str(out), launcher=lambda args, log: launched.append(args) or 0)
     assert len(runner.run()) == 6 and launched == []
 
+    # a study stopped half-way is reported without launching: unfinished models are left out
+    (bias_s1,) = (out / "runs").glob("kuairand__bias__p*__s1")
+    (bias_s1 / "metrics_final.json").rename(out / "bias_s1.json")
+    assert main(["study", "--config", str(path), "--out", str(out), "--report-only"]) == 0
+    assert {json.loads(line)["model"] for line in (out / "results.jsonl").read_text().splitlines()} == {"dfgr"}
+    (out / "bias_s1.json").rename(bias_s1 / "metrics_final.json")
+
     # results committed without weights: the chosen run is trained again and tested at its end
     chosen = next(r for r in rows if r["model"] == "dfgr" and r["chosen"] and r["seed"] == 0)
     run_dir = out / "runs" / f"kuairand__dfgr__p{chosen['point']}__s0"
