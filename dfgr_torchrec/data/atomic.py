@@ -1,8 +1,10 @@
-"""Write a folder all at once: build it under a temporary name, then rename it into place."""
+"""Write a folder all at once: build it under a temporary name, then rename it into place; and
+the content digest that prepared data sets and checkpoints record for each file."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -10,6 +12,12 @@ import shutil
 import socket
 import time
 from typing import Iterator
+
+def file_digest(path: str) -> str:
+    """blake2b (128-bit, hex) of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
 
 STALE_SECONDS = 24 * 3600  # a leftover not provably ours (another host, an older naming) is stale after this
 

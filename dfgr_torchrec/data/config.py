@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Mapping, Optional, Union
 
 from dfgr_torchrec.config import check, from_dict, load_config_file
+from dfgr_torchrec.data.atomic import file_digest
 from dfgr_torchrec.data.sources import check_download_name
 
 Column = Union[str, int]
@@ -231,18 +232,6 @@ class DataConfig:
         source = source_digest(self.source.path) if source is None else source
         payload = json.dumps({"config": self.config_key(), "input": [source["size"], source["blake2b"]]}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-HASH_CHUNK = 4 << 20
-
-
-def file_digest(path: str) -> str:
-    """blake2b (128-bit) of a file's bytes, read in 4 MiB chunks."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_digest(path: str) -> Dict[str, Any]:

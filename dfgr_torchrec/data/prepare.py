@@ -32,8 +32,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 from dfgr_torchrec.progress import progress as progress_bar
 
-from dfgr_torchrec.data.atomic import atomic_directory
-from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, file_digest, source_digest
+from dfgr_torchrec.data.atomic import atomic_directory, file_digest
+from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest
 from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
 from dfgr_torchrec.data.sources import ensure_source
 from dfgr_torchrec.features import ACTION_FEATURE

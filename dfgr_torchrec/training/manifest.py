@@ -3,12 +3,12 @@ final name and checked before it is loaded (no torch: the check runs before anyt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from typing import Callable, Dict, List, Optional
 
+from dfgr_torchrec.data.atomic import file_digest
 from dfgr_torchrec.training.errors import RunError
 
 MANIFEST = "manifest.json"
@@ -22,17 +22,9 @@ def _files(folder: str) -> List[str]:
     return sorted(f for f in out if f != MANIFEST)
 
 
-def _digest(path: str) -> str:
-    h = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(folder: str) -> str:
     """``<folder>/manifest.json``: ``{relative path: {"size", "blake2b"}}`` of every file in it."""
-    files = {name: {"size": os.path.getsize(os.path.join(folder, name)), "blake2b": _digest(os.path.join(folder, name))}
+    files = {name: {"size": os.path.getsize(os.path.join(folder, name)), "blake2b": file_digest(os.path.join(folder, name))}
              for name in _files(folder)}
     path = os.path.join(folder, MANIFEST)
     with open(path, "w") as f:
@@ -59,7 +51,7 @@ def checkpoint_problem(folder: str) -> Optional[str]:
         size = os.path.getsize(file)
         if size != expected["size"]:
             return f"{file} has {size} bytes, the manifest says {expected['size']} (truncated or damaged)"
-        if _digest(file) != expected["blake2b"]:
+        if file_digest(file) != expected["blake2b"]:
             return f"{file} does not match its checksum in {path} (damaged)"
     return None
 
