@@ -1,0 +1,1 @@
+"""Serving: exact history caches, exported artifacts, batch scoring."""

@@ -1,0 +1,283 @@
+"""Exact history caches for DFGR and MetaGR: encode a history once, then score candidates against it.
+
+DFGR's real flow is causal, so the keys and values a history token produces at every layer
+depend only on the interactions up to it; a candidate (a fake-flow token) reads those keys and
+values plus its own. A :class:`HistoryState` holds them per layer, so scoring ``M`` candidates
+costs ``O(M N)`` attention per layer instead of ``O((N + M)^2)`` (DFGR) or ``O((2N + M)^2)``
+(MetaGR). MetaGR's state caches its ``2N`` interleaved item and action tokens the same way, so
+the two models compare fairly.
+
+Everything runs through :func:`dfgr_torchrec.ops.attention.jagged_attention` (any backend, both
+attention forms, both mask modes) and the stack's own blocks, so a cached score is the full
+recompute's score up to float rounding.
+
+Example::
+
+    states = encode_histories(stack, tokens, offsets, timestamps)       # one per user
+    out = score_cached(stack, states, candidate_tokens, candidate_offsets, candidate_times)
+    state = append_history(stack, states[0], new_tokens, new_times)      # only new tokens computed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from dfgr_torchrec.modules.metagr import MetaGRInteraction
+from dfgr_torchrec.modules.stack import GenerativeStack
+from dfgr_torchrec.ops.attention import AttentionSpec
+from dfgr_torchrec.ops.jagged import interleave, lengths_to_offsets
+
+
+@dataclass(eq=False)
+class HistoryState:
+    """One user's cached history.
+
+    Attributes:
+        tokens: the unencoded inputs, kept to extend or rebuild the state: ``[N, d]`` merged
+            (item + action) tokens for DFGR, ``[N, 2, d]`` (item, action) for MetaGR.
+        timestamps: ``[N]`` int64 times, or None for a model that uses none.
+        order_keys: ``[N * t]`` the attention order key of every cached token (``t`` tokens per
+            interaction: 1 for DFGR, 2 for MetaGR).
+        keys, values: per layer, ``[N * t, H, d_qk]`` and ``[N * t, H, d_v]``: the real flow's
+            keys and values at that layer's input.
+    """
+
+    tokens: torch.Tensor
+    timestamps: Optional[torch.Tensor]
+    order_keys: torch.Tensor
+    keys: List[torch.Tensor]
+    values: List[torch.Tensor]
+
+    @property
+    def num_interactions(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.tokens, self.order_keys, *self.keys, *self.values]
+        if self.timestamps is not None:
+            tensors.append(self.timestamps)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def truncated(self, count: int) -> "HistoryState":
+        """The state of the first ``count`` interactions (a prefix of a causal cache is exact)."""
+        per = self.order_keys.shape[0] // max(self.num_interactions, 1)
+        rows = count * per
+        return HistoryState(
+            tokens=self.tokens[:count],
+            timestamps=None if self.timestamps is None else self.timestamps[:count],
+            order_keys=self.order_keys[:rows],
+            keys=[k[:rows] for k in self.keys],
+            values=[v[:rows] for v in self.values],
+        )
+
+
+class _Flow:
+    """How a model lays out its real flow: DFGR, one token per interaction, causal ``<=``."""
+
+    tokens_per_interaction = 1
+    strict = False  # the real flow sees keys <= its own
+    self_term = False
+
+    def encode(self, stack: GenerativeStack, tokens: torch.Tensor, positions, gaps) -> torch.Tensor:
+        return stack.encode(tokens, positions, gaps)
+
+    def token_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        return keys
+
+    def candidate_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        return keys
+
+
+class _InterleavedFlow(_Flow):
+    """MetaGR: ``item_i, action_i`` tokens with keys ``2k, 2k + 1``, each seeing smaller keys and itself."""
+
+    tokens_per_interaction = 2
+    strict = True
+    self_term = True
+
+    def encode(self, stack: GenerativeStack, tokens: torch.Tensor, positions, gaps) -> torch.Tensor:
+        return interleave(stack.encode(tokens[:, 0], positions, gaps), stack.encode(tokens[:, 1], positions, gaps))
+
+    def token_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        return interleave(2 * keys, 2 * keys + 1)
+
+    def candidate_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        return 2 * keys
+
+
+def flow_of(stack: GenerativeStack) -> _Flow:
+    return _InterleavedFlow() if isinstance(stack, MetaGRInteraction) else _Flow()
+
+
+def encode_histories(
+    stack: GenerativeStack, tokens: torch.Tensor, offsets: torch.Tensor, timestamps: Optional[torch.Tensor]
+) -> List[HistoryState]:
+    """Runs each user's real flow once and returns one :class:`HistoryState` per user.
+
+    Args:
+        stack: a :class:`~dfgr_torchrec.modules.dual_flow.DualFlowInteraction` or
+            :class:`~dfgr_torchrec.modules.metagr.MetaGRInteraction`, in eval mode.
+        tokens: ``[N_total, d]`` (DFGR) or ``[N_total, 2, d]`` (MetaGR) unencoded history tokens.
+        offsets: ``[B + 1]`` per-user offsets into ``tokens``.
+        timestamps: ``[N_total]`` int64, or None when the model uses no times.
+    """
+    flow = flow_of(stack)
+    positions, gaps, keys = stack.history_layout(offsets, tokens.shape[0], timestamps, "history")
+    order_keys = flow.token_keys(keys)
+    token_offsets = offsets * flow.tokens_per_interaction
+    spec = AttentionSpec(token_offsets, token_offsets, order_keys, order_keys, strict=flow.strict)
+    layer_keys, layer_values = _real_flow(stack, flow, flow.encode(stack, tokens, positions, gaps), spec)
+    states = []
+    bounds, token_bounds = offsets.tolist(), token_offsets.tolist()
+    for b in range(len(bounds) - 1):
+        (s, e), (ts, te) = (bounds[b], bounds[b + 1]), (token_bounds[b], token_bounds[b + 1])
+        states.append(
+            HistoryState(
+                tokens=tokens[s:e],
+                timestamps=None if timestamps is None else timestamps[s:e],
+                order_keys=order_keys[ts:te],
+                keys=[k[ts:te] for k in layer_keys],
+                values=[v[ts:te] for v in layer_values],
+            )
+        )
+    return states
+
+
+def _real_flow(
+    stack: GenerativeStack,
+    flow: _Flow,
+    x: torch.Tensor,
+    spec: AttentionSpec,
+    cached: Optional[Tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None,
+) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """The real flow of new tokens ``x`` (queries of ``spec``) over ``cached`` keys/values plus
+    their own; returns every layer's keys and values of ``x`` alone."""
+    new_keys, new_values = [], []
+    for index, block in enumerate(stack.blocks):
+        u, q, k, v = block.project(x)
+        new_keys.append(k)
+        new_values.append(v)
+        if index == len(stack.blocks) - 1:
+            break  # nothing reads the real flow's output after the last layer
+        all_k, all_v = (k, v) if not cached else (torch.cat([cached[0][index], k]), torch.cat([cached[1][index], v]))
+        attention = block.attend(
+            q, all_k, all_v, spec, self_k=k if flow.self_term else None, self_v=v if flow.self_term else None
+        )
+        x = block.finish(x, attention, u)
+    return new_keys, new_values
+
+
+def score_cached(
+    stack: GenerativeStack,
+    states: Sequence[HistoryState],
+    candidates: torch.Tensor,
+    candidate_offsets: torch.Tensor,
+    candidate_timestamps: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The final state of every candidate (``[M_total, d]``, before the head), from cached histories.
+
+    Candidate ``c`` of user ``b`` sees ``states[b]``'s tokens (all of them by position; those with
+    ``t_j < t_c`` in session mode) and itself, never another candidate: the fake flow of
+    :meth:`DualFlowInteraction.score`, without recomputing the history.
+
+    Args:
+        candidates: ``[M_total, d]`` unencoded candidate tokens (item + placeholder action for DFGR,
+            the item token for MetaGR).
+        candidate_offsets: ``[len(states) + 1]``.
+        candidate_timestamps: ``[M_total]`` int64; required when the states carry timestamps
+            and the model uses times.
+    """
+    flow = flow_of(stack)
+    if candidate_offsets.shape[0] != len(states) + 1:
+        raise ValueError(f"candidate_offsets describe {candidate_offsets.shape[0] - 1} users, states {len(states)}")
+    h_offsets = lengths_to_offsets(torch.tensor([s.num_interactions for s in states], dtype=torch.int64))
+    h_times = _cat_times(states, candidate_timestamps)
+    positions, gaps, keys, _ = stack.candidate_layout(h_offsets, h_times, candidate_offsets, candidate_timestamps)
+    kv_keys = _cat([s.order_keys for s in states])
+    spec = AttentionSpec(
+        candidate_offsets, h_offsets * flow.tokens_per_interaction, flow.candidate_keys(keys), kv_keys, strict=True
+    )
+    x = stack.encode(candidates, positions, gaps)
+    for index, block in enumerate(stack.blocks):
+        u, q, k, v = block.project(x)
+        cached_k = _cat([s.keys[index] for s in states])
+        cached_v = _cat([s.values[index] for s in states])
+        x = block.finish(x, block.attend(q, cached_k, cached_v, spec, self_k=k, self_v=v), u)
+    return stack.output_norm(x)
+
+
+def append_history(
+    stack: GenerativeStack, state: HistoryState, tokens: torch.Tensor, timestamps: Optional[torch.Tensor] = None
+) -> HistoryState:
+    """``state`` extended by new interactions, computing only the new tokens.
+
+    The new tokens attend to the cache and, causally, to each other, so the result equals
+    :func:`encode_histories` of the longer history. Exact while the history fits
+    ``max_seq_len``: past it the window slides (positions restart at the window's first
+    interaction, as the data set truncates histories), so the state is rebuilt from the last
+    ``max_seq_len`` interactions at full cost. In session mode an interaction in the cached
+    history's last session (same timestamp) changes what that session's tokens see, so that
+    session is recomputed with the new interactions.
+    """
+    if (state.timestamps is None) != (timestamps is None):
+        raise ValueError("give timestamps for the new interactions exactly when the state has them")
+    all_tokens = torch.cat([state.tokens, tokens])
+    all_times = None if timestamps is None else torch.cat([state.timestamps, timestamps])
+    window = stack.config.max_seq_len
+    if all_tokens.shape[0] > window:
+        start = all_tokens.shape[0] - window
+        return _encode_one(stack, all_tokens[start:], None if all_times is None else all_times[start:])
+    keep = _reusable_prefix(stack, state, timestamps)
+    flow = flow_of(stack)
+    offsets = torch.tensor([0, all_tokens.shape[0]], dtype=torch.int64)
+    positions, gaps, keys = stack.history_layout(offsets, all_tokens.shape[0], all_times, "history")
+    order_keys = flow.token_keys(keys)
+    tail = slice(keep, None)
+    new_x = flow.encode(stack, all_tokens[tail], positions[tail], None if gaps is None else gaps[tail])
+    per = flow.tokens_per_interaction
+    prefix = state.truncated(keep)
+    spec = AttentionSpec(
+        torch.tensor([0, new_x.shape[0]]), torch.tensor([0, order_keys.shape[0]]),
+        order_keys[keep * per:], order_keys, strict=flow.strict,
+    )
+    new_keys, new_values = _real_flow(stack, flow, new_x, spec, (prefix.keys, prefix.values))
+    return HistoryState(
+        tokens=all_tokens,
+        timestamps=all_times,
+        order_keys=order_keys,
+        keys=[torch.cat([old, new]) for old, new in zip(prefix.keys, new_keys)],
+        values=[torch.cat([old, new]) for old, new in zip(prefix.values, new_values)],
+    )
+
+
+def _reusable_prefix(stack: GenerativeStack, state: HistoryState, timestamps: Optional[torch.Tensor]) -> int:
+    """How many cached interactions stay valid: all, except the last session when it continues."""
+    n = state.num_interactions
+    if not stack.session_mode or n == 0 or timestamps is None or timestamps.numel() == 0:
+        return n
+    last = state.timestamps[-1]
+    if bool(timestamps[0] < last):
+        raise ValueError(f"new interactions must not be older than the history's last ({int(last)}), got {int(timestamps[0])}")
+    if bool(timestamps[0] > last):
+        return n
+    return int((state.timestamps < last).sum())  # the last session starts after every earlier time
+
+
+def _encode_one(stack: GenerativeStack, tokens: torch.Tensor, timestamps: Optional[torch.Tensor]) -> HistoryState:
+    return encode_histories(stack, tokens, torch.tensor([0, tokens.shape[0]], dtype=torch.int64), timestamps)[0]
+
+
+def _cat(tensors: List[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _cat_times(states: Sequence[HistoryState], candidate_timestamps: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    if candidate_timestamps is None:
+        return None
+    if any(s.timestamps is None for s in states):
+        raise ValueError("candidate timestamps were given but a history state has none")
+    return _cat([s.timestamps for s in states])
