@@ -1,4 +1,4 @@
-"""The padded backend: each operand padded to the batch's longest sequence, batched matmuls.
+"""The padded backend: each operand padded to the batch's longest sequence, then :func:`dense_attention`.
 
 It builds a dense ``[B, 1, Lq, Lk]`` visibility mask from the spec's order keys once and caches
 it in the spec, so every layer that reuses the spec pays for it once.
@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from dfgr_torchrec.ops.attention import AttentionForm, AttentionSpec
+from dfgr_torchrec.ops.dense import dense_attention
 from dfgr_torchrec.ops.jagged import offsets_to_lengths, to_jagged, to_padded
 
 _CACHE_KEY = "pytorch.mask"
@@ -55,30 +55,12 @@ def padded_attention(
 ) -> torch.Tensor:
     """:func:`~dfgr_torchrec.ops.attention.jagged_attention` on padded tensors (``q`` already scaled)."""
     mask = dense_mask(spec)
-    qp = to_padded(q, spec.q_offsets, mask.max_q).transpose(1, 2)  # [B, H, Lq, d]
-    kp = to_padded(k, spec.kv_offsets, mask.max_kv).transpose(1, 2)  # [B, H, Lk, d]
-    vp = to_padded(v, spec.kv_offsets, mask.max_kv).transpose(1, 2)
-    scores = torch.matmul(qp, kp.transpose(-1, -2))  # [B, H, Lq, Lk]
-    self_scores = (q * self_k).sum(-1) if self_k is not None else None  # [total_q, H]
-
-    if form == AttentionForm.POINTWISE:
-        if scores.requires_grad:
-            weights = F.silu(scores) * mask.weights(scores.dtype, 1.0 / scale_len)
-        else:  # inference: no graph to keep, reuse the scores buffer
-            weights = F.silu(scores, inplace=True).mul_(mask.weights(scores.dtype, 1.0 / scale_len))
-        out = to_jagged(torch.matmul(weights, vp).transpose(1, 2), spec.q_offsets, spec.q_total)
-        if self_scores is not None:
-            out = out + (F.silu(self_scores) / scale_len).unsqueeze(-1) * self_v
-        return out
-
-    scores = scores.masked_fill(~mask.visible, torch.finfo(scores.dtype).min)
-    if self_scores is None:
-        probs = torch.softmax(scores, dim=-1)
-        out_padded = torch.matmul(probs, vp) * mask.visible.any(-1, keepdim=True)  # a query that sees nothing outputs 0
-        return to_jagged(out_padded.transpose(1, 2), spec.q_offsets, spec.q_total)
-    self_padded = to_padded(self_scores, spec.q_offsets, mask.max_q).transpose(1, 2).unsqueeze(-1)
-    probs = torch.softmax(torch.cat([scores, self_padded], dim=-1), dim=-1)
-    out_padded = torch.matmul(probs[..., :-1], vp)
-    out = to_jagged(out_padded.transpose(1, 2), spec.q_offsets, spec.q_total)
-    self_prob = to_jagged(probs[..., -1].transpose(1, 2), spec.q_offsets, spec.q_total)  # [total_q, H]
-    return out + self_prob.unsqueeze(-1) * self_v
+    pad_q = lambda t: to_padded(t, spec.q_offsets, mask.max_q).transpose(1, 2)  # noqa: E731  [B, H, Lq, d]
+    pad_kv = lambda t: to_padded(t, spec.kv_offsets, mask.max_kv).transpose(1, 2)  # noqa: E731  [B, H, Lk, d]
+    has_self = self_k is not None
+    weights = mask.weights(q.dtype, 1.0 / scale_len) if form == AttentionForm.POINTWISE else None
+    out = dense_attention(
+        pad_q(q), pad_kv(k), pad_kv(v), mask.visible, form, scale_len,
+        pad_q(self_k) if has_self else None, pad_q(self_v) if has_self else None, weights,
+    )
+    return to_jagged(out.transpose(1, 2), spec.q_offsets, spec.q_total)

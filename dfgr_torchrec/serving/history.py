@@ -41,15 +41,15 @@ class HistoryState:
         timestamps: ``[N]`` int64 times, or None for a model that uses none.
         order_keys: ``[N * t]`` the attention order key of every cached token (``t`` tokens per
             interaction: 1 for DFGR, 2 for MetaGR).
-        keys, values: per layer, ``[N * t, H, d_qk]`` and ``[N * t, H, d_v]``: the real flow's
-            keys and values at that layer's input.
+        keys, values: ``[L, N * t, H, d_qk]`` and ``[L, N * t, H, d_v]``: the real flow's keys and
+            values at each layer's input.
     """
 
     tokens: torch.Tensor
     timestamps: Optional[torch.Tensor]
     order_keys: torch.Tensor
-    keys: List[torch.Tensor]
-    values: List[torch.Tensor]
+    keys: torch.Tensor
+    values: torch.Tensor
 
     @property
     def num_interactions(self) -> int:
@@ -57,7 +57,7 @@ class HistoryState:
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.tokens, self.order_keys, *self.keys, *self.values]
+        tensors = [self.tokens, self.order_keys, self.keys, self.values]
         if self.timestamps is not None:
             tensors.append(self.timestamps)
         return sum(t.numel() * t.element_size() for t in tensors)
@@ -70,8 +70,8 @@ class HistoryState:
             tokens=self.tokens[:count],
             timestamps=None if self.timestamps is None else self.timestamps[:count],
             order_keys=self.order_keys[:rows],
-            keys=[k[:rows] for k in self.keys],
-            values=[v[:rows] for v in self.values],
+            keys=self.keys[:, :rows],
+            values=self.values[:, :rows],
         )
 
 
@@ -131,17 +131,18 @@ def encode_histories(
     token_offsets = offsets * flow.tokens_per_interaction
     spec = AttentionSpec(token_offsets, token_offsets, order_keys, order_keys, strict=flow.strict)
     layer_keys, layer_values = _real_flow(stack, flow, flow.encode(stack, tokens, positions, gaps), spec)
+    own = (lambda t: t.clone()) if offsets.shape[0] > 2 else (lambda t: t)  # noqa: E731  a state never pins the batch
     states = []
     bounds, token_bounds = offsets.tolist(), token_offsets.tolist()
     for b in range(len(bounds) - 1):
         (s, e), (ts, te) = (bounds[b], bounds[b + 1]), (token_bounds[b], token_bounds[b + 1])
         states.append(
             HistoryState(
-                tokens=tokens[s:e],
-                timestamps=None if timestamps is None else timestamps[s:e],
-                order_keys=order_keys[ts:te],
-                keys=[k[ts:te] for k in layer_keys],
-                values=[v[ts:te] for v in layer_values],
+                tokens=own(tokens[s:e]),
+                timestamps=None if timestamps is None else own(timestamps[s:e]),
+                order_keys=own(order_keys[ts:te]),
+                keys=own(layer_keys[:, ts:te]),
+                values=own(layer_values[:, ts:te]),
             )
         )
     return states
@@ -152,10 +153,10 @@ def _real_flow(
     flow: _Flow,
     x: torch.Tensor,
     spec: AttentionSpec,
-    cached: Optional[Tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]] = None,
-) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-    """The real flow of new tokens ``x`` (queries of ``spec``) over ``cached`` keys/values plus
-    their own; returns every layer's keys and values of ``x`` alone."""
+    cached: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The real flow of new tokens ``x`` (queries of ``spec``) over ``cached`` ``[L, ...]`` keys/values
+    plus their own; returns every layer's keys and values of ``x`` alone, stacked ``[L, ...]``."""
     new_keys, new_values = [], []
     for index, block in enumerate(stack.blocks):
         u, q, k, v = block.project(x)
@@ -163,12 +164,12 @@ def _real_flow(
         new_values.append(v)
         if index == len(stack.blocks) - 1:
             break  # nothing reads the real flow's output after the last layer
-        all_k, all_v = (k, v) if not cached else (torch.cat([cached[0][index], k]), torch.cat([cached[1][index], v]))
+        all_k, all_v = (k, v) if cached is None else (torch.cat([cached[0][index], k]), torch.cat([cached[1][index], v]))
         attention = block.attend(
             q, all_k, all_v, spec, self_k=k if flow.self_term else None, self_v=v if flow.self_term else None
         )
         x = block.finish(x, attention, u)
-    return new_keys, new_values
+    return torch.stack(new_keys), torch.stack(new_values)
 
 
 def score_cached(
@@ -191,23 +192,50 @@ def score_cached(
         candidate_timestamps: ``[M_total]`` int64; required when the states carry timestamps
             and the model uses times.
     """
-    flow = flow_of(stack)
-    if candidate_offsets.shape[0] != len(states) + 1:
-        raise ValueError(f"candidate_offsets describe {candidate_offsets.shape[0] - 1} users, states {len(states)}")
-    h_offsets = lengths_to_offsets(torch.tensor([s.num_interactions for s in states], dtype=torch.int64))
-    h_times = _cat_times(states, candidate_timestamps)
-    positions, gaps, keys, _ = stack.candidate_layout(h_offsets, h_times, candidate_offsets, candidate_timestamps)
-    kv_keys = _cat([s.order_keys for s in states])
-    spec = AttentionSpec(
-        candidate_offsets, h_offsets * flow.tokens_per_interaction, flow.candidate_keys(keys), kv_keys, strict=True
-    )
-    x = stack.encode(candidates, positions, gaps)
+    layout = candidate_layout(stack, states, candidate_offsets, candidate_timestamps)
+    spec = AttentionSpec(candidate_offsets, layout.kv_offsets, layout.keys, layout.kv_keys, strict=True)
+    x = stack.encode(candidates, layout.positions, layout.gaps)
     for index, block in enumerate(stack.blocks):
         u, q, k, v = block.project(x)
         cached_k = _cat([s.keys[index] for s in states])
         cached_v = _cat([s.values[index] for s in states])
         x = block.finish(x, block.attend(q, cached_k, cached_v, spec, self_k=k, self_v=v), u)
     return stack.output_norm(x)
+
+
+@dataclass
+class CandidateLayout:
+    """Where candidates sit after cached histories: their encodings' positions and time gaps, and
+    the order keys that decide what they see (candidate ``c`` sees cached token ``j`` of its user
+    iff ``kv_keys[j] < keys[c]``)."""
+
+    positions: torch.Tensor  # [M]
+    gaps: Optional[torch.Tensor]  # [M], None without timestamps
+    keys: torch.Tensor  # [M]
+    kv_keys: torch.Tensor  # [sum of cached tokens]
+    kv_offsets: torch.Tensor  # [B + 1] offsets of the cached tokens
+
+
+def candidate_layout(
+    stack: GenerativeStack,
+    states: Sequence[HistoryState],
+    candidate_offsets: torch.Tensor,
+    candidate_timestamps: Optional[torch.Tensor],
+) -> CandidateLayout:
+    """The :class:`CandidateLayout` of candidates (``candidate_offsets``, one user per state)."""
+    flow = flow_of(stack)
+    if candidate_offsets.shape[0] != len(states) + 1:
+        raise ValueError(f"candidate_offsets describe {candidate_offsets.shape[0] - 1} users, states {len(states)}")
+    h_offsets = lengths_to_offsets(torch.tensor([s.num_interactions for s in states], dtype=torch.int64))
+    h_times = _cat_times(states, candidate_timestamps)
+    positions, gaps, keys, _ = stack.candidate_layout(h_offsets, h_times, candidate_offsets, candidate_timestamps)
+    return CandidateLayout(
+        positions=positions,
+        gaps=gaps,
+        keys=flow.candidate_keys(keys),
+        kv_keys=_cat([s.order_keys for s in states]),
+        kv_offsets=h_offsets * flow.tokens_per_interaction,
+    )
 
 
 def append_history(
@@ -249,8 +277,8 @@ def append_history(
         tokens=all_tokens,
         timestamps=all_times,
         order_keys=order_keys,
-        keys=[torch.cat([old, new]) for old, new in zip(prefix.keys, new_keys)],
-        values=[torch.cat([old, new]) for old, new in zip(prefix.values, new_values)],
+        keys=torch.cat([prefix.keys, new_keys], dim=1),
+        values=torch.cat([prefix.values, new_values], dim=1),
     )
 
 

@@ -9,7 +9,7 @@ def _state(n, d=4, layers=2):
     t = torch.zeros(n, d)
     return HistoryState(
         tokens=t, timestamps=torch.zeros(n, dtype=torch.int64), order_keys=torch.arange(n),
-        keys=[torch.zeros(n, 1, d) for _ in range(layers)], values=[torch.zeros(n, 1, d) for _ in range(layers)],
+        keys=torch.zeros(layers, n, 1, d), values=torch.zeros(layers, n, 1, d),
     )
 
 

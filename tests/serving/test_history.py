@@ -191,10 +191,10 @@ def test_state_bytes_and_prefix():
     users = _users([5], [1])
     state = CachedScorer(model).encode(_batch(users))[0]
     assert state.order_keys.shape[0] == 10  # two tokens per interaction
-    expected = sum(t.numel() * t.element_size() for t in [state.tokens, state.timestamps, state.order_keys, *state.keys, *state.values])
+    expected = sum(t.numel() * t.element_size() for t in [state.tokens, state.timestamps, state.order_keys, state.keys, state.values])
     assert state.nbytes == expected
     prefix = state.truncated(2)
-    assert isinstance(prefix, HistoryState) and prefix.num_interactions == 2 and prefix.keys[0].shape[0] == 4
+    assert isinstance(prefix, HistoryState) and prefix.num_interactions == 2 and prefix.keys.shape[1] == 4
 
 
 def test_scorer_refuses_other_models():

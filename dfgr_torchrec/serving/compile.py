@@ -1,0 +1,63 @@
+"""The candidate graph exported with ``torch.export`` and compiled ahead of time with AOTInductor.
+
+``export_candidate_graph`` traces :class:`~dfgr_torchrec.serving.graph.CandidateGraph` with the
+number of candidates ``M`` and of cached tokens ``K`` dynamic, so one program serves every
+request; ``compile_package`` turns it into an AOTInductor package (a shared library, no Python
+graph at run time) where a C++ compiler is present; ``load_scoring`` returns whichever exists.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.export import Dim, ExportedProgram
+
+from dfgr_torchrec.serving.graph import CandidateGraph
+from dfgr_torchrec.serving.history import flow_of
+
+PROGRAM_FILE = "scoring.pt2"  # torch.export.save of the ExportedProgram
+PACKAGE_FILE = "scoring_aoti.pt2"  # the AOTInductor package of the same program
+MAX_CANDIDATES, MAX_CACHED_TOKENS = 1 << 16, 1 << 20  # bounds of the dynamic dimensions
+
+
+def _example_inputs(model: nn.Module, num_candidates: int = 3, num_interactions: int = 5):
+    config = model.config.interaction
+    tokens = num_interactions * flow_of(model.interaction).tokens_per_interaction
+    layers, heads = config.num_layers, config.num_heads
+    width = model.config.embeddings.embedding_dim
+    return (
+        torch.randn(num_candidates, width),
+        torch.full((num_candidates,), num_interactions, dtype=torch.int64),
+        torch.ones(num_candidates, dtype=torch.int64),
+        torch.full((num_candidates,), tokens, dtype=torch.int64),
+        torch.arange(tokens, dtype=torch.int64),
+        torch.randn(layers, tokens, heads, config.attention_dim),
+        torch.randn(layers, tokens, heads, config.linear_dim),
+    )
+
+
+def export_candidate_graph(model: nn.Module) -> ExportedProgram:
+    """``torch.export`` of the model's :class:`CandidateGraph`, dynamic in ``M`` and ``K`` (both >= 1)."""
+    graph = CandidateGraph(model).eval()
+    m = Dim("candidates", min=1, max=MAX_CANDIDATES)
+    k = Dim("cached_tokens", min=1, max=MAX_CACHED_TOKENS)
+    shapes = ({0: m}, {0: m}, {0: m}, {0: m}, {0: k}, {1: k}, {1: k})
+    with torch.no_grad():
+        return torch.export.export(graph, _example_inputs(model), dynamic_shapes=shapes)
+
+
+def compile_package(program: ExportedProgram, path: str) -> str:
+    """Compiles ``program`` with AOTInductor into the package file ``path`` (needs a C++ compiler)."""
+    with torch.no_grad():
+        return torch._inductor.aoti_compile_and_package(program, package_path=path)
+
+
+def load_scoring(directory: str) -> Callable[..., torch.Tensor]:
+    """The artifact's compiled package if it has one, else its exported program (run as a module)."""
+    package = os.path.join(directory, PACKAGE_FILE)
+    if os.path.exists(package):
+        return torch._inductor.aoti_load_package(package)
+    return torch.export.load(os.path.join(directory, PROGRAM_FILE)).module()
