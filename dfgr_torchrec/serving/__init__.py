@@ -1,0 +1,1 @@
+"""Serving a trained ranking model: vocabularies, requests, unsharded loading and quantized tables."""
