@@ -73,7 +73,7 @@ def check_task_names(actions: Mapping[str, Any], tasks: Sequence[str]) -> None:
     """Raises ``ValueError`` naming any task of ``actions`` the model does not have."""
     unknown = [name for name in actions if name not in tasks]
     if unknown:
-        raise ValueError(f"unknown task name(s) {unknown} in actions; the known tasks are {list(tasks)}")
+        raise ValueError(f"unknown task name(s) {unknown}; the known tasks are {list(tasks)}")
 
 
 class ActionEncoder:
