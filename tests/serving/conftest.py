@@ -1,11 +1,17 @@
-"""A tiny prepared data set (hash OOV, a side feature, two tasks) and one with an action feature."""
+"""Fixtures: a tiny prepared data set (hash OOV, a side feature, two tasks), one with an action feature, and a tiny trained run."""
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from dfgr_torchrec.data.config import from_dict, DataConfig
 from dfgr_torchrec.data.prepare import prepare
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
 
 # user, item, time, category, click, like, rating; c7 / z only appear late (validation / test)
 ROWS = [
@@ -46,3 +52,18 @@ def hashed(tmp_path):
 def with_action_feature(tmp_path):
     """Prepared with ``action_feature: rating`` (OOV row 0)."""
     return _prepare(tmp_path, action_feature="rating")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The debug config trained for 4 steps by the real recipe with 2 gloo processes (tables sharded)."""
+    if not SHARED.exists():
+        pytest.skip("../shared/data is absent")
+    out = tmp_path_factory.mktemp("serving-run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "dfgr_torchrec.recipes.train", "--config", "configs/train/debug.yaml", f"output_dir={out}",
+           "train.max_steps=4", "data.batch_size=8", "eval.every_steps=2", "train.log_every=2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "debug"

@@ -3,8 +3,6 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -34,21 +32,6 @@ def _metrics(model, data, split, max_seq_len, user_id, limit=None):
             labels.append(batch.candidate_labels)
             users.append(batch.candidate_user_ids)
     return ranking_metrics(torch.cat(logits), torch.cat(labels), torch.cat(users), data.tasks)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The debug config trained for 4 steps by the real recipe with 2 gloo processes (tables sharded)."""
-    if not SHARED.exists():
-        pytest.skip("../shared/data is absent")
-    out = tmp_path_factory.mktemp("serving-run")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "dfgr_torchrec.recipes.train", "--config", "configs/train/debug.yaml", f"output_dir={out}",
-           "train.max_steps=4", "data.batch_size=8", "eval.every_steps=2", "train.log_every=2"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out / "debug"
 
 
 @pytest.mark.slow
