@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Tuple
@@ -36,6 +35,7 @@ from dfgr_torchrec.data.atomic import atomic_directory, file_digest
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest
 from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
 from dfgr_torchrec.data.sources import ensure_source
+from dfgr_torchrec.data.vocab import table_rows, vocab_rows
 from dfgr_torchrec.features import ACTION_FEATURE
 
 TRAIN, VALID, TEST = 0, 1, 2
@@ -232,21 +232,11 @@ def _assign_split(config: DataConfig, offsets: np.ndarray, timestamps: np.ndarra
 
 
 def _vocab(values_str: np.ndarray, train_mask: np.ndarray, config: DataConfig) -> Tuple[np.ndarray, np.ndarray, int, int]:
-    """Contiguous rows 1..V for ids seen in training; unseen ids -> 0 or a hash bucket."""
+    """Contiguous rows 1..V for ids seen in training; unseen ids -> 0 or a hash bucket (:func:`vocab_rows`)."""
     vocab = np.unique(values_str[train_mask])
-    pos = np.searchsorted(vocab, values_str)
-    pos_clipped = np.minimum(pos, max(len(vocab) - 1, 0))
-    seen = (len(vocab) > 0) & (vocab[pos_clipped] == values_str) if len(vocab) else np.zeros(len(values_str), bool)
-    ids = np.where(seen, pos_clipped + 1, 0).astype(np.int64)
-    unseen = int((~seen).sum())
-    num_rows = len(vocab) + 1
-    if config.vocab.oov == "hash" and unseen:
-        buckets = config.vocab.hash_buckets
-        hashed = np.array([zlib.crc32(v.encode()) % buckets for v in values_str[~seen]], dtype=np.int64)
-        ids[~seen] = len(vocab) + 1 + hashed
-    if config.vocab.oov == "hash":
-        num_rows += config.vocab.hash_buckets
-    return ids, vocab, num_rows, unseen
+    ids, seen = vocab_rows(values_str, vocab, config.vocab.oov, config.vocab.hash_buckets)
+    num_rows = table_rows(len(vocab), config.vocab.oov, config.vocab.hash_buckets)
+    return ids, vocab, num_rows, int((~seen).sum())
 
 
 @dataclass
