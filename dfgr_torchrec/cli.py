@@ -1,4 +1,5 @@
-"""The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr study``, ``dfgr bench ...``, ``dfgr demo``.
+"""The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr study``, ``dfgr export|score``,
+``dfgr bench ...``, ``dfgr demo``.
 
 Building the parser imports no torch: the commands whose modules need it (demo, bench) get their
 arguments only when the command line names them, and every handler imports its work lazily,
@@ -15,6 +16,8 @@ from typing import Callable, List, Optional
 # (command path, help, module with add_arguments(parser) and run(args)) of the torch-heavy commands
 _LAZY = (
     (("demo",), "train on generated sequences, then score held-out candidates", "dfgr_torchrec.demo"),
+    (("export",), "a trained run -> a serving artifact (exported graph, tables, vocabularies)", "dfgr_torchrec.serving.export"),
+    (("score",), "score raw-id requests (JSONL) with an exported artifact", "dfgr_torchrec.serving.score_cli"),
     (("bench", "attention"), "DFGR vs MetaGR training and inference cost", "dfgr_torchrec.bench.attention"),
     (("bench", "data"), "prepare time and loader throughput vs the training step", "dfgr_torchrec.bench.data"),
     (("bench", "init-scale"), "the attention branch's strength at initialisation", "dfgr_torchrec.bench.init_scale"),
@@ -52,7 +55,8 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     argv = argv or []
     parser = argparse.ArgumentParser(prog="dfgr", description="Dual-Flow Generative Ranking on TorchRec")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_lazy(commands, *_LAZY[0], argv)
+    top_level = [entry for entry in _LAZY if len(entry[0]) == 1]
+    _add_lazy(commands, *top_level[0], argv)  # demo
     data_cli.add_commands(commands)
     train_parser = commands.add_parser("train", help="train and evaluate (one process, or under torchrun/TorchX)")
     recipe_args.add_arguments(train_parser)
@@ -65,8 +69,11 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     study_parser.set_defaults(run=study_cli.run)
     bench = commands.add_parser("bench", help="benchmarks (print a table and write JSON)")
     benches = bench.add_subparsers(dest="bench", required=True)
-    for path, help, module in _LAZY[1:]:
-        _add_lazy(benches, path, help, module, argv)
+    for path, help, module in _LAZY:
+        if path[0] == "bench":
+            _add_lazy(benches, path, help, module, argv)
+    for path, help, module in top_level[1:]:
+        _add_lazy(commands, path, help, module, argv)
     return parser
 
 

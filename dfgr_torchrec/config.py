@@ -302,6 +302,19 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
         raise ValueError(f"{where or cls.__name__}: {e}") from None
 
 
+def to_plain(value: Any) -> Any:
+    """A config dataclass (or anything in one) as plain YAML/JSON data: enums as their values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
 def _floats_from_strings(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
     """YAML 1.1 reads ``1e-6`` (no dot) as a string: such values of float fields become floats."""
     import typing

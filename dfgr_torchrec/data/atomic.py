@@ -13,10 +13,10 @@ import socket
 import time
 from typing import Iterator
 
-def file_digest(path: str) -> str:
-    """blake2b (128-bit, hex) of a file's bytes."""
+def file_digest(path: str, digest_size: int = 16) -> str:
+    """blake2b (``digest_size`` bytes, 128-bit by default; hex) of a file's bytes."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=digest_size)).hexdigest()
 
 
 STALE_SECONDS = 24 * 3600  # a leftover not provably ours (another host, an older naming) is stale after this
@@ -70,4 +70,19 @@ def atomic_directory(out: str) -> Iterator[str]:
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(out: str) -> Iterator[str]:
+    """Yields a temporary path beside ``out``; on success it replaces ``out``, on error it is removed."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-{os.path.basename(out)}-pid{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise

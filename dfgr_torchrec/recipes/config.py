@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Sequence
 
 import yaml
 
-from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, check, from_dict
+from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, check, from_dict, to_plain
 from dfgr_torchrec.recipes.types import check_types
 from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
 from dfgr_torchrec.training.selection import EvalConfig
@@ -165,19 +165,7 @@ def load_train_config(path: str, overrides: Sequence[str] = ()) -> TrainConfig:
 
 
 def dump_config(config: TrainConfig) -> str:
-    import dataclasses
-    import enum
-
-    def plain(x: Any) -> Any:
-        if isinstance(x, enum.Enum):
-            return x.value
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [plain(v) for v in x]
-        return x
-
-    return yaml.safe_dump(plain(dataclasses.asdict(config)), sort_keys=False)
+    return yaml.safe_dump(to_plain(config), sort_keys=False)
 
 
 def config_dict(config: TrainConfig) -> Dict[str, Any]:

@@ -25,7 +25,8 @@ class CacheStats:
 
 
 class HistoryCache:
-    """User key -> :class:`HistoryState`, holding at most ``max_bytes`` (LRU by bytes).
+    """User key -> :class:`HistoryState` (or anything with ``nbytes``), holding at most
+    ``max_bytes`` (LRU by bytes).
 
     A state larger than the whole budget is not kept (counted as an eviction).
 

@@ -26,7 +26,7 @@ def prepared_order():
     return sorted(ROWS, key=lambda r: (r[0], r[2]))
 
 
-def _prepare(tmp_path: pathlib.Path, **extra) -> str:
+def prepare_tiny(tmp_path: pathlib.Path, **extra) -> str:
     log = tmp_path / "log.tsv"
     lines = ["u\ti\tt\tcat\tclick\tlike\trating"] + ["\t".join(map(str, r)) for r in ROWS]
     log.write_text("\n".join(lines) + "\n")
@@ -45,13 +45,13 @@ def _prepare(tmp_path: pathlib.Path, **extra) -> str:
 @pytest.fixture
 def hashed(tmp_path):
     """Prepared with ``vocab: {oov: hash, hash_buckets: 4}``, action = bitmask of click, like."""
-    return _prepare(tmp_path, vocab={"oov": "hash", "hash_buckets": 4})
+    return prepare_tiny(tmp_path, vocab={"oov": "hash", "hash_buckets": 4})
 
 
 @pytest.fixture
 def with_action_feature(tmp_path):
     """Prepared with ``action_feature: rating`` (OOV row 0)."""
-    return _prepare(tmp_path, action_feature="rating")
+    return prepare_tiny(tmp_path, action_feature="rating")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,142 @@
+"""``dfgr export``: a trained run -> a self-contained serving artifact.
+
+Layout of the artifact directory (written to a temporary folder and renamed, so a crash never
+leaves a half-written artifact):
+
+- ``artifact.json``: format version, the complete model config, table precision, whether
+  requests need timestamps, where it came from, and the size and blake2b digest of every file;
+- ``weights.pt``: the unsharded model's ``state_dict`` (tables included, fp32);
+- ``vocab/``: raw id -> row for items, users, item side features (and actions when the data
+  set has an action column), with the data set's OOV policy;
+- ``scoring.pt2``: the candidate graph (:mod:`dfgr_torchrec.serving.graph`) exported with
+  ``torch.export``, dynamic in candidates and cached tokens; ``scoring_aoti.pt2``: the same
+  program compiled with AOTInductor (unless ``--no-compile`` or no compiler: then the reason is
+  recorded in ``artifact.json`` and the exported program is served).
+
+:class:`~dfgr_torchrec.serving.ranker.Ranker` loads it with neither the training code nor the data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from dfgr_torchrec.config import to_plain
+from dfgr_torchrec.data.atomic import atomic_directory, file_digest
+from dfgr_torchrec.serving.compile import PACKAGE_FILE, PROGRAM_FILE, compile_package, export_candidate_graph
+from dfgr_torchrec.serving.requests import needs_timestamps
+from dfgr_torchrec.serving.vocab import Vocabularies
+
+FORMAT_VERSION = 1
+ARTIFACT_FILE = "artifact.json"
+WEIGHTS_FILE = "weights.pt"
+VOCAB_DIR = "vocab"
+SERVABLE_TYPES = ("dfgr", "metagr")
+TABLE_PRECISIONS = ("fp32", "int8")
+
+
+def write_artifact(
+    model: nn.Module,
+    vocabs: Vocabularies,
+    out: str,
+    compile: bool = True,
+    tables: str = "fp32",
+    source: Optional[Dict[str, Any]] = None,
+) -> str:
+    """Writes the artifact of an unsharded ``model`` (eval mode) to ``out``; returns ``out``.
+
+    ``tables="int8"`` makes the :class:`Ranker` serve TorchRec's quantized (int8 row) tables.
+    """
+    config = model.config
+    if config.type not in SERVABLE_TYPES:
+        raise ValueError(f"model.type: export serves {list(SERVABLE_TYPES)}, got {config.type!r}")
+    if tables not in TABLE_PRECISIONS:
+        raise ValueError(f"tables: expected one of {list(TABLE_PRECISIONS)}, got {tables!r}")
+    with atomic_directory(out) as tmp:
+        torch.save(model.state_dict(), os.path.join(tmp, WEIGHTS_FILE))
+        os.mkdir(os.path.join(tmp, VOCAB_DIR))
+        vocabs.save(os.path.join(tmp, VOCAB_DIR))
+        program = export_candidate_graph(model)
+        torch.export.save(program, os.path.join(tmp, PROGRAM_FILE))
+        compiled = _compile(program, os.path.join(tmp, PACKAGE_FILE)) if compile else "skipped (--no-compile)"
+        manifest = {
+            "format": FORMAT_VERSION,
+            "model": to_plain(config),
+            "tables": tables,
+            "needs_timestamps": needs_timestamps(config),
+            "compiled": compiled,
+            "torch": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source": source or {},
+            "files": _file_records(tmp),
+        }
+        with open(os.path.join(tmp, ARTIFACT_FILE), "w") as f:
+            json.dump(manifest, f, indent=2)
+    return out
+
+
+def _compile(program, path: str) -> str:
+    """``"ok"``, or why AOTInductor could not compile here (the exported program is served instead)."""
+    try:
+        compile_package(program, path)
+        return "ok"
+    except Exception as e:  # a missing compiler or an unsupported op must not lose the export
+        if os.path.exists(path):
+            os.remove(path)
+        return f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _file_records(root: str) -> Dict[str, Dict[str, Any]]:
+    records = {}
+    for folder, _, names in os.walk(root):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            records[os.path.relpath(path, root)] = {"bytes": os.path.getsize(path), "blake2b": file_digest(path)}
+    return records
+
+
+def export_run(
+    config_path: str,
+    out: str,
+    overrides: Sequence[str] = (),
+    checkpoint: Optional[str] = None,
+    compile: bool = True,
+    tables: str = "fp32",
+) -> str:
+    """The artifact of a trained run: its config (``config_path`` + ``overrides``, as trained), its best
+    checkpoint (else its latest, or ``checkpoint``) and its prepared data set's vocabularies."""
+    from dfgr_torchrec.recipes.config import load_train_config
+    from dfgr_torchrec.serving.loading import load_model_for_inference, prepared_data_of, resolve_model_config
+    from dfgr_torchrec.training.run_dir import RunDirectory
+
+    train_config = load_train_config(config_path, overrides)
+    found = RunDirectory(train_config.run_dir).evaluation_checkpoint(checkpoint)
+    data = prepared_data_of(train_config)
+    model = load_model_for_inference(resolve_model_config(train_config, data), found)
+    source = {"config": config_path, "overrides": list(overrides), "checkpoint": os.path.abspath(found), "data": data.path}
+    return write_artifact(model, Vocabularies.from_prepared(data.path), out, compile, tables, source)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="the run's training config (YAML)")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the run's best, else latest)")
+    parser.add_argument("--out", required=True, help="the artifact directory to write")
+    parser.add_argument("--tables", default="fp32", choices=TABLE_PRECISIONS, help="served table rows")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip AOTInductor")
+    parser.add_argument("overrides", nargs="*", default=[], help="key=value overrides of the config, as in training")
+
+
+def run(args: argparse.Namespace) -> None:
+    start = time.time()
+    out = export_run(args.config, args.out, args.overrides, args.checkpoint, args.compile, args.tables)
+    with open(os.path.join(out, ARTIFACT_FILE)) as f:
+        manifest = json.load(f)
+    size = sum(r["bytes"] for r in manifest["files"].values())
+    print(f"exported {manifest['model']['type']} to {out} ({size / 2**20:.1f} MiB, AOTInductor: "
+          f"{manifest['compiled']}) in {time.time() - start:.0f} s")
