@@ -165,3 +165,15 @@ def test_loading_needs_neither_training_code_nor_data(artifact):
     result = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_int8_tables_score_close_to_fp32(artifact, tmp_path):
+    _, model, vocabs = artifact
+    out = write_artifact(model, vocabs, str(tmp_path / "int8"), compile=False, tables="int8")
+    assert read_manifest(out)["tables"] == "int8"
+    ranker = Ranker.load(out)
+    assert type(ranker.model.embedding.collection).__module__.startswith("torchrec.quant")
+    results, errors = ranker.score_lines([_line("a", HISTORY)])
+    expected = _full_probabilities(model, vocabs, _line("a", HISTORY))
+    got = _probabilities(results[0], ["click", "like"])
+    assert errors == [] and (got - expected).abs().max() < 5e-2 and not torch.equal(got, expected)
