@@ -40,6 +40,7 @@ demo-synthetic: venv
 
 bench: venv
 	$(VENV)/bin/dfgr bench attention --json outputs/bench_attention.json
+	$(VENV)/bin/dfgr bench serving --json outputs/bench_serving.json
 
 clean:
 	rm -rf $(VENV) outputs runs .pytest_cache
