@@ -55,12 +55,17 @@ def padded_attention(
 ) -> torch.Tensor:
     """:func:`~dfgr_torchrec.ops.attention.jagged_attention` on padded tensors (``q`` already scaled)."""
     mask = dense_mask(spec)
-    pad_q = lambda t: to_padded(t, spec.q_offsets, mask.max_q).transpose(1, 2)  # noqa: E731  [B, H, Lq, d]
-    pad_kv = lambda t: to_padded(t, spec.kv_offsets, mask.max_kv).transpose(1, 2)  # noqa: E731  [B, H, Lk, d]
+    if spec.num_users == 1 and spec.q_total > 0 and spec.kv_total > 0:  # one user (serving): padding is a view
+        pad_q = pad_kv = lambda t: t.unsqueeze(0).transpose(1, 2)  # noqa: E731
+    else:
+        pad_q = lambda t: to_padded(t, spec.q_offsets, mask.max_q).transpose(1, 2)  # noqa: E731  [B, H, Lq, d]
+        pad_kv = lambda t: to_padded(t, spec.kv_offsets, mask.max_kv).transpose(1, 2)  # noqa: E731  [B, H, Lk, d]
     has_self = self_k is not None
     weights = mask.weights(q.dtype, 1.0 / scale_len) if form == AttentionForm.POINTWISE else None
     out = dense_attention(
         pad_q(q), pad_kv(k), pad_kv(v), mask.visible, form, scale_len,
         pad_q(self_k) if has_self else None, pad_q(self_v) if has_self else None, weights,
     )
+    if spec.num_users == 1 and spec.q_total > 0 and spec.kv_total > 0:
+        return out[0].transpose(0, 1)
     return to_jagged(out.transpose(1, 2), spec.q_offsets, spec.q_total)

@@ -8,6 +8,7 @@ graph at run time) where a C++ compiler is present; ``load_scoring`` returns whi
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
@@ -21,6 +22,12 @@ from dfgr_torchrec.serving.history import flow_of
 PROGRAM_FILE = "scoring.pt2"  # torch.export.save of the ExportedProgram
 PACKAGE_FILE = "scoring_aoti.pt2"  # the AOTInductor package of the same program
 MAX_CANDIDATES, MAX_CACHED_TOKENS = 1 << 16, 1 << 20  # bounds of the dynamic dimensions
+
+
+def quiet_tracing_logs() -> None:
+    """torch logs a notice about ``is_fx_tracing`` on the first export or traced lookup; it says
+    nothing a user can act on, so the serving commands keep it out of their output."""
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
 def _example_inputs(model: nn.Module, num_candidates: int = 3, num_interactions: int = 5):

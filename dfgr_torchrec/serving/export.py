@@ -29,7 +29,9 @@ from torch import nn
 
 from dfgr_torchrec.config import to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
-from dfgr_torchrec.serving.compile import PACKAGE_FILE, PROGRAM_FILE, compile_package, export_candidate_graph
+from dfgr_torchrec.serving.compile import (
+    PACKAGE_FILE, PROGRAM_FILE, compile_package, export_candidate_graph, quiet_tracing_logs,
+)
 from dfgr_torchrec.serving.requests import needs_timestamps
 from dfgr_torchrec.serving.vocab import Vocabularies
 
@@ -134,6 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     start = time.time()
+    quiet_tracing_logs()
     out = export_run(args.config, args.out, args.overrides, args.checkpoint, args.compile, args.tables)
     with open(os.path.join(out, ARTIFACT_FILE)) as f:
         manifest = json.load(f)

@@ -207,18 +207,21 @@ def encode_request(request: Request, vocabs: Vocabularies) -> EncodedRequest:
     user = _rows(vocabs.user, [request.user], "user", unknown) if request.user is not None else torch.zeros(1, dtype=torch.int64)
     encoder = vocabs.actions
     try:
-        actions = [encoder.row(x.actions, x.action) for x in h]
+        if encoder.uses_vocabulary:  # one lookup for the whole history
+            if any(x.action is None for x in h):
+                encoder.row(None, None)  # raises the message that names what is expected
+            actions = _rows(encoder.vocabulary, [x.action for x in h], "action", unknown)
+        else:
+            actions = torch.tensor([encoder.row(x.actions, x.action) for x in h], dtype=torch.int64)
     except ValueError as e:
         raise RequestError(request.line, str(e)) from None
-    if encoder.uses_vocabulary:
-        unknown["action"] += int(sum(1 for x in h if encoder.vocabulary.rows([x.action])[1]))
     side = lambda xs, name: _rows(vocabs.side[name], [x.side[name] for x in xs], name, unknown)  # noqa: E731
     return EncodedRequest(
         line=request.line,
         user=user,
         history_items=_rows(vocabs.item, [x.item for x in h], "item", unknown),
         history_side={name: side(h, name) for name in vocabs.side},
-        history_actions=torch.tensor(actions, dtype=torch.int64),
+        history_actions=actions,
         history_timestamps=torch.tensor([x.timestamp for x in h], dtype=torch.int64),
         candidate_items=_rows(vocabs.item, [x.item for x in c], "item", unknown),
         candidate_side={name: side(c, name) for name in vocabs.side},

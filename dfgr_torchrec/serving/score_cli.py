@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from dfgr_torchrec.serving.compile import quiet_tracing_logs
     from dfgr_torchrec.serving.ranker import Ranker
 
+    quiet_tracing_logs()
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"--input {args.input}: no such file")
     start = time.time()

@@ -45,8 +45,9 @@ def _run(kernel, tensors, mask, form):
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("with_self", [False, True])
 @pytest.mark.parametrize("by_time", [False, True])
-def test_padded_kernel_matches_reference(form, strict, with_self, by_time):
-    q_lengths, kv_lengths = (Q_LENGTHS, KV_LENGTHS) if with_self else (KV_LENGTHS, KV_LENGTHS)
+@pytest.mark.parametrize("users", [(Q_LENGTHS, KV_LENGTHS), ([4], [6])], ids=["ragged", "one-user"])
+def test_padded_kernel_matches_reference(form, strict, with_self, by_time, users):
+    q_lengths, kv_lengths = users if with_self else (users[1], users[1])
     q_off = lengths_to_offsets(torch.tensor(q_lengths))
     kv_off = lengths_to_offsets(torch.tensor(kv_lengths))
     if by_time:  # timestamps with ties (sessions)
