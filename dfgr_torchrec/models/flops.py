@@ -82,3 +82,27 @@ def training_flops(config: RankingModelConfig, lengths: torch.Tensor) -> Optiona
     None for a model type without a counter."""
     count = FORWARD_FLOPS.get(config.type)
     return None if count is None else BACKWARD_FACTOR * float(count(config, lengths).sum())
+
+
+def _hstu_targets(lengths: torch.Tensor) -> torch.Tensor:
+    from dfgr_torchrec.models.hstu import DEFAULT_NUM_TARGETS
+
+    return torch.clamp(torch.minimum(lengths - 1, torch.full_like(lengths, DEFAULT_NUM_TARGETS)), min=1)
+
+
+# model type -> (sequence tokens through the blocks, positions with a loss) per user of N interactions
+EPOCH_TOKENS: Dict[str, Callable[[torch.Tensor], tuple]] = {
+    "dfgr": lambda n: (2 * n, n),  # real + fake flow; a label at every position
+    "metagr": lambda n: (2 * n, n),  # item + action tokens; a label at every item
+    "hstu": lambda n: (n, _hstu_targets(n)),  # one token each; labels on the last targets only
+}
+
+
+def epoch_tokens(config: RankingModelConfig, lengths: torch.Tensor) -> Optional[Dict[str, int]]:
+    """``{"tokens", "labels"}`` of one training pass over users with history ``lengths``: tokens
+    through the sequence blocks and positions with a loss; None for a non-sequence model."""
+    count = EPOCH_TOKENS.get(config.type)
+    if count is None:
+        return None
+    tokens, labels = count(lengths)
+    return {"tokens": int(tokens.sum()), "labels": int(labels.sum())}

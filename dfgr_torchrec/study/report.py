@@ -33,18 +33,18 @@ def split_metrics(record: Dict[str, Any], runs_dir: str) -> Iterator[Tuple[str, 
 
 
 def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -> List[Dict[str, Any]]:
-    from dfgr_torchrec.study.flops import run_train_flops
+    from dfgr_torchrec.study.flops import run_train_cost
 
     rows = []
     for r in records:
-        flops = run_train_flops(os.path.join(runs_dir, r["name"]), world_size)
+        cost = run_train_cost(os.path.join(runs_dir, r["name"]), world_size)
         for split, metrics in split_metrics(r, runs_dir):
             for task, m in metrics["tasks"].items():
                 rows.append({
                     "data": r["data"], "model": r["model"], "seed": r["seed"], "params": r["params"], "point": r["point"],
                     "chosen": r["chosen"], "split": split, "task": task, **{k: _number(m[k]) for k in METRICS},
                     "selected_step": r["final"].get("selected_step"), "train_seconds": r["train_seconds"],
-                    "train_flops": flops,
+                    **cost,
                 })
     return rows
 
@@ -118,18 +118,32 @@ def _scaling_lines(rows: List[Dict[str, Any]], data: str) -> List[str]:
 
 def _model_table(rows: List[Dict[str, Any]], data: str, models: List[str]) -> List[str]:
     """A row per model: seeds, mean AUC and GAUC over tasks (mean ± std over seeds), chosen point."""
-    lines = ["| model | seeds | mean AUC | mean GAUC | train s | chosen point |", "|---|---|---|---|---|---|"]
+    lines = ["| model | seeds | mean AUC | mean GAUC | train s | epochs | s / epoch | tokens / epoch | labels / epoch | chosen point |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for model in models:
         mine = [r for r in rows if r["data"] == data and r["model"] == model]
         if not mine:
             continue
         seeds = len({r["seed"] for r in mine})
         point = json.dumps(mine[0]["params"]) if mine[0]["params"] else "-"
-        seconds = [s for s in {r["seed"]: r["train_seconds"] for r in mine}.values() if s is not None]
+        per_seed = {r["seed"]: r for r in mine}.values()
+        seconds = [r["train_seconds"] for r in per_seed if r["train_seconds"] is not None]
+        epochs = [r["epochs"] for r in per_seed if r.get("epochs")]
+        per_epoch = [r["train_seconds"] / r["epochs"] for r in per_seed if r.get("epochs") and r["train_seconds"] is not None]
+        tokens, labels = (mine[0].get(k) for k in ("epoch_tokens", "epoch_labels"))
         lines.append(f"| {model} | {seeds} | {_mean_std(_per_seed_task_mean(mine, 'auc'))} | "
                      f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | "
-                     f"{statistics.mean(seconds) if seconds else math.nan:.0f} | {point} |")
+                     f"{statistics.mean(seconds) if seconds else math.nan:.0f} | "
+                     f"{_mean(epochs, '.1f')} | {_mean(per_epoch, '.1f')} | {_count(tokens)} | {_count(labels)} | {point} |")
     return lines
+
+
+def _mean(values: List[float], fmt: str) -> str:
+    return format(statistics.mean(values), fmt) if values else "-"
+
+
+def _count(value: Optional[int]) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 def plot(rows: List[Dict[str, Any]], records: List[Dict[str, Any]], out: str) -> List[str]:

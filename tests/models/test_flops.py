@@ -67,3 +67,14 @@ def test_dfgr_needs_about_half_of_metagr_attention_and_other_types_have_no_count
     ratio = training_flops(_config("metagr", 4), long) / training_flops(_config("dfgr", 4), long)
     assert 1.8 < ratio < 2.0  # 2N x 2N against two N x N: attention dominates at this length
     assert training_flops(_config("bias", 1), long) is None
+
+
+def test_epoch_tokens_count_two_flows_for_dfgr_and_the_targets_only_for_hstu():
+    from dfgr_torchrec.models.flops import epoch_tokens
+
+    lengths = torch.tensor([1, 5, 20])
+    assert epoch_tokens(_config("dfgr", 2), lengths) == {"tokens": 52, "labels": 26}
+    assert epoch_tokens(_config("metagr", 2), lengths) == {"tokens": 52, "labels": 26}
+    hstu = _config("hstu", 2)
+    assert epoch_tokens(hstu, lengths) == {"tokens": 26, "labels": 1 + 4 + 8}
+    assert epoch_tokens(_config("dcn", 2), lengths) is None
