@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Callable
 
 import torch
@@ -25,9 +26,12 @@ MAX_CANDIDATES, MAX_CACHED_TOKENS = 1 << 16, 1 << 20  # bounds of the dynamic di
 
 
 def quiet_tracing_logs() -> None:
-    """torch logs a notice about ``is_fx_tracing`` on the first export or traced lookup; it says
-    nothing a user can act on, so the serving commands keep it out of their output."""
+    """Keeps notices a user cannot act on out of the serving commands' output: torch's
+    ``is_fx_tracing`` log line, its ``LeafSpec`` deprecation inside ``torch.export``, and DCP's
+    "assuming a single process" when an unsharded model loads a sharded checkpoint."""
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized", category=UserWarning)
 
 
 def _example_inputs(model: nn.Module, num_candidates: int = 3, num_interactions: int = 5):
