@@ -30,6 +30,6 @@ COPY dfgr_torchrec ./dfgr_torchrec
 COPY configs ./configs
 COPY launch ./launch
 RUN pip install -e ".[launch,parquet]" \
- && python -c "import torchrec, fbgemm_gpu, dfgr_torchrec.cli; print('torchrec', torchrec.__version__)"
+ && python -c "import torch, dfgr_torchrec.cli; print('torch', torch.__version__, 'cuda', torch.version.cuda)"  # no GPU at build time: fbgemm's CUDA kernels load at run time
 
 CMD ["python", "-m", "dfgr_torchrec.cli", "--help"]
