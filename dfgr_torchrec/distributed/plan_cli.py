@@ -82,7 +82,10 @@ def plan_schema(config: TrainConfig, args: argparse.Namespace) -> Tuple[DataSche
         action_rows = DEFAULT_ACTION_ROWS_WITH_COLUMN if with_column else 1 << len(tasks)
         notes.append(f"action table: {action_rows} rows (assumed; give --action-rows)")
     side_rows = dict(args.side_rows)
-    missing = sorted(set(data.source.side_features if data else ()) - set(side_rows))
+    known = set(data.source.side_features) if data else set(side_rows)
+    if set(side_rows) - known:
+        raise ValueError(f"--side-rows {sorted(set(side_rows) - known)}: {config.data.config} has side features {sorted(known)}")
+    missing = sorted(known - set(side_rows))
     if missing:
         raise ValueError(f"{config.data.config} has side feature(s) {missing}: give --side-rows {missing[0]}=ROWS for each")
     user_rows: Dict[str, int] = {}

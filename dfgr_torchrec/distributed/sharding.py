@@ -29,7 +29,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from dfgr_torchrec.features import is_candidate_feature
+from dfgr_torchrec.features import USER_FEATURE, is_candidate_feature
 
 SHARDING_TYPES = {
     "row_wise": ShardingType.ROW_WISE,
@@ -214,13 +214,15 @@ def _strip_wrappers(key: str) -> str:
 
 
 def table_pooling_factors(
-    model: nn.Module, mean_history_len: float, tables: Optional[Iterable[str]] = None
+    model: nn.Module, mean_history_len: float, tables: Optional[Iterable[str]] = None,
+    per_user: Iterable[str] = (USER_FEATURE,),
 ) -> Dict[str, List[float]]:
     """Per table (of ``tables``, default all), the ids looked up per sample of each of its features:
-    a history feature looks up the mean history length, a candidate feature one."""
+    a history feature looks up the mean history length, a candidate or per-user feature one."""
     wanted = None if tables is None else set(tables)
+    single = set(per_user)
     return {
-        table.name: [1.0 if is_candidate_feature(f) else mean_history_len for f in table.feature_names]
+        table.name: [1.0 if is_candidate_feature(f) or f in single else mean_history_len for f in table.feature_names]
         for ec in _embedding_collections(model)
         for table in ec.embedding_configs()
         if wanted is None or table.name in wanted

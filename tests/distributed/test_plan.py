@@ -50,3 +50,22 @@ def test_an_impossible_plan_is_one_line_and_exit_2(capsys):
 def test_user_id_needs_user_rows(capsys):
     rc = main(["plan", "--config", CONFIG, *CLUSTER, "--hbm-gb", "80", "--tasks", "like", "data.user_id=true"])
     assert rc == 2 and "--user-rows" in capsys.readouterr().err
+
+
+def test_side_rows_must_name_a_side_feature_of_the_data(capsys):
+    rc = main(["plan", "--config", CONFIG, *CLUSTER, "--hbm-gb", "80", "--side-rows", "genre=20"])
+    assert rc == 2 and "--side-rows ['genre']" in capsys.readouterr().err
+
+
+def test_per_user_features_look_up_one_id():
+    from dfgr_torchrec.config import RankingModelConfig
+    from dfgr_torchrec.distributed.sharding import table_pooling_factors
+    from dfgr_torchrec.features import DataSchema
+    from dfgr_torchrec.models import build_model
+
+    import torch
+
+    schema = DataSchema(["like"], 100, user_rows={"user_id": 10})
+    model = build_model(RankingModelConfig(), schema, device=torch.device("meta"))
+    pooling = table_pooling_factors(model, 50.0)
+    assert pooling["item"] == [50.0, 1.0] and pooling["user_id"] == [1.0] and pooling["action"] == [50.0]
