@@ -1,5 +1,5 @@
 """The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr study``, ``dfgr export|score``,
-``dfgr bench ...``, ``dfgr demo``.
+``dfgr plan``, ``dfgr bench ...``, ``dfgr demo``.
 
 Building the parser imports no torch: the commands whose modules need it (demo, bench) get their
 arguments only when the command line names them, and every handler imports its work lazily,
@@ -18,6 +18,7 @@ _LAZY = (
     (("demo",), "train on generated sequences, then score held-out candidates", "dfgr_torchrec.demo"),
     (("export",), "a trained run -> a serving artifact (exported graph, tables, vocabularies)", "dfgr_torchrec.serving.export"),
     (("score",), "score raw-id requests (JSONL) with an exported artifact", "dfgr_torchrec.serving.score_cli"),
+    (("plan",), "the sharding plan of a config on a cluster that is not here (no data, meta device)", "dfgr_torchrec.distributed.plan_cli"),
     (("bench", "attention"), "DFGR vs MetaGR training and inference cost", "dfgr_torchrec.bench.attention"),
     (("bench", "data"), "prepare time and loader throughput vs the training step", "dfgr_torchrec.bench.data"),
     (("bench", "init-scale"), "the attention branch's strength at initialisation", "dfgr_torchrec.bench.init_scale"),

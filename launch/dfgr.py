@@ -6,22 +6,54 @@ On a laptop (from the repository root, the virtual environment active so ``pytho
     torchx run -s local_cwd ./launch/dfgr.py:train --config configs/train/dfgr_movielens.yaml -j 1x2
     torchx run -s local_cwd ./launch/dfgr.py:evaluate --config configs/train/dfgr_movielens.yaml -j 1x2
 
-On a cluster, the same components with a scheduler and an image holding the project::
+On a cluster, the same components with a scheduler and an image holding the project (the
+``Dockerfile`` at the repository root builds one)::
 
     torchx run -s slurm ./launch/dfgr.py:train --config configs/train/dfgr_movielens.yaml -j 4x8 --gpu 8 --max_retries 3
-    torchx run -s kubernetes ./launch/dfgr.py:train --image <registry>/dfgr:latest -j 2x8 --gpu 8 ...
+    torchx run -s kubernetes --workspace "" ./launch/dfgr.py:train --image <registry>/dfgr:latest -j 2x8 --gpu 8 ...
+
+(``--workspace ""``: use the pushed image as it is; without it TorchX first rebuilds the image
+with the local checkout on top, which needs a Docker daemon.)
+
+Resources per node, unless given: with GPUs, ``CPUS_PER_GPU`` CPUs and ``MEM_MB_PER_GPU`` MB
+per GPU (at most ``MAX_CPUS`` and ``MAX_MEM_MB``: 8 GPUs -> 64 CPUs, 512 GiB); on CPU only,
+``CPUS_PER_PROCESS`` CPUs and ``MEM_MB_PER_PROCESS`` MB per process of ``-j``. ``--cpu`` and
+``--memMB`` override one of them; ``--h`` takes a TorchX named resource (e.g. ``aws_p4d.24xlarge``)
+that wins over all three.
 
 ``train`` resumes from the run's latest checkpoint, so a scheduler restart (``max_retries``)
 continues where the run stopped. Embedding tables are model-parallel (sharded by the
 planner across all ``N x M`` ranks), the dual-flow layers data-parallel.
 """
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torchx.specs as specs
 from torchx.components import dist as torchx_dist
 
 TRAIN_MODULE = "dfgr_torchrec.recipes.train"
+CPUS_PER_GPU = 8
+MEM_MB_PER_GPU = 64 * 1024
+MAX_CPUS = 96
+MAX_MEM_MB = 1024 * 1024
+CPUS_PER_PROCESS = 2
+MEM_MB_PER_PROCESS = 4096
+
+
+def node_resources(j: str, gpu: int, cpu: Optional[int] = None, memMB: Optional[int] = None) -> Tuple[int, int]:
+    """``(cpus, memory MB)`` per node: those given, else sized from the GPUs (else the processes).
+
+    Example::
+
+        node_resources("2x8", gpu=8)   # (64, 524288): 8 CPUs and 64 GiB per GPU
+        node_resources("1x2", gpu=0)   # (4, 8192): 2 CPUs and 4 GiB per process
+    """
+    nproc = torchx_dist.parse_nnodes(j)[2]
+    if gpu > 0:
+        default_cpu, default_mem = min(CPUS_PER_GPU * gpu, MAX_CPUS), min(MEM_MB_PER_GPU * gpu, MAX_MEM_MB)
+    else:
+        default_cpu, default_mem = CPUS_PER_PROCESS * nproc, MEM_MB_PER_PROCESS * nproc
+    return (cpu if cpu is not None else default_cpu), (memMB if memMB is not None else default_mem)
 
 
 def train(
@@ -29,9 +61,10 @@ def train(
     config: str = "configs/train/dfgr_movielens.yaml",
     j: str = "1x2",
     image: str = ".",
-    cpu: int = 2,
+    cpu: Optional[int] = None,
     gpu: int = 0,
-    memMB: int = 8192,
+    memMB: Optional[int] = None,
+    h: Optional[str] = None,
     max_retries: int = 0,
     resume: bool = True,
     rdzv_port: int = 29500,
@@ -43,16 +76,17 @@ def train(
         config: training YAML, relative to the image (the repository root with local_cwd).
         j: nodes x processes per node, e.g. 1x2 on a laptop, 4x8 on a GPU cluster.
         image: the working directory / container image holding the repository.
-        cpu: CPUs per node.
+        cpu: CPUs per node (default: 8 per GPU, at most 96; without GPUs 2 per process).
         gpu: GPUs per node (NCCL and CUDA kernels when > 0).
-        memMB: memory per node, in MB.
+        memMB: memory per node, in MB (default: 64 GiB per GPU, at most 1 TiB; without GPUs 4 GiB per process).
+        h: a TorchX named resource, e.g. aws_p4d.24xlarge (wins over cpu, gpu and memMB).
         max_retries: scheduler restarts on failure; each resumes from the last checkpoint.
         resume: continue from the run's latest intact checkpoint if there is one (else start the run).
         rdzv_port: rendezvous port on the first node.
     """
     # a restart resumes from the run's checkpoint; the first attempt (no checkpoint yet) starts it
     args = ["--config", config, *(["--resume"] if resume else []), *overrides, *(["checkpoint.resume=auto"] if resume else [])]
-    return _ddp("dfgr-train", args, j, image, cpu, gpu, memMB, max_retries, rdzv_port)
+    return _ddp("dfgr-train", args, j, image, node_resources(j, gpu, cpu, memMB), gpu, h, max_retries, rdzv_port)
 
 
 def evaluate(
@@ -61,9 +95,10 @@ def evaluate(
     split: str = "test",
     j: str = "1x2",
     image: str = ".",
-    cpu: int = 2,
+    cpu: Optional[int] = None,
     gpu: int = 0,
-    memMB: int = 8192,
+    memMB: Optional[int] = None,
+    h: Optional[str] = None,
     rdzv_port: int = 29500,
 ) -> specs.AppDef:
     """Evaluates the run's best checkpoint (chosen on validation; else its latest) on a split.
@@ -74,18 +109,20 @@ def evaluate(
         split: ``test`` or ``valid``.
         j: nodes x processes per node.
         image: the working directory / container image holding the repository.
-        cpu: CPUs per node.
+        cpu: CPUs per node (default: 8 per GPU, at most 96; without GPUs 2 per process).
         gpu: GPUs per node.
-        memMB: memory per node, in MB.
+        memMB: memory per node, in MB (default: 64 GiB per GPU, at most 1 TiB; without GPUs 4 GiB per process).
+        h: a TorchX named resource, e.g. aws_p4d.24xlarge (wins over cpu, gpu and memMB).
         rdzv_port: rendezvous port on the first node.
     """
     args = ["--config", config, "--eval-only", "--split", split, *overrides]
-    return _ddp("dfgr-evaluate", args, j, image, cpu, gpu, memMB, 0, rdzv_port)
+    return _ddp("dfgr-evaluate", args, j, image, node_resources(j, gpu, cpu, memMB), gpu, h, 0, rdzv_port)
 
 
-def _ddp(name, args, j, image, cpu, gpu, mem_mb, max_retries, rdzv_port) -> specs.AppDef:
+def _ddp(name, args, j, image, cpu_mem, gpu, h, max_retries, rdzv_port) -> specs.AppDef:
+    cpu, mem_mb = cpu_mem
     app = torchx_dist.ddp(
-        *args, m=TRAIN_MODULE, name=name, image=image, cpu=cpu, gpu=gpu, memMB=mem_mb, j=j,
+        *args, m=TRAIN_MODULE, name=name, image=image, cpu=cpu, gpu=gpu, memMB=mem_mb, h=h, j=j,
         max_retries=max_retries, rdzv_port=rdzv_port,
         env={"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},  # torchrun's own default, set so it prints no banner
     )

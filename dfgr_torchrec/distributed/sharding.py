@@ -29,7 +29,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimiz
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from dfgr_torchrec.features import is_candidate_feature
+from dfgr_torchrec.features import USER_FEATURE, is_candidate_feature
 
 SHARDING_TYPES = {
     "row_wise": ShardingType.ROW_WISE,
@@ -117,19 +117,33 @@ def make_planner(
     model: nn.Module, world_size: int, device: torch.device, constraints: Dict[str, ParameterConstraints]
 ) -> EmbeddingShardingPlanner:
     """The planner, built the way TorchRec recommends: the topology from ``TopologyFactory`` and the
-    storage reservation given our estimate of the dense tensors (TorchRec's own heuristic, 6x the
-    dense parameter bytes: parameters, optimizer state, DDP buffers), counted without the tables."""
+    storage reservation of :func:`storage_reservation`."""
     topology = TopologyFactory.create_topology(
         TrainerConfig(world_size=world_size), kernel_config=KernelConfig(compute_device=device.type)
     )
-    tables = {id(p) for ec in _embedding_collections(model) for p in ec.parameters()}
+    return EmbeddingShardingPlanner(topology=topology, constraints=constraints, storage_reservation=storage_reservation(model))
+
+
+def storage_reservation(model: nn.Module) -> HeuristicalStorageReservation:
+    """The memory kept off the tables on each rank: 15% margin plus our estimate of the dense tensors
+    (TorchRec's own heuristic, 6x the dense parameter bytes: parameters, optimizer state, DDP
+    buffers), counted without the tables."""
+    tables = {id(p) for p in embedding_tables(model).values()}
     dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in tables)
     with warnings.catch_warnings():
         # HeuristicalStorageReservation warns on construction, whatever it is given; the warning's
         # advice (pass a dense_tensor_estimate) is what we do here
         warnings.filterwarnings("ignore", message="HeuristicalStorageReservation is known", category=FutureWarning)
-        reservation = HeuristicalStorageReservation(percentage=0.15, dense_tensor_estimate=6 * dense_bytes)
-    return EmbeddingShardingPlanner(topology=topology, constraints=constraints, storage_reservation=reservation)
+        return HeuristicalStorageReservation(percentage=0.15, dense_tensor_estimate=6 * dense_bytes)
+
+
+def embedding_tables(model: nn.Module) -> Dict[str, nn.Parameter]:
+    """``{table name: weight}`` of every EmbeddingCollection in ``model``."""
+    return {
+        table.name: ec.embeddings[table.name].weight
+        for ec in _embedding_collections(model)
+        for table in ec.embedding_configs()
+    }
 
 
 def sparse_optimizer_kwargs(lr: float, weight_decay: float, weight_decay_mode: str) -> Dict[str, object]:
@@ -200,13 +214,15 @@ def _strip_wrappers(key: str) -> str:
 
 
 def table_pooling_factors(
-    model: nn.Module, mean_history_len: float, tables: Optional[Iterable[str]] = None
+    model: nn.Module, mean_history_len: float, tables: Optional[Iterable[str]] = None,
+    per_user: Iterable[str] = (USER_FEATURE,),
 ) -> Dict[str, List[float]]:
     """Per table (of ``tables``, default all), the ids looked up per sample of each of its features:
-    a history feature looks up the mean history length, a candidate feature one."""
+    a history feature looks up the mean history length, a candidate or per-user feature one."""
     wanted = None if tables is None else set(tables)
+    single = set(per_user)
     return {
-        table.name: [1.0 if is_candidate_feature(f) else mean_history_len for f in table.feature_names]
+        table.name: [1.0 if is_candidate_feature(f) or f in single else mean_history_len for f in table.feature_names]
         for ec in _embedding_collections(model)
         for table in ec.embedding_configs()
         if wanted is None or table.name in wanted
