@@ -200,6 +200,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                     f"(analytic {row['analytic_flop_ratio']:.2f}x)",
                     flush=True,
                 )
+        print(format_table([row]), flush=True)  # each length as it finishes; the whole table at the end
     result = {
         "benchmark": "attention",
         "device": str(args.device),

@@ -134,3 +134,27 @@ def test_largest_intermediate_is_one_tile(monkeypatch):
         out = _call(functools.partial(tiled_attention, tile_q=tile, tile_k=tile), t, spec, form)
         out.sum().backward()
     assert tiled.DEBUG_STATS["largest_tile"] == 2 * h * tile * tile  # vs 2 * h * n * n padded
+
+
+def test_training_peak_memory_is_below_the_padded_kernel():
+    """The process's RSS high-water mark during forward + backward at N = 2048: the padded kernel
+    holds several ``[B, H, N, N]`` squares (64 MiB each here), the tiled one a few ``N x d`` operands."""
+    from dfgr_torchrec.bench.memory import measure_peak
+
+    n = 2048
+    spec = _spec([n, n], [n, n], False, False)
+    t = _inputs(spec.q_total, spec.kv_total, False, d=16, dv=16)
+
+    def step(kernel):
+        for x in t.values():
+            x.grad = None
+        out = jagged_attention(t["q"], t["k"], t["v"], spec, form="pointwise", scale_len=n, kernel=kernel)
+        out.sum().backward()
+
+    peaks = {}
+    for kernel in (AttentionKernel.PYTORCH, AttentionKernel.TILED):
+        step(kernel)  # warm: the spec caches the padded mask / the tile plan
+        peaks[kernel] = measure_peak(lambda: step(kernel), torch.device("cpu"))[1]
+    if peaks[AttentionKernel.PYTORCH] is None:
+        pytest.skip("no RSS high-water mark on this platform")
+    assert peaks[AttentionKernel.TILED] < peaks[AttentionKernel.PYTORCH] / 4, peaks
