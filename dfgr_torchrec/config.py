@@ -86,7 +86,7 @@ class InteractionConfig:
             time encoding off).
         use_position_encoding: add a learned absolute position embedding.
         dropout: dropout on the block outputs.
-        kernel: attention implementation (``"pytorch"`` or ``"reference"``).
+        kernel: attention implementation (``"pytorch"``, ``"tiled"`` or ``"reference"``).
         norm_eps: epsilon of the block's LayerNorms. Pointwise attention outputs are small at
             initialisation (a sum of ``SiLU`` weights divided by ``attention_scale_len``), so an
             epsilon near their variance damps the attention branch; see the README's ablation.

@@ -16,6 +16,9 @@ Backends (:class:`AttentionKernel`):
   fbgemm's jagged ops and runs batched matmuls; the production path on CPU and GPU.
 - ``reference`` (:mod:`dfgr_torchrec.ops.reference`): a per-sequence loop with no padding; slow
   and obviously correct, the ground truth the tests compare every other backend against.
+- ``tiled`` (:mod:`dfgr_torchrec.ops.tiled`): query x key tiles batched over users, skipping the
+  tiles the mask hides, with an online softmax and a backward that recomputes each tile; memory
+  ``O(B H L tile)`` instead of the padded square.
 """
 
 from __future__ import annotations
@@ -129,8 +132,13 @@ Backend = Callable[..., torch.Tensor]
 def _backends() -> Dict[AttentionKernel, Backend]:
     from dfgr_torchrec.ops.pytorch import padded_attention
     from dfgr_torchrec.ops.reference import reference_attention
+    from dfgr_torchrec.ops.tiled import tiled_attention
 
-    return {AttentionKernel.PYTORCH: padded_attention, AttentionKernel.REFERENCE: reference_attention}
+    return {
+        AttentionKernel.PYTORCH: padded_attention,
+        AttentionKernel.REFERENCE: reference_attention,
+        AttentionKernel.TILED: tiled_attention,
+    }
 
 
 def jagged_attention(

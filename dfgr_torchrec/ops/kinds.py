@@ -17,3 +17,4 @@ class AttentionKernel(str, enum.Enum):
 
     PYTORCH = "pytorch"  # batched matmuls on sequences padded to the batch's longest
     REFERENCE = "reference"  # a per-sequence Python loop; slow, the ground truth in tests
+    TILED = "tiled"  # query x key tiles with an online softmax; memory O(B H L tile), skips hidden tiles

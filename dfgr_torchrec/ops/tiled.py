@@ -1,0 +1,266 @@
+"""The tiled backend: attention in query x key tiles, never the whole ``[B, H, Lq, Lk]`` score square.
+
+Operands are padded to the batch's longest sequence (``O(B H L d)``), then each query tile meets
+each key tile, batched over users and heads, so the largest intermediate is ``[B, H, tile, tile]``.
+A tile pair that no user can see (from the order keys' min/max per tile) is skipped; one that
+every user sees whole needs no mask. Order keys need not be sorted for correctness: sorted keys
+(positions, timestamps) only make more tiles skippable, about half of a causal square.
+
+``POINTWISE`` sums ``SiLU(S) @ V`` over the tiles; ``SOFTMAX`` is an online softmax (running max
+and denominator, as in flash attention) that also returns each row's log-sum-exp, so the
+always-visible self key joins as one more logit afterwards, by plain autograd ops. The
+:class:`torch.autograd.Function` s save only ``q, k, v`` (and, for softmax, the output and the
+row log-sum-exp) and recompute each tile's scores in backward, so training memory stays
+``O(B H L tile)`` too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from dfgr_torchrec.ops.attention import AttentionForm, AttentionSpec
+from dfgr_torchrec.ops.jagged import offsets_to_lengths, to_jagged, to_padded
+
+DEFAULT_TILE = 256
+# Debug hook: when not None, the largest score tile (elements) any tiled call built is kept here.
+DEBUG_STATS: Optional[Dict[str, int]] = None
+
+
+def _note_tile(numel: int) -> None:
+    if DEBUG_STATS is not None:
+        DEBUG_STATS["largest_tile"] = max(DEBUG_STATS.get("largest_tile", 0), numel)
+
+
+def _bounds(length: int, tile: int) -> List[Tuple[int, int]]:
+    return [(s, min(s + tile, length)) for s in range(0, length, tile)]
+
+
+def _tile_ranges(keys: torch.Tensor, valid: torch.Tensor, tile: int):
+    """Per user and tile: min and max of the valid keys, any valid, all valid (each ``[B, n]``)."""
+    b, length = keys.shape
+    n = -(-length // tile)
+    big = torch.iinfo(torch.int64).max
+    lo = keys.new_full((b, n * tile), big)
+    hi = keys.new_full((b, n * tile), -big)
+    ok = valid.new_zeros((b, n * tile))
+    lo[:, :length] = torch.where(valid, keys, big)
+    hi[:, :length] = torch.where(valid, keys, -big)
+    ok[:, :length] = valid
+    ok = ok.view(b, n, tile)
+    return lo.view(b, n, tile).amin(-1), hi.view(b, n, tile).amax(-1), ok.any(-1), ok.all(-1)
+
+
+@dataclass(eq=False)
+class _Plan:
+    """The spec on the padded tile grid: padded keys, and per query tile the key tiles to visit."""
+
+    q_keys: torch.Tensor  # [B, Lq]
+    kv_keys: torch.Tensor  # [B, Lk]
+    kv_valid: torch.Tensor  # [B, Lk]
+    strict: bool
+    q_tiles: List[Tuple[int, int]]
+    kv_tiles: List[Tuple[int, int]]
+    work: List[List[Tuple[int, bool]]]  # per query tile: (key tile, needs a mask)
+
+    def visible(self, i: int, j: int) -> torch.Tensor:
+        """``[B, 1, Tq, Tk]`` bool mask of tile pair ``(i, j)``."""
+        (qs, qe), (ks, ke) = self.q_tiles[i], self.kv_tiles[j]
+        qk, kk = self.q_keys[:, qs:qe, None], self.kv_keys[:, None, ks:ke]
+        seen = kk < qk if self.strict else kk <= qk
+        return (seen & self.kv_valid[:, None, ks:ke]).unsqueeze(1)
+
+
+def _build_plan(spec: AttentionSpec, max_q: int, max_kv: int, tile_q: int, tile_k: int) -> _Plan:
+    q_len, kv_len = offsets_to_lengths(spec.q_offsets), offsets_to_lengths(spec.kv_offsets)
+    qk = to_padded(spec.q_keys.unsqueeze(-1), spec.q_offsets, max_q).squeeze(-1)
+    kk = to_padded(spec.kv_keys.unsqueeze(-1), spec.kv_offsets, max_kv).squeeze(-1)
+    q_valid = torch.arange(max_q, device=qk.device) < q_len.unsqueeze(1)
+    kv_valid = torch.arange(max_kv, device=kk.device) < kv_len.unsqueeze(1)
+    q_lo, q_hi, q_any, _ = _tile_ranges(qk, q_valid, tile_q)
+    k_lo, k_hi, k_any, k_all = _tile_ranges(kk, kv_valid, tile_k)
+    q_lo, q_hi, q_any = q_lo[:, :, None], q_hi[:, :, None], q_any[:, :, None]  # [B, nq, 1] vs [B, 1, nk]
+    k_lo, k_hi, k_any, k_all = k_lo[:, None], k_hi[:, None], k_any[:, None], k_all[:, None]
+    if spec.strict:
+        some, whole = k_lo < q_hi, k_hi < q_lo
+    else:
+        some, whole = k_lo <= q_hi, k_hi <= q_lo
+    some = (some & q_any & k_any).any(0)  # [nq, nk]: some user may see some pair
+    whole = (k_all & (whole | ~q_any)).all(0)  # every user sees every pair (or has no query there)
+    some_l, whole_l = some.tolist(), whole.tolist()
+    work = [[(j, not whole_l[i][j]) for j in range(len(row)) if row[j]] for i, row in enumerate(some_l)]
+    return _Plan(qk, kk, kv_valid, spec.strict, _bounds(max_q, tile_q), _bounds(max_kv, tile_k), work)
+
+
+def tile_plan(spec: AttentionSpec, tile_q: int, tile_k: int) -> _Plan:
+    """The spec's tile plan, built once and cached in the spec for every layer that reuses it."""
+    key = f"tiled.plan.{tile_q}.{tile_k}"
+    if key not in spec.backend_cache:
+        max_q, max_kv = max(spec.max_q_len, 1), max(spec.max_kv_len, 1)
+        spec.backend_cache[key] = _build_plan(spec, max_q, max_kv, tile_q, tile_k)
+    return spec.backend_cache[key]
+
+
+def _scores(qi: torch.Tensor, kj: torch.Tensor) -> torch.Tensor:
+    s = torch.matmul(qi, kj.transpose(-1, -2))
+    _note_tile(s.numel())
+    return s
+
+
+class _PointwiseTiles(torch.autograd.Function):
+    """``sum_j SiLU(q.k_j) v_j / scale`` over the visible ``j``, on padded ``[B, H, L, d]`` operands."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, plan: _Plan, scale: float):  # type: ignore[override]
+        out = q.new_zeros(*q.shape[:-1], v.shape[-1])
+        for i, (qs, qe) in enumerate(plan.q_tiles):
+            qi, acc = q[:, :, qs:qe], None
+            for j, masked in plan.work[i]:
+                ks, ke = plan.kv_tiles[j]
+                a = F.silu(_scores(qi, k[:, :, ks:ke]), inplace=True)
+                if masked:
+                    a.mul_(plan.visible(i, j))
+                part = torch.matmul(a, v[:, :, ks:ke])
+                acc = part if acc is None else acc.add_(part)
+            if acc is not None:
+                out[:, :, qs:qe] = acc.mul_(scale)
+        ctx.save_for_backward(q, k, v)
+        ctx.plan, ctx.scale = plan, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        q, k, v = ctx.saved_tensors
+        plan, scale = ctx.plan, ctx.scale
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for i, (qs, qe) in enumerate(plan.q_tiles):
+            qi, doi = q[:, :, qs:qe], grad_out[:, :, qs:qe] * scale
+            for j, masked in plan.work[i]:
+                ks, ke = plan.kv_tiles[j]
+                kj, vj = k[:, :, ks:ke], v[:, :, ks:ke]
+                s = _scores(qi, kj)
+                sig = torch.sigmoid(s)
+                a = s * sig  # SiLU
+                ds = torch.matmul(doi, vj.transpose(-1, -2))  # dL/da
+                ds.mul_(sig.mul_(s.mul_(1 - sig).add_(1)))  # SiLU'(s) = sig (1 + s (1 - sig))
+                if masked:
+                    seen = plan.visible(i, j)
+                    a.mul_(seen)
+                    ds.mul_(seen)
+                dv[:, :, ks:ke] += torch.matmul(a.transpose(-1, -2), doi)
+                dq[:, :, qs:qe] += torch.matmul(ds, kj)
+                dk[:, :, ks:ke] += torch.matmul(ds.transpose(-1, -2), qi)
+        return dq, dk, dv, None, None
+
+
+def _online_softmax_tile(qi, k, v, plan: _Plan, i: int):
+    """One query tile's softmax over its visible keys: ``(out [B, H, Tq, dv], lse [B, H, Tq, 1])``."""
+    m: Optional[torch.Tensor] = None
+    l = acc = None
+    for j, masked in plan.work[i]:
+        ks, ke = plan.kv_tiles[j]
+        s = _scores(qi, k[:, :, ks:ke])
+        if masked:
+            s.masked_fill_(~plan.visible(i, j), float("-inf"))
+        m_new = s.amax(-1, keepdim=True) if m is None else torch.maximum(m, s.amax(-1, keepdim=True))
+        m_safe = torch.where(torch.isinf(m_new), 0.0, m_new)  # a row that has seen nothing yet
+        p = s.sub_(m_safe).exp_()
+        part = torch.matmul(p, v[:, :, ks:ke])
+        if m is None:
+            l, acc = p.sum(-1, keepdim=True), part
+        else:
+            alpha = torch.exp(m - m_safe)
+            l = l.mul_(alpha).add_(p.sum(-1, keepdim=True))
+            acc = acc.mul_(alpha).add_(part)
+        m = m_new
+    if m is None:
+        return None, None
+    out = acc / torch.where(l > 0, l, 1.0)  # a row that sees nothing: acc = 0, so 0
+    return out, m + torch.log(l)  # -inf where nothing is seen
+
+
+class _SoftmaxTiles(torch.autograd.Function):
+    """Softmax attention over the visible keys, and each row's log-sum-exp (``-inf``: sees nothing)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, plan: _Plan):  # type: ignore[override]
+        out = q.new_zeros(*q.shape[:-1], v.shape[-1])
+        lse = q.new_full((*q.shape[:-1], 1), float("-inf"))
+        for i, (qs, qe) in enumerate(plan.q_tiles):
+            out_i, lse_i = _online_softmax_tile(q[:, :, qs:qe], k, v, plan, i)
+            if out_i is not None:
+                out[:, :, qs:qe], lse[:, :, qs:qe] = out_i, lse_i
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.plan = plan
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):  # type: ignore[override]
+        q, k, v, out, lse = ctx.saved_tensors
+        plan = ctx.plan
+        if grad_out is None:
+            grad_out = torch.zeros_like(out)
+        # dS = P (dP - D) + P g_lse, with D the row sum of dO * O.
+        delta = (grad_out * out).sum(-1, keepdim=True)
+        if grad_lse is not None:
+            delta = delta - grad_lse
+        lse_safe = torch.where(torch.isinf(lse), 0.0, lse)
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for i, (qs, qe) in enumerate(plan.q_tiles):
+            qi, doi, di, lse_i = q[:, :, qs:qe], grad_out[:, :, qs:qe], delta[:, :, qs:qe], lse_safe[:, :, qs:qe]
+            for j, masked in plan.work[i]:
+                ks, ke = plan.kv_tiles[j]
+                kj, vj = k[:, :, ks:ke], v[:, :, ks:ke]
+                s = _scores(qi, kj)
+                if masked:
+                    s.masked_fill_(~plan.visible(i, j), float("-inf"))
+                p = s.sub_(lse_i).exp_()
+                dv[:, :, ks:ke] += torch.matmul(p.transpose(-1, -2), doi)
+                ds = torch.matmul(doi, vj.transpose(-1, -2)).sub_(di).mul_(p)
+                dq[:, :, qs:qe] += torch.matmul(ds, kj)
+                dk[:, :, ks:ke] += torch.matmul(ds.transpose(-1, -2), qi)
+        return dq, dk, dv, None
+
+
+def tiled_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    spec: AttentionSpec,
+    form: AttentionForm,
+    scale_len: int,
+    self_k: Optional[torch.Tensor],
+    self_v: Optional[torch.Tensor],
+    tile_q: Optional[int] = None,
+    tile_k: Optional[int] = None,
+) -> torch.Tensor:
+    """:func:`~dfgr_torchrec.ops.attention.jagged_attention` in tiles (``q`` already scaled).
+
+    ``tile_q``/``tile_k``: query and key tile sizes (default :data:`DEFAULT_TILE`).
+    """
+    h, dv = v.shape[1], v.shape[2]
+    if spec.q_total == 0:
+        return v.new_zeros(0, h, dv)
+    tile_q, tile_k = tile_q or DEFAULT_TILE, tile_k or DEFAULT_TILE
+    plan = tile_plan(spec, tile_q, tile_k)
+    max_q, max_kv = plan.q_keys.shape[1], plan.kv_keys.shape[1]
+    pad_q = lambda t: to_padded(t, spec.q_offsets, max_q).transpose(1, 2).contiguous()  # noqa: E731
+    pad_kv = lambda t: to_padded(t, spec.kv_offsets, max_kv).transpose(1, 2).contiguous()  # noqa: E731
+    unpad = lambda t: to_jagged(t.transpose(1, 2), spec.q_offsets, spec.q_total)  # noqa: E731
+    qp, kp, vp = pad_q(q), pad_kv(k), pad_kv(v)
+    self_s = (q * self_k).sum(-1, keepdim=True) if self_k is not None else None  # [total_q, H, 1]
+    if form == AttentionForm.POINTWISE:
+        out = unpad(_PointwiseTiles.apply(qp, kp, vp, plan, 1.0 / scale_len))
+        if self_s is not None:
+            out = out + F.silu(self_s) * (1.0 / scale_len) * self_v
+        return out
+    out, lse = _SoftmaxTiles.apply(qp, kp, vp, plan)
+    out = unpad(out)
+    if self_s is None:
+        return out
+    lse = unpad(lse)
+    total = torch.logaddexp(lse, self_s)
+    return torch.exp(lse - total) * out + torch.exp(self_s - total) * self_v
