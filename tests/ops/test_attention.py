@@ -6,6 +6,7 @@ import torch
 from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel
 from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, positions_in_sequence
+from tests.ops.compare import assert_same_outputs_and_grads
 
 Q_LENGTHS = [3, 1, 0, 5, 2]  # ragged, with a length-1 and an empty user
 KV_LENGTHS = [4, 1, 2, 5, 0]
@@ -63,13 +64,7 @@ def test_padded_kernel_matches_reference(form, strict, with_self, by_time, users
     ref_in = {k: v.detach().clone().requires_grad_(True) for k, v in fast_in.items()}
     fast = _run(AttentionKernel.PYTORCH, fast_in, mask, form)
     ref = _run(AttentionKernel.REFERENCE, ref_in, mask, form)
-    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
-
-    grad = torch.randn_like(fast)
-    fast.backward(grad)
-    ref.backward(grad)
-    for name in fast_in:
-        torch.testing.assert_close(fast_in[name].grad, ref_in[name].grad, atol=1e-5, rtol=1e-5, msg=name)
+    assert_same_outputs_and_grads(fast, ref, fast_in, ref_in)
 
 
 def test_reference_pointwise_by_hand():

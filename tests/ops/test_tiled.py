@@ -10,6 +10,7 @@ from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel, Attentio
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, positions_in_sequence
 from dfgr_torchrec.ops.reference import reference_attention
 from dfgr_torchrec.ops.tiled import tiled_attention
+from tests.ops.compare import assert_same_outputs_and_grads
 
 # Ragged, with empty and length-1 users, lengths not multiples of the tiles, longer than the tiles.
 Q_LENGTHS = [7, 1, 0, 11, 4, 0]
@@ -49,12 +50,7 @@ def _compare(spec, form, with_self, tile_q, tile_k, seed=0):
     ref_in = {n: t.detach().clone().requires_grad_(True) for n, t in fast_in.items()}
     fast = _call(functools.partial(tiled_attention, tile_q=tile_q, tile_k=tile_k), fast_in, spec, form)
     ref = _call(reference_attention, ref_in, spec, form)
-    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
-    grad = torch.randn_like(fast)
-    fast.backward(grad)
-    ref.backward(grad)
-    for name in fast_in:
-        torch.testing.assert_close(fast_in[name].grad, ref_in[name].grad, atol=1e-5, rtol=1e-5, msg=name)
+    assert_same_outputs_and_grads(fast, ref, fast_in, ref_in)
 
 
 @pytest.mark.parametrize("form", list(AttentionForm))
