@@ -19,7 +19,7 @@ $(STAMP): $(LOCKS)
 
 # Every test, the slow end-to-end ones included (CI runs exactly this).
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # Only the fast tests, for the edit-run loop.
 test-fast: venv
