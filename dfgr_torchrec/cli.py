@@ -22,6 +22,7 @@ _LAZY = (
     (("bench", "attention"), "DFGR vs MetaGR training and inference cost", "dfgr_torchrec.bench.attention"),
     (("bench", "data"), "prepare time and loader throughput vs the training step", "dfgr_torchrec.bench.data"),
     (("bench", "init-scale"), "the attention branch's strength at initialisation", "dfgr_torchrec.bench.init_scale"),
+    (("bench", "big-table"), "a >10^7-row item table trained through the demo's launch path", "dfgr_torchrec.bench.big_table"),
     (("bench", "serving"), "one request's latency: full recompute vs the history cache vs AOTInductor", "dfgr_torchrec.bench.serving"),
 )
 

@@ -31,6 +31,8 @@ def add_commands(commands: "argparse._SubParsersAction") -> None:
     synth.add_argument("--num-items", type=int, default=1_000_000)
     synth.add_argument("--min-seq-len", type=int, default=10)
     synth.add_argument("--max-seq-len", type=int, default=500)
+    synth.add_argument("--item-popularity-exponent", type=float, default=1.1,
+                       help="Zipf-like exponent of item popularity (0: uniform, every item about equally likely)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=run_synth)
 
@@ -55,6 +57,7 @@ def run_synth(args: argparse.Namespace) -> None:
         num_items=args.num_items,
         min_seq_len=args.min_seq_len,
         max_seq_len=args.max_seq_len,
+        item_popularity_exponent=args.item_popularity_exponent,
         seed=args.seed,
     )
     summary = generate(config, args.out)

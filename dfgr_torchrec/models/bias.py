@@ -19,7 +19,8 @@ from dfgr_torchrec.modules.pointwise import PointwiseSamples
 
 
 class BiasModel(PointwiseRankingModel):
-    """``logit_t = b_t + item_t + sum(side_t) + user_t``: its tables are ``num_tasks`` wide.
+    """``logit_t = b_t + item_t + sum(side_t) + user_t``: its tables hold one column per task
+    (padded to a multiple of 4, the width FBGEMM's sharded tables need; the extra columns are unused).
 
     Example::
 
@@ -29,7 +30,9 @@ class BiasModel(PointwiseRankingModel):
 
     def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
         config.require_complete()
-        tables = dataclasses.replace(config.embeddings, embedding_dim=len(config.tasks), dropout=0.0)
+        self.num_tasks = len(config.tasks)
+        width = -(-self.num_tasks // 4) * 4
+        tables = dataclasses.replace(config.embeddings, embedding_dim=width, dropout=0.0)
         super().__init__(config, device=device, embeddings=tables)
         self.global_bias = nn.Parameter(torch.zeros(len(config.tasks), device=device))
         self.reset_parameters()
@@ -39,5 +42,6 @@ class BiasModel(PointwiseRankingModel):
             nn.init.zeros_(self.global_bias)
 
     def logits(self, samples: PointwiseSamples) -> torch.Tensor:
-        out = samples.target + self.global_bias
-        return out if samples.user is None else out + samples.user
+        t = self.num_tasks
+        out = samples.target[:, :t] + self.global_bias
+        return out if samples.user is None else out + samples.user[:, :t]

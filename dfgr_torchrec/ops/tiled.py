@@ -16,7 +16,7 @@ row log-sum-exp) and recompute each tile's scores in backward, so training memor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -65,13 +65,27 @@ class _Plan:
     q_tiles: List[Tuple[int, int]]
     kv_tiles: List[Tuple[int, int]]
     work: List[List[Tuple[int, bool]]]  # per query tile: (key tile, needs a mask)
+    # masks of the tile pairs that need one, built once for every layer, flow and backward pass
+    masks: Dict[Tuple[int, int, torch.dtype], torch.Tensor] = field(default_factory=dict)
 
-    def visible(self, i: int, j: int) -> torch.Tensor:
-        """``[B, 1, Tq, Tk]`` bool mask of tile pair ``(i, j)``."""
-        (qs, qe), (ks, ke) = self.q_tiles[i], self.kv_tiles[j]
-        qk, kk = self.q_keys[:, qs:qe, None], self.kv_keys[:, None, ks:ke]
-        seen = kk < qk if self.strict else kk <= qk
-        return (seen & self.kv_valid[:, None, ks:ke]).unsqueeze(1)
+    def visible(self, i: int, j: int, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+        """``[B, 1, Tq, Tk]`` mask of tile pair ``(i, j)`` (bool, or 1./0. in ``dtype``)."""
+        key = (i, j, dtype)
+        if key not in self.masks:
+            (qs, qe), (ks, ke) = self.q_tiles[i], self.kv_tiles[j]
+            qk, kk = self.q_keys[:, qs:qe, None], self.kv_keys[:, None, ks:ke]
+            seen = kk < qk if self.strict else kk <= qk
+            self.masks[key] = (seen & self.kv_valid[:, None, ks:ke]).unsqueeze(1).to(dtype)
+        return self.masks[key]
+
+    def mask_(self, scores: torch.Tensor, i: int, j: int, fill: Optional[float] = None) -> None:
+        """Masks a ``[B*H, Tq, Tk]`` tile in place: multiplies by the mask, or fills hidden pairs with ``fill``."""
+        b = self.q_keys.shape[0]
+        tiles = scores.view(b, -1, *scores.shape[1:])
+        if fill is None:
+            tiles.mul_(self.visible(i, j, scores.dtype))
+        else:
+            tiles.masked_fill_(~self.visible(i, j), fill)
 
 
 def _build_plan(spec: AttentionSpec, max_q: int, max_kv: int, tile_q: int, tile_k: int) -> _Plan:
@@ -105,9 +119,15 @@ def tile_plan(spec: AttentionSpec, tile_q: int, tile_k: int) -> _Plan:
 
 
 def _scores(qi: torch.Tensor, kj: torch.Tensor) -> torch.Tensor:
-    s = torch.matmul(qi, kj.transpose(-1, -2))
+    """``qi @ kj^T`` on ``[B*H, T, d]`` tiles (a transposed view: no copy)."""
+    s = torch.bmm(qi, kj.transpose(1, 2))
     _note_tile(s.numel())
     return s
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``[B, H, L, d]`` -> ``[B*H, L, d]`` (contiguous, so a view)."""
+    return t.contiguous().view(-1, t.shape[-2], t.shape[-1])
 
 
 class _PointwiseTiles(torch.autograd.Function):
@@ -115,70 +135,65 @@ class _PointwiseTiles(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, plan: _Plan, scale: float):  # type: ignore[override]
-        out = q.new_zeros(*q.shape[:-1], v.shape[-1])
+        q3, k3, v3 = _flat(q), _flat(k), _flat(v)
+        out = q3.new_zeros(*q3.shape[:-1], v3.shape[-1])
         for i, (qs, qe) in enumerate(plan.q_tiles):
-            qi, acc = q[:, :, qs:qe], None
+            qi, out_i = q3[:, qs:qe], out[:, qs:qe]
             for j, masked in plan.work[i]:
                 ks, ke = plan.kv_tiles[j]
-                a = F.silu(_scores(qi, k[:, :, ks:ke]), inplace=True)
+                a = F.silu(_scores(qi, k3[:, ks:ke]), inplace=True)
                 if masked:
-                    a.mul_(plan.visible(i, j))
-                part = torch.matmul(a, v[:, :, ks:ke])
-                acc = part if acc is None else acc.add_(part)
-            if acc is not None:
-                out[:, :, qs:qe] = acc.mul_(scale)
+                    plan.mask_(a, i, j)
+                out_i.baddbmm_(a, v3[:, ks:ke])  # the GEMM accumulates in place
         ctx.save_for_backward(q, k, v)
         ctx.plan, ctx.scale = plan, scale
-        return out
+        return out.mul_(scale).view(*q.shape[:-1], v.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         q, k, v = ctx.saved_tensors
         plan, scale = ctx.plan, ctx.scale
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        q3, k3, v3, g3 = _flat(q), _flat(k), _flat(v), _flat(grad_out)
+        dq, dk, dv = torch.zeros_like(q3), torch.zeros_like(k3), torch.zeros_like(v3)
         for i, (qs, qe) in enumerate(plan.q_tiles):
-            qi, doi = q[:, :, qs:qe], grad_out[:, :, qs:qe] * scale
+            qi, doi, dq_i = q3[:, qs:qe], g3[:, qs:qe] * scale, dq[:, qs:qe]
             for j, masked in plan.work[i]:
                 ks, ke = plan.kv_tiles[j]
-                kj, vj = k[:, :, ks:ke], v[:, :, ks:ke]
+                kj, vj = k3[:, ks:ke], v3[:, ks:ke]
                 s = _scores(qi, kj)
-                sig = torch.sigmoid(s)
-                a = s * sig  # SiLU
-                ds = torch.matmul(doi, vj.transpose(-1, -2))  # dL/da
-                ds.mul_(sig.mul_(s.mul_(1 - sig).add_(1)))  # SiLU'(s) = sig (1 + s (1 - sig))
+                ds = torch.ops.aten.silu_backward(torch.bmm(doi, vj.transpose(1, 2)), s)  # dL/da * SiLU'(s)
+                a = F.silu(s, inplace=True)
                 if masked:
-                    seen = plan.visible(i, j)
-                    a.mul_(seen)
-                    ds.mul_(seen)
-                dv[:, :, ks:ke] += torch.matmul(a.transpose(-1, -2), doi)
-                dq[:, :, qs:qe] += torch.matmul(ds, kj)
-                dk[:, :, ks:ke] += torch.matmul(ds.transpose(-1, -2), qi)
-        return dq, dk, dv, None, None
+                    plan.mask_(a, i, j)
+                    plan.mask_(ds, i, j)
+                dv[:, ks:ke].baddbmm_(a.transpose(1, 2), doi)
+                dq_i.baddbmm_(ds, kj)
+                dk[:, ks:ke].baddbmm_(ds.transpose(1, 2), qi)
+        return dq.view_as(q), dk.view_as(k), dv.view_as(v), None, None
 
 
-def _online_softmax_tile(qi, k, v, plan: _Plan, i: int):
-    """One query tile's softmax over its visible keys: ``(out [B, H, Tq, dv], lse [B, H, Tq, 1])``."""
+def _online_softmax_tile(qi, k3, v3, plan: _Plan, i: int):
+    """One query tile's softmax over its visible keys: ``(out [B*H, Tq, dv], lse [B*H, Tq, 1])``."""
     m: Optional[torch.Tensor] = None
     l = acc = None
     for j, masked in plan.work[i]:
         ks, ke = plan.kv_tiles[j]
-        s = _scores(qi, k[:, :, ks:ke])
+        s = _scores(qi, k3[:, ks:ke])
         if masked:
-            s.masked_fill_(~plan.visible(i, j), float("-inf"))
+            plan.mask_(s, i, j, float("-inf"))
         m_new = s.amax(-1, keepdim=True) if m is None else torch.maximum(m, s.amax(-1, keepdim=True))
         m_safe = torch.where(torch.isinf(m_new), 0.0, m_new)  # a row that has seen nothing yet
         p = s.sub_(m_safe).exp_()
-        part = torch.matmul(p, v[:, :, ks:ke])
         if m is None:
-            l, acc = p.sum(-1, keepdim=True), part
+            l, acc = p.sum(-1, keepdim=True), torch.bmm(p, v3[:, ks:ke])
         else:
             alpha = torch.exp(m - m_safe)
             l = l.mul_(alpha).add_(p.sum(-1, keepdim=True))
-            acc = acc.mul_(alpha).add_(part)
+            acc = acc.mul_(alpha).baddbmm_(p, v3[:, ks:ke])
         m = m_new
     if m is None:
         return None, None
-    out = acc / torch.where(l > 0, l, 1.0)  # a row that sees nothing: acc = 0, so 0
+    out = acc.div_(torch.where(l > 0, l, 1.0))  # a row that sees nothing: acc = 0, so 0
     return out, m + torch.log(l)  # -inf where nothing is seen
 
 
@@ -187,12 +202,14 @@ class _SoftmaxTiles(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, plan: _Plan):  # type: ignore[override]
-        out = q.new_zeros(*q.shape[:-1], v.shape[-1])
-        lse = q.new_full((*q.shape[:-1], 1), float("-inf"))
+        q3, k3, v3 = _flat(q), _flat(k), _flat(v)
+        out = q3.new_zeros(*q3.shape[:-1], v3.shape[-1])
+        lse = q3.new_full((*q3.shape[:-1], 1), float("-inf"))
         for i, (qs, qe) in enumerate(plan.q_tiles):
-            out_i, lse_i = _online_softmax_tile(q[:, :, qs:qe], k, v, plan, i)
+            out_i, lse_i = _online_softmax_tile(q3[:, qs:qe], k3, v3, plan, i)
             if out_i is not None:
-                out[:, :, qs:qe], lse[:, :, qs:qe] = out_i, lse_i
+                out[:, qs:qe], lse[:, qs:qe] = out_i, lse_i
+        out, lse = out.view(*q.shape[:-1], v.shape[-1]), lse.view(*q.shape[:-1], 1)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.plan = plan
         return out, lse
@@ -208,21 +225,23 @@ class _SoftmaxTiles(torch.autograd.Function):
         if grad_lse is not None:
             delta = delta - grad_lse
         lse_safe = torch.where(torch.isinf(lse), 0.0, lse)
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        q3, k3, v3, g3 = _flat(q), _flat(k), _flat(v), _flat(grad_out)
+        delta3, lse3 = _flat(delta), _flat(lse_safe)
+        dq, dk, dv = torch.zeros_like(q3), torch.zeros_like(k3), torch.zeros_like(v3)
         for i, (qs, qe) in enumerate(plan.q_tiles):
-            qi, doi, di, lse_i = q[:, :, qs:qe], grad_out[:, :, qs:qe], delta[:, :, qs:qe], lse_safe[:, :, qs:qe]
+            qi, doi, di, lse_i, dq_i = q3[:, qs:qe], g3[:, qs:qe], delta3[:, qs:qe], lse3[:, qs:qe], dq[:, qs:qe]
             for j, masked in plan.work[i]:
                 ks, ke = plan.kv_tiles[j]
-                kj, vj = k[:, :, ks:ke], v[:, :, ks:ke]
+                kj, vj = k3[:, ks:ke], v3[:, ks:ke]
                 s = _scores(qi, kj)
                 if masked:
-                    s.masked_fill_(~plan.visible(i, j), float("-inf"))
+                    plan.mask_(s, i, j, float("-inf"))
                 p = s.sub_(lse_i).exp_()
-                dv[:, :, ks:ke] += torch.matmul(p.transpose(-1, -2), doi)
-                ds = torch.matmul(doi, vj.transpose(-1, -2)).sub_(di).mul_(p)
-                dq[:, :, qs:qe] += torch.matmul(ds, kj)
-                dk[:, :, ks:ke] += torch.matmul(ds.transpose(-1, -2), qi)
-        return dq, dk, dv, None
+                dv[:, ks:ke].baddbmm_(p.transpose(1, 2), doi)
+                ds = torch.bmm(doi, vj.transpose(1, 2)).sub_(di).mul_(p)
+                dq_i.baddbmm_(ds, kj)
+                dk[:, ks:ke].baddbmm_(ds.transpose(1, 2), qi)
+        return dq.view_as(q), dk.view_as(k), dv.view_as(v), None
 
 
 def tiled_attention(

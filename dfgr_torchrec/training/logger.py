@@ -73,13 +73,19 @@ class TrainLogger:
         self.window_steps += 1
         if step % self.log_every != 0:
             return None
-        stats = torch.tensor([self.window_loss, self.window_steps, batches.sequences, batches.tokens], dtype=torch.float64)
+        stats = torch.tensor(
+            [self.window_loss, self.window_steps, batches.sequences, batches.tokens], dtype=torch.float64, device=self.device
+        )
         dist.all_reduce(stats)
+        # each rank's peak: the sharded tables and the data loader differ per rank
+        peaks = [torch.zeros(1, dtype=torch.float64, device=self.device) for _ in range(dist.get_world_size())]
+        dist.all_gather(peaks, torch.tensor([peak_memory_mb(self.device)], dtype=torch.float64, device=self.device))
+        per_rank = [round(p.item(), 1) for p in peaks]
         elapsed = time.perf_counter() - self.window_start
         record = {
             "step": step, "epoch": epoch, "loss": stats[0].item() / stats[1].item(),
             "samples_per_s": stats[2].item() / elapsed, "tokens_per_s": stats[3].item() / elapsed,
-            "lr": lr, "peak_memory_mb": peak_memory_mb(self.device),
+            "lr": lr, "peak_memory_mb": max(per_rank), "peak_memory_mb_per_rank": per_rank,
         }
         if self.is_main:
             self._write(record)
@@ -91,13 +97,13 @@ class TrainLogger:
         print(
             f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f} lr {record['lr']:.2e} "
             f"{record['samples_per_s']:.0f} seq/s {record['tokens_per_s']:.0f} tok/s "
-            f"peak {record['peak_memory_mb']:.0f} MB",
+            f"peak {record['peak_memory_mb']:.0f} MB (max over ranks)",
             flush=True,
         )
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         for key, value in record.items():
-            if key not in ("step", "epoch"):
+            if key not in ("step", "epoch", "peak_memory_mb_per_rank"):
                 self.writer.add_scalar(f"train/{key}", value, record["step"])
 
     @contextlib.contextmanager

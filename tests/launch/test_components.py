@@ -1,5 +1,6 @@
 """The TorchX components validate (as `torchx run ... --help` would) and really run on local_cwd."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -78,3 +79,5 @@ def test_torchx_local_cwd_trains_with_two_processes(tmp_path):
     assert "SUCCEEDED" in output and "metrics_final.json" in output
     assert (tmp_path / "debug" / "metrics_final.json").exists()
     assert (tmp_path / "debug" / "checkpoints" / "step-11").exists()  # 332 users per rank / 32: 11 steps, saved at epoch end
+    log = [json.loads(line) for line in (tmp_path / "debug" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log[-1]["peak_memory_mb_per_rank"]) == 2 and log[-1]["peak_memory_mb"] == max(log[-1]["peak_memory_mb_per_rank"])

@@ -31,11 +31,12 @@ def test_logits_are_the_sum_of_the_biases():
         lengths=torch.cat([f.lengths(), torch.ones(3, dtype=torch.int64)]),
     )
     tables = {name: t.weight for name, t in model.embedding.collection.embeddings.items()}
-    assert tables["item"].shape[1] == 2  # the tables are num_tasks wide
+    assert tables["item"].shape[1] == 4  # a column per task, padded to the multiple of 4 FBGEMM shards
+
     scores = model.score_candidates(batch).values()
     items = batch.features["cand_item_id"].values()
     users = torch.repeat_interleave(torch.tensor([1, 2, 3]), batch.candidate_lengths)
-    expected = model.global_bias + tables["item"][items] + tables["user_id"][users]
+    expected = model.global_bias + tables["item"][items, :2] + tables["user_id"][users, :2]
     torch.testing.assert_close(scores, expected)
 
 
@@ -56,3 +57,16 @@ def test_it_learns_item_popularity():
     oracle = world.item_bias[batch.features["cand_item_id"].values()][:, 0]  # the planted item bias
     learned, best = auc(scores[:, 0], batch.candidate_labels[:, 0]), auc(oracle, batch.candidate_labels[:, 0])
     assert learned > 0.55 and learned > 0.5 + 0.6 * (best - 0.5), (learned, best)
+
+
+def test_three_tasks_give_tables_fbgemm_can_shard():
+    """3 tasks (Taobao's fav, cart, buy): a width of 3 fails in sharded FBGEMM tables ("multiple of 4")."""
+    config = RankingModelConfig(
+        type="bias",
+        embeddings=SequenceEmbeddingConfig(item_vocab_size=200, action_vocab_sizes={"action": 8}, embedding_dim=16),
+        tasks=[TaskConfig("fav"), TaskConfig("cart"), TaskConfig("buy")],
+    )
+    model = build_model(config)
+    assert {t.embedding_dim for t in model.embedding.collection.embedding_configs()} == {4}
+    world = SyntheticSequences(num_items=200, num_tasks=3, seed=0)
+    assert model.score_candidates(world.batch(2, 2, 5, 3, torch.Generator().manual_seed(0))).values().shape == (6, 3)
