@@ -71,11 +71,13 @@ def synthesize(args: argparse.Namespace) -> str:
 def prepare(data_yaml: str) -> Dict[str, Any]:
     """Prepares the log in a child process (a no-op when up to date): seconds, peak RSS and the report."""
     from dfgr_torchrec.data.config import load_data_config
-    from dfgr_torchrec.data.prepare import load_report, prepared_path
+    from dfgr_torchrec.data.prepare import check_prepared, load_report, prepared_path
 
+    path = prepared_path(load_data_config(data_yaml))
+    reused = os.path.isdir(path) and check_prepared(path) is None
     timing = _run_child([_bin("dfgr"), "data", "prepare", "--config", data_yaml])
     timing["peak_rss_mb"] = round(_child_peak_mb(), 1)
-    path = prepared_path(load_data_config(data_yaml))
+    timing["reused"] = reused  # True: the seconds and RSS are the up-to-date check, not a prepare
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
     report = load_report(path)
@@ -108,6 +110,7 @@ def train(args: argparse.Namespace, data_yaml: str) -> Dict[str, Any]:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     os.makedirs(args.workdir, exist_ok=True)
+    load_before = os.getloadavg()[0]
     data_yaml = synthesize(args)
     prepared = prepare(data_yaml)
     trained = train(args, data_yaml)
@@ -124,6 +127,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "item_table": {"rows": prepared["item_rows"], "dim": dim, "fp32_mb": round(table_mb, 1),
                        "fp32_mb_per_rank_row_wise": round(table_mb / args.nproc, 1)},
         "train": trained,
+        "cpus": os.cpu_count(),
+        "load_average_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
     }
     print(
         f"item table {prepared['item_rows']:,} rows x {dim} ({table_mb:,.0f} MB fp32, {table_mb / args.nproc:,.0f} MB per rank); "

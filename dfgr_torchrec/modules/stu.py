@@ -73,7 +73,7 @@ class STULayer(nn.Module):
         linear_dim: int,
         dropout: float = 0.0,
         form: AttentionForm = AttentionForm.POINTWISE,
-        kernel: AttentionKernel = AttentionKernel.PYTORCH,
+        kernel: AttentionKernel = AttentionKernel.AUTO,
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()

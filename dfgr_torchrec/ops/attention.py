@@ -19,6 +19,8 @@ Backends (:class:`AttentionKernel`):
 - ``tiled`` (:mod:`dfgr_torchrec.ops.tiled`): query x key tiles batched over users, skipping the
   tiles the mask hides, with an online softmax and a backward that recomputes each tile; memory
   ``O(B H L tile)`` instead of the padded square.
+- ``auto`` (the default): ``tiled`` on CPU for long sequences, ``pytorch`` otherwise
+  (:func:`resolve_kernel`).
 """
 
 from __future__ import annotations
@@ -128,6 +130,21 @@ def _owners(offsets: torch.Tensor, total: int) -> torch.Tensor:
 
 Backend = Callable[..., torch.Tensor]
 
+# ``kernel: auto`` runs the tiled backend on CPU when the batch's longest key sequence has at least
+# this many tokens, the padded one below it and on GPU (where the tiled Python loop was never
+# measured faster than batched matmuls). Chosen from `dfgr bench attention --kernels pytorch tiled`
+# (results/bench/attention_kernels.json; README "Attention backends").
+TILED_FROM_LEN = 1024
+
+
+def resolve_kernel(kernel: AttentionKernel, spec: "AttentionSpec", device: torch.device) -> AttentionKernel:
+    """The backend ``kernel`` stands for on this call (only ``auto`` depends on the call)."""
+    if kernel != AttentionKernel.AUTO:
+        return kernel
+    if device.type == "cpu" and spec.max_kv_len >= TILED_FROM_LEN:
+        return AttentionKernel.TILED
+    return AttentionKernel.PYTORCH
+
 
 def _backends() -> Dict[AttentionKernel, Backend]:
     from dfgr_torchrec.ops.pytorch import padded_attention
@@ -151,7 +168,7 @@ def jagged_attention(
     scale_len: int,
     self_k: Optional[torch.Tensor] = None,
     self_v: Optional[torch.Tensor] = None,
-    kernel: AttentionKernel = AttentionKernel.PYTORCH,
+    kernel: AttentionKernel = AttentionKernel.AUTO,
 ) -> torch.Tensor:
     """Masked multi-head attention over jagged sequences.
 
@@ -163,7 +180,7 @@ def jagged_attention(
             ``SOFTMAX`` computes ``softmax_j(q.k_j / sqrt(d)) v_j`` (0 for a query that sees nothing).
         scale_len: the pointwise normaliser (a constant, so results do not depend on padding).
         self_k, self_v: ``[total_q, H, d]``: each query's own extra key/value, always visible.
-        kernel: which backend runs.
+        kernel: which backend runs (``auto``: :func:`resolve_kernel`).
 
     Returns:
         ``[total_q, H, d_v]``.
@@ -171,7 +188,7 @@ def jagged_attention(
     if (self_k is None) != (self_v is None):
         raise ValueError("self_k and self_v must be given together")
     backends = _backends()
-    if kernel not in backends:
+    if kernel not in AttentionKernel.__members__.values():
         raise ValueError(f"kernel: expected one of {[k.value for k in AttentionKernel]}, got {kernel!r}")
     q = q * (q.shape[-1] ** -0.5)
-    return backends[kernel](q, k, v, spec, AttentionForm(form), scale_len, self_k, self_v)
+    return backends[resolve_kernel(kernel, spec, q.device)](q, k, v, spec, AttentionForm(form), scale_len, self_k, self_v)

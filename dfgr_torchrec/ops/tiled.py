@@ -144,7 +144,7 @@ class _PointwiseTiles(torch.autograd.Function):
                 a = F.silu(_scores(qi, k3[:, ks:ke]), inplace=True)
                 if masked:
                     plan.mask_(a, i, j)
-                out_i.baddbmm_(a, v3[:, ks:ke])  # the GEMM accumulates in place
+                out_i.add_(torch.bmm(a, v3[:, ks:ke]))
         ctx.save_for_backward(q, k, v)
         ctx.plan, ctx.scale = plan, scale
         return out.mul_(scale).view(*q.shape[:-1], v.shape[-1])
@@ -166,9 +166,9 @@ class _PointwiseTiles(torch.autograd.Function):
                 if masked:
                     plan.mask_(a, i, j)
                     plan.mask_(ds, i, j)
-                dv[:, ks:ke].baddbmm_(a.transpose(1, 2), doi)
-                dq_i.baddbmm_(ds, kj)
-                dk[:, ks:ke].baddbmm_(ds.transpose(1, 2), qi)
+                dv[:, ks:ke].add_(torch.bmm(a.transpose(1, 2), doi))
+                dq_i.add_(torch.bmm(ds, kj))
+                dk[:, ks:ke].add_(torch.bmm(ds.transpose(1, 2), qi))
         return dq.view_as(q), dk.view_as(k), dv.view_as(v), None, None
 
 
@@ -237,10 +237,10 @@ class _SoftmaxTiles(torch.autograd.Function):
                 if masked:
                     plan.mask_(s, i, j, float("-inf"))
                 p = s.sub_(lse_i).exp_()
-                dv[:, ks:ke].baddbmm_(p.transpose(1, 2), doi)
+                dv[:, ks:ke].add_(torch.bmm(p.transpose(1, 2), doi))
                 ds = torch.bmm(doi, vj.transpose(1, 2)).sub_(di).mul_(p)
-                dq_i.baddbmm_(ds, kj)
-                dk[:, ks:ke].baddbmm_(ds.transpose(1, 2), qi)
+                dq_i.add_(torch.bmm(ds, kj))
+                dk[:, ks:ke].add_(torch.bmm(ds.transpose(1, 2), qi))
         return dq.view_as(q), dk.view_as(k), dv.view_as(v), None
 
 

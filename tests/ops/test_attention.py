@@ -104,3 +104,30 @@ def test_visible_counts_match_a_brute_force_count(strict):
             expected.append(int((ks < qk).sum() if strict else (ks <= qk).sum()))
     assert spec.visible_counts().tolist() == expected
     assert "pytorch.mask" not in spec.backend_cache  # no backend state was built to count
+
+
+def test_auto_kernel_is_tiled_on_cpu_from_the_measured_length(monkeypatch):
+    """``auto`` resolves per call: the padded kernel below ``TILED_FROM_LEN`` keys, tiled from it on."""
+    import dfgr_torchrec.ops.attention as attention
+    from dfgr_torchrec.ops.jagged import lengths_to_offsets, positions_in_sequence
+
+    monkeypatch.setattr(attention, "TILED_FROM_LEN", 8)
+
+    def spec(lengths):
+        offsets = lengths_to_offsets(torch.tensor(lengths))
+        keys = positions_in_sequence(offsets, sum(lengths))
+        return attention.AttentionSpec(offsets, offsets, keys, keys, strict=False)
+
+    cpu, auto = torch.device("cpu"), attention.AttentionKernel.AUTO
+    assert attention.resolve_kernel(auto, spec([7, 3]), cpu) == attention.AttentionKernel.PYTORCH
+    assert attention.resolve_kernel(auto, spec([8, 3]), cpu) == attention.AttentionKernel.TILED
+    assert attention.resolve_kernel(auto, spec([8, 3]), torch.device("meta")) == attention.AttentionKernel.PYTORCH
+    assert attention.resolve_kernel(attention.AttentionKernel.REFERENCE, spec([8]), cpu) == attention.AttentionKernel.REFERENCE
+    calls = []
+    monkeypatch.setattr("dfgr_torchrec.ops.tiled.tiled_attention", lambda *a, **k: calls.append("tiled"))
+    monkeypatch.setattr("dfgr_torchrec.ops.pytorch.padded_attention", lambda *a, **k: calls.append("pytorch"))
+    for lengths in ([7, 3], [9, 2]):
+        s = spec(lengths)
+        q = torch.randn(s.q_total, 2, 4)
+        attention.jagged_attention(q, q, q, s, form="pointwise", scale_len=16)
+    assert calls == ["pytorch", "tiled"]
