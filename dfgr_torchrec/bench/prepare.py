@@ -32,6 +32,9 @@ from typing import Any, Dict
 from dfgr_torchrec.bench.output import write_json
 
 ENGINES = ("duckdb", "python", "polars-minimal")
+POLARS_NOTE = ("a minimal Polars pipeline, not a full engine: typed read (integer ids assumed), dense codes for users and "
+               "items, sort by user, time and file order; no bad-row accounting, text ids, duplicates, split, vocabularies or "
+               "writing. A lower bound on what a Polars engine would cost, measured to choose between DuckDB and Polars.")
 
 _PREPARE = """
 import dataclasses, json, sys
@@ -106,6 +109,7 @@ def measure(config_path: str, engine: str) -> Dict[str, Any]:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "duckdb_memory_limit": os.environ.get("DFGR_DUCKDB_MEMORY", "1GB") if engine == "duckdb" else None,
+        "note": POLARS_NOTE if engine == "polars-minimal" else None,
         "python": platform.python_version(),
         "versions": _versions(),
         "date": datetime.date.today().isoformat(),

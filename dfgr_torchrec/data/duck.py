@@ -74,7 +74,7 @@ class _Engine:
         keys = _column_keys(self.config)
         src = self.config.source
         if src.format == "parquet":
-            columns = parquet_columns(self.config, path)
+            parquet_columns(self.config, path)  # a missing column is an error naming it
             raw = {k: f"COALESCE(CAST({_ident(c)} AS VARCHAR), '')" for k, c in keys.items()}
             return f"read_parquet({_literal(path)})", raw, "false"
         index = read_header(self.config, path)
