@@ -218,3 +218,16 @@ def test_engine_is_checked_and_left_out_of_the_config_key(tmp_path, tiny_log):
 @pytest.mark.parametrize("name", ["kuairand-sample", "taobao-sample", "taobao-mb"])
 def test_real_logs_prepare_identically(shared_data, tmp_path, name):
     prepare_both(load_data_config(f"configs/data/{name}.yaml"), tmp_path)
+
+
+def test_byte_order_mark_and_invalid_utf8_alike(tmp_path):
+    bom = tmp_path / "bom.tsv"
+    bom.write_bytes("\ufeffa\tx\t1\t1\t0\na\ty\t2\t1\t0\na\tz\t3\t0\t0\n".encode())
+    columns = {"user": 0, "item": 1, "timestamp": 2}
+    config = _config(tmp_path, bom, **{"source.header": False, "source.columns": columns},
+                     actions={"click": {"column": 3}, "like": {"column": 4}})
+    arrays, _ = prepare_both(config, tmp_path / "bom")
+    assert arrays["vocab_user"].tolist() == ["a"]
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"u\ti\tt\tclick\tlike\na\tx\t1\t1\t0\na\t\xff\t2\t1\t0\n")
+    assert errors_of_both(_config(tmp_path, bad), tmp_path / "bad").startswith(f"{bad}:3:3: byte 0xff is not valid UTF-8")
