@@ -21,6 +21,7 @@ _LAZY = (
     (("plan",), "the sharding plan of a config on a cluster that is not here (no data, meta device)", "dfgr_torchrec.distributed.plan_cli"),
     (("bench", "attention"), "DFGR vs MetaGR training and inference cost", "dfgr_torchrec.bench.attention"),
     (("bench", "data"), "prepare time and loader throughput vs the training step", "dfgr_torchrec.bench.data"),
+    (("bench", "prepare"), "dfgr data prepare's seconds and peak memory with one engine", "dfgr_torchrec.bench.prepare"),
     (("bench", "init-scale"), "the attention branch's strength at initialisation", "dfgr_torchrec.bench.init_scale"),
     (("bench", "big-table"), "a >10^7-row item table trained through the demo's launch path", "dfgr_torchrec.bench.big_table"),
     (("bench", "serving"), "one request's latency: full recompute vs the history cache vs AOTInductor", "dfgr_torchrec.bench.serving"),

@@ -4,7 +4,7 @@ A user's own log needs a YAML file of this shape, not code::
 
     name: my-log
     source:
-      path: logs/events.tsv
+      path: logs/events.tsv       # or a folder / glob of shards of one format, read in sorted path order
       format: tsv                 # csv | tsv | parquet | delimited (with `delimiter`, e.g. "::")
       header: true                # false: columns are 0-based indices (a YAML boolean, unquoted)
       timestamp_unit: s           # s | ms | us | ns: the unit of the timestamp column (scales a date time_cutoff)
@@ -15,6 +15,7 @@ A user's own log needs a YAML file of this shape, not code::
                                   # union of the actions) | skip (keep the first) | keep
       require_sorted: false       # true: a user's event earlier than their previous one is a bad row
       download: null              # a public data set to fetch into path's folder when path is missing (movielens-1m)
+      engine: duckdb              # or python: the pure-Python reference reader (same outputs, in memory)
     actions:                      # one action type each: a task (one logit) and a bit of the action id
       click: {column: is_click}             # numeric, positive when != 0
       like: {column: label, equals: 1}      # positive when the value equals
@@ -29,11 +30,12 @@ A user's own log needs a YAML file of this shape, not code::
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from dfgr_torchrec.config import check, from_dict, load_config_file
 from dfgr_torchrec.data.atomic import file_digest
@@ -45,6 +47,7 @@ DUPLICATES = ("error", "merge", "skip", "keep")
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # per second
 COLUMN = "a column name or a 0-based column index"
+ENGINES = ("duckdb", "python")  # duckdb: out of core; python: the reference reader (same outputs)
 
 
 def _is_int(value: Any) -> bool:
@@ -100,9 +103,11 @@ class SourceConfig:
     require_sorted: bool = False
     download: Optional[str] = None
     timestamp_unit: str = "s"
+    engine: str = "duckdb"
 
     def __post_init__(self) -> None:
         check(isinstance(self.path, str) and self.path != "", "path", "a file path", self.path)
+        check(self.engine in ENGINES, "engine", f"one of {ENGINES}", self.engine)
         _check_bool("header", self.header)
         _check_bool("require_sorted", self.require_sorted)
         check(self.delimiter is None or isinstance(self.delimiter, str), "delimiter", "a string", self.delimiter)
@@ -223,7 +228,9 @@ class DataConfig:
 
     def config_key(self) -> str:
         """A hash of the config alone (recorded in ``meta.json``: finds a prepared copy without the log)."""
-        payload = json.dumps({"format_version": PREPARED_FORMAT_VERSION, "config": asdict(self)}, sort_keys=True, default=str)
+        config = asdict(self)
+        del config["source"]["engine"]  # the engines give identical outputs: either one's copy serves both
+        payload = json.dumps({"format_version": PREPARED_FORMAT_VERSION, "config": config}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def fingerprint(self, source: Optional[Dict[str, Any]] = None) -> str:
@@ -234,14 +241,45 @@ class DataConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def source_files(path: str) -> List[str]:
+    """The files of ``source.path``: the file itself, every file of a folder (names starting with
+    ``.`` or ``_`` left out, e.g. ``_SUCCESS``), or the files a glob matches; in sorted path order,
+    which is the log's order. Raises ``FileNotFoundError`` when there is none."""
+    if os.path.isdir(path):
+        files = [os.path.join(path, n) for n in os.listdir(path) if not n.startswith((".", "_"))]
+        files = sorted(f for f in files if os.path.isfile(f))
+        if not files:
+            raise FileNotFoundError(f"{path}: a folder with no log files in it (source.path)")
+        return files
+    if os.path.isfile(path):
+        return [path]
+    if glob.has_magic(path):
+        files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
+        if files:
+            return files
+        raise FileNotFoundError(f"{path}: the glob matches no file (source.path)")
+    raise FileNotFoundError(f"{path}: no such file (source.path)")
+
+
+def source_present(path: str) -> bool:
+    """Whether ``source.path`` names at least one log file."""
+    try:
+        return bool(source_files(path))
+    except FileNotFoundError:
+        return False
+
+
 def source_digest(path: str) -> Dict[str, Any]:
     """``{"path", "size", "blake2b"}`` of a log: the prepared-data cache keys on its content, so a log
-    rewritten with the same size and mtime (``cp -p``, ``touch -r``) is never served stale."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file (source.path)")
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: is a directory (source.path); expected the log file itself")
-    return {"path": path, "size": os.path.getsize(path), "blake2b": file_digest(path)}
+    rewritten with the same size and mtime (``cp -p``, ``touch -r``) is never served stale. For shards
+    (a folder or a glob) the size is their total and the digest covers each shard's name and digest."""
+    files = source_files(path)
+    if len(files) == 1 and files[0] == path:
+        return {"path": path, "size": os.path.getsize(path), "blake2b": file_digest(path)}
+    digest, base = hashlib.blake2b(digest_size=16), os.path.commonpath([os.path.dirname(f) for f in files])
+    for file in files:
+        digest.update(f"{os.path.relpath(file, base)}\0{file_digest(file)}\0".encode())
+    return {"path": path, "size": sum(os.path.getsize(f) for f in files), "blake2b": digest.hexdigest(), "shards": len(files)}
 
 
 def _section(cls: type, value: Any, key: str) -> Any:
@@ -264,7 +302,8 @@ def _action(name: Any, value: Any) -> ActionConfig:
     return from_dict(ActionConfig, value, f"actions.{name}")
 
 
-PREPARED_FORMAT_VERSION = 2  # 2: meta.json records the source digest, the config key and every array's size
+PREPARED_FORMAT_VERSION = 3  # 2: meta.json records the source digest, the config key and every array's size;
+# 3: a vocabulary whose raw ids are all integers is int64, sorted numerically
 
 
 def load_data_config(path: str) -> DataConfig:

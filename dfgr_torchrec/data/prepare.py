@@ -7,11 +7,14 @@ Layout of ``<output_dir>/<name>-<fingerprint>/`` (numpy ``.npy``, opened with ``
 - ``item.npy``, ``timestamp.npy``, ``action.npy`` ``[T]`` and ``labels.npy`` ``[T, tasks]``;
   ``side_<name>.npy`` per item side feature.
 - ``split.npy`` ``[T]``: 0 training history, 1 validation candidate, 2 test candidate.
-- ``vocab_<name>.npy``: raw id of each row (row ``r`` of the table is ``vocab[r - 1]``; row 0 is OOV).
+- ``vocab_<name>.npy``: raw id of each row (row ``r`` of the table is ``vocab[r - 1]``; row 0 is OOV):
+  int64 sorted numerically when every raw id of the column is an integer, else sorted strings.
 - ``meta.json`` (sizes, tasks, config) and ``report.json`` (what was read, kept and dropped).
 
-The directory name carries a hash of the config and of the input file's content (blake2b of its
-bytes, recorded in ``meta.json`` with the config's own key), so a changed config or log never
+The log is read by ``source.engine`` (:mod:`dfgr_torchrec.data.duck` out of core by default, or
+the Python reference reader), which gives integer codes; the rules below run on them with numpy.
+The directory name carries a hash of the config (the engine left out: both give the same
+outputs) and of the input's content (blake2b of its bytes, or of every shard's; recorded in ``meta.json`` with the config's own key), so a changed config or log never
 reads stale data. ``meta.json`` also records the byte size and blake2b of every file; a copy
 whose files no longer match the sizes is prepared again (``prepare``) or refused
 (``PreparedData``). It is written to a temporary directory and renamed, so a crash never
@@ -25,14 +28,14 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from dfgr_torchrec.progress import progress as progress_bar
 
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
-from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest
+from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest, source_present
 from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
 from dfgr_torchrec.data.sources import ensure_source
 from dfgr_torchrec.data.vocab import table_rows, vocab_rows
@@ -118,7 +121,7 @@ def ensure_prepared(config: DataConfig, force: bool = False, progress: bool = Tr
 
     When the log is gone (moved, deleted) but a prepared copy of this config exists, that copy is
     used, with a warning on stderr, rather than failing (unless ``force``)."""
-    if not force and not os.path.exists(config.source.path):
+    if not force and not source_present(config.source.path):
         found = find_prepared(config)
         if found is not None:
             print(f"warning: {config.source.path} (source.path of {config.name!r}) is gone; "
@@ -170,10 +173,39 @@ def check_not_empty(config: DataConfig, report: Dict[str, Any], timestamps: np.n
         raise BadInputError(_empty_message(config, report, "test"))
 
 
-def _encode(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Raw ids -> (unique raw ids, index of each value in them)."""
-    unique, inverse = np.unique(values, return_inverse=True)
-    return unique, inverse.astype(np.int64)
+def _dense_unique(codes: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` of codes in ``0..size-1``, in linear time."""
+    present = np.bincount(codes, minlength=size) > 0
+    remap = np.cumsum(present) - 1
+    return np.flatnonzero(present), remap[codes].astype(np.int64)
+
+
+def _stable_order(*keys: np.ndarray) -> np.ndarray:
+    """Row order by ``keys`` (most significant first), ties in row order (the log's order: see
+    :func:`_in_file_order`). Keys are packed into one int64 when their ranges allow (faster)."""
+    if len(keys[0]) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lows = [int(k.min()) for k in keys]
+    spans = [int(k.max()) - low + 1 for k, low in zip(keys, lows)]
+    if np.prod([float(x) for x in spans]) < 2.0**62:
+        packed = np.zeros(len(keys[0]), dtype=np.int64)
+        for key, low, span in zip(keys, lows, spans):
+            packed *= span
+            packed += key.astype(np.int64) - low
+        return np.argsort(packed, kind="stable")
+    return np.lexsort(keys[::-1])  # lexsort is stable too
+
+
+def _in_file_order(raw: RawLog) -> RawLog:
+    """``raw`` with its rows sorted by ``position`` (the DuckDB engine may return them in any order)."""
+    if len(raw.position) < 2 or bool((raw.position[1:] > raw.position[:-1]).all()):
+        return raw
+    perm = np.argsort(raw.position, kind="stable")
+    return replace(
+        raw, users=raw.users[perm], items=raw.items[perm], timestamps=raw.timestamps[perm], position=raw.position[perm],
+        labels=raw.labels[perm], action_values=None if raw.action_values is None else raw.action_values[perm],
+        side={n: v[perm] for n, v in raw.side.items()},
+    )
 
 
 def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, dropped: Counter) -> np.ndarray:
@@ -181,7 +213,7 @@ def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, droppe
     keep = np.ones(len(user_idx), dtype=bool)
     if config.source.duplicates == "keep" or len(user_idx) == 0:
         return keep
-    order = np.lexsort((raw.lines, raw.timestamps, item_idx, user_idx))
+    order = _stable_order(user_idx, item_idx, raw.timestamps)
     same = (
         (user_idx[order][1:] == user_idx[order][:-1])
         & (item_idx[order][1:] == item_idx[order][:-1])
@@ -193,9 +225,11 @@ def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, droppe
     if config.source.duplicates == "error":
         first = order[:-1][same][0]
         row = dup_rows[0]
+        (path, line), (first_path, first_line) = raw.locate(raw.position[row]), raw.locate(raw.position[first])
+        user, item = raw.vocabs["user"][raw.users[row]], raw.vocabs["item"][raw.items[row]]
         raise BadInputError(
-            f"{config.source.path}:{raw.lines[row]}: duplicate event (user {str(raw.users[row])!r}, item "
-            f"{str(raw.items[row])!r}, timestamp {raw.timestamps[row]}) first seen at line {raw.lines[first]}; "
+            f"{path}:{line}: duplicate event (user {str(user)!r}, item {str(item)!r}, timestamp "
+            f"{raw.timestamps[row]}) first seen at {'line ' if first_path == path else first_path + ':'}{first_line}; "
             f"{len(dup_rows)} duplicate(s) in all (set source.duplicates: merge, skip or keep)"
         )
     if config.source.duplicates == "merge":  # one interaction: the union of the rows' actions
@@ -231,12 +265,16 @@ def _assign_split(config: DataConfig, offsets: np.ndarray, timestamps: np.ndarra
     return split
 
 
-def _vocab(values_str: np.ndarray, train_mask: np.ndarray, config: DataConfig) -> Tuple[np.ndarray, np.ndarray, int, int]:
-    """Contiguous rows 1..V for ids seen in training; unseen ids -> 0 or a hash bucket (:func:`vocab_rows`)."""
-    vocab = np.unique(values_str[train_mask])
-    ids, seen = vocab_rows(values_str, vocab, config.vocab.oov, config.vocab.hash_buckets)
+def _vocab(codes: np.ndarray, train_mask: np.ndarray, config: DataConfig, raw_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, int, int]:
+    """Contiguous rows 1..V for ids seen in training; unseen ids -> 0 or a hash bucket (:func:`vocab_rows`).
+
+    ``codes`` index ``raw_ids`` (sorted unique raw ids), so the mapping runs once per distinct id."""
+    vocab = raw_ids[_dense_unique(codes[train_mask], len(raw_ids))[0]]
+    present, inverse = _dense_unique(codes, len(raw_ids))
+    rows, seen = vocab_rows(raw_ids[present], vocab, config.vocab.oov, config.vocab.hash_buckets)
     num_rows = table_rows(len(vocab), config.vocab.oov, config.vocab.hash_buckets)
-    return ids, vocab, num_rows, int((~seen).sum())
+    inverse = inverse.reshape(-1)
+    return rows[inverse], vocab, num_rows, int((~seen[inverse]).sum())
 
 
 @dataclass
@@ -259,9 +297,8 @@ def _min_rows_per_user(config: DataConfig) -> int:
 
 def _chronological_order(config: DataConfig, raw: RawLog, user_idx: np.ndarray, dropped: Counter) -> np.ndarray:
     """Raw row indices grouped by user, chronological within a user, duplicates removed."""
-    _, item_raw_idx = _encode(raw.items)
-    keep = _drop_duplicates(config, raw, user_idx, item_raw_idx, dropped)
-    order = np.lexsort((raw.lines, raw.timestamps, user_idx))
+    keep = _drop_duplicates(config, raw, user_idx, raw.items, dropped)
+    order = _stable_order(user_idx, raw.timestamps)
     return order[keep[order]]
 
 
@@ -278,7 +315,7 @@ def _drop_short_users(config: DataConfig, user_idx: np.ndarray, order: np.ndarra
 
 def _group_users(user_idx: np.ndarray, order: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(kept_users, user_new, counts, offsets)`` of the rows ``order``."""
-    kept_users, user_new = np.unique(user_idx[order], return_inverse=True)
+    kept_users, user_new = _dense_unique(user_idx[order], int(user_idx.max(initial=-1)) + 1)
     counts = np.bincount(user_new, minlength=len(kept_users))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return kept_users, user_new, counts, offsets
@@ -313,7 +350,7 @@ def _id_arrays(
     """The prepared arrays but the action: ``(arrays, item_rows, side_rows, unseen per feature)``."""
     order = rows.order
     train = rows.split == TRAIN
-    item_ids, item_vocab, item_rows, item_unseen = _vocab(raw.items[order], train, config)
+    item_ids, item_vocab, item_rows, item_unseen = _vocab(raw.items[order], train, config, raw.vocabs["item"])
     arrays: Dict[str, np.ndarray] = {
         "user_offsets": rows.offsets,
         "item": item_ids,
@@ -326,7 +363,7 @@ def _id_arrays(
     side_rows: Dict[str, int] = {}
     oov: Dict[str, int] = {"item": item_unseen}
     for name, values in raw.side.items():
-        ids, vocab, num_rows, unseen = _vocab(values[order], train, config)
+        ids, vocab, num_rows, unseen = _vocab(values[order], train, config, raw.vocabs[name])
         arrays[f"side_{name}"], arrays[f"vocab_{name}"] = ids, vocab
         side_rows[name], oov[name] = num_rows, unseen
     return arrays, item_rows, side_rows, oov
@@ -339,7 +376,8 @@ def _add_actions(config: DataConfig, raw: RawLog, order: np.ndarray, arrays: Dic
     bitmask of the labels (bit ``k`` for action type ``k``).
     """
     if raw.action_values is not None:
-        action_ids, action_vocab, action_rows, _ = _vocab(raw.action_values[order], np.ones(len(order), bool), config)
+        action_ids, action_vocab, action_rows, _ = _vocab(
+            raw.action_values[order], np.ones(len(order), bool), config, raw.vocabs[ACTION_FEATURE])
         arrays["action"], arrays["vocab_action"] = action_ids, action_vocab
         return action_rows
     bits = (1 << np.arange(len(config.actions), dtype=np.int64))
@@ -350,8 +388,9 @@ def _add_actions(config: DataConfig, raw: RawLog, order: np.ndarray, arrays: Dic
 def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """The prepared arrays (meta under ``"__meta__"``) and the report of a read log."""
     dropped: Counter = Counter(raw.dropped)
+    raw = _in_file_order(raw)
     steps = progress_bar(total=4, desc="sort, split, vocab", enabled=progress)
-    user_vocab, user_idx = _encode(raw.users)
+    user_vocab, user_idx = raw.vocabs["user"], raw.users
     order = _chronological_order(config, raw, user_idx, dropped)
     steps.update()
     order = _drop_short_users(config, user_idx, order, len(user_vocab), dropped)
@@ -380,7 +419,7 @@ def _report(
         "rows_kept": int(len(order)),
         "rows_dropped": dict(sorted(dropped.items())),
         "users": int(len(rows.kept_users)),
-        "items": int(len(np.unique(raw.items[order]))),
+        "items": int(len(_dense_unique(raw.items[order], len(raw.vocabs["item"]))[0])),
         "interactions": int(len(order)),
         "per_action": {n: int(labels[:, i].sum()) for i, n in enumerate(config.actions)},
         "split": {name: int((split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))},

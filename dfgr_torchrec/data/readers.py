@@ -18,7 +18,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 from dfgr_torchrec.progress import progress as progress_bar
 
-from dfgr_torchrec.data.config import ActionConfig, Column, DataConfig
+from dfgr_torchrec.data.config import ActionConfig, Column, DataConfig, source_files
+from dfgr_torchrec.data.vocab import encode_ids
+from dfgr_torchrec.features import ACTION_FEATURE
 
 
 class BadInputError(ValueError):
@@ -27,17 +29,31 @@ class BadInputError(ValueError):
 
 @dataclass
 class RawLog:
-    """The log as columns, one entry per kept row, in file order."""
+    """The kept rows of the log (in any order: ``position`` is the file order). User, item, side
+    and action ids are int codes into ``vocabs[<name>]``, the column's sorted unique raw ids
+    (int64 when all are integers, see :func:`dfgr_torchrec.data.vocab.encode_ids`), so nothing
+    downstream holds one Python string per row."""
 
-    users: np.ndarray  # str
-    items: np.ndarray  # str
+    users: np.ndarray  # codes into vocabs["user"]
+    items: np.ndarray  # codes into vocabs["item"]
     timestamps: np.ndarray  # int64
-    lines: np.ndarray  # int64: source line (1-based; header is line 1) or row index for Parquet
+    position: np.ndarray  # int64: place in the log (shards in sorted path order, then line); ties keep it
     labels: np.ndarray  # uint8 [rows, num_actions]
-    action_values: Optional[np.ndarray]  # str: raw values of config.action_feature
-    side: Dict[str, np.ndarray]  # str
+    action_values: Optional[np.ndarray]  # codes into vocabs["action"]: raw values of config.action_feature
+    side: Dict[str, np.ndarray]  # codes into vocabs[<name>]
+    vocabs: Dict[str, np.ndarray]
     rows_read: int
+    locate: Callable[[int], Tuple[str, int]]  # (file, line) of the row at a position (Parquet: row number from 1)
     dropped: Counter = field(default_factory=Counter)
+
+
+# why a row is bad: the keys of report.json's rows_dropped (both engines use these)
+MISSING_COLUMNS, EMPTY_USER, EMPTY_ITEM = "missing columns", "empty user", "empty item"
+MISSING_TIMESTAMP, NON_NUMERIC_TIMESTAMP, UNSORTED = "missing timestamp", "non-numeric timestamp", "unsorted timestamp"
+
+
+def non_numeric_action(name: str) -> str:
+    return f"non-numeric action {name}"
 
 
 class _BadRow(Exception):
@@ -48,16 +64,16 @@ class _BadRow(Exception):
 
 def _parse_timestamp(value: str, column: str) -> int:
     if value == "":
-        raise _BadRow("missing timestamp", column, "expected an integer timestamp, got an empty field")
+        raise _BadRow(MISSING_TIMESTAMP, column, "expected an integer timestamp, got an empty field")
     try:
         return int(value)
     except ValueError:
         try:
             number = float(value)
         except ValueError:
-            raise _BadRow("non-numeric timestamp", column, f"expected an integer timestamp, got {value!r}") from None
+            raise _BadRow(NON_NUMERIC_TIMESTAMP, column, f"expected an integer timestamp, got {value!r}") from None
         if not number.is_integer():
-            raise _BadRow("non-numeric timestamp", column, f"expected an integer timestamp, got {value!r}") from None
+            raise _BadRow(NON_NUMERIC_TIMESTAMP, column, f"expected an integer timestamp, got {value!r}") from None
         return int(number)
 
 
@@ -71,7 +87,7 @@ def _action_parser(name: str, action: ActionConfig) -> Callable[[str], int]:
         try:
             return float(v)
         except ValueError:
-            raise _BadRow(f"non-numeric action {name}", column, f"expected a number, got {v!r}") from None
+            raise _BadRow(non_numeric_action(name), column, f"expected a number, got {v!r}") from None
 
     if action.equals is not None:
         target_number = float(action.equals)
@@ -109,15 +125,75 @@ def _resolve_header(path: str, header: List[str], keys: Dict[str, Column]) -> Di
 
 
 def read_log(config: DataConfig, progress: bool = True) -> RawLog:
-    """Reads ``config.source`` into a :class:`RawLog` (CSV/TSV/delimited, plain or gzip, or Parquet)."""
-    path = config.source.path
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file (source.path)")
-    if os.path.isdir(path):
-        raise BadInputError(f"{path}: is a directory (source.path); expected the log file itself")
+    """Reads ``config.source`` (a file, or a folder / glob of shards) into a :class:`RawLog`, with
+    the engine ``source.engine`` names: ``duckdb`` (out of core) or ``python`` (this module)."""
+    if config.source.engine == "duckdb":
+        from dfgr_torchrec.data.duck import read_log_duckdb
+
+        return read_log_duckdb(config, progress)
+    columns = _Columns(config)
+    _scan(config, columns, progress)
+    return columns.to_log()
+
+
+def raise_first_bad_row(config: DataConfig) -> None:
+    """Reads the log, keeping nothing, and raises the :class:`BadInputError` of its first bad row
+    (as ``on_bad_rows: error`` does); returns when there is none."""
+    _scan(config, None, progress=False, stop_at_bad_row=True)
+
+
+def shard_files(config: DataConfig) -> List[str]:
+    """The log's files (:func:`source_files`); a missing one is ``FileNotFoundError``."""
+    return source_files(config.source.path)
+
+
+def _scan(config: DataConfig, columns: Optional["_Columns"], progress: bool, stop_at_bad_row: bool = False) -> None:
+    """Parses every shard's rows under ``on_bad_rows`` into ``columns`` (None: keep nothing)."""
+    files = shard_files(config)
+    last_time: Dict[str, int] = {}
+    skip = config.source.on_bad_rows == "skip" and not stop_at_bad_row
+    for shard, path in enumerate(files):
+        index, rows = _open_shard(config, path, progress)
+        parser = _RowParser(config, index, last_time)
+        for line_no, fields in rows:
+            if columns is not None:
+                columns.rows_read += 1
+            try:
+                parsed = parser.parse(fields)
+            except _BadRow as bad:
+                if not skip:
+                    raise BadInputError(f"{path}:{line_no}: column {bad.column}: {bad}") from None
+                columns.dropped[bad.reason] += 1
+                continue
+            if columns is not None:
+                columns.add(shard, line_no, parsed)
+    if columns is not None:
+        columns.files = files
+
+
+def _open_shard(config: DataConfig, path: str, progress: bool) -> Tuple[Dict[str, int], Iterator[Tuple[int, Sequence[Any]]]]:
+    """``(column index of each key, (line number, fields) of each non-empty row)`` of one file."""
     if config.source.format == "parquet":
-        return _read_parquet(config)
-    return _read_delimited(config, progress)
+        return _parquet_rows(config, path)
+    src = config.source
+    keys = _column_keys(config)
+    lines_iter = _split_lines(path, src.delimiter, progress)
+    if src.header:
+        try:
+            _, header = next(lines_iter)
+        except StopIteration:
+            raise BadInputError(f"{path}: empty file, expected a header row") from None
+        index = _resolve_header(path, header, keys)
+    else:
+        index = {k: int(v) for k, v in keys.items()}
+    return index, ((ln, f) for ln, f in lines_iter if f)
+
+
+def read_header(config: DataConfig, path: str) -> Dict[str, int]:
+    """The column index of each key in one delimited file (its header's errors, or the config's indices)."""
+    index, rows = _open_shard(config, path, progress=False)
+    rows.close()
+    return index
 
 
 def _split_lines(path: str, delimiter: str, progress: bool) -> Iterator[Tuple[int, List[str]]]:
@@ -190,141 +266,131 @@ def _utf8_error(path: str) -> str:
     return f"{path}: not valid UTF-8"
 
 
-def _read_delimited(config: DataConfig, progress: bool) -> RawLog:
-    src = config.source
-    keys = _column_keys(config)
-    lines_iter = _split_lines(src.path, src.delimiter, progress)
-    if src.header:
-        try:
-            _, header = next(lines_iter)
-        except StopIteration:
-            raise BadInputError(f"{src.path}: empty file, expected a header row") from None
-        index = _resolve_header(src.path, header, keys)
-    else:
-        index = {k: int(v) for k, v in keys.items()}
-    return _collect(config, ((ln, f) for ln, f in lines_iter if f), index)
+Parsed = Tuple[str, str, int, List[int], Optional[str], List[str]]  # user, item, time, labels, action value, side
 
 
 class _RowParser:
-    """Checks and parses the user, item, timestamp and action columns of one row.
+    """Checks and parses one row of a file whose columns are at ``index``.
 
     ``parse`` raises :class:`_BadRow` for a row that does not match the config; with
-    ``require_sorted`` it also remembers each user's last timestamp.
+    ``require_sorted`` it also remembers each user's last timestamp in ``last_time`` (shared by
+    the shards: the log is one sequence).
     """
 
-    def __init__(self, config: DataConfig, index: Dict[str, int]) -> None:
+    def __init__(self, config: DataConfig, index: Dict[str, int], last_time: Dict[str, int]) -> None:
         self.src = config.source
         names = list(config.actions)
         self.parsers = [_action_parser(n, config.actions[n]) for n in names]
         self.action_idx = [index[f"actions.{n}"] for n in names]
         self.ui, self.ii, self.ti = index["user"], index["item"], index["timestamp"]
+        self.side_idx = [index[f"side_features.{n}"] for n in config.source.side_features]
+        self.feature_idx = index.get("action_feature")
         self.needed = max(index.values()) + 1
         self.inverse = {v: k for k, v in index.items()}
-        self.last_time: Dict[str, int] = {}
+        self.last_time = last_time
 
-    def parse(self, fields: Sequence[Any]) -> Tuple[str, str, int, List[int]]:
-        """``(user, item, timestamp, labels)`` of a row."""
+    def parse(self, fields: Sequence[Any]) -> Parsed:
+        """``(user, item, timestamp, labels, action value, side values)`` of a row."""
         src = self.src
         if len(fields) < self.needed:
             missing = [f"{self.inverse[i]} (column {i})" for i in range(len(fields), self.needed) if i in self.inverse]
-            raise _BadRow("missing columns", ", ".join(missing), f"expected at least {self.needed} fields, got {len(fields)}")
+            raise _BadRow(MISSING_COLUMNS, ", ".join(missing), f"expected at least {self.needed} fields, got {len(fields)}")
         user = str(fields[self.ui]).strip()
         item = str(fields[self.ii]).strip()
         if user == "":
-            raise _BadRow("empty user", f"user ({src.columns.user})", "expected a user id, got an empty field")
+            raise _BadRow(EMPTY_USER, f"user ({src.columns.user})", "expected a user id, got an empty field")
         if item == "":
-            raise _BadRow("empty item", f"item ({src.columns.item})", "expected an item id, got an empty field")
+            raise _BadRow(EMPTY_ITEM, f"item ({src.columns.item})", "expected an item id, got an empty field")
         ts = _parse_timestamp(str(fields[self.ti]).strip(), f"timestamp ({src.columns.timestamp})")
         row_labels = [p(str(fields[i]).strip()) for p, i in zip(self.parsers, self.action_idx)]
         if src.require_sorted:
             self._check_sorted(user, ts)
-        return user, item, ts, row_labels
+        value = str(fields[self.feature_idx]).strip() if self.feature_idx is not None else None
+        return user, item, ts, row_labels, value, [str(fields[i]).strip() for i in self.side_idx]
 
     def _check_sorted(self, user: str, ts: int) -> None:
         if ts < self.last_time.get(user, ts):
             raise _BadRow(
-                "unsorted timestamp", f"timestamp ({self.src.columns.timestamp})",
+                UNSORTED, f"timestamp ({self.src.columns.timestamp})",
                 f"expected a time >= the user's previous event ({self.last_time[user]}), got {ts}",
             )
         self.last_time[user] = ts
 
 
 class _Columns:
-    """The kept rows, gathered column by column."""
+    """The kept rows, gathered column by column (the reference engine: Python lists)."""
 
-    def __init__(self, config: DataConfig, index: Dict[str, int]) -> None:
+    def __init__(self, config: DataConfig) -> None:
         self.num_actions = len(config.actions)
         self.side_names = list(config.source.side_features)
-        self.side_idx = [index[f"side_features.{n}"] for n in self.side_names]
-        self.feature_idx = index.get("action_feature")
+        self.has_feature = config.action_feature is not None
         self.users: List[str] = []
         self.items: List[str] = []
         self.times: List[int] = []
+        self.shards: List[int] = []
         self.lines: List[int] = []
         self.labels: List[List[int]] = []
         self.values: List[str] = []
         self.side: List[List[str]] = [[] for _ in self.side_names]
+        self.rows_read = 0
+        self.dropped: Counter = Counter()
+        self.files: List[str] = []
 
-    def add(self, line_no: int, fields: Sequence[Any], parsed: Tuple[str, str, int, List[int]]) -> None:
+    def add(self, shard: int, line_no: int, parsed: Parsed) -> None:
         """Appends a row that ``_RowParser.parse`` accepted (``parsed`` is what it returned)."""
-        user, item, ts, row_labels = parsed
+        user, item, ts, row_labels, value, side = parsed
         self.users.append(user)
         self.items.append(item)
         self.times.append(ts)
+        self.shards.append(shard)
         self.lines.append(line_no)
         self.labels.append(row_labels)
-        if self.feature_idx is not None:
-            self.values.append(str(fields[self.feature_idx]).strip())
-        for column, i in zip(self.side, self.side_idx):
-            column.append(str(fields[i]).strip())
+        if self.has_feature:
+            self.values.append(value)  # type: ignore[arg-type]
+        for column, v in zip(self.side, side):
+            column.append(v)
 
-    def to_log(self, rows_read: int, dropped: Counter) -> RawLog:
+    def to_log(self) -> RawLog:
+        vocabs, codes = {}, {}
+        columns = {"user": self.users, "item": self.items, **dict(zip(self.side_names, self.side))}
+        if self.has_feature:
+            columns[ACTION_FEATURE] = self.values
+        for name, values in columns.items():
+            vocabs[name], codes[name] = encode_ids(np.array(values, dtype=str))
+        files, shards, lines = self.files, np.array(self.shards, dtype=np.int64), np.array(self.lines, dtype=np.int64)
         return RawLog(
-            users=np.array(self.users, dtype=str),
-            items=np.array(self.items, dtype=str),
+            users=codes["user"],
+            items=codes["item"],
             timestamps=np.array(self.times, dtype=np.int64),
-            lines=np.array(self.lines, dtype=np.int64),
+            position=np.arange(len(self.users), dtype=np.int64),
             labels=np.array(self.labels, dtype=np.uint8).reshape(len(self.users), self.num_actions),
-            action_values=np.array(self.values, dtype=str) if self.feature_idx is not None else None,
-            side={n: np.array(c, dtype=str) for n, c in zip(self.side_names, self.side)},
-            rows_read=rows_read,
-            dropped=dropped,
+            action_values=codes.get(ACTION_FEATURE),
+            side={n: codes[n] for n in self.side_names},
+            vocabs=vocabs,
+            rows_read=self.rows_read,
+            locate=lambda position: (files[shards[position]], int(lines[position])),
+            dropped=self.dropped,
         )
 
 
-def _collect(config: DataConfig, rows: Iterator[Tuple[int, Sequence[Any]]], index: Dict[str, int]) -> RawLog:
-    """Parses ``(line number, fields)`` rows into a :class:`RawLog` under ``on_bad_rows``."""
-    src = config.source
-    parser = _RowParser(config, index)
-    columns = _Columns(config, index)
-    skip = src.on_bad_rows == "skip"
-    dropped: Counter = Counter()
-    rows_read = 0
-    for line_no, fields in rows:
-        rows_read += 1
-        try:
-            parsed = parser.parse(fields)
-        except _BadRow as bad:
-            if not skip:
-                raise BadInputError(f"{src.path}:{line_no}: column {bad.column}: {bad}") from None
-            dropped[bad.reason] += 1
-            continue
-        columns.add(line_no, fields, parsed)
-    return columns.to_log(rows_read, dropped)
-
-
-def _read_parquet(config: DataConfig) -> RawLog:
+def parquet_columns(config: DataConfig, path: str) -> List[str]:
+    """The columns the config reads from a Parquet file, in key order; a missing one is an error naming it."""
     import pyarrow.parquet as pq
 
-    src = config.source
     keys = _column_keys(config)
-    schema_names = pq.read_schema(src.path).names
+    schema_names = pq.read_schema(path).names
     for key, col in keys.items():
         if col not in schema_names:
-            raise BadInputError(f"{src.path}: no column {col!r} (from {key}); it has {schema_names}")
-    columns = sorted(set(keys.values()), key=list(keys.values()).index)
-    table = pq.read_table(src.path, columns=columns)
+            raise BadInputError(f"{path}: no column {col!r} (from {key}); it has {schema_names}")
+    return sorted(set(keys.values()), key=list(keys.values()).index)  # type: ignore[arg-type]
+
+
+def _parquet_rows(config: DataConfig, path: str) -> Tuple[Dict[str, int], Iterator[Tuple[int, Sequence[Any]]]]:
+    import pyarrow.parquet as pq
+
+    columns = parquet_columns(config, path)
+    table = pq.read_table(path, columns=columns)
     data = [["" if v is None else v for v in table.column(c).to_pylist()] for c in columns]
-    index = {key: columns.index(col) for key, col in keys.items()}
+    index = {key: columns.index(col) for key, col in _column_keys(config).items()}
     # Parquet rows are numbered from 1 (no header line), so errors say "<file>:<row>".
-    return _collect(config, ((r + 1, [d[r] for d in data]) for r in range(table.num_rows)), index)
+    return index, ((r + 1, [d[r] for d in data]) for r in range(table.num_rows))

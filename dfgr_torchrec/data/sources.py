@@ -70,10 +70,14 @@ def download(name: str, out_dir: Optional[str] = None, force: bool = False) -> s
 def ensure_source(config: "DataConfig") -> None:
     """Makes sure ``config.source.path`` exists, downloading ``config.source.download`` into its
     folder when it does not."""
+    from dfgr_torchrec.data.config import source_files, source_present
+
     path, name = config.source.path, config.source.download
-    if os.path.exists(path):
+    if source_present(path):
         return
     if name is None:
+        if os.path.exists(path):
+            source_files(path)  # a folder without log files: says so
         raise FileNotFoundError(f"{path}: no such file, and data config {config.name!r} has no `source.download` to fetch it")
     out_dir = os.path.dirname(path) or "."
     download(name, out_dir)

@@ -1,7 +1,9 @@
 """Raw id -> table row: the one mapping that preparing a data set and serving a model share.
 
-Ids of the vocabulary (sorted raw id strings, seen in training) get rows ``1..V``; an unseen id
-gets row 0 (``oov: oov``) or ``V + 1 + crc32(id) % hash_buckets`` (``oov: hash``).
+Ids of the vocabulary (sorted raw ids, seen in training) get rows ``1..V``; an unseen id gets row 0
+(``oov: oov``) or ``V + 1 + crc32(id) % hash_buckets`` (``oov: hash``). A column whose raw ids are
+all integers (each the decimal form of an int64: ``str(int(v)) == v``) keeps them as an int64
+vocabulary sorted numerically; a raw id that is not such an integer is then unknown.
 
 Example::
 
@@ -13,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import zlib
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -30,18 +32,58 @@ def table_rows(vocab_size: int, oov: str, hash_buckets: int) -> int:
     return vocab_size + 1 + (hash_buckets if oov == "hash" else 0)
 
 
+def integer_ids(values: np.ndarray) -> Optional[np.ndarray]:
+    """``values`` as int64 when every one is the decimal form of an int64 (``str(int(v)) == v``), else None."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    try:
+        ints = values.astype(np.int64)
+    except (ValueError, OverflowError):
+        return None
+    return ints if bool((ints.astype(values.dtype) == values).all()) else None
+
+
+def encode_ids(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(vocabulary, codes)``: the sorted unique raw ids (int64 when all are integers, see
+    :func:`integer_ids`) and the int64 index of each value in them."""
+    ints = integer_ids(values)
+    vocab, codes = np.unique(np.asarray(values) if ints is None else ints, return_inverse=True)
+    return vocab, codes.astype(np.int64).reshape(-1)
+
+
+def _integer_keys(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(int64 keys, is an integer id)`` of raw ids looked up in an integer vocabulary."""
+    keys, ok = np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    for k, v in enumerate(values.tolist()):
+        text = str(v)
+        try:
+            number = int(text)
+        except ValueError:
+            continue
+        if str(number) == text and -(2**63) <= number < 2**63:
+            keys[k], ok[k] = number, True
+    return keys, ok
+
+
 def vocab_rows(values: np.ndarray, vocab: np.ndarray, oov: str = "oov", hash_buckets: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
-    """``(rows, seen)``: the int64 table row of each raw id string of ``values`` and whether it is
-    in ``vocab`` (sorted, unique raw id strings; row ``r`` holds ``vocab[r - 1]``)."""
+    """``(rows, seen)``: the int64 table row of each raw id of ``values`` and whether it is in
+    ``vocab`` (sorted, unique raw ids; row ``r`` holds ``vocab[r - 1]``). With an integer
+    vocabulary, string ids are compared as integers (``"7"`` is ``7``; ``"7.0"`` is unknown)."""
     if oov not in OOV_POLICIES:
         raise ValueError(f"oov: expected one of {OOV_POLICIES}, got {oov!r}")
-    values = np.asarray(values)
+    values, vocab = np.asarray(values), np.asarray(vocab)
+    keys, known = values, np.ones(len(values), dtype=bool)
+    if vocab.dtype.kind in "iu" and values.dtype.kind not in "iu":
+        keys, known = _integer_keys(values)
+    elif vocab.dtype.kind not in "iu" and values.dtype.kind in "iu":
+        keys = values.astype(str)
     if len(vocab) == 0:
         seen = np.zeros(len(values), dtype=bool)
         rows = np.zeros(len(values), dtype=np.int64)
     else:
-        pos = np.minimum(np.searchsorted(vocab, values), len(vocab) - 1)
-        seen = vocab[pos] == values
+        pos = np.minimum(np.searchsorted(vocab, keys), len(vocab) - 1)
+        seen = known & (vocab[pos] == keys)
         rows = np.where(seen, pos + 1, 0).astype(np.int64)
     if oov == "hash" and not seen.all():
         hashed = np.array([hash_bucket(str(v), hash_buckets) for v in values[~seen]], dtype=np.int64)

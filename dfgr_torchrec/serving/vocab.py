@@ -28,7 +28,8 @@ from dfgr_torchrec.features import ACTION_FEATURE
 
 @dataclass
 class Vocabulary:
-    """Raw id strings -> rows of one table (``ids`` sorted, as prepare writes them)."""
+    """Raw ids -> rows of one table (``ids`` sorted, as prepare writes them: strings, or int64
+    when every raw id of the column was an integer)."""
 
     name: str
     ids: np.ndarray
@@ -38,7 +39,8 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if self.oov not in OOV_POLICIES:
             raise ValueError(f"vocabulary {self.name!r}: oov: expected one of {OOV_POLICIES}, got {self.oov!r}")
-        self.ids = np.asarray(self.ids, dtype=str)
+        self.ids = np.asarray(self.ids)
+        self.ids = self.ids.astype(np.int64) if self.ids.dtype.kind in "iu" else self.ids.astype(str)
         if len(self.ids) > 1 and not bool((self.ids[1:] > self.ids[:-1]).all()):
             raise ValueError(f"vocabulary {self.name!r}: ids must be sorted and unique (as prepare writes them)")
 
@@ -48,7 +50,8 @@ class Vocabulary:
         return table_rows(len(self.ids), self.oov, self.hash_buckets)
 
     def rows(self, raw_ids: Sequence[Any]) -> Tuple[torch.Tensor, int]:
-        """``(int64 rows, how many ids are unknown)``; ids are compared as strings (``7`` is ``"7"``)."""
+        """``(int64 rows, how many ids are unknown)``; ids are compared as strings (``7`` is ``"7"``);
+        with an integer vocabulary an id that is not an integer (``"7.0"``, ``"x"``) is unknown."""
         values = np.array([str(v) for v in raw_ids], dtype=str)
         rows, seen = vocab_rows(values, self.ids, self.oov, self.hash_buckets)
         return torch.from_numpy(rows), int((~seen).sum())

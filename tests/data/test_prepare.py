@@ -169,7 +169,7 @@ def test_delimited_headerless_like_movielens(tmp_path):
     path = prepare(from_dict(DataConfig, config), progress=False)
     assert np.load(f"{path}/labels.npy")[:, 0].tolist() == [1, 0, 1, 0]
     vocab = np.load(f"{path}/vocab_action.npy").tolist()
-    assert [vocab[i - 1] for i in np.load(f"{path}/action.npy")] == ["5", "3", "4", "1"]
+    assert [vocab[i - 1] for i in np.load(f"{path}/action.npy")] == [5, 3, 4, 1]  # all integers: an int64 vocabulary
 
 
 def test_every_shipped_data_config_is_valid():

@@ -59,7 +59,7 @@ def test_directory_as_source_path(tmp_path, capsys):
     folder.mkdir()
     code, _, err = prepare(capsys, write_yaml(tmp_path, folder))
     assert code == 2
-    assert "logs: is a directory (source.path); expected the log file itself" in err
+    assert "logs: a folder with no log files in it (source.path)" in err  # a folder of shards is a log
 
 
 def test_command_line_exit_2_and_no_traceback(tmp_path):
@@ -72,7 +72,7 @@ def test_command_line_exit_2_and_no_traceback(tmp_path):
     config = write_yaml(tmp_path, folder, actions={"click": "click"}, name="bad.yaml")
     dir_config = write_yaml(tmp_path, folder, name="dir.yaml")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    for path, message in ((config, "bad.yaml: actions.click: expected a mapping"), (dir_config, "logs: is a directory")):
+    for path, message in ((config, "bad.yaml: actions.click: expected a mapping"), (dir_config, "logs: a folder with no log files in it")):
         done = subprocess.run([sys.executable, "-m", "dfgr_torchrec.cli", "data", "prepare", "--config", str(path)],
                               capture_output=True, text=True, timeout=240, env=env)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr

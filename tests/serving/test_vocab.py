@@ -74,3 +74,22 @@ def test_vocab_rows_function():
     assert table_rows(2, "oov", 4) == 3 and table_rows(2, "hash", 4) == 7
     with pytest.raises(ValueError, match="ids must be sorted"):
         Vocabulary("item", np.array(["b", "a"]))
+
+
+def test_integer_vocabulary_takes_raw_ids_as_integers_and_counts_the_rest_unknown(tmp_path):
+    vocab = Vocabulary("item", np.array([3, 20, 100], dtype=np.int64), oov="hash", hash_buckets=8)
+    assert vocab.ids.dtype == np.int64
+    rows, unknown = vocab.rows([20, "100", "3", "x", "3.0", "007", 7])
+    assert rows[:3].tolist() == [2, 3, 1] and unknown == 4
+    assert rows[3:].tolist() == [4 + hash_bucket(v, 8) for v in ("x", "3.0", "007", "7")]  # hashed as their text
+    vocab.save(str(tmp_path))
+    assert Vocabulary.load(str(tmp_path), "item").ids.dtype == np.int64
+    with pytest.raises(ValueError, match="sorted"):
+        Vocabulary("item", np.array([20, 3]))
+
+
+def test_vocab_rows_on_integer_codes_matches_strings():
+    ints, strings = np.array([1, 5, 10]), np.array(["1", "10", "5"])
+    assert vocab_rows(np.array([10, 2, 5]), ints)[0].tolist() == [3, 0, 2]
+    assert vocab_rows(np.array(["10", "2", "5"]), ints)[0].tolist() == [3, 0, 2]
+    assert vocab_rows(np.array([10, 2]), strings)[0].tolist() == [2, 0]
