@@ -1,7 +1,7 @@
 """Cluster dry runs of the train component: what Slurm and Kubernetes would be asked for (offline).
 
-The Kubernetes test needs the `kubernetes` client package (TorchX's kubernetes extra); it is
-skipped without it. Neither needs a Docker daemon: no workspace is built (``--workspace ""``).
+The Kubernetes test needs the `kubernetes` client package (TorchX's kubernetes extra, pinned in
+requirements/dev.lock.txt; skipped outside this venv without it). Neither needs a Docker daemon: no workspace is built (``--workspace ""``).
 """
 
 import pathlib

@@ -154,3 +154,7 @@ def test_training_peak_memory_is_below_the_padded_kernel():
     if peaks[AttentionKernel.PYTORCH] is None:
         pytest.skip("no RSS high-water mark on this platform")
     assert peaks[AttentionKernel.TILED] < peaks[AttentionKernel.PYTORCH] / 4, peaks
+
+
+def test_default_tile_grows_with_the_sequence_up_to_the_cap():
+    assert [tiled.default_tile(n) for n in (1, 1024, 2048, 2049, 4096, 8192, 10**6)] == [256, 256, 256, 512, 512, 1024, 1024]
