@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.distributed as dist
 
-from dfgr_torchrec.data.dataset import SequenceDataset, make_dataloader
+from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset, make_dataloader
+from dfgr_torchrec.data.identity import prepared_for_run, record_prepared
 from dfgr_torchrec.distributed.sharding import shard_model, table_pooling_factors
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.recipes.args import main as args_main
@@ -59,6 +60,11 @@ class TrainRecipe:
     def _build(self) -> None:
         c = self.config
         self.data = prepare_data(c.data.config)
+        if self.start:  # resumed or evaluated weights: their table rows must mean the same ids
+            path = prepared_for_run(c.run_dir, self.data.path)
+            self.data = self.data if path == self.data.path else PreparedData(path)
+        elif self.env.is_main:
+            record_prepared(c.run_dir, self.data.path)
         torch.manual_seed(c.train.seed)
         model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"))
         pooling = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len), tables=c.sharding)

@@ -27,6 +27,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from dfgr_torchrec.config import RankingModelConfig, fill_from_data
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData
+from dfgr_torchrec.data.identity import prepared_for_run
 from dfgr_torchrec.data.prepare import find_prepared
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.training.checkpoint import latest_checkpoint
@@ -46,12 +47,13 @@ def resolve_model_config(train_config, data: PreparedData) -> RankingModelConfig
 
 def prepared_data_of(train_config, root: str = ".") -> PreparedData:
     """The prepared data set of a run, its paths read relative to ``root`` (where it was launched);
-    found, never prepared (nothing is written)."""
+    found, never prepared (nothing is written); the copy the run was trained on when the newest
+    one has other vocabularies (:func:`~dfgr_torchrec.data.identity.prepared_for_run`)."""
     with contextlib.chdir(root):
         found = find_prepared(load_data_config(train_config.data.config))
         if found is None:
             raise FileNotFoundError(f"{root}: no prepared copy of {train_config.data.config}; run `dfgr data prepare` there")
-        return PreparedData(os.path.abspath(found))
+        return PreparedData(prepared_for_run(os.path.abspath(train_config.run_dir), os.path.abspath(found)))
 
 
 def checkpoint_path(path: str) -> str:

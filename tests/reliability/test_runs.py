@@ -85,3 +85,15 @@ def test_a_stalled_rank_ends_the_job_naming_rank_and_step_then_one_process_evalu
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads((tmp_path / "debug" / "metrics_eval.json").read_text())
     assert metrics["split"] == "valid" and 0.0 < metrics["tasks"]["click"]["auc"] < 1.0
+
+
+@needs_data
+def test_eval_against_other_vocabularies_is_refused(run_copy):
+    """Weights trained on one preparation are never scored with another's id -> row mapping."""
+    out, run = run_copy
+    record = json.loads((run / "prepared.json").read_text())
+    record["path"] = str(out / "gone")
+    record["vocab"] = {name: "0" * 32 for name in record["vocab"]}
+    (run / "prepared.json").write_text(json.dumps(record))
+    result = dfgr("eval", "--config", DEBUG, f"output_dir={out}")
+    clean_error(result, "prepared.json: this run was trained on", "other vocabularies", "vocab_item.npy")
