@@ -62,7 +62,10 @@ def prepared_for_run(run_dir: str, path: str) -> str:
     if record is None or vocab_digests(path) == record["vocab"]:
         return path
     old = str(record["path"])
-    if os.path.isdir(old) and check_prepared(old) is None and vocab_digests(old) == record["vocab"]:
+    damage = check_prepared(old) if os.path.isdir(old) else "gone"
+    if damage is None and vocab_digests(old) != record["vocab"]:
+        damage = "prepared again since"
+    if damage is None:
         if os.path.abspath(old) != os.path.abspath(path):
             print(f"{run_dir}: using {old}, the prepared data it was trained on ({path} has other vocabularies)",
                   file=sys.stderr)
@@ -70,7 +73,7 @@ def prepared_for_run(run_dir: str, path: str) -> str:
     now = vocab_digests(path)
     changed = sorted(n for n in set(record["vocab"]) | set(now) if record["vocab"].get(n) != now.get(n))
     raise PreparedDataChanged(
-        f"{os.path.join(run_dir, RECORD)}: this run was trained on {old}, which is gone or changed, and the "
+        f"{os.path.join(run_dir, RECORD)}: this run was trained on {old} (now unusable: {damage}), and the "
         f"prepared data at hand ({path}) has other vocabularies ({', '.join(changed)}): its table rows would "
         f"stand for other ids. Train the run again (train.overwrite=true), or prepare the data as it was then"
     )
