@@ -133,8 +133,9 @@ Backend = Callable[..., torch.Tensor]
 # ``kernel: auto`` runs the tiled backend on CPU when the batch's longest key sequence has at least
 # this many tokens, the padded one below it and on GPU (where the tiled Python loop was never
 # measured faster than batched matmuls). Chosen from `dfgr bench attention --kernels pytorch tiled`
-# (results/bench/attention_kernels.json; README "Attention backends").
-TILED_FROM_LEN = 1024
+# (results/bench/attention_kernels_2threads*.json: from 512 tokens it took 0.2x to 0.67x the padded
+# step on 2 threads; README "Attention backends").
+TILED_FROM_LEN = 512
 
 
 def resolve_kernel(kernel: AttentionKernel, spec: "AttentionSpec", device: torch.device) -> AttentionKernel:
