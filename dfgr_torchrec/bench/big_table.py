@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import time
 from typing import Any, Dict, List
 
+from dfgr_torchrec.bench.child import run_child
 from dfgr_torchrec.bench.output import write_json
 
 
@@ -45,23 +43,11 @@ def _bin(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def _run_child(cmd: List[str], env: Dict[str, str] | None = None) -> Dict[str, float]:
-    """Runs ``cmd`` (its output passes through); returns its wall seconds. Raises on failure."""
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env)
-    return {"seconds": round(time.perf_counter() - start, 1)}
-
-
-def _child_peak_mb() -> float:
-    """The largest peak RSS among the children waited for so far (Linux reports kB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def synthesize(args: argparse.Namespace) -> str:
     """The log and its data YAML (with ``output_dir`` inside the workdir); returns the YAML."""
     log, data_yaml = os.path.join(args.workdir, "events.tsv"), os.path.join(args.workdir, "data.yaml")
     if not os.path.exists(data_yaml):
-        _run_child([_bin("dfgr"), "data", "synth", "--out", log, "--config-out", data_yaml, "--num-users", str(args.num_users),
+        run_child([_bin("dfgr"), "data", "synth", "--out", log, "--config-out", data_yaml, "--num-users", str(args.num_users),
                     "--num-items", str(args.num_items), "--item-popularity-exponent", "0", "--seed", str(args.seed)])
         with open(data_yaml, "a") as f:
             f.write(f"output_dir: {os.path.join(args.workdir, 'prepared')}\n")
@@ -75,9 +61,9 @@ def prepare(data_yaml: str) -> Dict[str, Any]:
 
     path = prepared_path(load_data_config(data_yaml))
     reused = os.path.isdir(path) and check_prepared(path) is None
-    timing = _run_child([_bin("dfgr"), "data", "prepare", "--config", data_yaml])
-    timing["peak_rss_mb"] = round(_child_peak_mb(), 1)
-    timing["reused"] = reused  # True: the seconds and RSS are the up-to-date check, not a prepare
+    seconds, peak_mib, _ = run_child([_bin("dfgr"), "data", "prepare", "--config", data_yaml])
+    # reused: the seconds and RSS are the up-to-date check, not a prepare
+    timing = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_mib, 1), "reused": reused}
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
     report = load_report(path)
@@ -91,7 +77,7 @@ def train(args: argparse.Namespace, data_yaml: str) -> Dict[str, Any]:
     cmd = [_bin("torchx"), "run", "-s", "local_cwd", "./launch/dfgr.py:train", "--config", args.train_config,
            "-j", f"1x{args.nproc}", f"output_dir={args.workdir}", "name=run", f"data.config={data_yaml}",
            f"train.max_steps={args.steps}", f"train.log_every={max(1, min(20, args.steps // 2))}", "train.overwrite=true"]
-    timing = _run_child(cmd, env)
+    seconds, _, _ = run_child(cmd, env)
     run_dir = os.path.join(args.workdir, "run")
     with open(os.path.join(run_dir, "train_log.jsonl")) as f:
         log = [json.loads(line) for line in f]
@@ -99,7 +85,7 @@ def train(args: argparse.Namespace, data_yaml: str) -> Dict[str, Any]:
         final = json.load(f)
     steady = log[1:] if len(log) >= 3 else log  # the first window holds the warm-up (first batches, allocations)
     return {
-        "wall_seconds": timing["seconds"],
+        "wall_seconds": round(seconds, 1),
         "steps": log[-1]["step"],
         "tokens_per_s": round(sum(r["tokens_per_s"] for r in steady) / len(steady), 1),
         "sequences_per_s": round(sum(r["samples_per_s"] for r in steady) / len(steady), 1),

@@ -26,9 +26,9 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from typing import Any, Dict
 
+from dfgr_torchrec.bench.child import run_child
 from dfgr_torchrec.bench.output import write_json
 
 ENGINES = ("duckdb", "python", "polars-minimal")
@@ -85,14 +85,10 @@ def measure(config_path: str, engine: str) -> Dict[str, Any]:
     """Runs one preparation in a child process: its output, wall seconds and peak RSS."""
     code = _POLARS if engine == "polars-minimal" else _PREPARE
     load_before = os.getloadavg()
-    start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", code, config_path, engine], stdout=subprocess.PIPE, text=True)
-    out = child.stdout.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"bench prepare: the {engine} run failed (exit {child.returncode})")
+    try:
+        seconds, peak_mib, out = run_child([sys.executable, "-c", code, config_path, engine], capture=True)
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"bench prepare: the {engine} run failed (exit {e.returncode})") from None
     from dfgr_torchrec.data.config import load_data_config, source_digest
 
     config = load_data_config(config_path)
@@ -104,7 +100,7 @@ def measure(config_path: str, engine: str) -> Dict[str, Any]:
         "log_bytes": source_digest(config.source.path)["size"] if engine != "polars-minimal" else os.path.getsize(config.source.path),
         **json.loads(out.strip().splitlines()[-1]),
         "seconds": round(seconds, 2),
-        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3),  # ru_maxrss is in KiB on Linux
+        "peak_rss_gb": round(peak_mib / 2**10, 3),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),

@@ -188,8 +188,8 @@ def jagged_attention(
     """
     if (self_k is None) != (self_v is None):
         raise ValueError("self_k and self_v must be given together")
-    backends = _backends()
-    if kernel not in AttentionKernel.__members__.values():
+    backend = _backends().get(resolve_kernel(kernel, spec, q.device))
+    if backend is None:
         raise ValueError(f"kernel: expected one of {[k.value for k in AttentionKernel]}, got {kernel!r}")
     q = q * (q.shape[-1] ** -0.5)
-    return backends[resolve_kernel(kernel, spec, q.device)](q, k, v, spec, AttentionForm(form), scale_len, self_k, self_v)
+    return backend(q, k, v, spec, AttentionForm(form), scale_len, self_k, self_v)
