@@ -50,6 +50,7 @@ BUILTIN_MODELS = {
     "hstu": "dfgr_torchrec.models.hstu:HSTUModel",
     "din": "dfgr_torchrec.models.din:DINModel",
 }
+BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms``
 
 
 def check(condition: bool, key: str, expected: str, value: Any) -> None:
@@ -225,8 +226,12 @@ class RankingModelConfig:
     interaction: InteractionConfig = field(default_factory=InteractionConfig)
     tasks: List[TaskConfig] = field(default_factory=list)
     head_hidden_dims: List[int] = field(default_factory=lambda: [64])
+    bias_terms: bool = False  # dfgr / metagr: add per-task item, side-feature and user biases to the logits
 
     def __post_init__(self) -> None:
+        check(isinstance(self.bias_terms, bool), "bias_terms", "true or false", self.bias_terms)
+        check(not self.bias_terms or self.type in BIAS_TERM_MODELS, "bias_terms",
+              f"false for model type {self.type!r} (only {', '.join(BIAS_TERM_MODELS)} add bias terms)", self.bias_terms)
         if isinstance(self.embeddings, Mapping):
             self.embeddings = from_dict(SequenceEmbeddingConfig, self.embeddings, "embeddings")
         if isinstance(self.interaction, Mapping):

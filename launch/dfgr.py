@@ -156,6 +156,7 @@ def demo(
 def study(
     config: str = "configs/study/quick.yaml",
     out: str = "results/quick",
+    only: str = "",
     image: str = ".",
     cpu: int = 2,
     memMB: int = 8192,
@@ -165,11 +166,14 @@ def study(
     Args:
         config: study YAML, relative to the image (the repository root with local_cwd).
         out: output folder: runs/, results.jsonl, summary.md, PNG plots.
+        only: comma-separated data/model glob patterns to launch (e.g. "kuairand/*,*/dfgr"); empty: all.
         image: the working directory / image holding the repository.
         cpu: CPUs to reserve.
         memMB: memory to reserve, in MB.
     """
     args = ["-m", "dfgr_torchrec.cli", "study", "--config", config, "--out", out]
+    patterns = [p for p in only.split(",") if p]
+    args += ["--only", *patterns] if patterns else []
     return _single_role_app("dfgr-study", image, args, cpu, memMB)
 
 

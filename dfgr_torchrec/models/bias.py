@@ -7,7 +7,6 @@ without it the model is item-only.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 
 from dfgr_torchrec.config import RankingModelConfig
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
+from dfgr_torchrec.modules.bias_terms import bias_table_config
 from dfgr_torchrec.modules.pointwise import PointwiseSamples
 
 
@@ -31,9 +31,7 @@ class BiasModel(PointwiseRankingModel):
     def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
         config.require_complete()
         self.num_tasks = len(config.tasks)
-        width = -(-self.num_tasks // 4) * 4
-        tables = dataclasses.replace(config.embeddings, embedding_dim=width, dropout=0.0)
-        super().__init__(config, device=device, embeddings=tables)
+        super().__init__(config, device=device, embeddings=bias_table_config(config.embeddings, self.num_tasks))
         self.global_bias = nn.Parameter(torch.zeros(len(config.tasks), device=device))
         self.reset_parameters()
 

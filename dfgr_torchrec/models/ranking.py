@@ -7,10 +7,12 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torchrec import KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
@@ -51,10 +53,17 @@ class _GenerativeRankingModel(nn.Module):
         self.head = MultiTaskHead(
             config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device
         )
+        self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 
-    def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:
+    def logits(self, states: torch.Tensor, features: KeyedJaggedTensor, candidates: bool) -> torch.Tensor:
+        """``[n, num_tasks]``: the head on the final states of the history interactions
+        (``candidates=False``) or of the candidates, plus the bias terms when configured."""
         logits = self.head(states)
+        return logits if self.bias_terms is None else logits + self.bias_terms(features, candidates)
+
+    def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:
+        logits = self.logits(states, batch.features, candidates=False)
         loss, task_losses = self.loss(logits, batch.labels)
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
 
@@ -106,7 +115,7 @@ class DFGRRankingModel(_GenerativeRankingModel):
             batch.history_timestamps(),
             batch.candidate_timestamps_jagged(),
         )
-        return JaggedTensor(values=self.head(states.values()), lengths=states.lengths())
+        return JaggedTensor(values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths())
 
 
 class MetaGRRankingModel(_GenerativeRankingModel):
@@ -137,4 +146,4 @@ class MetaGRRankingModel(_GenerativeRankingModel):
         states = self.interaction.score(
             emb.items, emb.actions, emb.candidates, batch.history_timestamps(), batch.candidate_timestamps_jagged()
         )
-        return JaggedTensor(values=self.head(states.values()), lengths=states.lengths())
+        return JaggedTensor(values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths())

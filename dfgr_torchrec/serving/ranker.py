@@ -149,7 +149,9 @@ class Ranker:
         if self.scoring is None or state.order_keys.shape[0] == 0:  # the graph needs >= 1 cached token
             return self.scorer.score([state], batch).values()
         embedded = self.model.embedding(batch.features).candidates.values()
-        return self.scoring(*graph_inputs(self.model.interaction, state, embedded, batch.candidate_timestamps))
+        logits = self.scoring(*graph_inputs(self.model.interaction, state, embedded, batch.candidate_timestamps))
+        bias_terms = self.model.bias_terms  # outside the exported graph: plain lookups
+        return logits if bias_terms is None else logits + bias_terms(batch.features, candidates=True)
 
 
 def read_manifest(directory: str) -> Dict[str, Any]:

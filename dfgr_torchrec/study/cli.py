@@ -15,11 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (runs/, results.jsonl, summary.md, plots)")
     parser.add_argument("--report-only", action="store_true",
                         help="launch nothing: report the (data set, model) pairs whose runs are all finished")
+    parser.add_argument("--only", nargs="+", default=[], metavar="DATA/MODEL",
+                        help="launch only these pairs (glob patterns: kuairand/*, */dfgr); the others are reported "
+                             "if finished, as with --report-only")
 
 
 def run(args: argparse.Namespace) -> List[Any]:
     config = load_study_config(args.config)
-    records = StudyRunner(config, args.out).run(finished_only=args.report_only)
+    records = StudyRunner(config, args.out).run(finished_only=args.report_only, only=args.only)
     rows = write_results(records, args.out, config.nproc)
     print(open(f"{args.out}/summary.md").read())
     return rows

@@ -9,12 +9,13 @@ chosen point is, once per seed.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from dfgr_torchrec.study.config import ModelRun, StudyConfig
 
@@ -53,16 +54,21 @@ class StudyRunner:
         self.runs_dir = os.path.join(out, "runs")
         self.launch = launcher or torchrun(config.nproc)
 
-    def run(self, finished_only: bool = False) -> List[Dict[str, Any]]:
+    def run(self, finished_only: bool = False, only: Sequence[str] = ()) -> List[Dict[str, Any]]:
         """Runs (or skips) everything; returns one record per finished run. ``finished_only``
         launches nothing and leaves out each (data set, model) whose runs are not all done, so a
-        study stopped half-way can be reported."""
+        study stopped half-way can be reported. ``only``: glob patterns of ``data/model``
+        (``kuairand/*``, ``*/dfgr``): the runs of the others are not launched, only reported."""
+        names = [f"{r.data}/{r.model}" for r in self.config.model_runs()]
+        for pattern in only:
+            if not fnmatch.filter(names, pattern):
+                raise ValueError(f"--only {pattern!r}: matches none of the study's data/model pairs ({', '.join(names)})")
         os.makedirs(self.runs_dir, exist_ok=True)
         launch, records = self.launch, []
-        if finished_only:
-            self.launch = _not_run
         try:
             for model_run in self.config.model_runs():
+                selected = not only or any(fnmatch.fnmatchcase(f"{model_run.data}/{model_run.model}", p) for p in only)
+                self.launch = _not_run if finished_only or not selected else launch
                 try:
                     records += self._model(model_run)
                 except _NotRun:

@@ -30,13 +30,16 @@ from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 
 WORLD = 2
 MODELS = {"dfgr": DFGRRankingModel, "metagr": MetaGRRankingModel}
+# name -> (class, model.bias_terms): the bias terms are a second collection of the same table names
+VARIANTS = {**{name: (cls, False) for name, cls in MODELS.items()}, "dfgr+bias_terms": (DFGRRankingModel, True)}
 
 
-def _config():
+def _config(bias_terms=False):
     return RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(item_vocab_size=1000, action_vocab_sizes={ACTION_FEATURE: 4}, embedding_dim=16),
         interaction=InteractionConfig(d_model=16, num_layers=2, num_heads=2, attention_dim=8, linear_dim=8, max_seq_len=32),
         tasks=[TaskConfig("a"), TaskConfig("b")],
+        bias_terms=bias_terms,
     )
 
 
@@ -51,10 +54,10 @@ def _worker(rank, port, model_name, errors):
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=WORLD)
         torch.set_num_threads(1)
-        cls = MODELS[model_name]
+        cls, bias_terms = VARIANTS[model_name]
         torch.manual_seed(0)
-        reference = cls(_config())
-        dmp = shard_model(cls(_config(), device=torch.device("meta")), {"item": "row_wise", "action": "table_wise"},
+        reference = cls(_config(bias_terms))
+        dmp = shard_model(cls(_config(bias_terms), device=torch.device("meta")), {"item": "row_wise", "action": "table_wise"},
                           torch.device("cpu"), sparse_lr=0.05)
         assert table_sharding_types(dmp) == {"item": "row_wise", "action": "table_wise"}, table_sharding_types(dmp)
         load_unsharded_state(dmp, reference.state_dict())
@@ -89,7 +92,7 @@ def _item_key(dmp):
     return next(k for k in dmp.state_dict() if k.endswith("embeddings.item.weight"))
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", sorted(VARIANTS))
 def test_sharded_model_matches_unsharded_and_trains(model_name):
     errors = mp.get_context("spawn").SimpleQueue()
     ctx = mp.spawn(_worker, args=(_free_port(), model_name, errors), nprocs=WORLD, join=False)

@@ -24,7 +24,7 @@ NUM_ITEMS, NUM_TASKS, D = 200, 2, 16
 MODELS = [DFGRRankingModel, MetaGRRankingModel]
 
 
-def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE):
+def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False):
     return RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(
             item_vocab_size=NUM_ITEMS, action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS}, embedding_dim=D
@@ -35,12 +35,13 @@ def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE):
         ),
         tasks=[TaskConfig("like"), TaskConfig("follow", weight=0.5)],
         head_hidden_dims=[16],
+        bias_terms=bias_terms,
     )
 
 
-def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE):
+def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False):
     torch.manual_seed(0)
-    model = cls(_config(mode, form))
+    model = cls(_config(mode, form, bias_terms))
     # The placeholder/action rows start near zero; make them large so a leak would show.
     with torch.no_grad():
         for p in model.parameters():
@@ -68,8 +69,9 @@ def _flip_actions(batch, indices):
 
 
 @pytest.mark.parametrize("cls", MODELS)
-def test_changing_an_action_never_changes_its_own_or_earlier_predictions(cls):
-    model, batch = _model(cls), _batch()
+@pytest.mark.parametrize("bias_terms", [False, True])
+def test_changing_an_action_never_changes_its_own_or_earlier_predictions(cls, bias_terms):
+    model, batch = _model(cls, bias_terms=bias_terms), _batch()
     with torch.no_grad():
         base = model(batch).logits
         offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths)
@@ -124,8 +126,9 @@ def _prefix_batch(batch, user, upto, candidate, cand_time, mode):
 @pytest.mark.parametrize("cls", MODELS)
 @pytest.mark.parametrize("mode", list(MaskMode))
 @pytest.mark.parametrize("form", list(AttentionForm))
-def test_training_prediction_equals_inference_score(cls, mode, form):
-    model, batch = _model(cls, mode, form), _batch(session_prob=0.4)
+@pytest.mark.parametrize("bias_terms", [False, True])
+def test_training_prediction_equals_inference_score(cls, mode, form, bias_terms):
+    model, batch = _model(cls, mode, form, bias_terms), _batch(session_prob=0.4)
     offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths).tolist()
     with torch.no_grad():
         train_logits = model(batch).logits
@@ -139,8 +142,9 @@ def test_training_prediction_equals_inference_score(cls, mode, form):
 
 @pytest.mark.parametrize("cls", MODELS)
 @pytest.mark.parametrize("mode", list(MaskMode))
-def test_candidates_are_scored_independently(cls, mode):
-    model, batch = _model(cls, mode), _batch()
+@pytest.mark.parametrize("bias_terms", [False, True])
+def test_candidates_are_scored_independently(cls, mode, bias_terms):
+    model, batch = _model(cls, mode, bias_terms=bias_terms), _batch()
     with torch.no_grad():
         together = model.score_candidates(batch)
         cand_items = batch.features["cand_item_id"].values()
@@ -176,6 +180,24 @@ def test_a_few_steps_lower_the_loss(cls):
         optimizer.step()
         losses.append(out.loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_bias_terms_add_the_item_rows_of_their_own_table(cls):
+    model, batch = _model(cls, bias_terms=True), _batch()
+    table = model.bias_terms.embedding.collection.embeddings["item"].weight
+    with torch.no_grad():
+        scored = model.score_candidates(batch).values()
+        model.bias_terms = None  # the same model without the terms
+        without = model.score_candidates(batch).values()
+    items = batch.features["cand_item_id"].values()
+    assert table.shape == (NUM_ITEMS, 4)  # one column per task, padded to FBGEMM's multiple of 4
+    torch.testing.assert_close(scored - without, table[items, :NUM_TASKS].detach(), atol=1e-6, rtol=0)
+
+
+def test_bias_terms_are_refused_for_a_model_that_ignores_them():
+    with pytest.raises(ValueError, match=r"bias_terms: expected false for model type 'din'"):
+        dataclasses.replace(_config(), type="din", bias_terms=True)
 
 
 def test_metagr_needs_matching_widths():

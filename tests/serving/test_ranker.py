@@ -20,7 +20,7 @@ from dfgr_torchrec.serving.vocab import Vocabularies
 from tests.serving.conftest import prepare_tiny
 
 
-def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION):
+def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False):
     config = RankingModelConfig(
         type=kind,
         embeddings=SequenceEmbeddingConfig(
@@ -34,6 +34,7 @@ def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION):
                                       max_seq_len=6, num_time_buckets=8, mask_mode=mode),
         tasks=[TaskConfig("click"), TaskConfig("like")],
         head_hidden_dims=[8],
+        bias_terms=bias_terms,
     )
     torch.manual_seed(0)
     model = build_model(config)
@@ -150,6 +151,22 @@ def test_metagr_artifacts_serve_too(hashed, tmp_path):
     results, errors = Ranker.load(out).score_lines([_line("a", HISTORY)])
     expected = _full_probabilities(model, vocabs, _line("a", HISTORY))
     torch.testing.assert_close(_probabilities(results[0], ["click", "like"]), expected, atol=1e-5, rtol=0)
+
+
+def test_bias_terms_are_served_by_the_graph_and_in_eager_mode(hashed, tmp_path):
+    vocabs = Vocabularies.from_prepared(hashed)
+    model = _model(vocabs, bias_terms=True)
+    out = write_artifact(model, vocabs, str(tmp_path / "bias_terms"), compile=False)
+    lines = [_line("a", HISTORY), _line("b", HISTORY[:2])]
+    for compiled in (True, False):
+        results, errors = Ranker.load(out, compiled=compiled).score_lines(lines)
+        assert errors == []
+        for line, result in zip(lines, results):
+            expected = _full_probabilities(model, vocabs, line)
+            torch.testing.assert_close(_probabilities(result, ["click", "like"]), expected, atol=1e-5, rtol=0)
+    with_terms = _full_probabilities(model, vocabs, lines[0])
+    model.bias_terms = None  # the terms count: without them the scores differ
+    assert not torch.allclose(_full_probabilities(model, vocabs, lines[0]), with_terms, atol=1e-3)
 
 
 def test_loading_needs_neither_training_code_nor_data(artifact):

@@ -62,7 +62,21 @@ def test_trimmed_study_chooses_on_validation_and_resumes(tmp_path, monkeypatch, 
     (bias_s1 / "metrics_final.json").rename(out / "bias_s1.json")
     assert main(["study", "--config", str(path), "--out", str(out), "--report-only"]) == 0
     assert {json.loads(line)["model"] for line in (out / "results.jsonl").read_text().splitlines()} == {"dfgr"}
-    (out / "bias_s1.json").rename(bias_s1 / "metrics_final.json")
+    # --only launches the selected pairs' missing runs and reports the others as they are
+    fake = lambda args, log: launched.append(args) or 0  # noqa: E731
+    records = StudyRunner(load_study_config(str(path)), str(out), launcher=fake).run(only=["kuairand/dfgr"])
+    assert launched == [] and {r["model"] for r in records} == {"dfgr"}
+    with pytest.raises(ValueError, match=r"--only 'movielens/\*': matches none"):
+        StudyRunner(load_study_config(str(path)), str(out), launcher=fake).run(only=["movielens/*"])
+
+    def finish_bias_s1(args, log):  # the "run" puts its metrics back
+        launched.append(args)
+        (out / "bias_s1.json").rename(bias_s1 / "metrics_final.json")
+        return 0
+
+    records = StudyRunner(load_study_config(str(path)), str(out), launcher=finish_bias_s1).run(only=["*/bias"])
+    assert len(launched) == 1 and f"name={bias_s1.name}" in launched[0] and len(records) == 6
+    launched.clear()
 
     # results committed without weights: the chosen run is trained again and tested at its end
     chosen = next(r for r in rows if r["model"] == "dfgr" and r["chosen"] and r["seed"] == 0)
