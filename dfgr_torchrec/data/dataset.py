@@ -50,6 +50,11 @@ class PreparedData:
             for code in (TRAIN, VALID, TEST)
         }
 
+    def item_train_counts(self) -> np.ndarray:
+        """``[item rows]`` int64: how often each item occurs in the training split."""
+        train_items = np.asarray(self.item)[np.asarray(self.split) == TRAIN]
+        return np.bincount(train_items, minlength=int(self.meta["item_rows"])).astype(np.int64)
+
     @property
     def tasks(self) -> List[str]:
         return list(self.meta["tasks"])

@@ -151,18 +151,20 @@ class TrainRecipe:
         the recipe reads it."""
         selection = self.state.selector.summary()  # before loading: the best checkpoint holds an older history
         self._load_best()
-        metrics = self.evaluate("test") if self.config.eval.test else (selection["valid"] or {})
+        metrics = self.evaluate("test", slices=True) if self.config.eval.test else (selection["valid"] or {})
         self.logger.evaluation(metrics, self.state.step)
         self.logger.close()
         return self._write_metrics({**metrics, **selection} if metrics else {}, "final")
 
-    def evaluate(self, split: str) -> Dict[str, Any]:
-        """Scores every candidate of ``split`` with the inference path (collective; metrics on rank 0)."""
+    def evaluate(self, split: str, slices: bool = False) -> Dict[str, Any]:
+        """Scores every candidate of ``split`` with the inference path (collective; metrics on rank 0);
+        ``slices`` adds the metrics by the candidate item's training count (cold, rare, ...)."""
         c = self.config
         dataset = SequenceDataset(self.data, split, c.data.eval_batch_size, c.data.max_seq_len, self.env.rank,
                                   self.env.world_size, user_id=c.data.user_id)
+        counts = self.data.item_train_counts() if slices else None
         # the dataset iterates its own batches: a DataLoader here would draw from the global RNG (dropout's)
-        return evaluate_model(self.dmp.module, dataset, self.data.tasks, split, self.env.device)
+        return evaluate_model(self.dmp.module, dataset, self.data.tasks, split, self.env.device, counts)
 
     def save(self) -> str:
         with self.logger.paused():  # checkpoint time is not training throughput
@@ -178,7 +180,7 @@ class TrainRecipe:
         """``dfgr eval``: the checkpoint ``setup(mode="eval")`` loaded (``--checkpoint``, else the best,
         else the latest) on ``split``."""
         with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step):
-            return self._write_metrics(self.evaluate(split), "eval")
+            return self._write_metrics(self.evaluate(split, slices=True), "eval")
 
     def _load_best(self) -> None:
         best = latest_checkpoint(best_checkpoint_dir(self.config.run_dir))
