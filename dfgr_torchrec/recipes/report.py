@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from dfgr_torchrec.training.report import format_metrics
+from dfgr_torchrec.training.report import format_metrics, format_slices
 
 
 def main(argv=None) -> int:
@@ -17,6 +17,8 @@ def main(argv=None) -> int:
         metrics = json.load(f)
     print(f"\n{argv[0]}: {metrics['split']} split, {metrics['candidates']} candidates")
     print(format_metrics(metrics))
+    if metrics.get("by_item_train_count"):
+        print(f"\nby the candidate item's count in the training split:\n{format_slices(metrics)}")
     return 0
 
 

@@ -29,6 +29,23 @@ def format_metrics(metrics: Dict[str, Any]) -> str:
     return tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", *["right"] * (len(headers) - 1)))
 
 
+def format_slices(metrics: Dict[str, Any]) -> str:
+    """Test AUC by the candidate item's training count (``by_item_train_count``), one row per
+    slice: its candidates, the mean AUC over the tasks it defines, the AUC of each task; "" if absent."""
+    slices = metrics.get("by_item_train_count")
+    if not slices:
+        return ""
+    tasks = list(metrics["tasks"])
+    rows = []
+    for name, per_task in slices.items():
+        aucs = [per_task[t].get("auc") for t in tasks]
+        defined = [a for a in aucs if a is not None and math.isfinite(a)]
+        mean = sum(defined) / len(defined) if defined else None
+        rows.append([name, per_task[tasks[0]]["count"], _cell(mean), *(_cell(a) for a in aucs)])
+    headers = ["item's training count", "candidates", "mean AUC", *(f"AUC {t}" for t in tasks)]
+    return tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", *["right"] * (len(headers) - 1)))
+
+
 def json_ready(value: Any) -> Any:
     """``value`` with every NaN or infinite float replaced by None (JSON ``null``): strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -49,4 +66,6 @@ def write_metrics(run_dir: str, name: str, metrics: Dict[str, Any]) -> str:
     selected = f", selected at step {metrics['selected_step']}" if metrics.get("selected_step") is not None else ""
     print(f"\n{metrics['split']} metrics ({metrics['candidates']} candidates{selected}), written to {path}:")
     print(format_metrics(metrics), flush=True)
+    if metrics.get("by_item_train_count"):
+        print(f"\nby the candidate item's count in the training split:\n{format_slices(metrics)}", flush=True)
     return path
