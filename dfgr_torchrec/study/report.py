@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from dfgr_torchrec.study.scaling import log_linear_fit, plot_scaling, save_chart, scaling_points
+from dfgr_torchrec.study.scaling import fit_r2, log_linear_fit, plot_scaling, save_chart, scaling_points
 
 METRICS = ("auc", "gauc", "logloss", "ne", "calibration")
 
@@ -112,7 +112,7 @@ def _scaling_lines(rows: List[Dict[str, Any]], data: str) -> List[str]:
         lines += ["", f"Scaling, {family}: " + ", ".join(f"{size} {flops:.3g} FLOPs GAUC {g:.4f}" for flops, g, size in points)]
         if len({f for f, _, _ in points}) > 1:
             a, b = log_linear_fit(points)
-            lines.append(f"fit: GAUC = {a:.4f} + {b:.4f} log10(FLOPs)")
+            lines.append(f"fit: GAUC = {a:.4f} + {b:.4f} log10(FLOPs), R^2 {fit_r2(points, a, b):.2f}")
     return lines
 
 

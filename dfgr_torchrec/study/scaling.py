@@ -39,6 +39,14 @@ def log_linear_fit(points: List[Tuple[float, float, str]]) -> Tuple[float, float
     return my - b * mx, b
 
 
+def fit_r2(points: List[Tuple[float, float, str]], a: float, b: float) -> float:
+    """The share of the GAUC variance across sizes the fit explains (1: every point on the line)."""
+    ys = [g for _, g, _ in points]
+    total = sum((y - statistics.mean(ys)) ** 2 for y in ys)
+    residual = sum((g - a - b * math.log10(f)) ** 2 for f, g, _ in points)
+    return 1.0 - residual / total if total > 0 else 1.0
+
+
 def plot_scaling(plt, rows: List[Dict[str, Any]], data: str, path: str) -> Dict[str, Tuple[float, float]]:
     """Draws the chart to ``path`` if some family has two sizes; returns each family's fit."""
     points = {f: p for f, p in scaling_points(rows, data).items() if len({x for x, _, _ in p}) > 1}
@@ -48,7 +56,8 @@ def plot_scaling(plt, rows: List[Dict[str, Any]], data: str, path: str) -> Dict[
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for family, p in points.items():
         a, b = fits[family] = log_linear_fit(p)
-        (line,) = ax.plot([f for f, _, _ in p], [g for _, g, _ in p], "o", label=f"{family}: {a:.3f} + {b:.4f} log10 F")
+        label = f"{family}: {a:.3f} + {b:.4f} log10 F (R² {fit_r2(p, a, b):.2f})"
+        (line,) = ax.plot([f for f, _, _ in p], [g for _, g, _ in p], "o", label=label)
         ends = [p[0][0], p[-1][0]]
         ax.plot(ends, [a + b * math.log10(f) for f in ends], "-", color=line.get_color())
     ax.set_xscale("log")
