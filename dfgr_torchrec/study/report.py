@@ -70,8 +70,9 @@ def _mean_std(values: List[float]) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "n/a"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {std:.4f}"
+    if len(values) == 1:  # one seed: no spread to report
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def _per_seed_task_mean(rows: List[Dict[str, Any]], metric: str) -> List[float]:
