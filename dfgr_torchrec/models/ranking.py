@@ -59,7 +59,10 @@ class _GenerativeRankingModel(nn.Module):
     def logits(self, states: torch.Tensor, features: KeyedJaggedTensor, candidates: bool) -> torch.Tensor:
         """``[n, num_tasks]``: the head on the final states of the history interactions
         (``candidates=False``) or of the candidates, plus the bias terms when configured."""
-        logits = self.head(states)
+        return self.with_bias_terms(self.head(states), features, candidates)
+
+    def with_bias_terms(self, logits: torch.Tensor, features: KeyedJaggedTensor, candidates: bool) -> torch.Tensor:
+        """``logits`` plus the bias terms of the same rows, when the model has them."""
         return logits if self.bias_terms is None else logits + self.bias_terms(features, candidates)
 
     def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from dfgr_torchrec.training.report import format_metrics, format_slices
+from dfgr_torchrec.training.report import metrics_tables
 
 
 def main(argv=None) -> int:
@@ -16,9 +16,7 @@ def main(argv=None) -> int:
     with open(argv[0]) as f:
         metrics = json.load(f)
     print(f"\n{argv[0]}: {metrics['split']} split, {metrics['candidates']} candidates")
-    print(format_metrics(metrics))
-    if metrics.get("by_item_train_count"):
-        print(f"\nby the candidate item's count in the training split:\n{format_slices(metrics)}")
+    print(metrics_tables(metrics))
     return 0
 
 

@@ -150,8 +150,7 @@ class Ranker:
             return self.scorer.score([state], batch).values()
         embedded = self.model.embedding(batch.features).candidates.values()
         logits = self.scoring(*graph_inputs(self.model.interaction, state, embedded, batch.candidate_timestamps))
-        bias_terms = self.model.bias_terms  # outside the exported graph: plain lookups
-        return logits if bias_terms is None else logits + bias_terms(batch.features, candidates=True)
+        return self.model.with_bias_terms(logits, batch.features, candidates=True)  # outside the exported graph
 
 
 def read_manifest(directory: str) -> Dict[str, Any]:

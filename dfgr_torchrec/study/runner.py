@@ -59,15 +59,15 @@ class StudyRunner:
         launches nothing and leaves out each (data set, model) whose runs are not all done, so a
         study stopped half-way can be reported. ``only``: glob patterns of ``data/model``
         (``kuairand/*``, ``*/dfgr``): the runs of the others are not launched, only reported."""
-        names = [f"{r.data}/{r.model}" for r in self.config.model_runs()]
+        runs = {f"{r.data}/{r.model}": r for r in self.config.model_runs()}
         for pattern in only:
-            if not fnmatch.filter(names, pattern):
-                raise ValueError(f"--only {pattern!r}: matches none of the study's data/model pairs ({', '.join(names)})")
+            if not fnmatch.filter(runs, pattern):
+                raise ValueError(f"--only {pattern!r}: matches none of the study's data/model pairs ({', '.join(runs)})")
         os.makedirs(self.runs_dir, exist_ok=True)
         launch, records = self.launch, []
         try:
-            for model_run in self.config.model_runs():
-                selected = not only or any(fnmatch.fnmatchcase(f"{model_run.data}/{model_run.model}", p) for p in only)
+            for name, model_run in runs.items():
+                selected = not only or any(fnmatch.fnmatchcase(name, p) for p in only)
                 self.launch = _not_run if finished_only or not selected else launch
                 try:
                     records += self._model(model_run)

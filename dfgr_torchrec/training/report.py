@@ -46,6 +46,13 @@ def format_slices(metrics: Dict[str, Any]) -> str:
     return tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", *["right"] * (len(headers) - 1)))
 
 
+def metrics_tables(metrics: Dict[str, Any]) -> str:
+    """:func:`format_metrics`, then the :func:`format_slices` table under its heading when present."""
+    slices = format_slices(metrics)
+    by_count = f"\n\nby the candidate item's count in the training split:\n{slices}" if slices else ""
+    return format_metrics(metrics) + by_count
+
+
 def json_ready(value: Any) -> Any:
     """``value`` with every NaN or infinite float replaced by None (JSON ``null``): strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -65,7 +72,5 @@ def write_metrics(run_dir: str, name: str, metrics: Dict[str, Any]) -> str:
         json.dump(json_ready(metrics), f, indent=2, allow_nan=False)
     selected = f", selected at step {metrics['selected_step']}" if metrics.get("selected_step") is not None else ""
     print(f"\n{metrics['split']} metrics ({metrics['candidates']} candidates{selected}), written to {path}:")
-    print(format_metrics(metrics), flush=True)
-    if metrics.get("by_item_train_count"):
-        print(f"\nby the candidate item's count in the training split:\n{format_slices(metrics)}", flush=True)
+    print(metrics_tables(metrics), flush=True)
     return path
