@@ -9,6 +9,9 @@ Example (``configs/study/quick.yaml``)::
     grid: {optim.lr: [0.001, 0.003]}          # crossed; the same points for every (data set, model)
     # or, instead of a grid, the points themselves:
     # points: [{optim.lr: 0.001}, {optim.lr: 0.003, model.embeddings.dropout: 0.2}]
+    variants:                                 # optional: the grid runs the first; the others are tried
+      user_id: {data.user_id: true}           # at each model's chosen point (first seed), and the best
+      no_user_id: {data.user_id: false}       # of them on validation is the one the other seeds repeat
     datasets:
       kuairand:
         dfgr: configs/train/dfgr_kuairand.yaml
@@ -19,8 +22,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 from dfgr_torchrec.config import check, load_config_file
 
@@ -45,6 +49,7 @@ class StudyConfig:
     grid: Dict[str, List[Any]] = field(default_factory=dict)
     points: List[Dict[str, Any]] = field(default_factory=list)
     common: List[str] = field(default_factory=list)
+    variants: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     nproc: int = 2
 
     def __post_init__(self) -> None:
@@ -54,6 +59,12 @@ class StudyConfig:
         for i, point in enumerate(self.points):
             ok = isinstance(point, Mapping) and all(isinstance(k, str) for k in point)
             check(ok, f"points[{i}]", "a mapping of key: value overrides", point)
+        check(isinstance(self.variants, Mapping), "variants", "a mapping of name: {key: value, ...}", self.variants)
+        for name, overrides in self.variants.items():
+            check(re.fullmatch(r"[A-Za-z0-9_]+", str(name)) is not None, f"variants.{name}",
+                  "a name of letters, digits and _ (it becomes part of run names)", name)
+            ok = isinstance(overrides, Mapping) and len(overrides) > 0 and all(isinstance(k, str) for k in overrides)
+            check(ok, f"variants.{name}", "a non-empty mapping of key: value overrides", overrides)
         for key, values in self.grid.items():
             check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "a non-empty list of values", values)
         check(isinstance(self.datasets, Mapping) and len(self.datasets) > 0, "datasets", "at least one data set", self.datasets)
@@ -79,6 +90,10 @@ class StudyConfig:
             return [dict(p) for p in self.points]
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    def variant_list(self) -> List[Tuple[str, Dict[str, Any]]]:
+        """``(name, overrides)`` of each variant, the grid's own first; one unnamed, empty one without any."""
+        return [(name, dict(o)) for name, o in self.variants.items()] or [("", {})]
 
 
 def load_study_config(path: str) -> StudyConfig:

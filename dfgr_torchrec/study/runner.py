@@ -1,4 +1,5 @@
-"""Runs a study: every grid point on the first seed, the best point (on validation) on every seed.
+"""Runs a study: every grid point on the first seed, then each other variant (``variants``) at the
+best point, then the best of them (on validation) on every seed.
 
 Each run is the training recipe in its own ``torchrun`` job, writing to ``<out>/runs/<name>``.
 A run whose ``metrics_final.json`` exists is done and skipped; an interrupted one resumes from
@@ -15,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from dfgr_torchrec.study.config import ModelRun, StudyConfig
 
@@ -42,8 +43,13 @@ def _not_run(args: List[str], log_path: str) -> int:
     raise _NotRun(log_path)
 
 
-def run_name(run: ModelRun, point: int, seed: int) -> str:
-    return f"{run.data}__{run.model}__p{point}__s{seed}"
+def run_name(run: ModelRun, label: str, seed: int) -> str:
+    return f"{run.data}__{run.model}__{label}__s{seed}"
+
+
+def _label(point: int, variant: str, first_variant: str) -> str:
+    """``p2`` for a grid run (which uses the first variant), ``p2-no_user_id`` for another variant."""
+    return f"p{point}" if variant == first_variant else f"p{point}-{variant}"
 
 
 class StudyRunner:
@@ -78,43 +84,52 @@ class StudyRunner:
         return records
 
     def _model(self, model_run: ModelRun) -> List[Dict[str, Any]]:
-        points, seeds = self.config.grid_points(), self.config.seeds
-        single = len(points) == 1
-        tried = [self._ensure(model_run, i, point, seeds[0], test=single) for i, point in enumerate(points)]
-        best = max(range(len(points)), key=lambda i: _score(tried[i]))
+        """The grid on the first seed (with the first variant), then the other variants at the best
+        point, then the best of all of them on the other seeds; all choices on validation."""
+        points, seeds, variants = self.config.grid_points(), self.config.seeds, self.config.variant_list()
+        first = variants[0][0]
+        single = len(points) == 1 and len(variants) == 1
+
+        def candidate(point: int, variant: str, overrides: Dict[str, Any]) -> Tuple[str, int, str, Dict[str, Any]]:
+            return _label(point, variant, first), point, variant, {**points[point], **overrides}
+
+        stage = [candidate(i, first, variants[0][1]) for i in range(len(points))]
+        tried = [self._ensure(model_run, *c, seeds[0], test=single) for c in stage]
+        best = max(range(len(tried)), key=lambda i: _score(tried[i]))
+        stage += [candidate(stage[best][1], name, overrides) for name, overrides in variants[1:]]
+        tried += [self._ensure(model_run, *c, seeds[0], test=False) for c in stage[len(tried):]]
+        best = max(range(len(tried)), key=lambda i: _score(tried[i]))
         if not single:
-            tried[best] = self._ensure_test(model_run, best, points[best], seeds[0], tried[best])
-        chosen = [self._ensure(model_run, best, points[best], seed, test=True) for seed in seeds[1:]]
+            tried[best] = self._ensure_test(model_run, *stage[best], seeds[0], tried[best])
+        chosen = [self._ensure(model_run, *stage[best], seed, test=True) for seed in seeds[1:]]
         for i, record in enumerate(tried):
             record["chosen"] = i == best
         return tried + [{**record, "chosen": True} for record in chosen]
 
-    def _ensure(self, model_run: ModelRun, point: int, params: Dict[str, Any], seed: int, test: bool) -> Dict[str, Any]:
-        name = run_name(model_run, point, seed)
+    def _ensure(self, model_run: ModelRun, label: str, point: int, variant: str, params: Dict[str, Any], seed: int,
+                test: bool) -> Dict[str, Any]:
+        name = run_name(model_run, label, seed)
         run_dir = os.path.join(self.runs_dir, name)
         final = os.path.join(run_dir, "metrics_final.json")
         if not os.path.exists(final):
-            overrides = [*model_run.overrides, *(f"{k}={json.dumps(v)}" for k, v in params.items()),
-                         f"train.seed={seed}", f"eval.test={str(test).lower()}"]
+            overrides = [*model_run.overrides, *_values(params), f"train.seed={seed}", f"eval.test={str(test).lower()}"]
             # an interrupted run resumes from its checkpoint, or starts again if it had none yet
             self._launch(name, ["--config", model_run.config, f"output_dir={self.runs_dir}", f"name={name}", *overrides,
                                 "checkpoint.resume=auto"])
         with open(final) as f:
             metrics = json.load(f)
-        return {"name": name, "data": model_run.data, "model": model_run.model, "point": point, "params": params,
-                "seed": seed, "final": metrics, "train_seconds": _seconds(run_dir)}
+        return {"name": name, "data": model_run.data, "model": model_run.model, "point": point, "variant": variant,
+                "params": params, "seed": seed, "final": metrics, "train_seconds": _seconds(run_dir)}
 
-    def _ensure_test(
-        self, model_run: ModelRun, point: int, params: Dict[str, Any], seed: int, record: Dict[str, Any]
-    ) -> Dict[str, Any]:
-        """The chosen point's first-seed run was trained without a test: score its best checkpoint
-        now. A run whose weights are gone (a study resumed from committed results, which keep
-        metrics, not weights) is trained again, with the test at its end."""
-        name = run_name(model_run, point, seed)
+    def _ensure_test(self, model_run: ModelRun, label: str, point: int, variant: str, params: Dict[str, Any], seed: int,
+                     record: Dict[str, Any]) -> Dict[str, Any]:
+        """The chosen first-seed run was trained without a test: score its best checkpoint now. A
+        run whose weights are gone (a study resumed from committed results, which keep metrics, not
+        weights) is trained again, with the test at its end."""
+        name = run_name(model_run, label, seed)
         run_dir = os.path.join(self.runs_dir, name)
         if os.path.exists(os.path.join(run_dir, "metrics_eval.json")) or record["final"].get("split") == "test":
             return record
-        values = [f"{k}={json.dumps(v)}" for k, v in params.items()]
         if not os.path.isdir(os.path.join(run_dir, "best")):
             if self.launch is _not_run:
                 raise _NotRun(name)
@@ -123,11 +138,11 @@ class StudyRunner:
                 if os.path.exists(os.path.join(run_dir, stale)):
                     os.remove(os.path.join(run_dir, stale))
             self._launch(name, ["--config", model_run.config, f"output_dir={self.runs_dir}", f"name={name}",
-                                *model_run.overrides, *values, f"train.seed={seed}", "eval.test=true",
+                                *model_run.overrides, *_values(params), f"train.seed={seed}", "eval.test=true",
                                 "train.overwrite=true"])
-            return self._ensure(model_run, point, params, seed, test=True)
+            return self._ensure(model_run, label, point, variant, params, seed, test=True)
         self._launch(name, ["--config", model_run.config, "--eval-only", "--split", "test", f"output_dir={self.runs_dir}",
-                            f"name={name}", *model_run.overrides, *values, f"train.seed={seed}"], timed=False)
+                            f"name={name}", *model_run.overrides, *_values(params), f"train.seed={seed}"], timed=False)
         return record
 
     def _launch(self, name: str, args: List[str], timed: bool = True) -> None:
@@ -139,6 +154,10 @@ class StudyRunner:
         if timed:
             _add_seconds(os.path.join(self.runs_dir, name), time.perf_counter() - start)
         print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _values(params: Dict[str, Any]) -> List[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in params.items()]
 
 
 def _score(record: Dict[str, Any]) -> float:

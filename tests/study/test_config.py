@@ -15,10 +15,20 @@ def test_a_grid_is_crossed_and_points_are_taken_as_listed():
     assert StudyConfig(name="none", datasets=DATASETS).grid_points() == [{}]
 
 
+def test_variants_keep_their_order_and_default_to_one_empty_variant():
+    variants = {"user_id": {"data.user_id": True}, "no_user_id": {"data.user_id": False}}
+    config = StudyConfig(name="v", datasets=DATASETS, variants=variants)
+    assert config.variant_list() == [("user_id", {"data.user_id": True}), ("no_user_id", {"data.user_id": False})]
+    assert StudyConfig(name="none", datasets=DATASETS).variant_list() == [("", {})]
+
+
 @pytest.mark.parametrize("kwargs, key", [
     ({"grid": {"optim.lr": [1]}, "points": [{"optim.lr": 1}]}, "points"),
     ({"points": ["optim.lr=1"]}, r"points\[0\]"),
     ({"grid": {"optim.lr": []}}, r"grid\.optim\.lr"),
+    ({"variants": {"no user": {"data.user_id": False}}}, r"variants\.no user"),
+    ({"variants": {"no_user_id": {}}}, r"variants\.no_user_id"),
+    ({"variants": ["data.user_id=false"]}, "variants"),
 ])
 def test_bad_study_configs_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):

@@ -1,0 +1,68 @@
+"""The study's choices, with a stand-in launcher whose runs score as a function of their overrides
+(the real torchrun jobs are in test_study.py)."""
+
+import json
+import os
+
+import pytest
+
+from dfgr_torchrec.study.config import StudyConfig
+from dfgr_torchrec.study.runner import StudyRunner
+
+VARIANTS = {"user_id": {"data.user_id": True}, "no_user_id": {"data.user_id": False}}
+
+
+def _launcher(runs_dir, score, launched):
+    """Writes what a finished run writes; its validation score is ``score(overrides)``."""
+
+    def launch(args, log_path):
+        launched.append(args)
+        overrides = dict(a.split("=", 1) for a in args if "=" in a)
+        run_dir = os.path.join(runs_dir, overrides["name"])
+        os.makedirs(os.path.join(run_dir, "best"), exist_ok=True)
+        if "--eval-only" in args:
+            with open(os.path.join(run_dir, "metrics_eval.json"), "w") as f:
+                json.dump({"split": "test", "tasks": {}}, f)
+            return 0
+        final = {"split": "test" if overrides["eval.test"] == "true" else "valid", "tasks": {},
+                 "selection": {"score": score(overrides)}}
+        with open(os.path.join(run_dir, "metrics_final.json"), "w") as f:
+            json.dump(final, f)
+        return 0
+
+    return launch
+
+
+@pytest.mark.parametrize("user_id_gain, chosen", [(0.05, "p1-no_user_id"), (-0.05, "p1")])
+def test_other_variants_are_tried_at_the_best_grid_point_and_the_best_is_seeded(tmp_path, user_id_gain, chosen):
+    config = StudyConfig(name="v", datasets={"kuairand": {"dfgr": "configs/train/debug.yaml"}}, seeds=[0, 1, 2],
+                         grid={"optim.lr": [0.001, 0.01]}, variants=VARIANTS)
+
+    def score(o):  # the larger lr wins the grid; dropping the user id adds user_id_gain
+        return float(o["optim.lr"]) + (user_id_gain if o["data.user_id"] == "false" else 0.0)
+
+    launched = []
+    records = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), score, launched)).run()
+    names = [a for args in launched for a in args if a.startswith("name=")]
+    first_seed = ["name=kuairand__dfgr__p0__s0", "name=kuairand__dfgr__p1__s0", "name=kuairand__dfgr__p1-no_user_id__s0"]
+    assert names[:3] == first_seed  # the variant only at the grid's best point (p1), never at p0
+    assert names[3:] == [f"name=kuairand__dfgr__{chosen}__s{s}" for s in (0, 1, 2)]
+    assert "--eval-only" in launched[3]  # the chosen first-seed run's best checkpoint, tested once
+    picked = [r for r in records if r["chosen"]]
+    assert {r["name"].rsplit("__", 1)[0] for r in picked} == {f"kuairand__dfgr__{chosen}"} and len(picked) == 3
+    assert all(r["params"] == {"optim.lr": 0.01, "data.user_id": chosen == "p1"} for r in picked)
+    assert {r["variant"] for r in picked} == {"user_id" if chosen == "p1" else "no_user_id"}
+    for args in launched[:3] + launched[4:]:  # every training run carries its variant's override
+        name = next(a for a in args if a.startswith("name="))
+        assert ("data.user_id=false" in args) == ("no_user_id" in name)
+    for args in launched:  # only the chosen candidate ever reaches the test split
+        tests = "--eval-only" in args or "eval.test=true" in args
+        assert not tests or f"__{chosen}__" in next(a for a in args if a.startswith("name="))
+
+
+def test_without_variants_a_single_point_is_tested_at_the_end_of_its_run(tmp_path):
+    config = StudyConfig(name="one", datasets={"kuairand": {"dfgr": "configs/train/debug.yaml"}}, seeds=[0])
+    launched = []
+    StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched)).run()
+    (args,) = launched
+    assert "name=kuairand__dfgr__p0__s0" in args and "eval.test=true" in args
