@@ -42,7 +42,7 @@ def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -
             for task, m in metrics["tasks"].items():
                 rows.append({
                     "data": r["data"], "model": r["model"], "seed": r["seed"], "params": r["params"], "point": r["point"],
-                    "variant": r.get("variant") or None,
+                    "variant": r["variant"] or None,
                     "chosen": r["chosen"], "split": split, "task": task, **{k: _number(m[k]) for k in METRICS},
                     "selected_step": r["final"].get("selected_step"), "train_seconds": r["train_seconds"],
                     **cost,

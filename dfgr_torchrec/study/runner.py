@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from dfgr_torchrec.study.config import ModelRun, StudyConfig
 
@@ -47,9 +47,14 @@ def run_name(run: ModelRun, label: str, seed: int) -> str:
     return f"{run.data}__{run.model}__{label}__s{seed}"
 
 
-def _label(point: int, variant: str, first_variant: str) -> str:
-    """``p2`` for a grid run (which uses the first variant), ``p2-no_user_id`` for another variant."""
-    return f"p{point}" if variant == first_variant else f"p{point}-{variant}"
+class Candidate(NamedTuple):
+    """A grid point with one variant: its run label (``p2``, or ``p2-no_user_id`` for a variant
+    other than the grid's own), the point's index, the variant's name, and the overrides of both."""
+
+    label: str
+    point: int
+    variant: str
+    params: Dict[str, Any]
 
 
 class StudyRunner:
@@ -90,43 +95,48 @@ class StudyRunner:
         first = variants[0][0]
         single = len(points) == 1 and len(variants) == 1
 
-        def candidate(point: int, variant: str, overrides: Dict[str, Any]) -> Tuple[str, int, str, Dict[str, Any]]:
-            return _label(point, variant, first), point, variant, {**points[point], **overrides}
+        def candidate(point: int, variant: str, overrides: Dict[str, Any]) -> Candidate:
+            label = f"p{point}" if variant == first else f"p{point}-{variant}"
+            return Candidate(label, point, variant, {**points[point], **overrides})
 
         stage = [candidate(i, first, variants[0][1]) for i in range(len(points))]
-        tried = [self._ensure(model_run, *c, seeds[0], test=single) for c in stage]
+        tried = [self._ensure(model_run, c, seeds[0], test=single) for c in stage]
         best = max(range(len(tried)), key=lambda i: _score(tried[i]))
-        stage += [candidate(stage[best][1], name, overrides) for name, overrides in variants[1:]]
-        tried += [self._ensure(model_run, *c, seeds[0], test=False) for c in stage[len(tried):]]
+        stage += [candidate(stage[best].point, name, overrides) for name, overrides in variants[1:]]
+        tried += [self._ensure(model_run, c, seeds[0], test=False) for c in stage[len(tried):]]
         best = max(range(len(tried)), key=lambda i: _score(tried[i]))
         if not single:
-            tried[best] = self._ensure_test(model_run, *stage[best], seeds[0], tried[best])
-        chosen = [self._ensure(model_run, *stage[best], seed, test=True) for seed in seeds[1:]]
+            tried[best] = self._ensure_test(model_run, stage[best], seeds[0], tried[best])
+        chosen = [self._ensure(model_run, stage[best], seed, test=True) for seed in seeds[1:]]
         for i, record in enumerate(tried):
             record["chosen"] = i == best
         return tried + [{**record, "chosen": True} for record in chosen]
 
-    def _ensure(self, model_run: ModelRun, label: str, point: int, variant: str, params: Dict[str, Any], seed: int,
-                test: bool) -> Dict[str, Any]:
-        name = run_name(model_run, label, seed)
+    def _args(self, model_run: ModelRun, name: str, params: Dict[str, Any], seed: int,
+              flags: Sequence[str] = (), extra: Sequence[str] = ()) -> List[str]:
+        """The recipe's arguments for one run of ``model_run`` with ``params`` and ``seed``."""
+        return ["--config", model_run.config, *flags, f"output_dir={self.runs_dir}", f"name={name}",
+                *model_run.overrides, *(f"{k}={json.dumps(v)}" for k, v in params.items()), f"train.seed={seed}", *extra]
+
+    def _ensure(self, model_run: ModelRun, candidate: Candidate, seed: int, test: bool) -> Dict[str, Any]:
+        name = run_name(model_run, candidate.label, seed)
         run_dir = os.path.join(self.runs_dir, name)
         final = os.path.join(run_dir, "metrics_final.json")
         if not os.path.exists(final):
-            overrides = [*model_run.overrides, *_values(params), f"train.seed={seed}", f"eval.test={str(test).lower()}"]
             # an interrupted run resumes from its checkpoint, or starts again if it had none yet
-            self._launch(name, ["--config", model_run.config, f"output_dir={self.runs_dir}", f"name={name}", *overrides,
-                                "checkpoint.resume=auto"])
+            self._launch(name, self._args(model_run, name, candidate.params, seed,
+                                          extra=[f"eval.test={str(test).lower()}", "checkpoint.resume=auto"]))
         with open(final) as f:
             metrics = json.load(f)
-        return {"name": name, "data": model_run.data, "model": model_run.model, "point": point, "variant": variant,
-                "params": params, "seed": seed, "final": metrics, "train_seconds": _seconds(run_dir)}
+        return {"name": name, "data": model_run.data, "model": model_run.model, "point": candidate.point,
+                "variant": candidate.variant, "params": candidate.params, "seed": seed, "final": metrics,
+                "train_seconds": _seconds(run_dir)}
 
-    def _ensure_test(self, model_run: ModelRun, label: str, point: int, variant: str, params: Dict[str, Any], seed: int,
-                     record: Dict[str, Any]) -> Dict[str, Any]:
+    def _ensure_test(self, model_run: ModelRun, candidate: Candidate, seed: int, record: Dict[str, Any]) -> Dict[str, Any]:
         """The chosen first-seed run was trained without a test: score its best checkpoint now. A
         run whose weights are gone (a study resumed from committed results, which keep metrics, not
         weights) is trained again, with the test at its end."""
-        name = run_name(model_run, label, seed)
+        name = run_name(model_run, candidate.label, seed)
         run_dir = os.path.join(self.runs_dir, name)
         if os.path.exists(os.path.join(run_dir, "metrics_eval.json")) or record["final"].get("split") == "test":
             return record
@@ -137,12 +147,11 @@ class StudyRunner:
             for stale in ("metrics_final.json", "study_run.json"):
                 if os.path.exists(os.path.join(run_dir, stale)):
                     os.remove(os.path.join(run_dir, stale))
-            self._launch(name, ["--config", model_run.config, f"output_dir={self.runs_dir}", f"name={name}",
-                                *model_run.overrides, *_values(params), f"train.seed={seed}", "eval.test=true",
-                                "train.overwrite=true"])
-            return self._ensure(model_run, label, point, variant, params, seed, test=True)
-        self._launch(name, ["--config", model_run.config, "--eval-only", "--split", "test", f"output_dir={self.runs_dir}",
-                            f"name={name}", *model_run.overrides, *_values(params), f"train.seed={seed}"], timed=False)
+            self._launch(name, self._args(model_run, name, candidate.params, seed,
+                                          extra=["eval.test=true", "train.overwrite=true"]))
+            return self._ensure(model_run, candidate, seed, test=True)
+        self._launch(name, self._args(model_run, name, candidate.params, seed, flags=["--eval-only", "--split", "test"]),
+                     timed=False)
         return record
 
     def _launch(self, name: str, args: List[str], timed: bool = True) -> None:
@@ -154,10 +163,6 @@ class StudyRunner:
         if timed:
             _add_seconds(os.path.join(self.runs_dir, name), time.perf_counter() - start)
         print(f"{name}: done in {time.perf_counter() - start:.0f} s", flush=True)
-
-
-def _values(params: Dict[str, Any]) -> List[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in params.items()]
 
 
 def _score(record: Dict[str, Any]) -> float:

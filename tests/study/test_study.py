@@ -1,9 +1,9 @@
 """A trimmed study, for real: two models, a two-point grid, two variants, two seeds, torchrun jobs of the recipe."""
 
 import json
-from collections import defaultdict
 import pathlib
 import shutil
+from collections import defaultdict
 
 import pytest
 import yaml
