@@ -30,6 +30,13 @@ class MaskMode(str, enum.Enum):
     SESSION = "session"  # interaction i sees interactions with t_j < t_i (same-timestamp items never see each other's actions)
 
 
+class UserContext(str, enum.Enum):
+    """Where the generative models put the user's context embedding."""
+
+    ADD = "add"  # added to every item and candidate token of the user
+    TOKEN = "token"  # one token before the user's history, seen by every later token
+
+
 class MergeOp(str, enum.Enum):
     """How the item and action embeddings of one interaction become one token."""
 
@@ -159,6 +166,10 @@ class SequenceEmbeddingConfig:
             the default: it won on MovieLens-1M) or ``"sum"``.
         dropout: dropout on every looked-up embedding (items, actions, candidates) in training,
             a regulariser against the tables memorising their rows (0: off).
+        user_context: where DFGR and MetaGR put the user features: ``"add"`` (onto every item
+            and candidate token) or ``"token"`` (one context token before the history, which
+            every history token and candidate attends to, as generative-recommenders prepends
+            its contextual features). The pointwise models always keep them as a feature.
     """
 
     item_vocab_size: Optional[int] = None
@@ -168,6 +179,7 @@ class SequenceEmbeddingConfig:
     embedding_dim: int = 64
     merge: MergeOp = MergeOp.CONCAT  # won on MovieLens-1M: AUC 0.7976 / GAUC 0.6978 vs 0.7905 / 0.6859 for sum
     dropout: float = 0.0
+    user_context: UserContext = UserContext.ADD
 
     def __post_init__(self) -> None:
         if self.item_vocab_size is not None:
@@ -182,6 +194,7 @@ class SequenceEmbeddingConfig:
         check(len(set(names)) == len(names), "/".join(groups), "unique feature names", names)
         check(not any(is_candidate_feature(n) for n in names), "/".join(groups), f"no name starting with '{CANDIDATE_PREFIX}'", names)
         self.merge = _enum(MergeOp, "merge", self.merge)
+        self.user_context = _enum(UserContext, "user_context", self.user_context)
         check(0.0 <= float(self.dropout) < 1.0, "dropout", "a float in [0, 1)", self.dropout)
 
     @property

@@ -10,7 +10,8 @@ Where it differs from Meta's code, to share this package's inputs and heads with
 positions/time gaps use DFGR's ``PositionTimeEncoding`` (absolute position, log2 gap to the
 previous interaction; Meta counts positions back from the end of the history and buckets the
 time to the request, and scales the tokens by ``sqrt(d)``), user features are added to every
-item token instead of being prepended as contextual tokens, the action embedding is the
+item token unless ``embeddings.user_context`` is ``"token"`` (then one contextual token is
+prepended, as Meta does, with the user as its content and a zero action), the action embedding is the
 package's (summed action-feature tables) rather than Meta's per-action-type concat, and the
 prediction head is :class:`~dfgr_torchrec.modules.heads.MultiTaskHead`.
 """
@@ -24,8 +25,9 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import RankingModelConfig, UserContext
 from dfgr_torchrec.models.ranking import RankingOutput
+from dfgr_torchrec.modules.context_token import context_timestamps, prepend_per_user, with_context_token
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.stu import HSTUInteraction
@@ -74,10 +76,27 @@ class HSTUModel(nn.Module):
     def num_targets(self) -> int:
         return self.interaction.num_targets
 
+    def _with_context(self, emb, times: JaggedTensor, candidate_times: Optional[JaggedTensor]):
+        """Items, actions and times with the context token (the user as content, a zero action)
+        in front of each history when ``embeddings.user_context`` is ``"token"``, and the mask
+        of the original rows (None without a context token)."""
+        embeddings = self.config.embeddings
+        if embeddings.user_context != UserContext.TOKEN or not embeddings.user_vocab_sizes:
+            return emb.items, emb.actions, times, None
+        context_times = context_timestamps(times, candidate_times)
+        items, times, kept = with_context_token(emb.items, emb.users, times, context_times)
+        actions = with_context_token(emb.actions, torch.zeros_like(emb.users), None, context_times)[0]
+        return items, actions, times, kept
+
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
+        items, actions, times, kept = self._with_context(emb, batch.history_timestamps(), None)
+        labels = batch.labels
+        if kept is not None:  # the context token is history, never a target: its label row is unused
+            lengths = emb.items.lengths()
+            labels = prepend_per_user(labels, lengths, labels.new_zeros(lengths.numel(), labels.shape[1]))[0]
         # the interaction is free of sharded modules: a leaf for TorchRec's pipeline tracer
-        targets = self.interaction(emb.items, emb.actions, batch.history_timestamps(), batch.labels)
+        targets = self.interaction(items, actions, times, labels)
         states, labels = targets[0], targets[1]
         logits = self.head(states)
         loss, task_losses = self.loss(logits, labels)
@@ -86,7 +105,7 @@ class HSTUModel(nn.Module):
     def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self.embedding(batch.features)
-        states = self.interaction.score(
-            emb.items, emb.actions, emb.candidates, batch.history_timestamps(), batch.candidate_timestamps_jagged()
-        )
+        candidate_times = batch.candidate_timestamps_jagged()
+        items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
+        states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
         return JaggedTensor(values=self.head(states), lengths=emb.candidates.lengths())

@@ -11,8 +11,9 @@ from torchrec import KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import RankingModelConfig, UserContext
 from dfgr_torchrec.modules.bias_terms import BiasTerms
+from dfgr_torchrec.modules.context_token import context_timestamps, with_context_token
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
@@ -56,6 +57,17 @@ class _GenerativeRankingModel(nn.Module):
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 
+    def context_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``[B, d]`` the users' context tokens when ``embeddings.user_context`` is ``"token"``
+        and the model has user features, else None."""
+        embeddings = self.config.embeddings  # decided by the config: TorchRec's pipelines trace this
+        if embeddings.user_context != UserContext.TOKEN or not embeddings.user_vocab_sizes:
+            return None
+        return self.context_tokens_from(users)
+
+    def context_tokens_from(self, users: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def logits(self, states: torch.Tensor, features: KeyedJaggedTensor, candidates: bool) -> torch.Tensor:
         """``[n, num_tasks]``: the head on the final states of the history interactions
         (``candidates=False``) or of the candidates, plus the bias terms when configured."""
@@ -96,27 +108,42 @@ class DFGRRankingModel(_GenerativeRankingModel):
         super().__init__(config, merge_tokens=True, device=device)
         self.interaction = DualFlowInteraction(config.interaction, device=device)
 
+    def context_tokens_from(self, users: torch.Tensor) -> torch.Tensor:
+        return self.embedding.merge_placeholder(users)
+
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
         items, actions = emb.items.values(), emb.actions.values()
         lengths = emb.items.lengths()
-        states = self.interaction(
-            JaggedTensor(values=self.embedding.merge(items, actions), lengths=lengths),
-            JaggedTensor(values=self.embedding.merge_placeholder(items), lengths=lengths),
-            batch.history_timestamps(),
-        )
-        return self._output(states.values(), batch)
+        real = JaggedTensor(values=self.embedding.merge(items, actions), lengths=lengths)
+        fake = JaggedTensor(values=self.embedding.merge_placeholder(items), lengths=lengths)
+        times = batch.history_timestamps()
+        context = self.context_token(emb.users)
+        if context is None:
+            return self._output(self.interaction(real, fake, times).values(), batch)
+        context_times = context_timestamps(times)
+        real, real_times, kept = with_context_token(real, context, times, context_times)
+        fake = with_context_token(fake, context, None, context_times)[0]
+        states = self.interaction(real, fake, real_times)
+        return self._output(states.values()[kept], batch)
 
     def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self.embedding(batch.features)
-        history = self.embedding.merge(emb.items.values(), emb.actions.values())
+        history = JaggedTensor(
+            values=self.embedding.merge(emb.items.values(), emb.actions.values()), lengths=emb.items.lengths()
+        )
+        history_times, candidate_times = batch.history_timestamps(), batch.candidate_timestamps_jagged()
+        context = self.context_token(emb.users)
+        if context is not None:
+            context_times = context_timestamps(history_times, candidate_times)
+            history, history_times, _ = with_context_token(history, context, history_times, context_times)
         candidates = self.embedding.merge_placeholder(emb.candidates.values())
         states = self.interaction.score(
-            JaggedTensor(values=history, lengths=emb.items.lengths()),
+            history,
             JaggedTensor(values=candidates, lengths=emb.candidates.lengths()),
-            batch.history_timestamps(),
-            batch.candidate_timestamps_jagged(),
+            history_times,
+            candidate_times,
         )
         return JaggedTensor(values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths())
 
@@ -138,15 +165,31 @@ class MetaGRRankingModel(_GenerativeRankingModel):
         super().__init__(config, merge_tokens=False, device=device)
         self.interaction = MetaGRInteraction(config.interaction, device=device)
 
+    def context_tokens_from(self, users: torch.Tensor) -> torch.Tensor:
+        return users
+
+    def _with_context(self, emb, times: JaggedTensor, candidate_times: Optional[JaggedTensor]):
+        """Items, actions and times with the context token (an item token followed by a zero
+        action token) in front of each history, and the mask of the original rows; unchanged
+        (mask None) without one."""
+        context = self.context_token(emb.users)
+        if context is None:
+            return emb.items, emb.actions, times, None
+        context_times = context_timestamps(times, candidate_times)
+        items, times, kept = with_context_token(emb.items, context, times, context_times)
+        actions = with_context_token(emb.actions, torch.zeros_like(context), None, context_times)[0]
+        return items, actions, times, kept
+
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
-        states = self.interaction(emb.items, emb.actions, batch.history_timestamps())
-        return self._output(states.values(), batch)
+        items, actions, times, kept = self._with_context(emb, batch.history_timestamps(), None)
+        states = self.interaction(items, actions, times).values()
+        return self._output(states if kept is None else states[kept], batch)
 
     def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self.embedding(batch.features)
-        states = self.interaction.score(
-            emb.items, emb.actions, emb.candidates, batch.history_timestamps(), batch.candidate_timestamps_jagged()
-        )
+        candidate_times = batch.candidate_timestamps_jagged()
+        items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
+        states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
         return JaggedTensor(values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths())

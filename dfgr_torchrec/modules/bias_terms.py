@@ -14,14 +14,16 @@ import torch
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from dfgr_torchrec.config import SequenceEmbeddingConfig
+from dfgr_torchrec.config import SequenceEmbeddingConfig, UserContext
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 
 
 def bias_table_config(embeddings: SequenceEmbeddingConfig, num_tasks: int) -> SequenceEmbeddingConfig:
     """The same tables, one column per task, padded to a multiple of 4 (the width FBGEMM's sharded
-    tables need; the extra columns are unused), without dropout."""
-    return dataclasses.replace(embeddings, embedding_dim=-(-num_tasks // 4) * 4, dropout=0.0)
+    tables need; the extra columns are unused), without dropout, the user's row added to each token."""
+    return dataclasses.replace(
+        embeddings, embedding_dim=-(-num_tasks // 4) * 4, dropout=0.0, user_context=UserContext.ADD
+    )
 
 
 class BiasTerms(nn.Module):

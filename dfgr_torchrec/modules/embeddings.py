@@ -11,7 +11,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
-from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig, check
+from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig, UserContext, check
 from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 
 @dataclass
@@ -40,7 +40,8 @@ class SequenceEmbedding(nn.Module):
             tokens apart and passes False (an unused parameter would break DDP).
         device: where to allocate.
         add_user_context: add the user embedding to every item and candidate token (the
-            generative models); False leaves it apart, in ``SequenceEmbeddings.users``.
+            generative models, unless ``config.user_context`` is ``"token"``); False leaves it
+            apart, in ``SequenceEmbeddings.users``.
 
     Example::
 
@@ -61,7 +62,7 @@ class SequenceEmbedding(nn.Module):
         super().__init__()
         check(config.item_vocab_size is not None, "embeddings.item_vocab_size", "a size", None)
         self.config = config
-        self.add_user_context = add_user_context
+        self.add_user_context = add_user_context and config.user_context == UserContext.ADD
         dim = config.embedding_dim
         tables = [
             EmbeddingConfig(

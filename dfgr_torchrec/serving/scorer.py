@@ -9,8 +9,20 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.config import RankingModelConfig, UserContext
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.serving.history import HistoryState, append_history, encode_histories, score_cached
+
+
+def require_servable_user_context(config: RankingModelConfig) -> None:
+    """The history cache holds interactions only: a model that reads its user features through a
+    context token (``embeddings.user_context: token``) is not servable from it yet."""
+    context = config.embeddings.user_context
+    if context != UserContext.ADD and config.embeddings.user_vocab_sizes:
+        raise ValueError(
+            f"model.embeddings.user_context: serving supports 'add' for a model with user features, got "
+            f"{context.value!r}; score such a run with `dfgr eval` (the full recompute), or train it with 'add'"
+        )
 
 
 class CachedScorer:
@@ -30,6 +42,7 @@ class CachedScorer:
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, (DFGRRankingModel, MetaGRRankingModel)):
             raise TypeError(f"CachedScorer serves DFGR and MetaGR models, got {type(model).__name__}")
+        require_servable_user_context(model.config)
         self.model = model.eval()
         self.dual_flow = isinstance(model, DFGRRankingModel)
 

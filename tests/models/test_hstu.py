@@ -10,13 +10,21 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch, make_sequence_batch
-from dfgr_torchrec.config import InteractionConfig, MaskMode, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
+from dfgr_torchrec.config import (
+    InteractionConfig,
+    MaskMode,
+    RankingModelConfig,
+    SequenceEmbeddingConfig,
+    TaskConfig,
+    UserContext,
+)
 from dfgr_torchrec.data.synthetic import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import MODELS, register_model
 from dfgr_torchrec.models.hstu import HSTUModel
 from dfgr_torchrec.modules.stu import split_training_targets
+from tests.models.users import USER_FEATURE, with_user_feature, with_user_ids
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NUM_ITEMS, NUM_TASKS, D = 200, 2, 16
@@ -37,9 +45,10 @@ def _config(mode=MaskMode.POSITION, num_items=NUM_ITEMS, num_tasks=NUM_TASKS, d=
     )
 
 
-def _model(mode=MaskMode.POSITION):
+def _model(mode=MaskMode.POSITION, user_context=None):
     torch.manual_seed(0)
-    model = HSTUModel(_config(mode), num_targets=NUM_TARGETS)
+    config = _config(mode) if user_context is None else with_user_feature(_config(mode), user_context)
+    model = HSTUModel(config, num_targets=NUM_TARGETS)
     with torch.no_grad():  # large random weights, so that a leak would show
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -71,11 +80,12 @@ def _change_history(batch: SequenceBatch, rows, items: bool = True) -> SequenceB
     return _with_values(batch, ITEM_FEATURE, item_ids)
 
 
-def _target_rows(batch: SequenceBatch, num_targets=NUM_TARGETS):
-    """Per user, the history rows that become training targets (the window's last ones)."""
+def _target_rows(batch: SequenceBatch, num_targets=NUM_TARGETS, context_token=False):
+    """Per user, the history rows that become training targets (the window's last ones); a
+    context token counts as one more history row, which is never a target."""
     lengths = batch.history_lengths
     offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(lengths).tolist()
-    counts = split_training_targets(lengths, num_targets).tolist()
+    counts = split_training_targets(lengths + int(context_token), num_targets).tolist()
     return [list(range(offsets[u + 1] - counts[u], offsets[u + 1])) for u in range(len(counts))], offsets
 
 
@@ -177,15 +187,18 @@ def test_session_candidates_never_see_history_at_or_after_their_time():
     assert unseen > 0 and seen > 0
 
 
-def _resplit(batch: SequenceBatch) -> SequenceBatch:
+def _resplit(batch: SequenceBatch, context_token=False) -> SequenceBatch:
     """The training batch as an inference batch: history = the window's head, candidates = its targets."""
-    rows, offsets = _target_rows(batch)
+    rows, offsets = _target_rows(batch, context_token=context_token)
     items, actions = batch.features[ITEM_FEATURE].values().tolist(), batch.features[ACTION_FEATURE].values().tolist()
     times, labels = batch.timestamps.tolist(), batch.labels.tolist()
     head = [list(range(offsets[u], user[0] if user else offsets[u + 1])) for u, user in enumerate(rows)]
     pick = lambda values, per_user: [[values[r] for r in user] for user in per_user]  # noqa: E731
+    users = {}
+    if USER_FEATURE in batch.features.keys():
+        users = {USER_FEATURE: [[u] for u in batch.features[USER_FEATURE].values().tolist()]}
     return make_sequence_batch(
-        history={ITEM_FEATURE: pick(items, head), ACTION_FEATURE: pick(actions, head)},
+        history={ITEM_FEATURE: pick(items, head), ACTION_FEATURE: pick(actions, head), **users},
         timestamps=pick(times, head), labels=pick(labels, head),
         candidates={ITEM_FEATURE: pick(items, rows)}, candidate_timestamps=pick(times, rows),
         candidate_labels=pick(labels, rows), num_tasks=NUM_TASKS,
@@ -193,12 +206,28 @@ def _resplit(batch: SequenceBatch) -> SequenceBatch:
 
 
 @pytest.mark.parametrize("mode", list(MaskMode))
-def test_training_prediction_equals_inference_score(mode):
-    model, batch = _model(mode), _batch(session_prob=0.4)
+@pytest.mark.parametrize("user_context", [None, UserContext.ADD, UserContext.TOKEN])
+def test_training_prediction_equals_inference_score(mode, user_context):
+    model, batch = _model(mode, user_context), _batch(session_prob=0.4)
+    if user_context is not None:
+        batch = with_user_ids(batch)
+    context_token = user_context == UserContext.TOKEN
     with torch.no_grad():
         train = model(batch)
-        inference = model.score_candidates(_resplit(batch))
+        inference = model.score_candidates(_resplit(batch, context_token))
+    rows = [r for user in _target_rows(batch, context_token=context_token)[0] for r in user]
+    torch.testing.assert_close(train.labels, batch.labels[rows], atol=0, rtol=0)
     torch.testing.assert_close(inference.values(), train.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_context_token_carries_the_user_and_is_never_a_target():
+    model = _model(user_context=UserContext.TOKEN)
+    batch = _batch(min_len=1, max_len=2)  # short windows: every interaction becomes a target
+    ids = with_user_ids(batch), with_user_ids(batch, [5] * batch.history_lengths.numel())
+    with torch.no_grad():
+        outs = [model(b) for b in ids]
+    assert outs[0].labels.shape[0] == int(batch.history_lengths.sum())  # the context stays history
+    assert bool(((outs[0].logits - outs[1].logits).abs().amax(dim=1) > 1e-6).all())
 
 
 @pytest.mark.slow

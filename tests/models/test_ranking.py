@@ -14,11 +14,13 @@ from dfgr_torchrec.config import (
     RankingModelConfig,
     SequenceEmbeddingConfig,
     TaskConfig,
+    UserContext,
 )
 from dfgr_torchrec.data.synthetic import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.modules.embeddings import ITEM_FEATURE
+from tests.models.users import USER_FEATURE, with_user_feature, with_user_ids
 
 NUM_ITEMS, NUM_TASKS, D = 200, 2, 16
 MODELS = [DFGRRankingModel, MetaGRRankingModel]
@@ -39,9 +41,11 @@ def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=Fal
     )
 
 
-def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False):
+def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False, user_context=None):
+    """``user_context`` (``"add"`` / ``"token"``) gives the model a user-id table; None: no user feature."""
     torch.manual_seed(0)
-    model = cls(_config(mode, form, bias_terms))
+    config = _config(mode, form, bias_terms)
+    model = cls(config if user_context is None else with_user_feature(config, user_context))
     # The placeholder/action rows start near zero; make them large so a leak would show.
     with torch.no_grad():
         for p in model.parameters():
@@ -69,9 +73,11 @@ def _flip_actions(batch, indices):
 
 
 @pytest.mark.parametrize("cls", MODELS)
-@pytest.mark.parametrize("bias_terms", [False, True])
-def test_changing_an_action_never_changes_its_own_or_earlier_predictions(cls, bias_terms):
-    model, batch = _model(cls, bias_terms=bias_terms), _batch()
+@pytest.mark.parametrize("bias_terms, user_context", [(False, None), (True, None), (False, "token")])
+def test_changing_an_action_never_changes_its_own_or_earlier_predictions(cls, bias_terms, user_context):
+    model, batch = _model(cls, bias_terms=bias_terms, user_context=user_context), _batch()
+    if user_context is not None:
+        batch = with_user_ids(batch)
     with torch.no_grad():
         base = model(batch).logits
         offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths)
@@ -112,8 +118,11 @@ def _prefix_batch(batch, user, upto, candidate, cand_time, mode):
     times = batch.timestamps[s:e].tolist()
     labels = batch.labels[s:e].tolist()
     keep = list(range(upto)) if mode == MaskMode.POSITION else [j for j in range(e - s) if times[j] < cand_time]
+    users = {}
+    if USER_FEATURE in batch.features.keys():
+        users = {USER_FEATURE: [[int(batch.features[USER_FEATURE].values()[user])]]}
     return make_sequence_batch(
-        history={ITEM_FEATURE: [[items[j] for j in keep]], ACTION_FEATURE: [[actions[j] for j in keep]]},
+        history={ITEM_FEATURE: [[items[j] for j in keep]], ACTION_FEATURE: [[actions[j] for j in keep]], **users},
         timestamps=[[times[j] for j in keep]],
         labels=[[labels[j] for j in keep]],
         candidates={ITEM_FEATURE: [[items[candidate]]]},
@@ -126,9 +135,15 @@ def _prefix_batch(batch, user, upto, candidate, cand_time, mode):
 @pytest.mark.parametrize("cls", MODELS)
 @pytest.mark.parametrize("mode", list(MaskMode))
 @pytest.mark.parametrize("form", list(AttentionForm))
-@pytest.mark.parametrize("bias_terms", [False, True])
-def test_training_prediction_equals_inference_score(cls, mode, form, bias_terms):
-    model, batch = _model(cls, mode, form, bias_terms), _batch(session_prob=0.4)
+@pytest.mark.parametrize("bias_terms, user_context", [(False, None), (True, None), (False, "add"), (True, "token")])
+def test_training_prediction_equals_inference_score(cls, mode, form, bias_terms, user_context):
+    model, batch = _model(cls, mode, form, bias_terms, user_context), _batch(session_prob=0.4)
+    if user_context is not None:
+        batch = with_user_ids(batch)
+    _assert_training_equals_inference(model, batch, mode)
+
+
+def _assert_training_equals_inference(model, batch, mode):
     offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths).tolist()
     with torch.no_grad():
         train_logits = model(batch).logits
@@ -142,9 +157,11 @@ def test_training_prediction_equals_inference_score(cls, mode, form, bias_terms)
 
 @pytest.mark.parametrize("cls", MODELS)
 @pytest.mark.parametrize("mode", list(MaskMode))
-@pytest.mark.parametrize("bias_terms", [False, True])
-def test_candidates_are_scored_independently(cls, mode, bias_terms):
-    model, batch = _model(cls, mode, bias_terms=bias_terms), _batch()
+@pytest.mark.parametrize("bias_terms, user_context", [(False, None), (True, None), (False, "token")])
+def test_candidates_are_scored_independently(cls, mode, bias_terms, user_context):
+    model, batch = _model(cls, mode, bias_terms=bias_terms, user_context=user_context), _batch()
+    if user_context is not None:
+        batch = with_user_ids(batch)
     with torch.no_grad():
         together = model.score_candidates(batch)
         cand_items = batch.features["cand_item_id"].values()
@@ -165,6 +182,40 @@ def test_candidates_are_scored_independently(cls, mode, bias_terms):
                 candidate_labels=batch.candidate_labels[c : c + 1],
             )
             torch.testing.assert_close(model.score_candidates(alone).values()[0], together.values()[c], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_a_context_token_carries_the_user_and_leaves_the_item_tokens_alone(cls):
+    """In ``token`` mode the user id changes every prediction (training and scoring) but no item
+    token; in ``add`` mode it is in the item tokens themselves."""
+    batch = _batch()
+    other = with_user_ids(batch, [5] * batch.history_lengths.numel())
+    batch = with_user_ids(batch)
+    for user_context, items_move in ((UserContext.TOKEN, False), (UserContext.ADD, True)):
+        model = _model(cls, user_context=user_context)
+        with torch.no_grad():
+            items = [model.embedding(b.features).items.values() for b in (batch, other)]
+            assert items_move != torch.equal(items[0], items[1]), user_context
+            for run in (lambda b: model(b).logits, lambda b: model.score_candidates(b).values()):
+                changed = (run(batch) - run(other)).abs().amax(dim=1) > 1e-6
+                assert bool(changed.all()), user_context
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_a_user_without_history_is_scored_from_the_context_token(cls, mode):
+    model = _model(cls, mode, user_context=UserContext.TOKEN)
+    scores = []
+    for user in (1, 2):
+        batch = make_sequence_batch(
+            history={ITEM_FEATURE: [[]], ACTION_FEATURE: [[]], USER_FEATURE: [[user]]}, timestamps=[[]], labels=[[]],
+            candidates={ITEM_FEATURE: [[3, 4]]}, candidate_timestamps=[[100, 100]],
+            candidate_labels=[[[0.0] * NUM_TASKS] * 2], num_tasks=NUM_TASKS,
+        )
+        with torch.no_grad():
+            scores.append(model.score_candidates(batch).values())
+    assert scores[0].shape == (2, NUM_TASKS) and torch.isfinite(scores[0]).all()
+    assert not torch.allclose(scores[0], scores[1])
 
 
 @pytest.mark.parametrize("cls", MODELS)

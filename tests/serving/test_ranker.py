@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from dfgr_torchrec.config import (
-    InteractionConfig, MaskMode, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig,
+    InteractionConfig, MaskMode, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig, UserContext,
 )
 from dfgr_torchrec.features import ACTION_FEATURE, USER_FEATURE
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.serving.export import ARTIFACT_FILE, write_artifact
 from dfgr_torchrec.serving.ranker import Ranker, read_manifest, request_batch
+from dfgr_torchrec.serving.scorer import CachedScorer
 from dfgr_torchrec.serving.requests import RequestSchema, encode_request, parse_request
 from dfgr_torchrec.serving.vocab import Vocabularies
 from tests.serving.conftest import prepare_tiny
@@ -194,3 +195,13 @@ def test_int8_tables_score_close_to_fp32(artifact, tmp_path):
     expected = _full_probabilities(model, vocabs, _line("a", HISTORY))
     got = _probabilities(results[0], ["click", "like"])
     assert errors == [] and (got - expected).abs().max() < 5e-2 and not torch.equal(got, expected)
+
+
+def test_a_model_reading_the_user_through_a_context_token_is_refused_with_the_key(hashed, tmp_path):
+    vocabs = Vocabularies.from_prepared(hashed)
+    model = _model(vocabs)
+    model.config.embeddings.user_context = UserContext.TOKEN
+    with pytest.raises(ValueError, match=r"model.embeddings.user_context: serving supports 'add'.*got 'token'"):
+        write_artifact(model, vocabs, str(tmp_path / "token"), compile=False)
+    with pytest.raises(ValueError, match=r"model.embeddings.user_context"):
+        CachedScorer(model)

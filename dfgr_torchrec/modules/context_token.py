@@ -1,0 +1,69 @@
+"""The user's context token: one token placed before each user's history.
+
+With ``embeddings.user_context: token`` the generative models do not add the user embedding to
+every token; they put it in a token of its own at position 0, which every history token and
+candidate can attend to (generative-recommenders prepends its contextual features the same
+way). Its time is one unit before the user's first interaction or candidate, so in session mode
+(strictly earlier timestamps only) it is visible to all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.fx
+from torchrec.sparse.jagged_tensor import JaggedTensor
+
+from dfgr_torchrec.ops.jagged import lengths_to_offsets
+
+
+@torch.fx.wrap  # leaves for TorchRec's pipeline tracer: they build tensors by item assignment
+def prepend_per_user(
+    values: torch.Tensor, lengths: torch.Tensor, first: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``first[b]`` placed before sequence ``b`` of the jagged ``values``.
+
+    Returns ``(values [T + B, ...], lengths + 1, kept [T + B] bool)``, where ``kept`` marks the
+    original rows, so ``out[kept]`` gives ``values`` back.
+    """
+    new_lengths = lengths + 1
+    starts = lengths_to_offsets(new_lengths)[:-1]
+    kept = torch.ones(values.shape[0] + lengths.numel(), dtype=torch.bool, device=values.device)
+    kept[starts] = False
+    out = values.new_empty((kept.numel(), *values.shape[1:]))
+    out[starts] = first.to(values.dtype)
+    out[kept] = values
+    return out, new_lengths, kept
+
+
+@torch.fx.wrap
+def context_timestamps(history: JaggedTensor, candidates: Optional[JaggedTensor] = None) -> torch.Tensor:
+    """``[B]``: one unit before the earliest history interaction or candidate of each user (0 for
+    a user with neither)."""
+    times = [history]
+    if candidates is not None:
+        times.append(candidates)
+    num_users = history.lengths().numel()
+    earliest = None
+    for jt in times:
+        values = jt.values()
+        owner = torch.repeat_interleave(torch.arange(num_users, device=values.device), jt.lengths())
+        big = torch.full((num_users,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=values.device)
+        per_user = big.scatter_reduce(0, owner, values.to(torch.int64), reduce="amin", include_self=True)
+        earliest = per_user if earliest is None else torch.minimum(earliest, per_user)
+    empty = earliest == torch.iinfo(torch.int64).max
+    return torch.where(empty, torch.ones_like(earliest), earliest) - 1
+
+
+@torch.fx.wrap
+def with_context_token(
+    tokens: JaggedTensor, context: torch.Tensor, timestamps: Optional[JaggedTensor], context_times: torch.Tensor
+) -> Tuple[JaggedTensor, Optional[JaggedTensor], torch.Tensor]:
+    """``tokens`` (and their timestamps) with the context token in front of each user's sequence;
+    also returns the ``kept`` mask of the original rows."""
+    values, lengths, kept = prepend_per_user(tokens.values(), tokens.lengths(), context)
+    times = None
+    if timestamps is not None:
+        times = JaggedTensor(values=prepend_per_user(timestamps.values(), tokens.lengths(), context_times)[0], lengths=lengths)
+    return JaggedTensor(values=values, lengths=lengths), times, kept
