@@ -27,7 +27,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig, UserContext
 from dfgr_torchrec.models.ranking import RankingOutput
-from dfgr_torchrec.modules.context_token import context_timestamps, prepend_per_user, with_context_token
+from dfgr_torchrec.modules import context_token
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.stu import HSTUInteraction
@@ -83,9 +83,9 @@ class HSTUModel(nn.Module):
         embeddings = self.config.embeddings
         if embeddings.user_context != UserContext.TOKEN or not embeddings.user_vocab_sizes:
             return emb.items, emb.actions, times, None
-        context_times = context_timestamps(times, candidate_times)
-        items, times, kept = with_context_token(emb.items, emb.users, times, context_times)
-        actions = with_context_token(emb.actions, torch.zeros_like(emb.users), None, context_times)[0]
+        context_times = context_token.context_timestamps(times, candidate_times)
+        items, times, kept = context_token.with_context_token(emb.items, emb.users, times, context_times)
+        actions = context_token.with_context_token(emb.actions, None, None, context_times)[0]
         return items, actions, times, kept
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
@@ -94,7 +94,7 @@ class HSTUModel(nn.Module):
         labels = batch.labels
         if kept is not None:  # the context token is history, never a target: its label row is unused
             lengths = emb.items.lengths()
-            labels = prepend_per_user(labels, lengths, labels.new_zeros(lengths.numel(), labels.shape[1]))[0]
+            labels = context_token.prepend_per_user(labels, lengths, None)[0]
         # the interaction is free of sharded modules: a leaf for TorchRec's pipeline tracer
         targets = self.interaction(items, actions, times, labels)
         states, labels = targets[0], targets[1]

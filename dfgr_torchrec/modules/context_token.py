@@ -5,6 +5,10 @@ every token; they put it in a token of its own at position 0, which every histor
 candidate can attend to (generative-recommenders prepends its contextual features the same
 way). Its time is one unit before the user's first interaction or candidate, so in session mode
 (strictly earlier timestamps only) it is visible to all of them.
+
+Callers use these through the module (``context_token.with_context_token(...)``): the functions
+are ``torch.fx.wrap``-ed, which TorchRec's pipeline tracer honours only for look-ups in this
+module's namespace.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from dfgr_torchrec.ops.jagged import lengths_to_offsets
 
 @torch.fx.wrap  # leaves for TorchRec's pipeline tracer: they build tensors by item assignment
 def prepend_per_user(
-    values: torch.Tensor, lengths: torch.Tensor, first: torch.Tensor
+    values: torch.Tensor, lengths: torch.Tensor, first: Optional[torch.Tensor]
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``first[b]`` placed before sequence ``b`` of the jagged ``values``.
+    """``first[b]`` (zeros when ``first`` is None) placed before sequence ``b`` of the jagged ``values``.
 
     Returns ``(values [T + B, ...], lengths + 1, kept [T + B] bool)``, where ``kept`` marks the
     original rows, so ``out[kept]`` gives ``values`` back.
@@ -32,7 +36,7 @@ def prepend_per_user(
     kept = torch.ones(values.shape[0] + lengths.numel(), dtype=torch.bool, device=values.device)
     kept[starts] = False
     out = values.new_empty((kept.numel(), *values.shape[1:]))
-    out[starts] = first.to(values.dtype)
+    out[starts] = 0 if first is None else first.to(values.dtype)
     out[kept] = values
     return out, new_lengths, kept
 
@@ -58,9 +62,9 @@ def context_timestamps(history: JaggedTensor, candidates: Optional[JaggedTensor]
 
 @torch.fx.wrap
 def with_context_token(
-    tokens: JaggedTensor, context: torch.Tensor, timestamps: Optional[JaggedTensor], context_times: torch.Tensor
+    tokens: JaggedTensor, context: Optional[torch.Tensor], timestamps: Optional[JaggedTensor], context_times: torch.Tensor
 ) -> Tuple[JaggedTensor, Optional[JaggedTensor], torch.Tensor]:
-    """``tokens`` (and their timestamps) with the context token in front of each user's sequence;
+    """``tokens`` (and their timestamps) with the context token (zeros when None) in front of each user's sequence;
     also returns the ``kept`` mask of the original rows."""
     values, lengths, kept = prepend_per_user(tokens.values(), tokens.lengths(), context)
     times = None

@@ -264,14 +264,16 @@ def hstu_type():
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
-def test_one_training_step_through_the_recipe(hstu_type, tmp_path):
+@pytest.mark.parametrize("users", [[], ["data.user_id=true", "model.embeddings.user_context=token"]], ids=["", "token"])
+def test_one_training_step_through_the_recipe(hstu_type, tmp_path, users):
+    """Through TorchRec's train pipeline, which traces the model's forward."""
     from dfgr_torchrec.recipes.config import load_train_config
     from dfgr_torchrec.recipes.train import TrainRecipe
 
     config = load_train_config(
         str(ROOT / "configs/train/debug.yaml"),
         [f"model.type={hstu_type}", "train.max_steps=1", f"output_dir={tmp_path}",
-         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}"],
+         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}", *users],
     )
     recipe = TrainRecipe(config)
     try:

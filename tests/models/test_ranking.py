@@ -1,6 +1,7 @@
 """The properties that make DFGR what the paper describes, checked on the full ranking models."""
 
 import dataclasses
+import pathlib
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.modules.embeddings import ITEM_FEATURE
 from tests.models.users import USER_FEATURE, with_user_feature, with_user_ids
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 NUM_ITEMS, NUM_TASKS, D = 200, 2, 16
 MODELS = [DFGRRankingModel, MetaGRRankingModel]
 
@@ -282,3 +284,25 @@ def test_tiled_kernel_trains_like_the_padded_kernel(cls, mode, form, monkeypatch
     for (name, p), q in zip(padded.named_parameters(), fast.parameters()):
         if p.grad is not None or q.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
+@pytest.mark.parametrize("kind", ["dfgr", "metagr"])
+def test_a_context_token_trains_through_the_recipe_pipeline(kind, tmp_path):
+    """TorchRec's train pipeline traces the forward: the context-token helpers must stay leaves."""
+    from dfgr_torchrec.recipes.config import load_train_config
+    from dfgr_torchrec.recipes.train import TrainRecipe
+
+    config = load_train_config(
+        str(ROOT / "configs/train/debug.yaml"),
+        [f"model.type={kind}", "train.max_steps=2", f"output_dir={tmp_path}", "data.user_id=true",
+         "model.embeddings.user_context=token", "model.bias_terms=true",
+         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}"],
+    )
+    recipe = TrainRecipe(config)
+    try:
+        recipe.setup()
+        metrics = recipe.train()
+    finally:
+        recipe.cleanup()
+    assert recipe.state.step == 2 and metrics["candidates"] > 0
