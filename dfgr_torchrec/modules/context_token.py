@@ -3,8 +3,8 @@
 With ``embeddings.user_context: token`` the generative models do not add the user embedding to
 every token; they put it in a token of its own at position 0, which every history token and
 candidate can attend to (generative-recommenders prepends its contextual features the same
-way). Its time is one unit before the user's first interaction or candidate, so in session mode
-(strictly earlier timestamps only) it is visible to all of them.
+way). Its time is one unit before the user's first interaction (first candidate, without
+history), so in session mode (strictly earlier timestamps only) it is visible to all of them.
 
 Callers use these through the module (``context_token.with_context_token(...)``): the functions
 are ``torch.fx.wrap``-ed, which TorchRec's pipeline tracer honours only for look-ups in this
@@ -43,21 +43,21 @@ def prepend_per_user(
 
 @torch.fx.wrap
 def context_timestamps(history: JaggedTensor, candidates: Optional[JaggedTensor] = None) -> torch.Tensor:
-    """``[B]``: one unit before the earliest history interaction or candidate of each user (0 for
-    a user with neither)."""
-    times = [history]
+    """``[B]``: one unit before each user's first history interaction; for a user without history,
+    before their earliest candidate (0 for a user with neither). It depends on the history alone
+    whenever there is one, so a cached history stays valid for any later candidates."""
+    lengths, times = history.lengths(), history.values()
+    starts = lengths_to_offsets(lengths)[:-1]
+    first = times.new_zeros(lengths.numel())
+    has_history = lengths > 0
+    first[has_history] = times[starts[has_history]]
     if candidates is not None:
-        times.append(candidates)
-    num_users = history.lengths().numel()
-    earliest = None
-    for jt in times:
-        values = jt.values()
-        owner = torch.repeat_interleave(torch.arange(num_users, device=values.device), jt.lengths())
-        big = torch.full((num_users,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=values.device)
-        per_user = big.scatter_reduce(0, owner, values.to(torch.int64), reduce="amin", include_self=True)
-        earliest = per_user if earliest is None else torch.minimum(earliest, per_user)
-    empty = earliest == torch.iinfo(torch.int64).max
-    return torch.where(empty, torch.ones_like(earliest), earliest) - 1
+        values = candidates.values()
+        owner = torch.repeat_interleave(torch.arange(lengths.numel(), device=values.device), candidates.lengths())
+        never = torch.full_like(first, torch.iinfo(torch.int64).max)
+        earliest = never.scatter_reduce(0, owner, values.to(first.dtype), reduce="amin", include_self=True)
+        first = torch.where(has_history | (earliest == never), first, earliest)
+    return first - 1
 
 
 @torch.fx.wrap

@@ -33,7 +33,6 @@ from dfgr_torchrec.serving.compile import (
     PACKAGE_FILE, PROGRAM_FILE, compile_package, export_candidate_graph, quiet_tracing_logs,
 )
 from dfgr_torchrec.serving.requests import needs_timestamps
-from dfgr_torchrec.serving.scorer import require_servable_user_context
 from dfgr_torchrec.serving.vocab import Vocabularies
 
 FORMAT_VERSION = 1
@@ -59,7 +58,6 @@ def write_artifact(
     config = model.config
     if config.type not in SERVABLE_TYPES:
         raise ValueError(f"model.type: export serves {list(SERVABLE_TYPES)}, got {config.type!r}")
-    require_servable_user_context(config)
     if tables not in TABLE_PRECISIONS:
         raise ValueError(f"tables: expected one of {list(TABLE_PRECISIONS)}, got {tables!r}")
     with atomic_directory(out) as tmp:

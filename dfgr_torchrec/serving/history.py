@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -43,6 +44,8 @@ class HistoryState:
             interaction: 1 for DFGR, 2 for MetaGR).
         keys, values: ``[L, N * t, H, d_qk]`` and ``[L, N * t, H, d_v]``: the real flow's keys and
             values at each layer's input.
+        context: whether the first cached token is the user's context token
+            (``embeddings.user_context: token``), one unit of time before the first interaction.
     """
 
     tokens: torch.Tensor
@@ -50,6 +53,7 @@ class HistoryState:
     order_keys: torch.Tensor
     keys: torch.Tensor
     values: torch.Tensor
+    context: bool = False
 
     @property
     def num_interactions(self) -> int:
@@ -72,6 +76,7 @@ class HistoryState:
             order_keys=self.order_keys[:rows],
             keys=self.keys[:, :rows],
             values=self.values[:, :rows],
+            context=self.context,
         )
 
 
@@ -226,6 +231,9 @@ def candidate_layout(
     flow = flow_of(stack)
     if candidate_offsets.shape[0] != len(states) + 1:
         raise ValueError(f"candidate_offsets describe {candidate_offsets.shape[0] - 1} users, states {len(states)}")
+    if candidate_timestamps is not None:
+        bounds = candidate_offsets.tolist()
+        states = [_context_timed(stack, s, candidate_timestamps[bounds[b] : bounds[b + 1]]) for b, s in enumerate(states)]
     h_offsets = lengths_to_offsets(torch.tensor([s.num_interactions for s in states], dtype=torch.int64))
     h_times = _cat_times(states, candidate_timestamps)
     positions, gaps, keys, _ = stack.candidate_layout(h_offsets, h_times, candidate_offsets, candidate_timestamps)
@@ -236,6 +244,17 @@ def candidate_layout(
         kv_keys=_cat([s.order_keys for s in states]),
         kv_offsets=h_offsets * flow.tokens_per_interaction,
     )
+
+
+def _context_timed(stack: GenerativeStack, state: HistoryState, candidate_timestamps: torch.Tensor) -> HistoryState:
+    """A state holding only the context token takes its time from the candidates (one unit before
+    the earliest), as the model does for a user without history; its keys and values do not
+    depend on it (the first token has position 0 and no gap), only its order key does."""
+    if not state.context or state.num_interactions != 1 or state.timestamps is None or candidate_timestamps.numel() == 0:
+        return state
+    times = candidate_timestamps.min().reshape(1) - 1
+    keys = stack.history_layout(torch.tensor([0, 1]), 1, times, "history")[2]
+    return dataclasses.replace(state, timestamps=times, order_keys=flow_of(stack).token_keys(keys))
 
 
 def append_history(
@@ -253,10 +272,19 @@ def append_history(
     """
     if (state.timestamps is None) != (timestamps is None):
         raise ValueError("give timestamps for the new interactions exactly when the state has them")
+    if tokens.shape[0] == 0:
+        return state
     all_tokens = torch.cat([state.tokens, tokens])
     all_times = None if timestamps is None else torch.cat([state.timestamps, timestamps])
     window = stack.config.max_seq_len
-    if all_tokens.shape[0] > window:
+    if state.context and (all_tokens.shape[0] - 1 > window or state.num_interactions == 1):
+        # the window slides (or the first interactions arrive): the context token moves to one
+        # unit before the new first interaction, so the whole state is encoded again
+        start = max(all_tokens.shape[0] - window, 1)
+        tokens = torch.cat([all_tokens[:1], all_tokens[start:]])
+        times = None if all_times is None else torch.cat([all_times[start : start + 1] - 1, all_times[start:]])
+        return dataclasses.replace(_encode_one(stack, tokens, times), context=True)
+    if not state.context and all_tokens.shape[0] > window:
         start = all_tokens.shape[0] - window
         return _encode_one(stack, all_tokens[start:], None if all_times is None else all_times[start:])
     keep = _reusable_prefix(stack, state, timestamps)
@@ -279,6 +307,7 @@ def append_history(
         order_keys=order_keys,
         keys=torch.cat([prefix.keys, new_keys], dim=1),
         values=torch.cat([prefix.values, new_values], dim=1),
+        context=state.context,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List
 
 import torch
@@ -9,20 +10,10 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig, UserContext
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
+from dfgr_torchrec.modules import context_token
+from dfgr_torchrec.ops.jagged import lengths_to_offsets
 from dfgr_torchrec.serving.history import HistoryState, append_history, encode_histories, score_cached
-
-
-def require_servable_user_context(config: RankingModelConfig) -> None:
-    """The history cache holds interactions only: a model that reads its user features through a
-    context token (``embeddings.user_context: token``) is not servable from it yet."""
-    context = config.embeddings.user_context
-    if context != UserContext.ADD and config.embeddings.user_vocab_sizes:
-        raise ValueError(
-            f"model.embeddings.user_context: serving supports 'add' for a model with user features, got "
-            f"{context.value!r}; score such a run with `dfgr eval` (the full recompute), or train it with 'add'"
-        )
 
 
 class CachedScorer:
@@ -42,7 +33,6 @@ class CachedScorer:
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, (DFGRRankingModel, MetaGRRankingModel)):
             raise TypeError(f"CachedScorer serves DFGR and MetaGR models, got {type(model).__name__}")
-        require_servable_user_context(model.config)
         self.model = model.eval()
         self.dual_flow = isinstance(model, DFGRRankingModel)
 
@@ -50,24 +40,38 @@ class CachedScorer:
     def stack(self):
         return self.model.interaction
 
-    def _history_tokens(self, batch: SequenceBatch):
+    def _history_tokens(self, batch: SequenceBatch, with_context: bool):
+        """The history's unencoded tokens, offsets and times; with ``with_context`` and a model
+        that reads the user through a context token, that token in front of each user's."""
         emb = self.model.embedding(batch.features)
         items, actions = emb.items.values(), emb.actions.values()
         tokens = self.model.embedding.merge(items, actions) if self.dual_flow else torch.stack([items, actions], dim=1)
-        return tokens, emb.items.offsets(), batch.timestamps
+        offsets, times = emb.items.offsets(), batch.timestamps
+        context = self.model.context_token(emb.users) if with_context else None
+        if context is not None:
+            if not self.dual_flow:  # MetaGR: the context as the item token, a zero action token
+                context = torch.stack([context, torch.zeros_like(context)], dim=1)
+            lengths = emb.items.lengths()
+            context_times = context_token.context_timestamps(batch.history_timestamps())
+            tokens, new_lengths, _ = context_token.prepend_per_user(tokens, lengths, context)
+            times = context_token.prepend_per_user(times, lengths, context_times)[0]
+            offsets = lengths_to_offsets(new_lengths)
+        return tokens, offsets, times, context is not None
 
     @torch.no_grad()
     def encode(self, batch: SequenceBatch) -> List[HistoryState]:
         """One :class:`HistoryState` per user of ``batch`` (its candidates are ignored)."""
-        tokens, offsets, times = self._history_tokens(batch)
-        return encode_histories(self.stack, tokens, offsets, times)
+        tokens, offsets, times, context = self._history_tokens(batch, with_context=True)
+        states = encode_histories(self.stack, tokens, offsets, times)
+        return [dataclasses.replace(s, context=True) for s in states] if context else states
 
     @torch.no_grad()
     def score(self, states: List[HistoryState], batch: SequenceBatch) -> JaggedTensor:
         """Logits ``[M, num_tasks]`` of ``batch``'s candidates, user ``b`` scored against ``states[b]``.
 
         ``batch``'s history part is not read by the model (give it empty to skip its lookups);
-        its user features are (a user embedding is part of every candidate token).
+        its user features are (a user embedding is part of every candidate token, unless the
+        model reads it through the context token cached in the states).
         """
         emb = self.model.embedding(batch.features)
         candidates = emb.candidates.values()
@@ -80,7 +84,7 @@ class CachedScorer:
     @torch.no_grad()
     def append(self, state: HistoryState, batch: SequenceBatch) -> HistoryState:
         """``state`` extended by the history of ``batch``'s single user (only new tokens computed)."""
-        tokens, offsets, times = self._history_tokens(batch)
+        tokens, offsets, times, _ = self._history_tokens(batch, with_context=False)
         if offsets.shape[0] != 2:
             raise ValueError(f"append takes a batch of one user, got {offsets.shape[0] - 1}")
         return append_history(self.stack, state, tokens, times)

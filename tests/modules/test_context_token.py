@@ -18,11 +18,12 @@ def test_prepend_puts_one_row_before_each_sequence_including_empty_ones():
     assert kept.tolist() == [False, True, True, False, False, True, True, True]
 
 
-def test_context_time_is_one_unit_before_the_earliest_history_or_candidate():
-    history = JaggedTensor(values=torch.tensor([10, 12, 30]), lengths=torch.tensor([2, 0, 1]))
-    candidates = JaggedTensor(values=torch.tensor([15, 7, 25]), lengths=torch.tensor([1, 1, 1]))
-    assert context_timestamps(history).tolist() == [9, 0, 29]  # a user with nothing: 0
-    assert context_timestamps(history, candidates).tolist() == [9, 6, 24]
+def test_context_time_is_one_unit_before_the_first_interaction_else_the_earliest_candidate():
+    history = JaggedTensor(values=torch.tensor([10, 12, 30]), lengths=torch.tensor([2, 0, 1, 0]))
+    candidates = JaggedTensor(values=torch.tensor([15, 8, 7, 25]), lengths=torch.tensor([1, 2, 1, 0]))
+    assert context_timestamps(history).tolist() == [9, -1, 29, -1]  # without history or candidates: 0 - 1
+    # the history decides whenever there is one (a candidate before it changes nothing)
+    assert context_timestamps(history, candidates).tolist() == [9, 6, 29, -1]
 
 
 def test_with_context_token_moves_tokens_and_times_together():

@@ -15,13 +15,12 @@ from dfgr_torchrec.features import ACTION_FEATURE, USER_FEATURE
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.serving.export import ARTIFACT_FILE, write_artifact
 from dfgr_torchrec.serving.ranker import Ranker, read_manifest, request_batch
-from dfgr_torchrec.serving.scorer import CachedScorer
 from dfgr_torchrec.serving.requests import RequestSchema, encode_request, parse_request
 from dfgr_torchrec.serving.vocab import Vocabularies
 from tests.serving.conftest import prepare_tiny
 
 
-def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False):
+def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False, user_context=UserContext.ADD):
     config = RankingModelConfig(
         type=kind,
         embeddings=SequenceEmbeddingConfig(
@@ -30,6 +29,7 @@ def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False):
             action_vocab_sizes={ACTION_FEATURE: 4},
             user_vocab_sizes={USER_FEATURE: vocabs.user.num_rows},
             embedding_dim=8,
+            user_context=user_context,
         ),
         interaction=InteractionConfig(d_model=8, num_layers=2, num_heads=2, attention_dim=4, linear_dim=4,
                                       max_seq_len=6, num_time_buckets=8, mask_mode=mode),
@@ -197,11 +197,28 @@ def test_int8_tables_score_close_to_fp32(artifact, tmp_path):
     assert errors == [] and (got - expected).abs().max() < 5e-2 and not torch.equal(got, expected)
 
 
-def test_a_model_reading_the_user_through_a_context_token_is_refused_with_the_key(hashed, tmp_path):
+@pytest.mark.parametrize("kind", ["dfgr", "metagr"])
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_a_context_token_model_serves_as_it_scores_from_empty_to_sliding_histories(hashed, tmp_path, kind, mode):
+    """The context token is cached as the state's first token: a user without history, the first
+    interactions arriving (an append), a longer history, a window that slides, all equal the full
+    recompute, from the exported graph and in eager mode."""
     vocabs = Vocabularies.from_prepared(hashed)
-    model = _model(vocabs)
-    model.config.embeddings.user_context = UserContext.TOKEN
-    with pytest.raises(ValueError, match=r"model.embeddings.user_context: serving supports 'add'.*got 'token'"):
-        write_artifact(model, vocabs, str(tmp_path / "token"), compile=False)
-    with pytest.raises(ValueError, match=r"model.embeddings.user_context"):
-        CachedScorer(model)
+    model = _model(vocabs, kind=kind, mode=mode, bias_terms=True, user_context=UserContext.TOKEN)
+    out = write_artifact(model, vocabs, str(tmp_path / "token"), compile=False)
+    longer = HISTORY + [_interaction("v", 9, like=1), _interaction("x", 10, click=1)]  # 7 > max_seq_len 6
+    late = [_candidate("y", 11, "c2"), _candidate("u", 12, "c3")]
+    later = [{**x, "timestamp": x["timestamp"] + 100} for x in longer]  # far from the empty state's time
+    later_candidates = [{**c, "timestamp": c["timestamp"] + 100} for c in late]
+    lines = [_line("a", []), _line("a", HISTORY[:1]), _line("a", HISTORY[:3]), _line("a", HISTORY),
+             _line("a", longer, late), _line("b", []), _line("b", later[:2], later_candidates)]
+    for compiled in (True, False):
+        ranker = Ranker.load(out, compiled=compiled)
+        results, errors = ranker.score_lines(lines)
+        assert errors == []
+        for line, result in zip(lines, results):
+            expected = _full_probabilities(model, vocabs, line)
+            torch.testing.assert_close(_probabilities(result, ["click", "like"]), expected, atol=1e-5, rtol=0)
+        assert ranker.cache.stats.hits == 5  # every later line of a user extended its cached history
+    alone = [_full_probabilities(model, vocabs, _line(user, [])) for user in ("a", "b")]
+    assert not torch.allclose(alone[0], alone[1])  # without history, the user's token still speaks
