@@ -15,7 +15,7 @@ Example (``configs/study/quick.yaml``)::
     datasets:
       kuairand:
         dfgr: configs/train/dfgr_kuairand.yaml
-        bias: [configs/train/dfgr_kuairand.yaml, model.type=bias, data.user_id=true]
+        bias: [configs/train/dfgr_kuairand.yaml, model.type=bias, model.bias_terms=false]
 """
 
 from __future__ import annotations

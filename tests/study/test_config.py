@@ -1,8 +1,18 @@
 """Study configs: grid or listed points, errors that name the key."""
 
-import pytest
+import dataclasses
+import glob
+import json
+import os
+import pathlib
 
-from dfgr_torchrec.study.config import StudyConfig
+import pytest
+import torch
+
+from dfgr_torchrec.config import TaskConfig
+from dfgr_torchrec.study.config import StudyConfig, load_study_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 DATASETS = {"kuairand": {"dfgr": "configs/train/debug.yaml"}}
 
@@ -33,3 +43,23 @@ def test_variants_keep_their_order_and_default_to_one_empty_variant():
 def test_bad_study_configs_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         StudyConfig(name="bad", datasets=DATASETS, **kwargs)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "configs/study/*.yaml"))), ids=os.path.basename)
+def test_every_run_of_the_shipped_studies_builds_a_valid_training_config(path, monkeypatch):
+    """Each (data set, model) entry with every point and variant loads and passes the model checks
+    (e.g. no bias terms on a model without them), so a study never fails hours in."""
+    from dfgr_torchrec.models import build_model
+    from dfgr_torchrec.recipes.config import load_train_config
+
+    monkeypatch.chdir(ROOT)  # the studies name configs relative to the repository
+    config = load_study_config(path)
+    for run in config.model_runs():
+        for point in config.grid_points():
+            for _, variant in config.variant_list():
+                params = [f"{k}={json.dumps(v)}" for k, v in {**point, **variant}.items()]
+                train = load_train_config(run.config, [*run.overrides, *params])
+                model = dataclasses.replace(train.model, embeddings=dataclasses.replace(
+                    train.model.embeddings, item_vocab_size=10, user_vocab_sizes={"user_id": 3} if train.data.user_id else {}))
+                model.tasks = model.tasks or [TaskConfig("click")]
+                build_model(model, device=torch.device("meta"))
