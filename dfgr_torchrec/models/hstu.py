@@ -11,8 +11,8 @@ positions/time gaps use DFGR's ``PositionTimeEncoding`` (absolute position, log2
 previous interaction; Meta counts positions back from the end of the history and buckets the
 time to the request, and scales the tokens by ``sqrt(d)``), user features are added to every
 item token unless ``embeddings.user_context`` is ``"token"`` (then one contextual token is
-prepended, as Meta does, with the user as its content and a zero action), the action embedding is the
-package's (summed action-feature tables) rather than Meta's per-action-type concat, and the
+prepended, as Meta does, with the user as its content and a zero action), the action embedding
+is the package's (summed action-feature tables) rather than Meta's per-action-type concat, and the
 prediction head is :class:`~dfgr_torchrec.modules.heads.MultiTaskHead`.
 """
 
@@ -27,7 +27,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig, UserContext
 from dfgr_torchrec.models.ranking import RankingOutput
-from dfgr_torchrec.modules import context_token
+from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.stu import HSTUInteraction
@@ -83,10 +83,7 @@ class HSTUModel(nn.Module):
         embeddings = self.config.embeddings
         if embeddings.user_context != UserContext.TOKEN or not embeddings.user_vocab_sizes:
             return emb.items, emb.actions, times, None
-        context_times = context_token.context_timestamps(times, candidate_times)
-        items, times, kept = context_token.with_context_token(emb.items, emb.users, times, context_times)
-        actions = context_token.with_context_token(emb.actions, None, None, context_times)[0]
-        return items, actions, times, kept
+        return context_ops.with_context_interaction(emb.items, emb.actions, emb.users, times, candidate_times)
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
@@ -94,7 +91,7 @@ class HSTUModel(nn.Module):
         labels = batch.labels
         if kept is not None:  # the context token is history, never a target: its label row is unused
             lengths = emb.items.lengths()
-            labels = context_token.prepend_per_user(labels, lengths, None)[0]
+            labels = context_ops.prepend_per_user(labels, lengths, None)[0]
         # the interaction is free of sharded modules: a leaf for TorchRec's pipeline tracer
         targets = self.interaction(items, actions, times, labels)
         states, labels = targets[0], targets[1]

@@ -13,7 +13,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig, UserContext
 from dfgr_torchrec.modules.bias_terms import BiasTerms
-from dfgr_torchrec.modules import context_token as context_token_ops
+from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
@@ -121,9 +121,9 @@ class DFGRRankingModel(_GenerativeRankingModel):
         context = self.context_token(emb.users)
         if context is None:
             return self._output(self.interaction(real, fake, times).values(), batch)
-        context_times = context_token_ops.context_timestamps(times)
-        real, real_times, kept = context_token_ops.with_context_token(real, context, times, context_times)
-        fake = context_token_ops.with_context_token(fake, context, None, context_times)[0]
+        context_times = context_ops.context_timestamps(times)
+        real, real_times, kept = context_ops.with_context_token(real, context, times, context_times)
+        fake = context_ops.with_context_token(fake, context, None, context_times)[0]
         states = self.interaction(real, fake, real_times)
         return self._output(states.values()[kept], batch)
 
@@ -136,8 +136,8 @@ class DFGRRankingModel(_GenerativeRankingModel):
         history_times, candidate_times = batch.history_timestamps(), batch.candidate_timestamps_jagged()
         context = self.context_token(emb.users)
         if context is not None:
-            context_times = context_token_ops.context_timestamps(history_times, candidate_times)
-            history, history_times, _ = context_token_ops.with_context_token(history, context, history_times, context_times)
+            context_times = context_ops.context_timestamps(history_times, candidate_times)
+            history, history_times, _ = context_ops.with_context_token(history, context, history_times, context_times)
         candidates = self.embedding.merge_placeholder(emb.candidates.values())
         states = self.interaction.score(
             history,
@@ -175,10 +175,7 @@ class MetaGRRankingModel(_GenerativeRankingModel):
         context = self.context_token(emb.users)
         if context is None:
             return emb.items, emb.actions, times, None
-        context_times = context_token_ops.context_timestamps(times, candidate_times)
-        items, times, kept = context_token_ops.with_context_token(emb.items, context, times, context_times)
-        actions = context_token_ops.with_context_token(emb.actions, None, None, context_times)[0]
-        return items, actions, times, kept
+        return context_ops.with_context_interaction(emb.items, emb.actions, context, times, candidate_times)
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)

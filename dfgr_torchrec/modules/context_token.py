@@ -6,9 +6,9 @@ candidate can attend to (generative-recommenders prepends its contextual feature
 way). Its time is one unit before the user's first interaction (first candidate, without
 history), so in session mode (strictly earlier timestamps only) it is visible to all of them.
 
-Callers use these through the module (``context_token.with_context_token(...)``): the functions
-are ``torch.fx.wrap``-ed, which TorchRec's pipeline tracer honours only for look-ups in this
-module's namespace.
+Callers use these through the module (``context_ops.with_context_token(...)``): the tensor
+helpers are ``torch.fx.wrap``-ed, which TorchRec's pipeline tracer honours only for look-ups in
+this module's namespace.
 """
 
 from __future__ import annotations
@@ -71,3 +71,19 @@ def with_context_token(
     if timestamps is not None:
         times = JaggedTensor(values=prepend_per_user(timestamps.values(), tokens.lengths(), context_times)[0], lengths=lengths)
     return JaggedTensor(values=values, lengths=lengths), times, kept
+
+
+def with_context_interaction(
+    items: JaggedTensor,
+    actions: JaggedTensor,
+    context: torch.Tensor,
+    times: JaggedTensor,
+    candidate_times: Optional[JaggedTensor],
+) -> Tuple[JaggedTensor, JaggedTensor, JaggedTensor, torch.Tensor]:
+    """For models that keep item and action apart (MetaGR, hstu): the context as one more
+    interaction in front of each history, the user as its item and a zero action. Returns
+    ``(items, actions, times, kept)``."""
+    context_times = context_timestamps(times, candidate_times)
+    items, times, kept = with_context_token(items, context, times, context_times)
+    actions = with_context_token(actions, None, None, context_times)[0]
+    return items, actions, times, kept

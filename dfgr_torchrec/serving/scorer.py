@@ -11,7 +11,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
-from dfgr_torchrec.modules import context_token
+from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.ops.jagged import lengths_to_offsets
 from dfgr_torchrec.serving.history import HistoryState, append_history, encode_histories, score_cached
 
@@ -52,9 +52,9 @@ class CachedScorer:
             if not self.dual_flow:  # MetaGR: the context as the item token, a zero action token
                 context = torch.stack([context, torch.zeros_like(context)], dim=1)
             lengths = emb.items.lengths()
-            context_times = context_token.context_timestamps(batch.history_timestamps())
-            tokens, new_lengths, _ = context_token.prepend_per_user(tokens, lengths, context)
-            times = context_token.prepend_per_user(times, lengths, context_times)[0]
+            context_times = context_ops.context_timestamps(batch.history_timestamps())
+            tokens, new_lengths, _ = context_ops.prepend_per_user(tokens, lengths, context)
+            times = context_ops.prepend_per_user(times, lengths, context_times)[0]
             offsets = lengths_to_offsets(new_lengths)
         return tokens, offsets, times, context is not None
 

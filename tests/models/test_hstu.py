@@ -10,14 +10,8 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch, make_sequence_batch
-from dfgr_torchrec.config import (
-    InteractionConfig,
-    MaskMode,
-    RankingModelConfig,
-    SequenceEmbeddingConfig,
-    TaskConfig,
-    UserContext,
-)
+from dfgr_torchrec.config import InteractionConfig, MaskMode, RankingModelConfig, SequenceEmbeddingConfig
+from dfgr_torchrec.config import TaskConfig, UserContext
 from dfgr_torchrec.data.synthetic import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.metrics import auc
