@@ -58,14 +58,16 @@ def replay(data: PreparedData, split: str, max_seq_len: int, limit: Optional[int
             "user": raw_user, "labels": batch.candidate_labels.tolist()}
 
 
-def evaluate(scores_path: str, labels_path: str, tasks: List[str]) -> Dict[str, Any]:
-    """AUC, GAUC, ... of ``dfgr score`` output against the replay's labels (matched by user)."""
+def evaluate(scores_path: str, labels_path: str, tasks: Optional[List[str]] = None) -> Dict[str, Any]:
+    """AUC, GAUC, ... of ``dfgr score`` output against the replay's labels (matched by user);
+    ``tasks`` default to the scores' own, in their order (the model's, as the labels)."""
     with open(labels_path) as f:
         labels = {row["user"]: row["labels"] for row in map(json.loads, f)}
     logits, targets, users = [], [], []
     with open(scores_path) as f:
         for index, result in enumerate(map(json.loads, f)):
             for score, label in zip(result["scores"], labels[result["user"]]):
+                tasks = tasks or [key for key in score if key != "item"]
                 p = torch.tensor([score[t] for t in tasks], dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
                 logits.append(torch.log(p) - torch.log1p(-p))
                 targets.append(label)
@@ -81,14 +83,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--labels", required=True, help="labels JSONL (written with --out, read with --evaluate)")
     parser.add_argument("--users", type=int, default=None, help="at most this many users")
     parser.add_argument("--evaluate", metavar="SCORES", help="score `dfgr score` output against --labels")
-    parser.add_argument("--tasks", nargs="+", help="with --evaluate: the task names")
+    parser.add_argument("--tasks", nargs="+", help="with --evaluate: the task names (default: every task scored)")
     args = parser.parse_args(argv)
     if args.evaluate:
         print(json.dumps(evaluate(args.evaluate, args.labels, args.tasks), indent=1))
         return
     from dfgr_torchrec.recipes.config import load_train_config
+    from dfgr_torchrec.serving.compile import quiet_tracing_logs
     from dfgr_torchrec.serving.loading import prepared_data_of
 
+    quiet_tracing_logs()  # building KeyedJaggedTensors would log torch.fx's is_fx_tracing notice
     config = load_train_config(args.config)
     data = prepared_data_of(config)
     with open(args.out, "w") as out, open(args.labels, "w") as lab:
