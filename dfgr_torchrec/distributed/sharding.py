@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torchrec import EmbeddingCollection
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
-from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import KernelConfig, ParameterConstraints, TopologyFactory, TrainerConfig
@@ -110,7 +110,11 @@ def shard_model(
     planner = make_planner(model, dist.get_world_size(pg), device, sharding_constraints(table_sharding, pooling_factors))
     sharders = [EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, pg)
-    return DistributedModelParallel(module=model, device=device, plan=plan, sharders=sharders)
+    # Not TorchRec's default static graph: in that mode DDP syncs gradients only through the tensors
+    # it finds in the forward's output, and a RankingOutput (a dataclass) shows it none, so the
+    # replicas' gradients were never averaged. Plain DDP averages every parameter's gradient.
+    wrapper = DefaultDataParallelWrapper(static_graph=False)
+    return DistributedModelParallel(module=model, device=device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper)
 
 
 def make_planner(

@@ -3,7 +3,9 @@
 Each rank builds the unsharded reference and the same model on the meta device, shards the
 item table row_wise and the action table table_wise, loads the reference weights, and checks
 that (a) the sharded forward and candidate scores equal the reference on its own batch, and
-(b) training with a fused RowWiseAdagrad (tables) + AdamW (dense) lowers the loss.
+(b) training with a fused RowWiseAdagrad (tables) + AdamW (dense) lowers the loss, and (c) the
+dense replicas start equal (even from different RNG streams) and stay equal: DDP averages their
+gradients.
 """
 
 import os
@@ -55,6 +57,10 @@ def _worker(rank, port, model_name, errors):
         dist.init_process_group("gloo", rank=rank, world_size=WORLD)
         torch.set_num_threads(1)
         cls, bias_terms = VARIANTS[model_name]
+        torch.manual_seed(rank)  # a different RNG stream per rank: DDP's constructor makes the replicas equal
+        sharded = shard_model(cls(_config(bias_terms), device=torch.device("meta")), {"item": "row_wise", "action": "table_wise"},
+                              torch.device("cpu"), sparse_lr=0.05)
+        _assert_replicas_equal(sharded, "after sharding")
         torch.manual_seed(0)
         reference = cls(_config(bias_terms))
         dmp = shard_model(cls(_config(bias_terms), device=torch.device("meta")), {"item": "row_wise", "action": "table_wise"},
@@ -80,12 +86,23 @@ def _worker(rank, port, model_name, errors):
             optimizer.step()
             losses.append(out.loss.item())
         assert losses[-1] < 0.9 * losses[0], losses
+        _assert_replicas_equal(dmp, "after training on different batches")  # the gradients were averaged
         table_after = [s.tensor for s in dmp.state_dict()[_item_key(dmp)].local_shards()]
         assert any(not torch.equal(a, b) for a, b in zip(table_before, table_after)), "the fused optimizer updated no row"
         dist.destroy_process_group()
     except BaseException:
         errors.put(f"rank {rank}:\n{traceback.format_exc()}")
         raise
+
+
+def _assert_replicas_equal(dmp, when):
+    """Every data-parallel (dense) parameter is the same on all ranks."""
+    dense = {n: p for n, p in dmp.named_parameters() if type(p) is torch.nn.Parameter and "embeddings." not in n}
+    assert dense, "no dense parameters found"
+    for name, param in dense.items():
+        gathered = [torch.empty_like(param) for _ in range(WORLD)]
+        dist.all_gather(gathered, param.detach().contiguous())
+        assert all(torch.equal(gathered[0], g) for g in gathered[1:]), f"{name} differs across ranks {when}"
 
 
 def _item_key(dmp):
