@@ -25,7 +25,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig, UserContext
+from dfgr_torchrec.config import RankingModelConfig
 from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
@@ -80,8 +80,7 @@ class HSTUModel(nn.Module):
         """Items, actions and times with the context token (the user as content, a zero action)
         in front of each history when ``embeddings.user_context`` is ``"token"``, and the mask
         of the original rows (None without a context token)."""
-        embeddings = self.config.embeddings
-        if embeddings.user_context != UserContext.TOKEN or not embeddings.user_vocab_sizes:
+        if not context_ops.uses_context_token(self.config.embeddings):
             return emb.items, emb.actions, times, None
         return context_ops.with_context_interaction(emb.items, emb.actions, emb.users, times, candidate_times)
 

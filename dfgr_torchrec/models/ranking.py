@@ -11,7 +11,7 @@ from torchrec import KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig, UserContext
+from dfgr_torchrec.config import RankingModelConfig
 from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
@@ -60,8 +60,7 @@ class _GenerativeRankingModel(nn.Module):
     def context_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``[B, d]`` the users' context tokens when ``embeddings.user_context`` is ``"token"``
         and the model has user features, else None."""
-        embeddings = self.config.embeddings  # decided by the config: TorchRec's pipelines trace this
-        if embeddings.user_context != UserContext.TOKEN or not embeddings.user_vocab_sizes:
+        if not context_ops.uses_context_token(self.config.embeddings):
             return None
         return self.context_tokens_from(users)
 

@@ -19,7 +19,14 @@ import torch
 import torch.fx
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
+from dfgr_torchrec.config import SequenceEmbeddingConfig, UserContext
 from dfgr_torchrec.ops.jagged import lengths_to_offsets
+
+
+def uses_context_token(embeddings: SequenceEmbeddingConfig) -> bool:
+    """Whether a generative model reads its user features through a context token (decided by the
+    config alone: TorchRec's pipelines trace the forwards that ask)."""
+    return embeddings.user_context == UserContext.TOKEN and bool(embeddings.user_vocab_sizes)
 
 
 @torch.fx.wrap  # leaves for TorchRec's pipeline tracer: they build tensors by item assignment
