@@ -87,6 +87,7 @@ def _task_metrics(logits: torch.Tensor, labels: torch.Tensor, users: torch.Tenso
         "ne": normalized_entropy(logits, labels),
         "calibration": calibration(logits, labels),
         "count": int(labels.shape[0]),
+        "positives": int((labels > 0.5).sum()),
     }
     notes = undefined_notes(metrics, labels)
     return {**metrics, "notes": notes} if notes else metrics

@@ -43,3 +43,12 @@ def test_log_loss_ne_and_calibration():
     assert math.isclose(log_loss(logits, labels), math.log(2))
     assert math.isclose(normalized_entropy(logits, labels), 1.0)
     assert math.isclose(calibration(logits, labels), 1.0)
+
+
+def test_ranking_metrics_count_candidates_and_positives_per_task():
+    from dfgr_torchrec.metrics import ranking_metrics
+
+    labels = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    metrics = ranking_metrics(torch.zeros(3, 2), labels, torch.tensor([0, 0, 1]), ["click", "buy"])
+    assert (metrics["click"]["count"], metrics["click"]["positives"]) == (3, 2)
+    assert (metrics["buy"]["count"], metrics["buy"]["positives"]) == (3, 1)

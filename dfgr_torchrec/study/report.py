@@ -44,6 +44,7 @@ def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -
                     "data": r["data"], "model": r["model"], "seed": r["seed"], "params": r["params"], "point": r["point"],
                     "variant": r["variant"] or None,
                     "chosen": r["chosen"], "split": split, "task": task, **{k: _number(m[k]) for k in METRICS},
+                    "candidates": m.get("count"), "positives": m.get("positives"),
                     "selected_step": r["final"].get("selected_step"), "train_seconds": r["train_seconds"],
                     **cost,
                 })
@@ -99,12 +100,26 @@ def summary_markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) 
             continue
         lines += _scaling_lines(rows, data)
         lines += ["", "| model | " + " | ".join(f"AUC {t}" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+        lines += _positives_line(test, data, tasks)
         for model in dict.fromkeys(r["model"] for r in test if r["data"] == data):
             cells = [_mean_std([r["auc"] for r in test if r["data"] == data and r["model"] == model and r["task"] == t])
                      for t in tasks]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _positives_line(test: List[Dict[str, Any]], data: str, tasks: List[str]) -> List[str]:
+    """A row with each task's test positives / candidates (the same for every run of a data set), so
+    a reader sees which AUCs rest on a few dozen positives; none when a run predates the count."""
+    cells = []
+    for task in tasks:
+        counts = {(r.get("positives"), r.get("candidates")) for r in test if r["data"] == data and r["task"] == task}
+        if len(counts) != 1 or None in next(iter(counts)):
+            return []
+        positives, candidates = next(iter(counts))
+        cells.append(f"{positives:,} / {candidates:,}")
+    return ["| test positives / candidates | " + " | ".join(cells) + " |"]
 
 
 def _scaling_lines(rows: List[Dict[str, Any]], data: str) -> List[str]:

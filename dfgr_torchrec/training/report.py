@@ -22,10 +22,10 @@ def format_metrics(metrics: Dict[str, Any]) -> str:
     """One row per task of ``{"tasks": {task: {"auc": ..., ...}}}``, as written by the recipe; an
     undefined metric reads ``n/a (<reason>)``, e.g. ``n/a (only positives)``."""
     rows = [
-        [task, *(_cell(m.get(key), m.get("notes", {}).get(key, "")) for key, _ in METRIC_COLUMNS), m["count"]]
+        [task, *(_cell(m.get(key), m.get("notes", {}).get(key, "")) for key, _ in METRIC_COLUMNS), m["count"], m.get("positives", "")]
         for task, m in metrics["tasks"].items()
     ]
-    headers = ["task", *(title for _, title in METRIC_COLUMNS), "candidates"]
+    headers = ["task", *(title for _, title in METRIC_COLUMNS), "candidates", "positives"]
     return tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", *["right"] * (len(headers) - 1)))
 
 

@@ -7,7 +7,7 @@ import sys
 
 def test_report_prints_a_table_without_importing_torch(tmp_path):
     metrics = {"split": "test", "candidates": 3, "tasks": {"like": {
-        "auc": 0.75, "gauc": 0.7, "logloss": 0.5, "ne": 0.8, "calibration": 1.01, "count": 3}}}
+        "auc": 0.75, "gauc": 0.7, "logloss": 0.5, "ne": 0.8, "calibration": 1.01, "count": 3, "positives": 2}}}
     path = tmp_path / "metrics_final.json"
     path.write_text(json.dumps(metrics))
     code = (
@@ -17,6 +17,8 @@ def test_report_prints_a_table_without_importing_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "like" in out.stdout and "0.7500" in out.stdout and "test split, 3 candidates" in out.stdout
+    header, _, row = out.stdout.splitlines()[-3:]
+    assert header.split()[-2:] == ["candidates", "positives"] and row.split()[-2:] == ["3", "2"]
 
 
 def test_slices_by_item_count_print_a_row_each_with_the_mean_over_defined_tasks():
