@@ -136,3 +136,47 @@ def test_the_pointwise_normaliser_divides_the_attention():
 
         outs.append(block.attend(q, k, v, AttentionSpec(offsets, offsets, positions, positions, strict=False)))
     torch.testing.assert_close(outs[1], outs[0] * 2)  # 8 / 4
+
+
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_a_lagged_fake_token_is_scored_like_a_candidate_after_the_history_it_sees(mode):
+    """With ``lags``, fake token ``i`` equals the inference score of its item after the real
+    history that ends ``lag`` interactions before it (never before the first): the position,
+    the time gap and the mask all follow the shorter history."""
+    module = _module(AttentionForm.POINTWISE, mode).eval()
+    total = sum(LENGTHS)
+    real, fake = torch.randn(total, D), torch.randn(total, D)
+    times = sorted_times_with_sessions(LENGTHS)
+    lags = torch.tensor([2, 0, 1, 0, 0, 3, 1, 2, 9, 1, 0, 5])  # a lag longer than the history too
+    out = module(_jt(real, LENGTHS), _jt(fake, LENGTHS), _jt(times, LENGTHS), lags=lags).values()
+    plain = module(_jt(real, LENGTHS), _jt(fake, LENGTHS), _jt(times, LENGTHS)).values()
+    start, changed = 0, 0
+    for n in LENGTHS:
+        for i in range(n):
+            g = start + i
+            anchor = max(i - int(lags[g]), min(i, 1))
+            user_times = times[start:start + n]
+            seen = anchor if mode == MaskMode.POSITION else int((user_times < user_times[anchor]).sum())
+            expected = module.score(
+                _jt(real[start:start + seen], [seen]), _jt(fake[g:g + 1], [1]),
+                _jt(user_times[:seen], [seen]), _jt(times[g:g + 1], [1]),
+            ).values()[0]
+            torch.testing.assert_close(out[g], expected, atol=1e-5, rtol=1e-5)
+            changed += int(not torch.allclose(out[g], plain[g]))
+        start += n
+    assert changed >= 4  # the lags did hide something
+    torch.testing.assert_close(module(_jt(real, LENGTHS), _jt(fake, LENGTHS), _jt(times, LENGTHS),
+                                      lags=torch.zeros(total, dtype=torch.int64)).values(), plain)
+
+
+def test_train_lag_draws_lags_in_training_only():
+    module = _module(AttentionForm.POINTWISE, MaskMode.POSITION, train_lag=3)
+    real, fake = torch.randn(sum(LENGTHS), D), torch.randn(sum(LENGTHS), D)
+    times = sorted_times_with_sessions(LENGTHS)
+    args = (_jt(real, LENGTHS), _jt(fake, LENGTHS), _jt(times, LENGTHS))
+    trained = module.train()(*args).values()
+    evaluated = module.eval()(*args).values()
+    torch.testing.assert_close(evaluated, dense_reference.dual_flow_train(module, real, fake, LENGTHS, times))
+    assert not torch.allclose(trained, evaluated)
+    with pytest.raises(ValueError, match="train_lag: expected an integer >= 0"):
+        _module(AttentionForm.POINTWISE, MaskMode.POSITION, train_lag=-1)
