@@ -103,12 +103,6 @@ class InteractionConfig:
         attention_scale_len: the pointwise normaliser (None: ``max_seq_len``). A constant, so a
             score never depends on the other users of its batch (Meta's HSTU divides by the
             batch's longest sequence instead).
-        train_lag: DFGR in training only: each fake token also misses the real interactions
-            just before it, a number drawn uniformly from ``0..train_lag`` (never the first
-            interaction; its position and time gap follow what it sees). A candidate scored
-            beside others misses their actions in the same way: offline, the ``k``-th of a
-            user's held-out rows is scored after a history that ends ``k`` rows before it.
-            0 (the default) is the paper's exact prefix.
     """
 
     d_model: int = 64
@@ -125,7 +119,6 @@ class InteractionConfig:
     kernel: AttentionKernel = AttentionKernel.AUTO
     norm_eps: float = 1e-5
     attention_scale_len: Optional[int] = None
-    train_lag: int = 0
 
     def __post_init__(self) -> None:
         for key in ("d_model", "num_layers", "num_heads", "attention_dim", "linear_dim", "max_seq_len"):
@@ -141,7 +134,6 @@ class InteractionConfig:
             self.num_time_buckets,
         )
         check(0.0 <= float(self.dropout) < 1.0, "dropout", "a float in [0, 1)", self.dropout)
-        check(isinstance(self.train_lag, int) and self.train_lag >= 0, "train_lag", "an integer >= 0", self.train_lag)
         self.attention_form = _enum(AttentionForm, "attention_form", self.attention_form)
         self.mask_mode = _enum(MaskMode, "mask_mode", self.mask_mode)
         self.kernel = _enum(AttentionKernel, "kernel", self.kernel)

@@ -8,7 +8,7 @@ import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import InteractionConfig
-from dfgr_torchrec.modules.stack import GenerativeStack, lagged_layout
+from dfgr_torchrec.modules.stack import GenerativeStack
 from dfgr_torchrec.ops.attention import AttentionSpec
 
 
@@ -49,7 +49,6 @@ class DualFlowInteraction(GenerativeStack):
         real: JaggedTensor,
         fake: JaggedTensor,
         timestamps: Optional[JaggedTensor] = None,
-        lags: Optional[torch.Tensor] = None,
     ) -> JaggedTensor:
         """Training pass.
 
@@ -57,9 +56,6 @@ class DualFlowInteraction(GenerativeStack):
             real: ``[T, d_model]`` tokens merged from items and their true actions.
             fake: ``[T, d_model]`` tokens of the same items with the placeholder action.
             timestamps: ``[T]`` int64 times, needed in session mode and for time encodings.
-            lags: ``[T]`` how many real interactions just before each fake token it also
-                misses (:func:`~dfgr_torchrec.modules.stack.lagged_layout`); None draws them
-                from ``0..config.train_lag`` in training and uses none in eval mode.
 
         Returns:
             The fake flow's final states, jagged like ``real``: state ``i`` has seen no action
@@ -71,17 +67,12 @@ class DualFlowInteraction(GenerativeStack):
         total = real.values().shape[0]
         positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
         real_spec = AttentionSpec(offsets, offsets, keys, keys, strict=False)
-        if lags is None and self.training and self.config.train_lag > 0:
-            lags = torch.randint(0, self.config.train_lag + 1, (total,), device=offsets.device)
-        fake_positions, fake_gaps, fake_keys = positions, gaps, keys
-        if lags is not None:
-            times = _values_or_none(timestamps)
-            fake_positions, fake_gaps, fake_keys = lagged_layout(offsets, positions, keys, times, lags)
+        fake_spec = AttentionSpec(offsets, offsets, keys, keys, strict=True)
         out = self.run_two_flows(
             self.encode(real.values(), positions, gaps),
-            self.encode(fake.values(), fake_positions, fake_gaps),
+            self.encode(fake.values(), positions, gaps),
             real_spec,
-            AttentionSpec(offsets, offsets, fake_keys, keys, strict=True),
+            fake_spec,
         )
         return JaggedTensor(values=out, lengths=lengths, offsets=offsets)
 

@@ -144,32 +144,3 @@ def session_layout(timestamps: torch.Tensor, positions: torch.Tensor, what: str)
         session_positions > 0, timestamps - timestamps[before_start], torch.zeros_like(timestamps)
     )
     return session_positions, gaps
-
-
-def lagged_layout(
-    offsets: torch.Tensor,
-    positions: torch.Tensor,
-    keys: torch.Tensor,
-    timestamps: Optional[torch.Tensor],
-    lags: torch.Tensor,
-) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-    """Positions, time gaps and order keys of fake tokens that also miss the ``lags[i]`` real
-    interactions just before them (never the sequence's first).
-
-    Token ``i`` is laid out as a candidate scored after the history that ends before its
-    anchor ``a = i - lag`` (clamped to 1): it sees the real tokens with ``key < keys[a]``, its
-    position counts them (``positions[a]``, in either mask mode) and its gap runs from the
-    last of them. ``lags`` of 0 give the history layout itself.
-    """
-    total = positions.shape[0]
-    index = positions_in_sequence(offsets, total)
-    back = torch.minimum(lags.to(index.dtype), (index - 1).clamp(min=0))
-    element = torch.arange(total, device=positions.device)
-    anchor = element - back
-    counts = positions[anchor]
-    gaps = None
-    if timestamps is not None:
-        last = (element - index + counts - 1).clamp(min=0)  # the sequence's start + counts - 1
-        gaps = torch.where(counts > 0, timestamps - timestamps[last], torch.zeros_like(timestamps))
-    return counts, gaps, keys[anchor]
-
