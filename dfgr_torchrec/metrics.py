@@ -61,9 +61,13 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(torch.sigmoid(logits.double()).sum()) / positives if positives else math.nan
 
 
+def _positives(labels: torch.Tensor) -> int:
+    return int((labels > 0.5).sum())
+
+
 def _class_note(labels: torch.Tensor) -> str:
     """Why a metric that needs both classes is undefined on ``labels`` ("" when it is defined)."""
-    positives, count = int((labels > 0.5).sum()), labels.numel()
+    positives, count = _positives(labels), labels.numel()
     if count == 0:
         return "no candidates"
     if positives == 0:
@@ -87,7 +91,7 @@ def _task_metrics(logits: torch.Tensor, labels: torch.Tensor, users: torch.Tenso
         "ne": normalized_entropy(logits, labels),
         "calibration": calibration(logits, labels),
         "count": int(labels.shape[0]),
-        "positives": int((labels > 0.5).sum()),
+        "positives": _positives(labels),
     }
     notes = undefined_notes(metrics, labels)
     return {**metrics, "notes": notes} if notes else metrics

@@ -115,9 +115,11 @@ def _positives_line(test: List[Dict[str, Any]], data: str, tasks: List[str]) -> 
     cells = []
     for task in tasks:
         counts = {(r.get("positives"), r.get("candidates")) for r in test if r["data"] == data and r["task"] == task}
-        if len(counts) != 1 or None in next(iter(counts)):
+        if len(counts) != 1:
             return []
-        positives, candidates = next(iter(counts))
+        ((positives, candidates),) = counts
+        if positives is None or candidates is None:
+            return []
         cells.append(f"{positives:,} / {candidates:,}")
     return ["| test positives / candidates | " + " | ".join(cells) + " |"]
 
