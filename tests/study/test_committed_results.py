@@ -32,7 +32,8 @@ STUDIES = {
 LAUNCH_KEYS = {"name", "output_dir", "eval.test", "checkpoint.resume", "train.overwrite"}
 # keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
 UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
-RUN_NAME = re.compile(r"(?P<data>[^_]+(?:_[^_]+)*?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
+# the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
+RUN_NAME = re.compile(r"(?P<data>.+?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
