@@ -12,19 +12,23 @@ Each backend derives what it needs (a dense mask, tile bounds, ...) and may cach
 ``spec.backend_cache`` for the other layers that reuse the spec.
 
 Backends (:class:`AttentionKernel`):
-- ``pytorch`` (:mod:`dfgr_torchrec.ops.pytorch`): pads to the batch's longest sequence with
-  fbgemm's jagged ops and runs batched matmuls; the production path on CPU and GPU.
-- ``reference`` (:mod:`dfgr_torchrec.ops.reference`): a per-sequence loop with no padding; slow
-  and obviously correct, the ground truth the tests compare every other backend against.
+- ``triton`` (:mod:`dfgr_torchrec.ops.triton`): fused kernels straight on the jagged values, one
+  program per (user block, head), skipping key blocks the block cannot see; forward and backward,
+  memory ``O(T H d)``. The GPU path; on CPU it runs only under Triton's interpreter (tests).
 - ``tiled`` (:mod:`dfgr_torchrec.ops.tiled`): query x key tiles batched over users, skipping the
   tiles the mask hides, with an online softmax and a backward that recomputes each tile; memory
-  ``O(B H L tile)`` instead of the padded square.
-- ``auto`` (the default): ``tiled`` on CPU for long sequences, ``pytorch`` otherwise
-  (:func:`resolve_kernel`).
+  ``O(B H L tile)`` instead of the padded square. Any device.
+- ``pytorch`` (:mod:`dfgr_torchrec.ops.pytorch`): pads to the batch's longest sequence and runs
+  batched matmuls on the ``[B, H, L, L]`` score square; fastest for short sequences.
+- ``reference`` (:mod:`dfgr_torchrec.ops.reference`): a per-sequence loop with no padding; slow
+  and obviously correct, the ground truth the tests compare every other backend against.
+- ``auto`` (the default): ``triton`` on CUDA when Triton imports, else ``tiled`` from
+  :data:`TILED_FROM_LEN` keys up, else ``pytorch`` (:func:`resolve_kernel`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
@@ -130,11 +134,11 @@ def _owners(offsets: torch.Tensor, total: int) -> torch.Tensor:
 
 Backend = Callable[..., torch.Tensor]
 
-# ``kernel: auto`` runs the tiled backend on CPU when the batch's longest key sequence has at least
-# this many tokens, the padded one below it and on GPU (where the tiled Python loop was never
-# measured faster than batched matmuls). Chosen from `dfgr bench attention --kernels pytorch tiled`
-# (results/bench/attention_kernels_2threads*.json: from 512 tokens it took 0.2x to 0.67x the padded
-# step on 2 threads; README "Attention backends").
+# ``kernel: auto`` runs the tiled backend (where Triton cannot run) when the batch's longest key
+# sequence has at least this many tokens, the padded one below it. Chosen on 2 CPU threads from
+# `dfgr bench attention --kernels pytorch tiled` (results/bench/attention_kernels_2threads*.json: from
+# 512 tokens the tiled step took 0.2x to 0.67x the padded one); above it the padded square's
+# ``[B, H, L, L]`` scores grow quadratically, so it is never chosen there on any device.
 TILED_FROM_LEN = 512
 
 
@@ -142,20 +146,33 @@ def resolve_kernel(kernel: AttentionKernel, spec: "AttentionSpec", device: torch
     """The backend ``kernel`` stands for on this call (only ``auto`` depends on the call)."""
     if kernel != AttentionKernel.AUTO:
         return kernel
-    if device.type == "cpu" and spec.max_kv_len >= TILED_FROM_LEN:
+    if device.type == "cuda" and _triton_imports():
+        return AttentionKernel.TRITON
+    if device.type != "meta" and spec.max_kv_len >= TILED_FROM_LEN:  # meta: shapes only, no tile plan
         return AttentionKernel.TILED
     return AttentionKernel.PYTORCH
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_imports() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _backends() -> Dict[AttentionKernel, Backend]:
     from dfgr_torchrec.ops.pytorch import padded_attention
     from dfgr_torchrec.ops.reference import reference_attention
     from dfgr_torchrec.ops.tiled import tiled_attention
+    from dfgr_torchrec.ops.triton import triton_attention
 
     return {
         AttentionKernel.PYTORCH: padded_attention,
         AttentionKernel.REFERENCE: reference_attention,
         AttentionKernel.TILED: tiled_attention,
+        AttentionKernel.TRITON: triton_attention,
     }
 
 

@@ -15,7 +15,8 @@ class AttentionForm(str, enum.Enum):
 class AttentionKernel(str, enum.Enum):
     """Implementation behind the jagged attention interface."""
 
-    AUTO = "auto"  # per call: tiled on CPU from TILED_FROM_LEN keys up (where it measured faster), else pytorch
+    AUTO = "auto"  # per call: triton on CUDA when it imports, else tiled from TILED_FROM_LEN keys up, else pytorch
     PYTORCH = "pytorch"  # batched matmuls on sequences padded to the batch's longest
     REFERENCE = "reference"  # a per-sequence Python loop; slow, the ground truth in tests
     TILED = "tiled"  # query x key tiles with an online softmax; memory O(B H L tile), skips hidden tiles
+    TRITON = "triton"  # fused Triton kernels on the jagged values (CUDA; CPU only under TRITON_INTERPRET=1)

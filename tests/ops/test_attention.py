@@ -106,7 +106,7 @@ def test_visible_counts_match_a_brute_force_count(strict):
     assert "pytorch.mask" not in spec.backend_cache  # no backend state was built to count
 
 
-def test_auto_kernel_is_tiled_on_cpu_from_the_measured_length(monkeypatch):
+def test_auto_kernel_is_tiled_from_the_measured_length(monkeypatch):
     """``auto`` resolves per call: the padded kernel below ``TILED_FROM_LEN`` keys, tiled from it on."""
     import dfgr_torchrec.ops.attention as attention
     from dfgr_torchrec.ops.jagged import lengths_to_offsets, positions_in_sequence
@@ -122,6 +122,10 @@ def test_auto_kernel_is_tiled_on_cpu_from_the_measured_length(monkeypatch):
     assert attention.resolve_kernel(auto, spec([7, 3]), cpu) == attention.AttentionKernel.PYTORCH
     assert attention.resolve_kernel(auto, spec([8, 3]), cpu) == attention.AttentionKernel.TILED
     assert attention.resolve_kernel(auto, spec([8, 3]), torch.device("meta")) == attention.AttentionKernel.PYTORCH
+    monkeypatch.setattr(attention, "_triton_imports", lambda: False)  # a CUDA box without Triton
+    cuda = torch.device("cuda")
+    assert attention.resolve_kernel(auto, spec([7, 3]), cuda) == attention.AttentionKernel.PYTORCH
+    assert attention.resolve_kernel(auto, spec([8, 3]), cuda) == attention.AttentionKernel.TILED
     assert attention.resolve_kernel(attention.AttentionKernel.REFERENCE, spec([8]), cpu) == attention.AttentionKernel.REFERENCE
     calls = []
     monkeypatch.setattr("dfgr_torchrec.ops.tiled.tiled_attention", lambda *a, **k: calls.append("tiled"))
@@ -131,3 +135,17 @@ def test_auto_kernel_is_tiled_on_cpu_from_the_measured_length(monkeypatch):
         q = torch.randn(s.q_total, 2, 4)
         attention.jagged_attention(q, q, q, s, form="pointwise", scale_len=16)
     assert calls == ["pytorch", "tiled"]
+
+
+def test_auto_kernel_is_triton_on_cuda_when_it_imports(monkeypatch):
+    """On CUDA ``auto`` never picks the padded square when Triton is there, at any length."""
+    import dfgr_torchrec.ops.attention as attention
+    from dfgr_torchrec.ops.jagged import lengths_to_offsets
+
+    monkeypatch.setattr(attention, "_triton_imports", lambda: True)
+    offsets = lengths_to_offsets(torch.tensor([3, 1]))
+    keys = torch.tensor([0, 1, 2, 0])
+    spec = attention.AttentionSpec(offsets, offsets, keys, keys, strict=False)
+    auto = attention.AttentionKernel.AUTO
+    assert attention.resolve_kernel(auto, spec, torch.device("cuda")) == attention.AttentionKernel.TRITON
+    assert attention.resolve_kernel(auto, spec, torch.device("cpu")) == attention.AttentionKernel.PYTORCH
