@@ -137,6 +137,6 @@ def test_triton_off_the_gpu_without_the_interpreter_says_what_to_use(monkeypatch
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     spec = _spec([2], [2], False, False)
     t = _inputs(2, 2, False)
-    with pytest.raises(RuntimeError, match="kernel: triton needs a CUDA GPU"):
+    with pytest.raises(ValueError, match="kernel: triton needs a CUDA GPU"):
         triton_attention(t["q"], t["k"], t["v"], spec, AttentionForm.SOFTMAX, 4, None, None)
     assert not available(torch.device("cpu"))

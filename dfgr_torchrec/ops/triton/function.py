@@ -155,7 +155,7 @@ def triton_attention(
     Under the interpreter (CPU) operands run in fp32: its bf16 ``tl.dot`` is wrong (upstream).
     """
     if q.device.type != "cuda" and not interpreting():
-        raise RuntimeError(
+        raise ValueError(
             "kernel: triton needs a CUDA GPU (or TRITON_INTERPRET=1 set before dfgr_torchrec loads its kernels); "
             "use kernel: auto, tiled or pytorch on CPU"
         )
