@@ -134,6 +134,12 @@ class TritonAttention(torch.autograd.Function):
         return dq, dk, dvv, (dsk if has_self else None), (dsv if has_self else None), None, None, None, None
 
 
+def _check_gpu_blocks(sizes: BlockSizes) -> None:
+    for name, value in (("m", sizes.m), ("n", sizes.n)):
+        if value < 16 or value & (value - 1):
+            raise ValueError(f"triton block size {name}: expected a power of two >= 16 on a GPU (tl.dot), got {value}")
+
+
 def _block_dim(d: int) -> int:
     """Head dims padded to a power of two of at least 16 (``tl.dot``'s smallest inner size)."""
     return max(16, triton.next_power_of_2(d))
@@ -160,10 +166,12 @@ def triton_attention(
             "use kernel: auto, tiled or pytorch on CPU"
         )
     sizes = sizes or DEFAULT_BLOCKS
+    if q.device.type == "cuda":
+        _check_gpu_blocks(sizes)
     dtype = q.dtype
     cast = interpreting() and dtype != torch.float32
-    operands = [q, k, v, self_k, self_v]
-    if cast:
-        operands = [t.float() if t is not None else None for t in operands]
+    # one dtype for every operand (autocast may hand a self term in another); fp32 under the interpreter
+    run_dtype = torch.float32 if cast else dtype
+    operands = [t.to(run_dtype) if t is not None else None for t in (q, k, v, self_k, self_v)]
     out = TritonAttention.apply(*operands, spec, form == AttentionForm.SOFTMAX, 1.0 / scale_len, sizes)
     return out.to(dtype) if cast else out
