@@ -20,14 +20,14 @@ import os
 from typing import Dict, List
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint import FileSystemReader
 
 from dfgr_torchrec.config import RankingModelConfig, fill_from_data
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData
 from dfgr_torchrec.data.identity import prepared_for_run
+from dfgr_torchrec.training.safe_dcp import metadata as checkpoint_metadata
+from dfgr_torchrec.training.safe_dcp import safe_load
 from dfgr_torchrec.data.prepare import find_prepared
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.training.checkpoint import latest_checkpoint
@@ -69,7 +69,7 @@ def checkpoint_path(path: str) -> str:
 def model_keys(path: str) -> Dict[str, str]:
     """``{model weight name: checkpoint key}`` of every ``model.*`` tensor of a DCP checkpoint."""
     keys: Dict[str, str] = {}
-    for key in FileSystemReader(path).read_metadata().state_dict_metadata:
+    for key in checkpoint_metadata(path).state_dict_metadata:
         if not key.startswith(MODEL_PREFIX):
             continue
         name = key[len(MODEL_PREFIX):]
@@ -97,7 +97,7 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
     found = model_keys(path)
     _check_keys(path, list(own), found)
     state = {found[name]: tensor.detach().clone() for name, tensor in own.items()}
-    dcp.load(state, storage_reader=FileSystemReader(path), no_dist=True)
+    safe_load(state, path, no_dist=True)
     model.load_state_dict({name: state[found[name]] for name in own}, strict=True)
     return model
 

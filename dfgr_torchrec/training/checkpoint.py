@@ -15,12 +15,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 from typing import Any, Dict, Optional, Tuple
 
 from dfgr_torchrec.training.errors import RunError
 from dfgr_torchrec.training.manifest import write_manifest
+from dfgr_torchrec.training.safe_dcp import UnsafeCheckpoint, safe_load
 
 import torch
 import torch.distributed as dist
@@ -135,14 +137,22 @@ def load_checkpoint(path: str, state: Dict[str, Any], weights_only: bool = False
             f"(the sharded weights alone would reshard, but the run would not continue exactly)"
         )
     try:
-        dcp.load(state, checkpoint_id=path)
+        safe_load(state, path)
     except CheckpointException as e:
         cause = next((exc for exc, _ in e.failures.values()), e)
         raise RunError(f"cannot load checkpoint {path}: {type(cause).__name__}: {str(cause).splitlines()[0]}") from None
     if weights_only:
         return {}, progress
-    _set_rng_state(torch.load(_rng_path(path, dist.get_rank()), weights_only=False))
-    return torch.load(os.path.join(path, "extra.pt"), weights_only=False), progress
+    _set_rng_state(_load_plain(_rng_path(path, dist.get_rank())))
+    return _load_plain(os.path.join(path, "extra.pt")), progress
+
+
+def _load_plain(path: str) -> Any:
+    """A small ``torch.save`` file of tensors and plain values, loaded without unpickling code."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpoint(f"{path}: refused to load: {str(e).splitlines()[0]} (nothing from it was run)") from None
 
 
 def _rng_state() -> Dict[str, Any]:
