@@ -6,7 +6,8 @@ well under a second and names the folder.
 * ``--resume`` needs an intact checkpoint, and a config that agrees with the run's saved
   ``config.yaml`` on what the checkpoint depends on (:data:`RESUME_KEYS`);
 * ``checkpoint.resume=auto`` resumes when there is a checkpoint, else starts afresh;
-* ``dfgr eval`` needs a checkpoint: ``--checkpoint PATH``, else the best, else the latest.
+* ``dfgr eval`` needs a checkpoint: ``--checkpoint PATH``, else the best, else the latest;
+* one job at a time: rank 0 locks the directory first (:mod:`dfgr_torchrec.training.run_lock`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 
 from dfgr_torchrec.training.errors import RunError
 from dfgr_torchrec.training.manifest import checkpoint_problem, newest_intact_checkpoint
+from dfgr_torchrec.training.run_lock import lock_run
 
 # What a run leaves in its directory (a directory holding any of them is used).
 RUN_FILES = ("checkpoints", "best", "train_log.jsonl", "tensorboard", "metrics_final.json", "metrics_eval.json",
@@ -128,8 +130,23 @@ def open_run(run_dir: str, mode: str, config: Dict[str, Any], overwrite: bool = 
              checkpoint: Optional[str] = None) -> OpenedRun:
     """Every rank, before the process group and any set-up. ``mode``: fresh | resume | auto | eval.
     Raises :class:`RunError` when the directory does not hold what the mode needs."""
-    say = print if int(os.environ.get("RANK", 0)) == 0 else (lambda message: None)
+    rank0 = int(os.environ.get("RANK", 0)) == 0
+    say = print if rank0 else (lambda message: None)
     run = RunDirectory(run_dir, lambda message: say(message) or None)
+    if rank0:  # before any check, so two jobs cannot both find the directory unused
+        _lock(run_dir, mode)
     start = run.evaluation_checkpoint(checkpoint) if mode == "eval" else run.start(mode, config, overwrite)
     run.prepare(clear=mode != "eval" and start is None)
     return OpenedRun(mode, start)
+
+
+def _lock(run_dir: str, mode: str) -> None:
+    """Rank 0's lock of the run directory; a directory it cannot write (a read-only copy to
+    evaluate) is not locked, and :meth:`RunDirectory.prepare` names any problem that matters."""
+    try:
+        if mode in ("fresh", "auto"):
+            os.makedirs(run_dir, exist_ok=True)
+        if os.path.isdir(run_dir):
+            lock_run(run_dir, "evaluation" if mode == "eval" else "training run")
+    except OSError:
+        return
