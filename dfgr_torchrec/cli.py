@@ -25,6 +25,7 @@ _LAZY = (
     (("bench", "init-scale"), "the attention branch's strength at initialisation", "dfgr_torchrec.bench.init_scale"),
     (("bench", "big-table"), "a >10^7-row item table trained through the demo's launch path", "dfgr_torchrec.bench.big_table"),
     (("bench", "serving"), "one request's latency: full recompute vs the history cache vs AOTInductor", "dfgr_torchrec.bench.serving"),
+    (("bench", "gpu"), "the one GPU check: triton vs reference, backend speed and memory, targets (CUDA only)", "dfgr_torchrec.bench.gpu"),
 )
 
 
