@@ -45,6 +45,29 @@ def _store_rows(ptr, value, rows, row_ok, h, stride_t, stride_h, cols, n_cols):
 
 
 @triton.jit
+def _query_block(pid, q_start, q_end, q_user, q_key_max, Q, Q_KEYS, h, stride_qt, stride_qh, dd, D,
+                 BLOCK_M: tl.constexpr):
+    """Query block ``pid`` of the block table: its user, largest key, rows, row mask, queries and keys."""
+    rows = tl.load(q_start + pid) + tl.arange(0, BLOCK_M)
+    row_ok = rows < tl.load(q_end + pid)
+    q = _rows(Q, rows, row_ok, h, stride_qt, stride_qh, dd, D)
+    q_key = tl.load(Q_KEYS + rows, mask=row_ok, other=0)
+    return tl.load(q_user + pid), tl.load(q_key_max + pid), rows, row_ok, q, q_key
+
+
+@triton.jit
+def _key_block(j, kv_start, kv_end, K, V, KV_KEYS, h, stride_kt, stride_kh, stride_vt, stride_vh, dd, dv, D, DV,
+               row_ok, q_key, STRICT: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key block ``j``: its keys, values, and which (query row, key) pairs of the tile are visible."""
+    cols = tl.load(kv_start + j) + tl.arange(0, BLOCK_N)
+    col_ok = cols < tl.load(kv_end + j)
+    k = _rows(K, cols, col_ok, h, stride_kt, stride_kh, dd, D)
+    v = _rows(V, cols, col_ok, h, stride_vt, stride_vh, dv, DV)
+    kv_key = tl.load(KV_KEYS + cols, mask=col_ok, other=0)
+    return k, v, row_ok[:, None] & col_ok[None, :] & _sees(kv_key[None, :], q_key[:, None], STRICT)
+
+
+@triton.jit
 def _fwd_tile(q, k, v, visible, m, l, acc, SOFTMAX: tl.constexpr, PRECISION: tl.constexpr):
     """One key block into the running ``(max, denominator, accumulator)`` of a query block."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
@@ -96,18 +119,12 @@ def attention_fwd(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    pid = tl.program_id(0)
     h = tl.program_id(1)
-    qs = tl.load(q_start + pid)
-    qe = tl.load(q_end + pid)
-    user = tl.load(q_user + pid)
-    q_max = tl.load(q_key_max + pid)
-    rows = qs + tl.arange(0, BLOCK_M)
-    row_ok = rows < qe
     dd = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
-    q = _rows(Q, rows, row_ok, h, stride_qt, stride_qh, dd, D)
-    q_key = tl.load(Q_KEYS + rows, mask=row_ok, other=0)
+    user, q_max, rows, row_ok, q, q_key = _query_block(
+        tl.program_id(0), q_start, q_end, q_user, q_key_max, Q, Q_KEYS, h, stride_qt, stride_qh, dd, D, BLOCK_M
+    )
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
@@ -125,12 +142,8 @@ def attention_fwd(
 
     for j in range(tl.load(kv_user_blocks + user), tl.load(kv_user_blocks + user + 1)):
         if _sees(tl.load(kv_key_min + j), q_max, STRICT):
-            cols = tl.load(kv_start + j) + tl.arange(0, BLOCK_N)
-            col_ok = cols < tl.load(kv_end + j)
-            k = _rows(K, cols, col_ok, h, stride_kt, stride_kh, dd, D)
-            v = _rows(V, cols, col_ok, h, stride_vt, stride_vh, dv, DV)
-            kv_key = tl.load(KV_KEYS + cols, mask=col_ok, other=0)
-            visible = row_ok[:, None] & col_ok[None, :] & _sees(kv_key[None, :], q_key[:, None], STRICT)
+            k, v, visible = _key_block(j, kv_start, kv_end, K, V, KV_KEYS, h, stride_kt, stride_kh, stride_vt,
+                                       stride_vh, dd, dv, D, DV, row_ok, q_key, STRICT, BLOCK_N)
             m, l, acc = _fwd_tile(q, k, v, visible, m, l, acc, SOFTMAX, PRECISION)
 
     if SOFTMAX:
@@ -156,19 +169,13 @@ def attention_bwd_dq(
     PRECISION: tl.constexpr,
 ):
     """``dq`` per query block (and the self term's ``d self_k``, ``d self_v``); ``DQ``/``DSK``/``DSV`` contiguous."""
-    pid = tl.program_id(0)
     h = tl.program_id(1)
-    qs = tl.load(q_start + pid)
-    qe = tl.load(q_end + pid)
-    user = tl.load(q_user + pid)
-    q_max = tl.load(q_key_max + pid)
-    rows = qs + tl.arange(0, BLOCK_M)
-    row_ok = rows < qe
     dd = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
-    q = _rows(Q, rows, row_ok, h, stride_qt, stride_qh, dd, D)
+    user, q_max, rows, row_ok, q, q_key = _query_block(
+        tl.program_id(0), q_start, q_end, q_user, q_key_max, Q, Q_KEYS, h, stride_qt, stride_qh, dd, D, BLOCK_M
+    )
     do = _rows(DO, rows, row_ok, h, stride_dot, stride_doh, dv, DV)
-    q_key = tl.load(Q_KEYS + rows, mask=row_ok, other=0)
     lse = tl.zeros([BLOCK_M], tl.float32)
     delta = tl.zeros([BLOCK_M], tl.float32)
     if SOFTMAX:
@@ -178,12 +185,8 @@ def attention_bwd_dq(
 
     for j in range(tl.load(kv_user_blocks + user), tl.load(kv_user_blocks + user + 1)):
         if _sees(tl.load(kv_key_min + j), q_max, STRICT):
-            cols = tl.load(kv_start + j) + tl.arange(0, BLOCK_N)
-            col_ok = cols < tl.load(kv_end + j)
-            k = _rows(K, cols, col_ok, h, stride_kt, stride_kh, dd, D)
-            v = _rows(V, cols, col_ok, h, stride_vt, stride_vh, dv, DV)
-            kv_key = tl.load(KV_KEYS + cols, mask=col_ok, other=0)
-            visible = row_ok[:, None] & col_ok[None, :] & _sees(kv_key[None, :], q_key[:, None], STRICT)
+            k, v, visible = _key_block(j, kv_start, kv_end, K, V, KV_KEYS, h, stride_kt, stride_kh, stride_vt,
+                                       stride_vh, dd, dv, D, DV, row_ok, q_key, STRICT, BLOCK_N)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
             dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
             if SOFTMAX:
