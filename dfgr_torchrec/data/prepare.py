@@ -37,6 +37,7 @@ from dfgr_torchrec.progress import progress as progress_bar
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest, source_present
 from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
+from dfgr_torchrec.data.time_units import check_one_unit
 from dfgr_torchrec.data.sources import ensure_source
 from dfgr_torchrec.data.vocab import table_rows, vocab_rows
 from dfgr_torchrec.features import ACTION_FEATURE
@@ -65,6 +66,7 @@ def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> s
         print(f"preparing {out} again: {damage}", file=sys.stderr)
     start = time.perf_counter()
     raw = read_log(config, progress=progress)
+    check_one_unit(config.source.path, config.source.columns.timestamp, raw.timestamps, raw.position, raw.locate)
     arrays, report = build_arrays(config, raw, progress=progress)
     check_not_empty(config, report, arrays["timestamp"])
     report["seconds"] = round(time.perf_counter() - start, 3)
