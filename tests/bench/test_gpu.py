@@ -21,9 +21,11 @@ from dfgr_torchrec.bench.gpu_plan import (
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ABSENT_THERE = ("torchrec", "fbgemm_gpu", "duckdb", "tensorboard", "tabulate")  # not on the GPU machine
 BLOCK = f"import sys\nfor name in {ABSENT_THERE!r}:\n    sys.modules[name] = None  # import raises ImportError\n"
+# Guards far above the toy run's ~20 s, so a busy CI machine cannot skip a section (the guards
+# themselves are tested on their own below).
 TOY = "Plan(seq_lens=(8, 16), tokens=32, ragged=False, dims=Dims(16, 2, 2, 8, 8), form='pointwise', warmup=1, " \
-      "repeats=1, max_cell_s=5.0, matmul_size=64, check_lengths=(5, 1, 0, 7), correctness_budget_s=60.0, " \
-      "timing_budget_s=60.0)"
+      "repeats=1, max_cell_s=120.0, matmul_size=64, check_lengths=(5, 1, 0, 7), correctness_budget_s=600.0, " \
+      "timing_budget_s=600.0)"
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
