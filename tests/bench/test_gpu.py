@@ -4,6 +4,7 @@ the token count fixed, FLOPs, targets, the cell loop's OOM and time guards)."""
 
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -29,7 +30,8 @@ TOY = "Plan(seq_lens=(8, 16), tokens=32, ragged=False, dims=Dims(16, 2, 2, 8, 8)
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # as on a machine without a GPU
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _assert_needs_a_gpu(proc: subprocess.CompletedProcess, json_path: pathlib.Path) -> None:
