@@ -60,10 +60,20 @@ class _MetadataUnpickler(pickle.Unpickler):
 
 
 class SafeReader(FileSystemReader):
-    """:class:`FileSystemReader` whose metadata is unpickled with an allow-list."""
+    """:class:`FileSystemReader` whose metadata is unpickled with an allow-list (once per reader)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read: Dict[Any, Metadata] = {}
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        path = self._get_metadata_path(kwargs.get("rank"))
+        rank = kwargs.get("rank")
+        if rank not in self._read:
+            self._read[rank] = self._read_metadata(rank)
+        return self._read[rank]
+
+    def _read_metadata(self, rank: Any) -> Metadata:
+        path = self._get_metadata_path(rank)
         with self.fs.create_stream(path, "rb") as stream:
             try:
                 metadata = _MetadataUnpickler(stream, str(path)).load()
@@ -104,8 +114,9 @@ def metadata(path: str) -> Metadata:
 def safe_load(state: Dict[str, Any], path: str, no_dist: bool = False) -> None:
     """``dcp.load(state, checkpoint_id=path)`` with the safe reader and planner.
 
-    The metadata is read once first, so a refusal is raised as itself (inside ``dcp.load`` it
-    would be caught and retried as per-rank metadata).
+    The metadata is read first, so a refusal is raised as itself (inside ``dcp.load`` it would be
+    caught and retried as per-rank metadata); ``dcp.load`` then reuses what was read.
     """
-    metadata(path)
-    dcp.load(state, storage_reader=SafeReader(path), planner=SafePlanner(), no_dist=no_dist)
+    reader = SafeReader(path)
+    reader.read_metadata()
+    dcp.load(state, storage_reader=reader, planner=SafePlanner(), no_dist=no_dist)
