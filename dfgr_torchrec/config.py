@@ -351,15 +351,25 @@ def _floats_from_strings(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def load_config_file(cls: Type[T], path: str) -> T:
-    """Reads a YAML file into the config dataclass ``cls``; errors name the file and the key."""
+def parse_yaml(text: Any, where: str) -> Any:
+    """``yaml.safe_load`` (no tag runs code) with a one-line error naming ``where`` and the line."""
     import yaml
 
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if isinstance(e, yaml.constructor.ConstructorError):  # e.g. !!python/object: never built
+            raise ValueError(f"{where}: {line}refused: {problem} (configs hold plain data only)") from None
+        raise ValueError(f"{where}: {line}not valid YAML ({problem})") from None
+
+
+def load_config_file(cls: Type[T], path: str) -> T:
+    """Reads a YAML file into the config dataclass ``cls``; errors name the file and the key."""
     with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raw = parse_yaml(f, path)
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: expected a mapping at the top level")
     try:

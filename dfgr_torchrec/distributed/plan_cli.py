@@ -24,6 +24,7 @@ from dfgr_torchrec.features import ACTION_FEATURE, USER_FEATURE, DataSchema
 from dfgr_torchrec.recipes.config import TrainConfig, load_train_config
 
 DEFAULT_ACTION_ROWS_WITH_COLUMN = 256  # an action_feature column's distinct values are only known from the data
+MAX_ROWS = 2**53  # row ids are int64; above 2^53 a float flag such as 1e20 no longer names a whole number
 
 
 def _count(text: str) -> int:
@@ -32,9 +33,20 @@ def _count(text: str) -> int:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of rows, got {text!r}") from None
-    if value < 1 or value != int(value):
-        raise argparse.ArgumentTypeError(f"expected a positive whole number of rows, got {text!r}")
+    if not 1 <= value <= MAX_ROWS or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a whole number of rows in [1, 2^53], got {text!r}")
     return int(value)
+
+
+def _positive(text: str) -> float:
+    """A finite positive number (GiB, a mean length): ``nan`` and ``inf`` are refused here, by flag."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
 
 
 def _named_count(text: str) -> Tuple[str, int]:
@@ -49,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="a training YAML (its model, data.max_seq_len, sharding:)")
     parser.add_argument("--world-size", type=int, required=True, help="ranks (GPUs) in all")
     parser.add_argument("--local-world-size", type=int, default=8, help="ranks (GPUs) per node (default 8)")
-    parser.add_argument("--hbm-gb", type=float, required=True, help="GPU memory per rank, GiB")
-    parser.add_argument("--ddr-gb", type=float, default=None,
+    parser.add_argument("--hbm-gb", type=_positive, required=True, help="GPU memory per rank, GiB")
+    parser.add_argument("--ddr-gb", type=_positive, default=None,
                         help="host memory per node, GiB: lets the planner keep tables there (UVM); default: HBM only")
     parser.add_argument("--batch-size-per-rank", type=int, default=None, help="users per rank per step (default: data.batch_size)")
     parser.add_argument("--item-rows", type=_count, required=True, help="rows of the item table, e.g. 1e9")
@@ -60,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side-rows", type=_named_count, action="append", default=[], metavar="NAME=ROWS",
                         help="rows of an item side feature's table (repeat per feature)")
     parser.add_argument("--tasks", default=None, help="comma-separated task names (default: the data config's actions)")
-    parser.add_argument("--mean-seq-len", type=float, default=None,
+    parser.add_argument("--mean-seq-len", type=_positive, default=None,
                         help="mean history length, the pooling factor of history features (default: data.max_seq_len / 2)")
     parser.add_argument("--json", default=None, help="also write the plan here")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. model.embeddings.embedding_dim=128")

@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Sequence
 
 import yaml
 
-from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, check, from_dict, to_plain
+from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, check, from_dict, parse_yaml, to_plain
 from dfgr_torchrec.recipes.types import check_types
 from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
 from dfgr_torchrec.training.selection import EvalConfig
@@ -128,7 +128,7 @@ def load_raw(path: str, seen: Sequence[str] = ()) -> Dict[str, Any]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such config file" + (f" (a default of {seen[-1]})" if seen else ""))
     with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+        raw = parse_yaml(f, path) or {}
     if not isinstance(raw, Mapping):
         raise ValueError(f"{path}: expected a mapping at the top level")
     merged: Dict[str, Any] = {}
@@ -150,8 +150,9 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parse_yaml(value, f"override {item!r}")
     return out
+
 
 
 def load_train_config(path: str, overrides: Sequence[str] = ()) -> TrainConfig:

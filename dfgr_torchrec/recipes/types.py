@@ -30,7 +30,9 @@ def _check(hint: Any, value: Any, key: str) -> None:
     if dataclasses.is_dataclass(hint):
         if isinstance(value, Mapping):
             check_types(hint, value, key)
-        return  # a dataclass instance, or a non-mapping that from_dict reports
+        elif not dataclasses.is_dataclass(value):
+            raise ValueError(f"{key}: expected a section (a mapping of keys), got {value!r}")
+        return
     if origin is typing.Union:
         if not any(_matches(arg, value) for arg in args):
             raise ValueError(f"{key}: expected {' or '.join(_describe(a) for a in args)}, got {value!r}")

@@ -1,0 +1,77 @@
+"""Broken and hostile config inputs: YAML that does not parse, a scalar where a section belongs, a
+`!!python` tag in a file or an override, and `dfgr plan` sizes that are not numbers of rows. Each is
+one line naming the file or flag, exit 2, no traceback, and no tag is ever constructed."""
+
+import pytest
+
+from .conftest import DEBUG, clean_error, dfgr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=[1", "override 'train.epochs=[1': line 1: not valid YAML"),
+        ("train=5", "train: expected a section (a mapping of keys), got 5"),
+        ("optim=[1, 2]", "optim: expected a section (a mapping of keys), got [1, 2]"),
+    ],
+)
+def test_a_broken_override_is_one_line(tmp_path, override, message):
+    result = dfgr("train", "--config", DEBUG, f"output_dir={tmp_path}", override)
+    clean_error(result, message)
+    assert result.returncode == 2
+
+
+def _tag(marker):
+    return f"!!python/object/apply:os.system ['touch {marker}']"
+
+
+def test_a_python_tag_in_an_override_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    result = dfgr("train", "--config", DEBUG, f"output_dir={tmp_path}", f"train.epochs={_tag(marker)}")
+    clean_error(result, "override", "line 1: refused", "configs hold plain data only")
+    assert result.returncode == 2
+    assert not marker.exists()
+
+
+def test_a_python_tag_in_a_config_file_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "hostile.yaml"
+    path.write_text(f"defaults: [{DEBUG}]\ntrain:\n  epochs: {_tag(marker)}\n")
+    result = dfgr("train", "--config", path, f"output_dir={tmp_path}")
+    clean_error(result, f"{path}: line 3: refused", "configs hold plain data only")
+    assert result.returncode == 2
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_yaml_names_its_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: 2\n  log_every: [1\n")
+    result = dfgr("train", "--config", path, f"output_dir={tmp_path}")
+    clean_error(result, f"{path}: line", "not valid YAML")
+    assert result.returncode == 2
+
+
+PLAN = ["plan", "--config", DEBUG, "--world-size", "2", "--hbm-gb", "80", "--item-rows", "1000"]
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--item-rows", "1e20", "expected a whole number of rows in [1, 2^53], got '1e20'"),
+        ("--item-rows", "inf", "expected a whole number of rows in [1, 2^53], got 'inf'"),
+        ("--item-rows", "nan", "expected a whole number of rows in [1, 2^53], got 'nan'"),
+        ("--hbm-gb", "nan", "expected a finite positive number, got 'nan'"),
+        ("--hbm-gb", "inf", "expected a finite positive number, got 'inf'"),
+        ("--ddr-gb", "-1", "expected a finite positive number, got '-1'"),
+        ("--mean-seq-len", "0", "expected a finite positive number, got '0'"),
+    ],
+)
+def test_plan_sizes_must_be_finite_and_in_range(flag, value, message):
+    args = list(PLAN)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    result = dfgr(*args)
+    clean_error(result, flag, message)
+    assert result.returncode == 2
