@@ -143,8 +143,7 @@ class TrainRecipe:
                 s.save(best_checkpoint_dir(self.config.run_dir), keep=1)
         self.logger.evaluation(metrics, s.step)
         if self.env.is_main:
-            print(f"step {s.step} validation {self.config.eval.metric} {score:.4f} "
-                  f"(best {s.selector.best_score:.4f} at step {s.selector.best_step})", flush=True)
+            print(s.selector.progress_line(s.step, score), flush=True)
 
     def _test_selected(self) -> Dict[str, Any]:
         """Loads the checkpoint chosen on validation and evaluates the test split: the only time

@@ -88,6 +88,17 @@ class Selector:
             self.bad_evaluations += 1
         return improved
 
+    def progress_line(self, step: int, score: float) -> str:
+        """The line printed after a validation; an undefined score (every task of the split has one
+        class) says so instead of formatting a number."""
+        metric = self.config.metric
+        if math.isnan(score):
+            now = f"{metric} undefined (every task of the validation split has one class)"
+        else:
+            now = f"{metric} {score:.4f}"
+        best = "none yet" if self.best_score is None else f"{self.best_score:.4f} at step {self.best_step}"
+        return f"step {step} validation {now} (best {best})"
+
     def state_dict(self) -> Dict[str, Any]:
         keys = ("best_score", "best_step", "best_metrics", "bad_evaluations", "history")
         return {key: getattr(self, key) for key in keys}
