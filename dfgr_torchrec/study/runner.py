@@ -19,18 +19,33 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from dfgr_torchrec.study.config import ModelRun, StudyConfig
+from dfgr_torchrec.training.run_lock import lock_run
 
 Launcher = Callable[[List[str], str], int]  # (recipe arguments, log path) -> exit code
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the study process dies (kill -9
+    included), so a killed study never leaves a torchrun job training unsupervised (Linux only)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def torchrun(nproc: int) -> Launcher:
-    """Launches the recipe as ``torchrun --standalone --nproc_per_node nproc``, logging to a file."""
+    """Launches the recipe as ``torchrun --standalone --nproc_per_node nproc``, logging to a file;
+    the job dies with the study (:func:`_die_with_parent`)."""
 
     def launch(args: List[str], log_path: str) -> int:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "dfgr_torchrec.recipes.train", *args]
         with open(log_path, "a") as log:
-            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent).returncode
 
     return launch
 
@@ -75,6 +90,8 @@ class StudyRunner:
             if not fnmatch.filter(runs, pattern):
                 raise ValueError(f"--only {pattern!r}: matches none of the study's data/model pairs ({', '.join(runs)})")
         os.makedirs(self.runs_dir, exist_ok=True)
+        if not finished_only:
+            lock_run(self.out, "study", instead="another --out")  # one study per output folder; a report reads alongside
         launch, records = self.launch, []
         try:
             for name, model_run in runs.items():

@@ -21,8 +21,9 @@ LOCK_FILE = ".lock"
 _HELD: Dict[str, TextIO] = {}  # run directory (real path) -> its open, locked file
 
 
-def lock_run(run_dir: str, purpose: str) -> None:
-    """Takes the run directory's lock for this process, or raises naming the process that holds it."""
+def lock_run(run_dir: str, purpose: str, instead: str = "another name= or output_dir=") -> None:
+    """Takes the run directory's lock for this process, or raises naming the process that holds it
+    (``instead``: what the refusal tells the user to choose instead)."""
     key = os.path.realpath(run_dir)
     if key in _HELD:
         return
@@ -36,7 +37,7 @@ def lock_run(run_dir: str, purpose: str) -> None:
         handle.close()
         raise RunError(
             f"{run_dir} is in use by {holder}: one job per run directory; wait for it to end "
-            f"(or stop it), or choose another name= or output_dir= for this {purpose}"
+            f"(or stop it), or choose {instead} for this {purpose}"
         ) from None
     handle.seek(0)
     handle.truncate()
