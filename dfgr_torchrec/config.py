@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
 
@@ -368,6 +369,8 @@ def parse_yaml(text: Any, where: str) -> Any:
 
 def load_config_file(cls: Type[T], path: str) -> T:
     """Reads a YAML file into the config dataclass ``cls``; errors name the file and the key."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such config file")
     with open(path) as f:
         raw = parse_yaml(f, path)
     if not isinstance(raw, Mapping):

@@ -42,7 +42,10 @@ from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.prepare import load_report, prepare
 config = load_data_config(sys.argv[1])
 config = dataclasses.replace(config, source=dataclasses.replace(config.source, engine=sys.argv[2]))
-path = prepare(config, force=True, progress=False)
+try:
+    path = prepare(config, force=True, progress=False)
+except (ValueError, OSError) as e:  # the log's own errors: one line, as `dfgr data prepare` prints them
+    sys.exit(f"dfgr data prepare: {e}")
 report = load_report(path)
 print(json.dumps({"prepared": path, "rows_read": report["rows_read"], "interactions": report["interactions"],
                   "users": report["users"], "items": report["items"], "seconds_inside": report["seconds"]}))
@@ -83,15 +86,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure(config_path: str, engine: str) -> Dict[str, Any]:
     """Runs one preparation in a child process: its output, wall seconds and peak RSS."""
+    from dfgr_torchrec.data.config import load_data_config, source_digest
+
+    config = load_data_config(config_path)  # a bad config is refused here, in one line, not in the child
     code = _POLARS if engine == "polars-minimal" else _PREPARE
     load_before = os.getloadavg()
     try:
         seconds, peak_mib, out = run_child([sys.executable, "-c", code, config_path, engine], capture=True)
     except subprocess.CalledProcessError as e:
         raise SystemExit(f"bench prepare: the {engine} run failed (exit {e.returncode})") from None
-    from dfgr_torchrec.data.config import load_data_config, source_digest
-
-    config = load_data_config(config_path)
     return {
         "benchmark": "prepare",
         "engine": engine,

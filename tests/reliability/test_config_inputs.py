@@ -75,3 +75,17 @@ def test_plan_sizes_must_be_finite_and_in_range(flag, value, message):
     result = dfgr(*args)
     clean_error(result, flag, message)
     assert result.returncode == 2
+
+
+def test_bench_prepare_refuses_a_missing_config_before_starting_its_child(tmp_path):
+    result = dfgr("bench", "prepare", "--config", tmp_path / "nope.yaml")
+    clean_error(result, f"{tmp_path / 'nope.yaml'}: no such config file")
+    assert result.returncode == 2
+
+
+def test_bench_prepare_reports_the_logs_error_in_one_line(tmp_path):
+    config = tmp_path / "data.yaml"
+    config.write_text(f"name: x\nsource: {{path: {tmp_path / 'nope.tsv'}, format: tsv, "
+                      "columns: {user: u, item: i, timestamp: t}}\nactions: {c: {column: c}}\n")
+    result = dfgr("bench", "prepare", "--config", config)
+    clean_error(result, f"{tmp_path / 'nope.tsv'}: no such file (source.path)", "the duckdb run failed")
