@@ -203,7 +203,9 @@ def _split_lines(path: str, delimiter: str, progress: bool) -> Iterator[Tuple[in
 
     def counted(f) -> Iterator[str]:
         nonlocal read
-        for number, line in enumerate(f, start=1):
+        for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS), ""), start=1):
+            if len(line) == MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+                raise BadInputError(_long_line(path, number, line))
             read += len(line)
             if number % 65536 == 0:
                 bar.update(min(read, size) - bar.n)
@@ -221,8 +223,19 @@ def _split_lines(path: str, delimiter: str, progress: bool) -> Iterator[Tuple[in
             raise BadInputError(_utf8_error(path)) from None
         except (EOFError, gzip.BadGzipFile) as e:
             raise BadInputError(f"{path}: damaged compressed file ({e})") from None
+        except csv.Error as e:  # e.g. a field over the csv module's limit
+            raise BadInputError(f"{path}: {e}; not a delimited text log (a binary or damaged file?)") from None
     bar.update(size - bar.n)
     bar.close()
+
+
+MAX_LINE_CHARS = 1 << 24  # a row is read whole: a file without line breaks must not be read whole
+
+
+def _long_line(path: str, number: int, line: str) -> str:
+    what = "NUL bytes and no line break" if "\x00" in line else "no line break"
+    return (f"{path}:{number}: {what} in {MAX_LINE_CHARS:,} characters: not a delimited text log "
+            "(a binary or damaged file?)")
 
 
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
