@@ -4,6 +4,7 @@ the content digest that prepared data sets and checkpoints record for each file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -68,9 +69,23 @@ def atomic_directory(out: str) -> Iterator[str]:
         if os.path.exists(out):
             shutil.rmtree(out)
         os.rename(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(out, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class WriteFailed(ValueError):
+    """The disk refused a write (full, over quota, read-only): nothing was replaced."""
+
+
+def _write_failed(out: str, error: OSError) -> BaseException:
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return error
+    kept = "the previous copy is kept" if os.path.exists(out) else "nothing was written"
+    return WriteFailed(f"cannot write {out}: {os.strerror(error.errno).lower()} ({kept}); free space and run again")
 
 
 @contextlib.contextmanager
