@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, List, Optional
 
@@ -92,6 +93,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.run(args)
     except EXPECTED_ERRORS as e:
         return report(f"dfgr {args.command}", e)
+    except BrokenPipeError:  # `dfgr ... | head`: the reader left; stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

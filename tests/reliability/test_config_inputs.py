@@ -89,3 +89,23 @@ def test_bench_prepare_reports_the_logs_error_in_one_line(tmp_path):
                       "columns: {user: u, item: i, timestamp: t}}\nactions: {c: {column: c}}\n")
     result = dfgr("bench", "prepare", "--config", config)
     clean_error(result, f"{tmp_path / 'nope.tsv'}: no such file (source.path)", "the duckdb run failed")
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`dfgr ... | head -1`: stdout closes under the command; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, env
+
+    code = ("import sys; from dfgr_torchrec import cli\n"
+            "def run(args):\n    [print('x' * 100) for _ in range(100000)]\n"
+            "parser = cli.build_parser(['demo']); cli.build_parser = lambda argv: parser\n"
+            "parser._subparsers._group_actions[0].choices['demo'].set_defaults(run=run)\n"
+            "sys.exit(cli.main(['demo']))")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.readline()
+    child.stdout.close()
+    child.wait(60)
+    stderr = child.stderr.read().decode()
+    assert child.returncode == 141 and "Traceback" not in stderr, stderr
