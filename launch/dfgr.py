@@ -26,6 +26,10 @@ continues where the run stopped. Embedding tables are model-parallel (sharded by
 planner across all ``N x M`` ranks), the dual-flow layers data-parallel.
 """
 
+import os
+import shlex
+import shutil
+import sys
 from typing import List, Optional, Tuple
 
 import torchx.specs as specs
@@ -65,8 +69,10 @@ def train(
     gpu: int = 0,
     memMB: Optional[int] = None,
     h: Optional[str] = None,
-    max_retries: int = 0,
+    max_retries: int = 1,
+    max_restarts: int = 0,
     resume: bool = True,
+    mounts: Optional[List[str]] = None,
     rdzv_port: int = 29500,
 ) -> specs.AppDef:
     """Trains and evaluates a ranking model with sharded embeddings (torchrun under dist.ddp).
@@ -80,13 +86,21 @@ def train(
         gpu: GPUs per node (NCCL and CUDA kernels when > 0).
         memMB: memory per node, in MB (default: 64 GiB per GPU, at most 1 TiB; without GPUs 4 GiB per process).
         h: a TorchX named resource, e.g. aws_p4d.24xlarge (wins over cpu, gpu and memMB).
-        max_retries: scheduler restarts on failure; each resumes from the last checkpoint.
+        max_retries: scheduler restarts of the whole job on failure (a lost node); each resumes
+            from the last intact checkpoint.
+        max_restarts: torchrun restarts of the workers in place when one fails (elastic
+            re-rendezvous); 0: a failure ends the job in seconds and ``max_retries`` restarts it
+            (the path the tests prove with a lost node; an in-place re-rendezvous with a
+            replaced node timed out in torch 2.13 when tried on one machine).
         resume: continue from the run's latest intact checkpoint if there is one (else start the run).
+        mounts: shared storage for the job in TorchX's form, e.g. ``--mounts
+            type=bind,src=/shared/dfgr,dst=/shared/dfgr`` (more: ``,type=volume,src=...,dst=...``).
         rdzv_port: rendezvous port on the first node.
     """
     # a restart resumes from the run's checkpoint; the first attempt (no checkpoint yet) starts it
     args = ["--config", config, *(["--resume"] if resume else []), *overrides, *(["checkpoint.resume=auto"] if resume else [])]
-    return _ddp("dfgr-train", args, j, image, node_resources(j, gpu, cpu, memMB), gpu, h, max_retries, rdzv_port)
+    sizes = node_resources(j, gpu, cpu, memMB)
+    return _ddp("dfgr-train", args, j, image, sizes, gpu, h, max_retries, max_restarts, mounts, rdzv_port)
 
 
 def evaluate(
@@ -99,6 +113,7 @@ def evaluate(
     gpu: int = 0,
     memMB: Optional[int] = None,
     h: Optional[str] = None,
+    mounts: Optional[List[str]] = None,
     rdzv_port: int = 29500,
 ) -> specs.AppDef:
     """Evaluates the run's best checkpoint (chosen on validation; else its latest) on a split.
@@ -113,20 +128,38 @@ def evaluate(
         gpu: GPUs per node.
         memMB: memory per node, in MB (default: 64 GiB per GPU, at most 1 TiB; without GPUs 4 GiB per process).
         h: a TorchX named resource, e.g. aws_p4d.24xlarge (wins over cpu, gpu and memMB).
+        mounts: shared storage, as for ``train``.
         rdzv_port: rendezvous port on the first node.
     """
     args = ["--config", config, "--eval-only", "--split", split, *overrides]
-    return _ddp("dfgr-evaluate", args, j, image, node_resources(j, gpu, cpu, memMB), gpu, h, 0, rdzv_port)
+    return _ddp("dfgr-evaluate", args, j, image, node_resources(j, gpu, cpu, memMB), gpu, h, 0, 0, mounts, rdzv_port)
 
 
-def _ddp(name, args, j, image, cpu_mem, gpu, h, max_retries, rdzv_port) -> specs.AppDef:
+def _ddp(name, args, j, image, cpu_mem, gpu, h, max_retries, max_restarts, mounts, rdzv_port) -> specs.AppDef:
     cpu, mem_mb = cpu_mem
+    env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # torchrun's own default, set so it prints no banner
     app = torchx_dist.ddp(
         *args, m=TRAIN_MODULE, name=name, image=image, cpu=cpu, gpu=gpu, memMB=mem_mb, h=h, j=j,
-        max_retries=max_retries, rdzv_port=rdzv_port,
-        env={"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},  # torchrun's own default, set so it prints no banner
+        max_retries=max_retries, rdzv_port=rdzv_port, mounts=mounts, env=env,
     )
+    role = app.roles[0]
+    torchrun = f"{_torchrun_path()}torchrun --max_restarts {max_restarts} "
+    role.args[-1] = role.args[-1].replace("torchrun ", torchrun, 1)
     return app
+
+
+def _torchrun_path() -> str:
+    """``PATH=<this interpreter's folder>:"$PATH" `` when ``torchrun`` is not on PATH but beside it
+    (``.venv/bin/torchx`` run without activating the venv), else nothing; an error when it is neither."""
+    if shutil.which("torchrun"):
+        return ""
+    here = os.path.dirname(sys.executable)
+    if os.path.exists(os.path.join(here, "torchrun")):
+        return f'PATH={shlex.quote(here)}:"$PATH" '
+    raise ValueError(
+        f"torchrun is neither on PATH nor beside {sys.executable}: activate the project's environment "
+        "(source .venv/bin/activate) or run .venv/bin/torchx"
+    )
 
 
 def demo(

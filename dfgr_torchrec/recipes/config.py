@@ -50,7 +50,8 @@ class TrainSection:
     ``overwrite``: a new run may replace a used run directory (else it is an error);
     ``collective_timeout_s``: a collective that waits longer (a rank stopped or stuck) ends the job.
     Test hooks (0: off): ``crash_at_step`` raise right after this global step; ``stall_at_step``
-    the last rank sleeps for an hour right after this step (the others then time out)."""
+    the last rank sleeps for an hour right after this step (the others then time out); both only
+    in a run that started fresh, so a restarted (resumed) job goes past them."""
 
     epochs: int = 10
     max_steps: int = 0

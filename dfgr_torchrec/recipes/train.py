@@ -127,7 +127,7 @@ class TrainRecipe:
                 self._validate(step_fn)
             if c.checkpoint.every_steps and s.step % c.checkpoint.every_steps == 0:
                 self.save()
-            fault_hooks(s.step, c.train.crash_at_step, c.train.stall_at_step, self.env)
+            fault_hooks(s.step, c.train.crash_at_step, c.train.stall_at_step, self.env, resumed=bool(self.start))
         bar.close()
         return True
 

@@ -82,9 +82,12 @@ def collective_errors(rank: int, timeout_s: float, step: Callable[[], int]) -> I
         ) from None
 
 
-def fault_hooks(step: int, crash_at: int, stall_at: int, env: DistEnv) -> None:
+def fault_hooks(step: int, crash_at: int, stall_at: int, env: DistEnv, resumed: bool = False) -> None:
     """Test hooks: ``train.crash_at_step`` raises on every rank, ``train.stall_at_step`` puts the
-    last rank to sleep for an hour (the others' next collective then times out)."""
+    last rank to sleep for an hour (the others' next collective then times out). Only in a run
+    that started fresh: a restarted job resumes past them, as it would past a real fault."""
+    if resumed:
+        return
     if step == crash_at:
         raise RuntimeError(f"train.crash_at_step={step}: simulated crash at step {step}")
     if step == stall_at and env.rank == env.world_size - 1:

@@ -63,3 +63,41 @@ def test_kubernetes_dryrun(runner):
         assert "--nnodes 2 --nproc_per_node 8" in command and "--resume checkpoint.resume=auto" in command
         host = "TORCHX_RANK0_HOST" if i == 0 else "VC_TRAIN_0_HOSTS"
         assert f"--rdzv_endpoint ${{{host}:=localhost}}:29500" in command
+
+
+SHARED = "type=bind,src=/shared/dfgr,dst=/shared/dfgr".split(",")  # what `--mounts type=bind,...` parses to
+
+
+def test_cluster_defaults_retry_and_resume():
+    role = components.train(config=CONFIG, j="2x8", gpu=8).roles[0]
+    assert role.max_retries == 1  # a lost node restarts the job, which resumes
+    assert "--max_restarts 0" in role.args[-1] and "--resume" in role.args[-1] and "checkpoint.resume=auto" in role.args[-1]
+
+
+def test_slurm_dryrun_takes_partition_time_and_shared_storage(runner):
+    app = components.train(config=CONFIG, j="2x8", gpu=8, mounts=SHARED)
+    script = runner.dryrun(app, "slurm", cfg={"partition": "gpu", "time": "1-00:00:00"}).request.materialize()
+    assert "--partition=gpu" in script and "--time=1-00:00:00" in script
+    assert "--requeue" in script and "scontrol requeue" in script  # max_retries: Slurm requeues the job
+
+
+def test_kubernetes_dryrun_takes_namespace_service_account_and_mounts(runner):
+    pytest.importorskip("kubernetes")
+    app = components.train(config=CONFIG, j="2x8", gpu=8, image="registry.example/dfgr:0.1", mounts=SHARED)
+    cfg = {"queue": "default", "namespace": "recsys", "service_account": "dfgr-trainer"}
+    job = runner.dryrun(app, "kubernetes", cfg=cfg, workspace=None).request.resource  # namespace: of the API call
+    for task in job["spec"]["tasks"]:
+        spec = task["template"].spec
+        assert spec.service_account_name == "dfgr-trainer"
+        mounts = {m.mount_path for m in spec.containers[0].volume_mounts}
+        assert "/shared/dfgr" in mounts
+        assert any(v.host_path is not None and v.host_path.path == "/shared/dfgr" for v in spec.volumes)
+
+
+def test_the_component_finds_torchrun_beside_its_interpreter(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # the venv not activated: no torchrun on PATH
+    command = components.train(config=CONFIG, j="1x2").roles[0].args[-1]
+    assert command.startswith(f"PATH={pathlib.Path(sys.executable).parent}:\"$PATH\" torchrun ")
+    monkeypatch.setattr(components.sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(ValueError, match="torchrun is neither on PATH nor beside .*activate the project's environment"):
+        components.train(config=CONFIG, j="1x2")
