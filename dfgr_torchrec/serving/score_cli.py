@@ -72,5 +72,5 @@ def _output(path: str) -> Iterator[TextIO]:
         try:
             out = stack.enter_context(open(stack.enter_context(atomic_file(path)), "w"))
         except OSError as e:
-            raise ValueError(f"--output {path}: cannot be written ({e.strerror or e}); nothing was scored") from None
+            raise ValueError(f"--output {path}: cannot be written ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); nothing was scored") from None
         yield out

@@ -87,8 +87,8 @@ def _check_tensors(path: str, name: str, data: bytes) -> None:
     try:
         torch.load(io.BytesIO(data), weights_only=True)
     except Exception as e:  # an unpickling error, a damaged zip: either way it is not plain tensors
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: entry {name!r} needs more than plain tensors ({reason[:200]}); refused to load it") from None
+        raise ValueError(f"{path}: entry {name!r} needs more than plain tensors (torch.load(weights_only=True): "
+                         f"{type(e).__name__}); refused to load it") from None
 
 
 def read_manifest(directory: str, program: bool = True) -> Dict[str, Any]:
@@ -150,8 +150,8 @@ def load_state(model: torch.nn.Module, path: str) -> None:
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # a truncated zip, an unpickling refusal: one line, the file named
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not a readable state_dict ({reason[:200]}); export again") from None
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ValueError(f"{path}: not a readable state_dict ({type(e).__name__}: {reason}); export again") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state_dict, got {type(state).__name__}; export again")
     own = model.state_dict()

@@ -119,3 +119,15 @@ def test_an_unwritable_output_is_refused_before_any_request_is_scored(artifact, 
     code, out, err = run(capsys, "score", "--model", artifact, "--input", tmp_path / "req.jsonl",
                          "--output", tmp_path / "a-file" / "s.jsonl")
     assert code == 2 and "--output" in err and "cannot be written" in err and len(err.strip().splitlines()) == 1
+
+
+def test_more_candidates_than_the_compiled_graph_takes_are_refused_or_scored_eagerly(artifact):
+    """The default limit is the graph's bound; a caller who raises it gets the eager path, not a guard error."""
+    from dfgr_torchrec.serving.limits import RequestLimits
+
+    request = json.loads(good_line())
+    request["candidates"] = [_candidate("y", 9)] * 65_537
+    results, errors = Ranker.load(artifact).score_lines([request])
+    assert not results and "--max-candidates" in str(errors[0])
+    results, errors = Ranker.load(artifact, limits=RequestLimits(candidates=70_000)).score_lines([request])
+    assert not errors and len(results[0]["scores"]) == 65_537
