@@ -3,7 +3,8 @@
 ``export_candidate_graph`` traces :class:`~dfgr_torchrec.serving.graph.CandidateGraph` with the
 number of candidates ``M`` and of cached tokens ``K`` dynamic, so one program serves every
 request; ``compile_package`` turns it into an AOTInductor package (a shared library, no Python
-graph at run time) where a C++ compiler is present; ``load_scoring`` returns whichever exists.
+graph at run time) where a C++ compiler is present; ``load_scoring`` returns the exported program
+(checked to unpickle nothing), or the package when the caller opts in to native code.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 from torch import nn
@@ -19,10 +20,10 @@ from torch.export import Dim, ExportedProgram
 
 from dfgr_torchrec.serving.graph import CandidateGraph
 from dfgr_torchrec.serving.history import flow_of
+from dfgr_torchrec.serving.limits import MAX_CANDIDATES
+from dfgr_torchrec.serving.trust import PACKAGE_FILE, PROGRAM_FILE, check_program
 
-PROGRAM_FILE = "scoring.pt2"  # torch.export.save of the ExportedProgram
-PACKAGE_FILE = "scoring_aoti.pt2"  # the AOTInductor package of the same program
-MAX_CANDIDATES, MAX_CACHED_TOKENS = 1 << 16, 1 << 20  # bounds of the dynamic dimensions
+MAX_CACHED_TOKENS = 1 << 20  # bounds of the dynamic dimensions (MAX_CANDIDATES: limits.py)
 
 
 def quiet_tracing_logs() -> None:
@@ -66,9 +67,13 @@ def compile_package(program: ExportedProgram, path: str) -> str:
         return torch._inductor.aoti_compile_and_package(program, package_path=path)
 
 
-def load_scoring(directory: str) -> Callable[..., torch.Tensor]:
-    """The artifact's compiled package if it has one, else its exported program (run as a module)."""
-    package = os.path.join(directory, PACKAGE_FILE)
-    if os.path.exists(package):
-        return torch._inductor.aoti_load_package(package)
-    return torch.export.load(os.path.join(directory, PROGRAM_FILE)).module()
+def load_scoring(directory: str, allow_native: bool = False, listed: Collection[str] = ()) -> Callable[..., torch.Tensor]:
+    """The artifact's exported program (run as a module), after :func:`check_program` shows it
+    unpickles nothing; its AOTInductor package instead only when the caller trusts native code
+    (``allow_native``: it is a shared library, run as is) and the package is in ``listed`` (the
+    files of ``artifact.json``, verified by :func:`read_manifest`)."""
+    if allow_native and PACKAGE_FILE in listed:
+        return torch._inductor.aoti_load_package(os.path.join(directory, PACKAGE_FILE))
+    program = os.path.join(directory, PROGRAM_FILE)
+    check_program(program)
+    return torch.export.load(program).module()

@@ -29,16 +29,13 @@ from torch import nn
 
 from dfgr_torchrec.config import to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
-from dfgr_torchrec.serving.compile import (
-    PACKAGE_FILE, PROGRAM_FILE, compile_package, export_candidate_graph, quiet_tracing_logs,
-)
+from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph, quiet_tracing_logs
 from dfgr_torchrec.serving.requests import needs_timestamps
+from dfgr_torchrec.serving.trust import (  # noqa: F401 (re-exported: the artifact's layout)
+    ARTIFACT_FILE, FORMAT_VERSION, PACKAGE_FILE, PROGRAM_FILE, VOCAB_DIR, WEIGHTS_FILE, check_program,
+)
 from dfgr_torchrec.serving.vocab import Vocabularies
 
-FORMAT_VERSION = 1
-ARTIFACT_FILE = "artifact.json"
-WEIGHTS_FILE = "weights.pt"
-VOCAB_DIR = "vocab"
 SERVABLE_TYPES = ("dfgr", "metagr")
 TABLE_PRECISIONS = ("fp32", "int8")
 
@@ -66,6 +63,7 @@ def write_artifact(
         vocabs.save(os.path.join(tmp, VOCAB_DIR))
         program = export_candidate_graph(model)
         torch.export.save(program, os.path.join(tmp, PROGRAM_FILE))
+        check_program(os.path.join(tmp, PROGRAM_FILE))  # never write a program that loading would refuse
         compiled = _compile(program, os.path.join(tmp, PACKAGE_FILE)) if compile else "skipped (--no-compile)"
         manifest = {
             "format": FORMAT_VERSION,

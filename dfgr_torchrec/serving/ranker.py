@@ -16,7 +16,6 @@ are in the artifact.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -26,14 +25,13 @@ from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig, from_dict
-from dfgr_torchrec.data.atomic import file_digest
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.serving.cache import HistoryCache
-from dfgr_torchrec.serving.compile import load_scoring
-from dfgr_torchrec.serving.export import ARTIFACT_FILE, FORMAT_VERSION, VOCAB_DIR, WEIGHTS_FILE
+from dfgr_torchrec.serving.compile import MAX_CACHED_TOKENS, MAX_CANDIDATES, load_scoring
 from dfgr_torchrec.serving.graph import graph_inputs
 from dfgr_torchrec.serving.history import HistoryState
+from dfgr_torchrec.serving.limits import RequestLimits
 from dfgr_torchrec.serving.requests import (
     EncodedRequest,
     Request,
@@ -43,6 +41,7 @@ from dfgr_torchrec.serving.requests import (
     parse_requests,
 )
 from dfgr_torchrec.serving.scorer import CachedScorer
+from dfgr_torchrec.serving.trust import VOCAB_DIR, WEIGHTS_FILE, load_state, read_manifest  # noqa: F401 (API)
 from dfgr_torchrec.serving.vocab import Vocabularies
 
 
@@ -66,6 +65,7 @@ class Ranker:
         vocabs: raw id -> row for every feature.
         scoring: the compiled candidate graph, or None to score eagerly.
         cache_bytes: the history cache's budget (0 turns caching off).
+        limits: the bounds of one request (:class:`RequestLimits`; its defaults when None).
     """
 
     def __init__(
@@ -75,34 +75,51 @@ class Ranker:
         scoring: Optional[Callable[..., torch.Tensor]] = None,
         cache_bytes: int = 256 << 20,
         needs_timestamps: bool = True,
+        limits: Optional[RequestLimits] = None,
     ) -> None:
         self.model = model.eval()
         self.scorer = CachedScorer(model)
         self.vocabs = vocabs
         self.scoring = scoring
         self.cache = HistoryCache(cache_bytes) if cache_bytes > 0 else None
-        self.schema = RequestSchema.of(vocabs, needs_timestamps)
+        self.schema = RequestSchema.of(vocabs, needs_timestamps, limits)
         self.tasks = list(vocabs.tasks)
         self.unknown: Dict[str, int] = {}
 
     @classmethod
-    def load(cls, directory: str, cache_bytes: int = 256 << 20, compiled: bool = True) -> "Ranker":
-        """Loads an artifact written by ``dfgr export``; ``compiled=False`` scores with eager PyTorch."""
-        manifest = read_manifest(directory)
-        config = from_dict(RankingModelConfig, manifest["model"], "model")
-        model = build_model(config, device=torch.device("cpu"))
-        model.load_state_dict(torch.load(os.path.join(directory, WEIGHTS_FILE), weights_only=True), strict=True)
+    def load(
+        cls,
+        directory: str,
+        cache_bytes: int = 256 << 20,
+        compiled: bool = True,
+        allow_native: bool = False,
+        limits: Optional[RequestLimits] = None,
+    ) -> "Ranker":
+        """Loads an artifact written by ``dfgr export``; ``compiled=False`` scores with eager PyTorch.
+
+        Only files listed and verified in ``artifact.json`` are read, and nothing of them runs as code:
+        the exported program is checked to unpickle nothing. Its AOTInductor package (a shared
+        library) is used only with ``allow_native=True``, when the caller trusts whoever wrote it.
+        """
+        manifest = read_manifest(directory, program=compiled)
+        try:
+            config = from_dict(RankingModelConfig, manifest["model"], "model")
+            model = build_model(config, device=torch.device("cpu"))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"{os.path.join(directory, 'artifact.json')}: model: {e}; export again") from None
+        load_state(model, os.path.join(directory, WEIGHTS_FILE))
         model.eval()
         if manifest["tables"] == "int8":
             from dfgr_torchrec.serving.quantize import quantize_tables
 
             quantize_tables(model)
         vocabs = Vocabularies.load(os.path.join(directory, VOCAB_DIR))
-        scoring = load_scoring(directory) if compiled else None
-        return cls(model, vocabs, scoring, cache_bytes, manifest["needs_timestamps"])
+        scoring = load_scoring(directory, allow_native, manifest["files"]) if compiled else None
+        return cls(model, vocabs, scoring, cache_bytes, bool(manifest["needs_timestamps"]), limits)
 
-    def score_lines(self, lines: Iterable[str]) -> Tuple[List[Dict[str, Any]], List[RequestError]]:
-        """Scores every good JSONL line; returns ``(results, errors)``, each naming its line."""
+    def score_lines(self, lines: Iterable[Any]) -> Tuple[List[Dict[str, Any]], List[RequestError]]:
+        """Scores every good JSONL line (``str`` or ``bytes``; a ``dict`` is an already parsed request);
+        returns ``(results, errors)``, each naming its line."""
         requests, errors = parse_requests(lines, self.schema)
         results = []
         for request in requests:
@@ -146,27 +163,12 @@ class Ranker:
 
     def _logits(self, state: HistoryState, encoded: EncodedRequest) -> torch.Tensor:
         batch = self._batch(encoded, slice(0, 0), candidates=True)
-        if self.scoring is None or state.order_keys.shape[0] == 0:  # the graph needs >= 1 cached token
+        tokens, m = state.order_keys.shape[0], batch.candidate_timestamps.shape[0]
+        if self.scoring is None or not (1 <= tokens <= MAX_CACHED_TOKENS and m <= MAX_CANDIDATES):  # the graph's bounds
             return self.scorer.score([state], batch).values()
         embedded = self.model.embedding(batch.features).candidates.values()
         logits = self.scoring(*graph_inputs(self.model.interaction, state, embedded, batch.candidate_timestamps))
         return self.model.with_bias_terms(logits, batch.features, candidates=True)  # outside the exported graph
-
-
-def read_manifest(directory: str) -> Dict[str, Any]:
-    """``artifact.json``, after checking the format and that every file has its recorded size and digest."""
-    path = os.path.join(directory, ARTIFACT_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{directory}: not a serving artifact (no {ARTIFACT_FILE}); write one with `dfgr export`")
-    with open(path) as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: artifact format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}")
-    for name, record in manifest["files"].items():
-        file = os.path.join(directory, name)
-        if not os.path.isfile(file) or os.path.getsize(file) != record["bytes"] or file_digest(file) != record["blake2b"]:
-            raise ValueError(f"{file}: missing or changed since export (size/digest differ from {ARTIFACT_FILE}); export again")
-    return manifest
 
 
 def history_rows(encoded: EncodedRequest) -> torch.Tensor:

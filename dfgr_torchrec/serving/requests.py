@@ -23,12 +23,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
 from dfgr_torchrec.config import MaskMode, RankingModelConfig
+from dfgr_torchrec.serving.limits import RequestLimits, bounded_lines
 from dfgr_torchrec.serving.vocab import Vocabularies, check_task_names
+
+INT64 = (-(2**63), 2**63 - 1)
 
 
 class RequestError(ValueError):
@@ -47,10 +50,11 @@ class RequestSchema:
     tasks: List[str]
     action_feature: bool = False
     needs_timestamps: bool = True
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
     @classmethod
-    def of(cls, vocabs: Vocabularies, needs_timestamps: bool) -> "RequestSchema":
-        return cls(list(vocabs.side), list(vocabs.tasks), vocabs.action is not None, needs_timestamps)
+    def of(cls, vocabs: Vocabularies, needs_timestamps: bool, limits: Optional[RequestLimits] = None) -> "RequestSchema":
+        return cls(list(vocabs.side), list(vocabs.tasks), vocabs.action is not None, needs_timestamps, limits or RequestLimits())
 
 
 def needs_timestamps(config: RankingModelConfig) -> bool:
@@ -67,6 +71,7 @@ class Interaction:
     timestamp: int = 0
     actions: Optional[Dict[str, int]] = None
     action: Optional[str] = None
+    timed: bool = True  # the request gave its timestamp
 
 
 @dataclass
@@ -99,9 +104,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _raw_id(value: Any, where: str) -> str:
+def _raw_id(value: Any, where: str, limits: RequestLimits) -> str:
     if isinstance(value, str) or _is_int(value):
-        return str(value)
+        text = str(value)
+        if len(text) > limits.id_chars:
+            raise ValueError(f"{where}: an id of {limits.exceeded('id_chars', len(text), 'characters')}")
+        return text
     raise ValueError(f"{where}: expected an id (a string or an integer), got {value!r}")
 
 
@@ -115,7 +123,7 @@ def _parse_actions(obj: Dict[str, Any], schema: RequestSchema, where: str) -> Tu
     if schema.action_feature:
         if "action" not in obj:
             raise ValueError(f"{where}.action: missing; expected the raw action value (this data set has an action_feature)")
-        return None, _raw_id(obj["action"], f"{where}.action")
+        return None, _raw_id(obj["action"], f"{where}.action", schema.limits)
     actions = obj.get("actions")
     if not isinstance(actions, dict):
         raise ValueError(f"{where}.actions: expected an object {{task: 0 or 1}} over the tasks {schema.tasks}, got {actions!r}")
@@ -144,48 +152,89 @@ def _parse_interaction(obj: Any, schema: RequestSchema, where: str, history: boo
         raise ValueError(f"{where}.timestamp: missing; expected an integer (the model reads times)")
     if not _is_int(timestamp):
         raise ValueError(f"{where}.timestamp: expected an integer, got {timestamp!r}")
+    if not INT64[0] <= timestamp <= INT64[1]:
+        raise ValueError(f"{where}.timestamp: {timestamp} is beyond int64; expected an integer in [{INT64[0]}, {INT64[1]}]")
     actions, action = _parse_actions(obj, schema, where) if history else (None, None)
-    side = {name: _raw_id(obj[name], f"{where}.{name}") for name in schema.side}
-    return Interaction(_raw_id(obj["item"], f"{where}.item"), side, timestamp, actions, action)
+    side = {name: _raw_id(obj[name], f"{where}.{name}", schema.limits) for name in schema.side}
+    item = _raw_id(obj["item"], f"{where}.item", schema.limits)
+    return Interaction(item, side, timestamp, actions, action, "timestamp" in obj)
 
 
 def _interactions(obj: Dict[str, Any], key: str, schema: RequestSchema) -> List[Interaction]:
     value = obj.get(key)
     if not isinstance(value, list):
         raise ValueError(f"{key}: expected a list of objects, got {value!r}")
+    name = "history" if key == "history" else "candidates"
+    if len(value) > getattr(schema.limits, name):
+        raise ValueError(f"{key}: {schema.limits.exceeded(name, len(value), 'interactions' if name == 'history' else 'candidates')}")
     return [_parse_interaction(x, schema, f"{key}[{i}]", key == "history") for i, x in enumerate(value)]
 
 
-def parse_request(text: str, line: int, schema: RequestSchema) -> Request:
-    """One JSONL line -> :class:`Request`; anything wrong is a :class:`RequestError` for ``line``."""
+Line = Union[str, bytes, Dict[str, Any]]  # a JSONL line (text or raw bytes) or an already parsed request
+
+
+def _decode(text: Any, line: int, limits: RequestLimits) -> Any:
+    """The JSON object of one line, its size checked before it is decoded or parsed."""
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, (str, bytes)):
+        raise RequestError(line, f"expected a JSONL line (str or bytes) or a parsed request (dict), got {type(text).__name__}")
+    size = len(text.rstrip(b"\r\n") if isinstance(text, bytes) else text.rstrip("\r\n").encode("utf-8", "replace"))
+    if size > limits.line_bytes:
+        raise RequestError(line, f"longer than the limit of {limits.line_bytes} bytes (--max-line-bytes); not parsed")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RequestError(line, f"not UTF-8 (byte 0x{text[e.start]:02x} at byte {e.start + 1}); expected UTF-8 JSON") from None
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise RequestError(line, f"invalid JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
+    except RecursionError:
+        raise RequestError(line, "invalid JSON (nested too deeply for the parser); expected one JSON object per line") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise RequestError(line, f"invalid JSON ({str(e).splitlines()[0][:200]})") from None
+
+
+def _check_order(history: List[Interaction], candidates: List[Interaction]) -> None:
+    """Times must not decrease along the history, nor from its last interaction to any candidate."""
+    times = [(f"history[{i}]", h.timestamp) for i, h in enumerate(history) if h.timed]
+    for (_, before), (where, t) in zip(times, times[1:]):
+        if t < before:
+            raise ValueError(f"{where}.timestamp: {t} is before the previous one ({before}); "
+                             "expected non-decreasing timestamps along the history")
+    if times:
+        last = times[-1][1]
+        for i, c in enumerate(candidates):
+            if c.timed and c.timestamp < last:
+                raise ValueError(f"candidates[{i}].timestamp: {c.timestamp} is before the last history timestamp "
+                                 f"({last}); expected non-decreasing timestamps from the history to the candidates")
+
+
+def parse_request(text: Line, line: int, schema: RequestSchema) -> Request:
+    """One JSONL line (or its parsed dict) -> :class:`Request`; anything wrong is a :class:`RequestError` for ``line``."""
+    obj = _decode(text, line, schema.limits)
     try:
         if not isinstance(obj, dict):
             raise ValueError(f"expected a JSON object with \"history\" and \"candidates\", got {type(obj).__name__}")
         _check_keys(obj, ["user", "history", "candidates"], "request")
-        user = None if obj.get("user") is None else _raw_id(obj["user"], "user")
+        user = None if obj.get("user") is None else _raw_id(obj["user"], "user", schema.limits)
         history, candidates = _interactions(obj, "history", schema), _interactions(obj, "candidates", schema)
         if not candidates:
             raise ValueError("candidates: empty; expected at least one candidate to score")
-        times = [h.timestamp for h in history]
-        if schema.needs_timestamps and any(b < a for a, b in zip(times, times[1:])):
-            at = next(i for i in range(1, len(times)) if times[i] < times[i - 1])
-            raise ValueError(f"history[{at}].timestamp: {times[at]} is before the previous one ({times[at - 1]}); "
-                             "expected the history in chronological order")
+        _check_order(history, candidates)
     except ValueError as e:
         raise RequestError(line, str(e)) from None
     return Request(line, user, history, candidates)
 
 
-def parse_requests(lines: Iterable[str], schema: RequestSchema) -> Tuple[List[Request], List[RequestError]]:
+def parse_requests(lines: Iterable[Line], schema: RequestSchema) -> Tuple[List[Request], List[RequestError]]:
     """``(good requests, errors)`` of JSONL ``lines`` (blank lines are skipped; numbers count them)."""
     requests: List[Request] = []
     errors: List[RequestError] = []
     for number, text in enumerate(lines, start=1):
-        if not text.strip():
+        if isinstance(text, (str, bytes)) and not text.strip():
             continue
         try:
             requests.append(parse_request(text, number, schema))
@@ -232,8 +281,9 @@ def encode_request(request: Request, vocabs: Vocabularies) -> EncodedRequest:
 
 def read_requests(path: str, vocabs: Vocabularies, needs_timestamps: bool = True) -> Tuple[List[EncodedRequest], List[RequestError]]:
     """Parses and encodes a JSONL file: ``(encoded good requests, errors of the bad lines)``."""
-    with open(path, encoding="utf-8") as f:
-        requests, errors = parse_requests(f, RequestSchema.of(vocabs, needs_timestamps))
+    schema = RequestSchema.of(vocabs, needs_timestamps)
+    with open(path, "rb") as f:
+        requests, errors = parse_requests(bounded_lines(f, schema.limits.line_bytes), schema)
     encoded: List[EncodedRequest] = []
     for request in requests:
         try:

@@ -2,17 +2,23 @@
 
 Each good request gives one output line ``{"line", "user", "scores": [{"item", <task>: p}]}``;
 each bad one is reported on stderr with its line number and what was expected, and the command
-then exits non-zero (after writing every good line), so a pipeline notices.
+then exits non-zero (after writing every good line), so a pipeline notices. Each request is
+bounded (``--max-line-bytes``, ``--max-id-chars``, ``--max-candidates``, ``--max-history``) before it
+is parsed; ``--output`` is opened before anything is scored. The artifact's AOTInductor package (a
+shared library) is loaded only with ``--allow-native-code``; otherwise its exported program is served.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
+from typing import Iterator, TextIO
 
 from dfgr_torchrec.data.atomic import atomic_file
+from dfgr_torchrec.serving.limits import FLAGS, RequestLimits, bounded_lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="where to write the scores (JSONL)")
     parser.add_argument("--cache-mb", type=int, default=256, help="history cache budget (0: no cache)")
     parser.add_argument("--eager", action="store_true", help="score with eager PyTorch, not the compiled graph")
+    parser.add_argument("--allow-native-code", action="store_true",
+                        help="load the artifact's AOTInductor package (a shared library: only from a trusted source)")
+    defaults = RequestLimits()
+    for name, flag in FLAGS.items():
+        parser.add_argument(flag, dest=f"max_{name}", type=int, default=getattr(defaults, name),
+                            help=f"per-request limit ({name}; default {getattr(defaults, name)})")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -30,14 +42,14 @@ def run(args: argparse.Namespace) -> None:
     quiet_tracing_logs()
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"--input {args.input}: no such file")
+    limits = RequestLimits(**{name: getattr(args, f"max_{name}") for name in FLAGS})
     start = time.time()
-    ranker = Ranker.load(args.model, cache_bytes=args.cache_mb << 20, compiled=not args.eager)
-    with open(args.input, encoding="utf-8") as f:
-        results, errors = ranker.score_lines(f)
-    with atomic_file(args.output) as tmp:
-        with open(tmp, "w") as out:
-            for result in results:
-                out.write(json.dumps(result) + "\n")
+    with _output(args.output) as out:  # opened first: an unwritable --output is refused before scoring
+        ranker = Ranker.load(args.model, args.cache_mb << 20, not args.eager, args.allow_native_code, limits)
+        with open(args.input, "rb") as f:
+            results, errors = ranker.score_lines(bounded_lines(f, limits.line_bytes))
+        for result in results:
+            out.write(json.dumps(result) + "\n")
     for error in errors:
         print(f"dfgr score: {args.input}: {error}", flush=True)
     candidates = sum(len(r["scores"]) for r in results)
@@ -49,3 +61,16 @@ def run(args: argparse.Namespace) -> None:
         lines = ", ".join(str(e.line) for e in errors[:10]) + (" ..." if len(errors) > 10 else "")
         raise ValueError(f"{len(errors)} of {len(results) + len(errors)} requests rejected (lines {lines}); "
                          f"the others are scored in {args.output}")
+
+
+@contextlib.contextmanager
+def _output(path: str) -> Iterator[TextIO]:
+    """The output file, written beside ``path`` and renamed at the end; ``ValueError`` if it cannot be written."""
+    if os.path.isdir(path):
+        raise ValueError(f"--output {path}: is a directory; expected a file path")
+    with contextlib.ExitStack() as stack:
+        try:
+            out = stack.enter_context(open(stack.enter_context(atomic_file(path)), "w"))
+        except OSError as e:
+            raise ValueError(f"--output {path}: cannot be written ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); nothing was scored") from None
+        yield out

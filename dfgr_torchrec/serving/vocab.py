@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dfgr_torchrec.data.vocab import OOV_POLICIES, table_rows, vocab_rows
+from dfgr_torchrec.data.vocab import OOV_POLICIES, hash_bucket, table_rows
 from dfgr_torchrec.features import ACTION_FEATURE
 
 
@@ -35,6 +35,7 @@ class Vocabulary:
     ids: np.ndarray
     oov: str = "oov"
     hash_buckets: int = 1024
+    _index: Optional[Dict[Any, int]] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.oov not in OOV_POLICIES:
@@ -52,9 +53,19 @@ class Vocabulary:
     def rows(self, raw_ids: Sequence[Any]) -> Tuple[torch.Tensor, int]:
         """``(int64 rows, how many ids are unknown)``; ids are compared as strings (``7`` is ``"7"``);
         with an integer vocabulary an id that is not an integer (``"7.0"``, ``"x"``) is unknown."""
-        values = np.array([str(v) for v in raw_ids], dtype=str)
-        rows, seen = vocab_rows(values, self.ids, self.oov, self.hash_buckets)
-        return torch.from_numpy(rows), int((~seen).sum())
+        if self._index is None:  # one dict lookup per id: ids are never padded to the longest one
+            self._index = {v: r for r, v in enumerate(self.ids.tolist(), start=1)}
+        integer = self.ids.dtype.kind in "iu"
+        rows = np.zeros(len(raw_ids), dtype=np.int64)
+        missed = 0
+        for k, value in enumerate(raw_ids):
+            text = str(value)
+            row = self._index.get(_integer_key(text) if integer else text)
+            if row is None:
+                missed += 1
+                row = len(self.ids) + 1 + hash_bucket(text, self.hash_buckets) if self.oov == "hash" else 0
+            rows[k] = row
+        return torch.from_numpy(rows), missed
 
     def save(self, directory: str) -> None:
         """Writes ``vocab_<name>.npy`` (no pickle) and ``vocab_<name>.json`` (the OOV policy)."""
@@ -66,10 +77,30 @@ class Vocabulary:
     @classmethod
     def load(cls, directory: str, name: str) -> "Vocabulary":
         """The vocabulary :meth:`save` wrote."""
-        with open(os.path.join(directory, f"vocab_{name}.json")) as f:
-            policy = json.load(f)
-        ids = np.load(os.path.join(directory, f"vocab_{name}.npy"), allow_pickle=False)
-        return cls(name, ids, policy["oov"], int(policy["hash_buckets"]))
+        path = os.path.join(directory, f"vocab_{name}.json")
+        try:
+            with open(path) as f:
+                policy = json.load(f)
+            oov, buckets = policy["oov"], int(policy["hash_buckets"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: expected {{\"oov\", \"hash_buckets\"}} ({type(e).__name__}: {e}); export again") from None
+        path = os.path.join(directory, f"vocab_{name}.npy")
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:  # an object (pickled) array, a damaged header
+            raise ValueError(f"{path}: not a plain array of ids ({str(e).splitlines()[0][:200]}); export again") from None
+        if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iuU":
+            raise ValueError(f"{path}: expected a 1-D array of string or integer ids; export again")
+        return cls(name, ids, oov, buckets)
+
+
+def _integer_key(text: str) -> Optional[int]:
+    """The int64 a raw id names in an integer vocabulary (``"7"`` -> 7; ``"7.0"``, ``"x"`` -> None)."""
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    return number if str(number) == text and -(2**63) <= number < 2**63 else None
 
 
 def check_task_names(actions: Mapping[str, Any], tasks: Sequence[str]) -> None:
