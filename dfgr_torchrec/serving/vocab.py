@@ -22,8 +22,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from dfgr_torchrec.data.vocab import OOV_POLICIES, hash_bucket, table_rows
+from dfgr_torchrec.data.vocab import OOV_POLICIES, hash_bucket, table_rows, vocab_rows
 from dfgr_torchrec.features import ACTION_FEATURE
+
+
+INT64_CHARS = 20  # the longest int64 in decimal, sign included
 
 
 @dataclass
@@ -35,7 +38,6 @@ class Vocabulary:
     ids: np.ndarray
     oov: str = "oov"
     hash_buckets: int = 1024
-    _index: Optional[Dict[Any, int]] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.oov not in OOV_POLICIES:
@@ -52,20 +54,21 @@ class Vocabulary:
 
     def rows(self, raw_ids: Sequence[Any]) -> Tuple[torch.Tensor, int]:
         """``(int64 rows, how many ids are unknown)``; ids are compared as strings (``7`` is ``"7"``);
-        with an integer vocabulary an id that is not an integer (``"7.0"``, ``"x"``) is unknown."""
-        if self._index is None:  # one dict lookup per id: ids are never padded to the longest one
-            self._index = {v: r for r, v in enumerate(self.ids.tolist(), start=1)}
-        integer = self.ids.dtype.kind in "iu"
-        rows = np.zeros(len(raw_ids), dtype=np.int64)
-        missed = 0
-        for k, value in enumerate(raw_ids):
-            text = str(value)
-            row = self._index.get(_integer_key(text) if integer else text)
-            if row is None:
-                missed += 1
-                row = len(self.ids) + 1 + hash_bucket(text, self.hash_buckets) if self.oov == "hash" else 0
-            rows[k] = row
-        return torch.from_numpy(rows), missed
+        with an integer vocabulary an id that is not an integer (``"7.0"``, ``"x"``) is unknown.
+
+        The lookup is the vectorised binary search of training (no per-vocabulary dict: a large
+        catalogue stays one sorted array); request ids are held at the vocabulary's own width, an
+        id longer than every known id being unknown, so one long id never pads the others."""
+        texts = [str(v) for v in raw_ids]
+        width = max(1, self.ids.dtype.itemsize // 4) if self.ids.dtype.kind == "U" else INT64_CHARS
+        long = [k for k, text in enumerate(texts) if len(text) > width]
+        for k in long:
+            texts[k] = ""
+        rows, seen = vocab_rows(np.array(texts, dtype=f"<U{width}"), self.ids, self.oov, self.hash_buckets)
+        for k in long:  # never in the vocabulary; hashed on the id itself
+            seen[k] = False
+            rows[k] = len(self.ids) + 1 + hash_bucket(str(raw_ids[k]), self.hash_buckets) if self.oov == "hash" else 0
+        return torch.from_numpy(rows), int((~seen).sum())
 
     def save(self, directory: str) -> None:
         """Writes ``vocab_<name>.npy`` (no pickle) and ``vocab_<name>.json`` (the OOV policy)."""
@@ -92,15 +95,6 @@ class Vocabulary:
         if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iuU":
             raise ValueError(f"{path}: expected a 1-D array of string or integer ids; export again")
         return cls(name, ids, oov, buckets)
-
-
-def _integer_key(text: str) -> Optional[int]:
-    """The int64 a raw id names in an integer vocabulary (``"7"`` -> 7; ``"7.0"``, ``"x"`` -> None)."""
-    try:
-        number = int(text)
-    except ValueError:
-        return None
-    return number if str(number) == text and -(2**63) <= number < 2**63 else None
 
 
 def check_task_names(actions: Mapping[str, Any], tasks: Sequence[str]) -> None:

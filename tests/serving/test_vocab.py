@@ -93,3 +93,16 @@ def test_vocab_rows_on_integer_codes_matches_strings():
     assert vocab_rows(np.array([10, 2, 5]), ints)[0].tolist() == [3, 0, 2]
     assert vocab_rows(np.array(["10", "2", "5"]), ints)[0].tolist() == [3, 0, 2]
     assert vocab_rows(np.array([10, 2]), strings)[0].tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("ids", [np.array(["a", "bb", "ccc"]), np.array([3, 17, 40], dtype=np.int64)])
+@pytest.mark.parametrize("oov", ["oov", "hash"])
+def test_an_id_longer_than_every_known_id_is_unknown_and_pads_nothing(ids, oov):
+    vocab = Vocabulary("item", ids, oov, hash_buckets=8)
+    huge = "x" * 1_000_000  # padded to the longest id this was 60 x 4 MB per request
+    known = [str(v) for v in ids]
+    rows, unknown = vocab.rows([known[1], huge, known[0], "9" * 25])
+    expected, seen = vocab_rows(np.array([known[1], huge, known[0], "9" * 25]), ids, oov, 8)
+    assert rows.tolist() == expected.tolist() and unknown == int((~seen).sum()) == 2
+    if oov == "hash":
+        assert rows[1] == len(ids) + 1 + hash_bucket(huge, 8)
