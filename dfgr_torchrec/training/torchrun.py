@@ -34,7 +34,11 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{PREEMPTED_EXIT} (requeue, then --resume continues)", file=sys.stderr, flush=True)
         return PREEMPTED_EXIT
     except ChildFailedError as e:
-        if {failure.exitcode for failure in e.failures.values()} != {PREEMPTED_EXIT}:
+        # the first worker to exit 143 makes the agent SIGTERM the others, which may be past their
+        # handler (Python restores the default one while it shuts down): they had saved too, since
+        # a worker exits 143 only after the collective save (or after its grace ran out)
+        codes = {failure.exitcode for failure in e.failures.values()}
+        if PREEMPTED_EXIT not in codes or not codes <= {PREEMPTED_EXIT, -signal.SIGTERM}:
             raise
         print(f"torchrun: the workers were preempted and saved a checkpoint; exiting with status {PREEMPTED_EXIT} "
               f"(requeue, then --resume continues)", file=sys.stderr, flush=True)
