@@ -117,3 +117,12 @@ def test_a_rank_that_outlives_the_grace_exits_143_at_once():
     assert result.returncode == PREEMPTED_EXIT, result.stderr[-2000:]
     assert "rank 0: train.preempt_grace_s=0.5 s after SIGTERM ran out: exiting now (status 143" in result.stderr
     assert time.monotonic() - start < 20  # torch's import, then half a second
+
+
+@pytest.mark.parametrize("value", ["0", "-1", ".nan", ".inf", "soon"])
+def test_a_bad_grace_is_refused_naming_the_key(value):
+    from dfgr_torchrec.recipes.config import load_train_config
+
+    with pytest.raises(ValueError, match=r"train\.preempt_grace_s: expected a (positive number of seconds|number)"):
+        load_train_config(str(ROOT / DEBUG), [f"train.preempt_grace_s={value}"])
+    assert load_train_config(str(ROOT / DEBUG)).train.preempt_grace_s == 30.0
