@@ -76,6 +76,7 @@ def _leaves(tree, path=""):
         yield path, tree
 
 
+@pytest.mark.slow
 @needs_data
 def test_sigterm_to_the_agent_saves_one_checkpoint_exits_143_and_resume_ends_as_uninterrupted(tmp_path, uninterrupted):
     out = tmp_path / "out"
@@ -96,6 +97,7 @@ def test_sigterm_to_the_agent_saves_one_checkpoint_exits_143_and_resume_ends_as_
             assert got[key] == value, key
 
 
+@pytest.mark.slow
 @needs_data
 def test_sigusr1_to_one_worker_stops_every_rank_after_the_same_step(tmp_path):
     out = tmp_path / "out"
