@@ -128,3 +128,25 @@ def test_a_bad_grace_is_refused_naming_the_key(value):
     with pytest.raises(ValueError, match=r"train\.preempt_grace_s: expected a (positive number of seconds|number)"):
         load_train_config(str(ROOT / DEBUG), [f"train.preempt_grace_s={value}"])
     assert load_train_config(str(ROOT / DEBUG)).train.preempt_grace_s == 30.0
+
+
+def test_a_save_that_may_not_fit_the_grace_is_said_and_done_anyway():
+    """One process: the last save took longer than the grace, so rank 0 warns, then saves and raises."""
+    code = ("import os, signal, time, torch, torch.distributed as dist\n"
+            "from dfgr_torchrec.training.errors import Preempted\n"
+            "from dfgr_torchrec.training.preemption import Preemption\n"
+            "dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)\n"
+            "with Preemption(5.0, 0, torch.device('cpu')) as p:\n"
+            "    p.after_step(1, lambda: 'unused')\n"
+            "    p.save_s = 6.0  # as if the last save had taken 6 s\n"
+            "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "    try:\n"
+            "        p.after_step(2, lambda: 'ckpt/step-2')\n"
+            "    except Preempted as e:\n"
+            "        print('raised', e.step, e.path)\n"
+            "        signal.setitimer(signal.ITIMER_REAL, 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "raised 2 ckpt/step-2" in result.stdout
+    assert "the last save (6.0 s) may not fit train.preempt_grace_s=5 s: saving anyway" in result.stderr
+    assert "preempted at step 2: checkpoint saved to ckpt/step-2, resume with --resume (SIGUSR1;" in result.stderr
