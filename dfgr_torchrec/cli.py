@@ -85,6 +85,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from dfgr_torchrec.recipes.args import EXPECTED_ERRORS, add_overrides, report
+    from dfgr_torchrec.training.errors import PREEMPTED_EXIT, Preempted
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
@@ -93,6 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.run(args)
     except EXPECTED_ERRORS as e:
         return report(f"dfgr {args.command}", e)
+    except Preempted:  # the checkpoint saved and its line logged: the status a scheduler requeues on
+        return PREEMPTED_EXIT
     except BrokenPipeError:  # `dfgr ... | head`: the reader left; stop quietly, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -36,6 +36,7 @@ import torchx.specs as specs
 from torchx.components import dist as torchx_dist
 
 TRAIN_MODULE = "dfgr_torchrec.recipes.train"
+TORCHRUN_MODULE = "dfgr_torchrec.training.torchrun"  # torchrun's arguments; preemption exits 143
 CPUS_PER_GPU = 8
 MEM_MB_PER_GPU = 64 * 1024
 MAX_CPUS = 96
@@ -143,7 +144,8 @@ def _ddp(name, args, j, image, cpu_mem, gpu, h, max_retries, max_restarts, mount
         max_retries=max_retries, rdzv_port=rdzv_port, mounts=mounts, env=env,
     )
     role = app.roles[0]
-    torchrun = f"{_torchrun_path()}torchrun --max_restarts {max_restarts} "
+    # torchrun itself, through the wrapper that ends a preemption with one line and status 143
+    torchrun = f"{_torchrun_path()}python -m {TORCHRUN_MODULE} --max_restarts {max_restarts} "
     role.args[-1] = role.args[-1].replace("torchrun ", torchrun, 1)
     return app
 

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.training.errors import PREEMPTED_EXIT, Preempted, RunError
 
 
 def add_arguments(parser: argparse.ArgumentParser, eval_only: bool = False) -> None:
@@ -84,4 +84,6 @@ def main(argv: Optional[List[str]] = None, doc: str = "") -> int:
         run_cli(args, eval_only=args.eval_only)
     except EXPECTED_ERRORS as e:
         return report(prog, e)
+    except Preempted:  # its checkpoint saved and the line logged (rank 0): the scheduler requeues on this status
+        return PREEMPTED_EXIT
     return 0

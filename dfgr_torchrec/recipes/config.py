@@ -10,6 +10,7 @@ table sizes and tasks left to the data.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -48,10 +49,14 @@ class TrainSection:
     """Args: ``epochs`` at most (validation may stop earlier); ``max_steps`` (0: all epochs);
     ``seed``; ``log_every`` steps; ``pipeline`` (auto | sparse_dist | base); ``bf16`` autocast (GPU only);
     ``overwrite``: a new run may replace a used run directory (else it is an error);
-    ``collective_timeout_s``: a collective that waits longer (a rank stopped or stuck) ends the job.
+    ``collective_timeout_s``: a collective that waits longer (a rank stopped or stuck) ends the job;
+    ``preempt_grace_s``: after SIGTERM / SIGUSR1 the ranks finish the step, save a checkpoint and exit
+    143; a rank still running this long after the signal exits at once (keep it within the scheduler's
+    grace: Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds, torchrun's --shutdown-timeout).
     Test hooks (0: off): ``crash_at_step`` raise right after this global step; ``stall_at_step``
     the last rank sleeps for an hour right after this step (the others then time out); both only
-    in a run that started fresh, so a restarted (resumed) job goes past them."""
+    in a run that started fresh, so a restarted (resumed) job goes past them;
+    ``wait_for_signal_at_step`` every rank waits (up to 2 minutes) after this step for a signal."""
 
     epochs: int = 10
     max_steps: int = 0
@@ -61,16 +66,20 @@ class TrainSection:
     bf16: bool = True
     overwrite: bool = False
     collective_timeout_s: float = 300.0
+    preempt_grace_s: float = 30.0
     crash_at_step: int = 0
     stall_at_step: int = 0
+    wait_for_signal_at_step: int = 0
 
     def __post_init__(self) -> None:
         check(self.pipeline in PIPELINES, "pipeline", f"one of {PIPELINES}", self.pipeline)
         for key in ("epochs", "log_every"):
             check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        for key in ("max_steps", "seed", "crash_at_step", "stall_at_step"):
+        for key in ("max_steps", "seed", "crash_at_step", "stall_at_step", "wait_for_signal_at_step"):
             check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
-        check(self.collective_timeout_s > 0, "collective_timeout_s", "a positive number of seconds", self.collective_timeout_s)
+        for key in ("collective_timeout_s", "preempt_grace_s"):
+            value = getattr(self, key)
+            check(math.isfinite(value) and value > 0, key, "a positive number of seconds", value)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dfgr_torchrec.training.distributed import collective_errors, fault_hooks, i
 from dfgr_torchrec.training.evaluation import evaluate_model
 from dfgr_torchrec.training.logger import TrainLogger, progress_bar
 from dfgr_torchrec.training.optim import sparse_optimizer_args
+from dfgr_torchrec.training.preemption import Preemption
 from dfgr_torchrec.training.report import write_metrics
 from dfgr_torchrec.training.run_dir import OpenedRun, open_run
 from dfgr_torchrec.training.selection import shared_score
@@ -80,7 +81,8 @@ class TrainRecipe:
     def train(self) -> Dict[str, Any]:
         """Trains, validating as configured, until the last epoch, ``max_steps`` or early stopping;
         then tests the checkpoint chosen on validation, once. Returns the final metrics (rank 0)."""
-        with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step):
+        with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step), \
+                Preemption.of(self.config.train, self.env) as self.preemption:  # SIGTERM, SIGUSR1: a checkpoint
             return self._train()
 
     def _train(self) -> Dict[str, Any]:
@@ -128,6 +130,7 @@ class TrainRecipe:
             if c.checkpoint.every_steps and s.step % c.checkpoint.every_steps == 0:
                 self.save()
             fault_hooks(s.step, c.train.crash_at_step, c.train.stall_at_step, self.env, resumed=bool(self.start))
+            self.preemption.after_step(s.step, self.save)
         bar.close()
         return True
 
@@ -149,7 +152,9 @@ class TrainRecipe:
         """Loads the checkpoint chosen on validation and evaluates the test split: the only time
         the recipe reads it."""
         selection = self.state.selector.summary()  # before loading: the best checkpoint holds an older history
-        self._load_best()
+        best = latest_checkpoint(best_checkpoint_dir(self.config.run_dir))
+        if best:
+            self.state.load(best, weights_only=True)
         metrics = self.evaluate("test", slices=True) if self.config.eval.test else (selection["valid"] or {})
         self.logger.evaluation(metrics, self.state.step)
         self.logger.close()
@@ -167,7 +172,7 @@ class TrainRecipe:
 
     def save(self) -> str:
         with self.logger.paused():  # checkpoint time is not training throughput
-            return self.state.save(self.ckpt_dir, self.config.checkpoint.keep)
+            return self.preemption.timed(lambda: self.state.save(self.ckpt_dir, self.config.checkpoint.keep))
 
     def _write_metrics(self, metrics: Dict[str, Any], what: str) -> Dict[str, Any]:
         if self.env.is_main:
@@ -180,11 +185,6 @@ class TrainRecipe:
         else the latest) on ``split``."""
         with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step):
             return self._write_metrics(self.evaluate(split, slices=True), "eval")
-
-    def _load_best(self) -> None:
-        best = latest_checkpoint(best_checkpoint_dir(self.config.run_dir))
-        if best:
-            self.state.load(best, weights_only=True)
 
     def cleanup(self) -> None:
         if dist.is_initialized():

@@ -97,7 +97,7 @@ def test_kubernetes_dryrun_takes_namespace_service_account_and_mounts(runner):
 def test_the_component_finds_torchrun_beside_its_interpreter(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # the venv not activated: no torchrun on PATH
     command = components.train(config=CONFIG, j="1x2").roles[0].args[-1]
-    assert command.startswith(f"PATH={pathlib.Path(sys.executable).parent}:\"$PATH\" torchrun ")
+    assert command.startswith(f"PATH={pathlib.Path(sys.executable).parent}:\"$PATH\" python -m dfgr_torchrec.training.torchrun ")
     monkeypatch.setattr(components.sys, "executable", str(tmp_path / "python"))
     with pytest.raises(ValueError, match="torchrun is neither on PATH nor beside .*activate the project's environment"):
         components.train(config=CONFIG, j="1x2")
