@@ -5,6 +5,7 @@ line and no traceback; ``--resume`` then ends with the metrics of an uninterrupt
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,11 +44,11 @@ def _preempt(out, target, sig):
         job = subprocess.Popen([*LAUNCH, *RUN, f"output_dir={out}"], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
                                stderr=err, text=True)
         deadline = time.monotonic() + 60
-        while log.read_text().count(WAITING) < 2:
+        pids = {}
+        while len(pids) < 2:  # "rank R pid P: ...", wherever it lands among the other processes' output
             assert job.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
-        pids = {int(line.split()[1]): int(line.split()[3].rstrip(":")) for line in log.read_text().splitlines()
-                if WAITING in line}  # "rank R pid P: ..."
+            pids = {int(r): int(p) for r, p in re.findall(r"rank (\d+) pid (\d+): " + re.escape(WAITING), log.read_text())}
         os.kill(target(job.pid, pids), sig)
         sent = time.monotonic()
         stdout, _ = job.communicate(timeout=60)
