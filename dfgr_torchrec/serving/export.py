@@ -114,8 +114,11 @@ def export_run(
     from dfgr_torchrec.recipes.config import load_train_config
     from dfgr_torchrec.serving.loading import load_model_for_inference, prepared_data_of, resolve_model_config
     from dfgr_torchrec.training.run_dir import RunDirectory
+    from dfgr_torchrec.training.run_lock import lock_run
 
     train_config = load_train_config(config_path, overrides)
+    if os.path.isdir(train_config.run_dir) and os.access(train_config.run_dir, os.W_OK):
+        lock_run(train_config.run_dir, "export")  # not while a run writes it (a read-only copy: nothing can)
     found = RunDirectory(train_config.run_dir).evaluation_checkpoint(checkpoint)
     data = prepared_data_of(train_config)
     model = load_model_for_inference(resolve_model_config(train_config, data), found)

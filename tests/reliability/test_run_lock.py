@@ -1,4 +1,4 @@
-"""One job per run directory: a second train or eval into a directory a live run holds is refused,
+"""One job per run directory: a second train, eval or export of a directory a live run holds is refused,
 naming the holder; the lock dies with its holder (kill -9), so a killed run never blocks the next."""
 
 import os
@@ -50,6 +50,9 @@ def test_a_second_train_or_eval_into_a_running_run_is_refused(tmp_path):
         clean_error(second, "is in use by training run", f"pid {first.pid}", "one job per run directory")
         evaluated = dfgr("eval", "--config", DEBUG, f"output_dir={tmp_path}")
         clean_error(evaluated, "is in use by training run", f"pid {first.pid}")
+        exported = dfgr("export", "--config", DEBUG, "--out", tmp_path / "artifact", f"output_dir={tmp_path}")
+        clean_error(exported, "is in use by training run", f"pid {first.pid}")
+        assert not (tmp_path / "artifact").exists()
         assert first.poll() is None, "the first run must still be training"
     finally:
         first.kill()
