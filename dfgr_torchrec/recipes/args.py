@@ -10,13 +10,41 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from dfgr_torchrec.training.errors import PREEMPTED_EXIT, Preempted, RunError
 
 
+RUN_CONFIG = "config.yaml"  # the resolved config a run writes into its directory
+
+
+def add_config_or_run(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config YAML`` or ``--run DIR`` (a run directory: its recorded ``config.yaml``), exactly one."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", help="the run's training YAML, e.g. configs/train/dfgr_movielens.yaml")
+    group.add_argument("--run", dest="run_dir", default=None, metavar="DIR",
+                       help=f"a run directory, e.g. runs/demo-movielens: {what} with the config the run recorded "
+                            "(key=value overrides still apply, checked against its checkpoint)")
+
+
+def config_of(args: argparse.Namespace) -> Tuple[str, List[str]]:
+    """``(config path, overrides)`` of ``--config`` / ``--run``: a run directory's recorded config,
+    placed where the directory is now (it may have moved), then the command's own overrides."""
+    run = getattr(args, "run_dir", None)
+    if not run:
+        return args.config, list(args.overrides)
+    path = os.path.join(run, RUN_CONFIG)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--run {run}: not a run directory (no {RUN_CONFIG}); a run writes it when it starts")
+    where = os.path.abspath(run)
+    return path, [f"output_dir={os.path.dirname(where)}", f"name={os.path.basename(where)}", *args.overrides]
+
+
 def add_arguments(parser: argparse.ArgumentParser, eval_only: bool = False) -> None:
-    parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
+    if eval_only:
+        add_config_or_run(parser, "evaluate it")
+    else:
+        parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
     if not eval_only:
         parser.add_argument("--resume", action="store_true",
                             help="continue the run from its newest intact checkpoint (an error if it has none)")
@@ -49,7 +77,7 @@ def run_cli(args: argparse.Namespace, eval_only: bool = False) -> Dict[str, Any]
     from dfgr_torchrec.recipes.config import config_dict, load_train_config
     from dfgr_torchrec.training.run_dir import open_run
 
-    config = load_train_config(args.config, args.overrides)  # the config, then the run directory,
+    config = load_train_config(*config_of(args))  # the config, then the run directory,
     mode = resume_mode(args, config.checkpoint.resume, eval_only)  # are checked before torch is imported
     opened = open_run(config.run_dir, mode, config_dict(config), config.train.overwrite, args.checkpoint)
     from dfgr_torchrec.recipes.train import TrainRecipe

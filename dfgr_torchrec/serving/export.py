@@ -29,6 +29,7 @@ from torch import nn
 
 from dfgr_torchrec.config import to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
+from dfgr_torchrec.recipes.args import add_config_or_run, config_of
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph, quiet_tracing_logs
 from dfgr_torchrec.serving.requests import needs_timestamps
 from dfgr_torchrec.serving.trust import (  # noqa: F401 (re-exported: the artifact's layout)
@@ -127,7 +128,7 @@ def export_run(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="the run's training config (YAML)")
+    add_config_or_run(parser, "export it")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the run's best, else latest)")
     parser.add_argument("--out", required=True, help="the artifact directory to write")
     parser.add_argument("--tables", default="fp32", choices=TABLE_PRECISIONS, help="served table rows")
@@ -138,7 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     start = time.time()
     quiet_tracing_logs()
-    out = export_run(args.config, args.out, args.overrides, args.checkpoint, args.compile, args.tables)
+    config, overrides = config_of(args)
+    out = export_run(config, args.out, overrides, args.checkpoint, args.compile, args.tables)
     with open(os.path.join(out, ARTIFACT_FILE)) as f:
         manifest = json.load(f)
     size = sum(r["bytes"] for r in manifest["files"].values())
