@@ -29,7 +29,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from dfgr_torchrec.progress import progress as progress_bar
@@ -69,6 +69,9 @@ def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> s
     check_one_unit(config.source.path, config.source.columns.timestamp, raw.timestamps, raw.position, raw.locate)
     arrays, report = build_arrays(config, raw, progress=progress)
     check_not_empty(config, report, arrays["timestamp"])
+    report["warnings"] = task_warnings(config, report)
+    for line in report["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     report["seconds"] = round(time.perf_counter() - start, 3)
     _write(out, arrays, report, config, source, progress)
     if progress:
@@ -173,6 +176,29 @@ def check_not_empty(config: DataConfig, report: Dict[str, Any], timestamps: np.n
         )
     if sizes["test"] == 0 and s.test_per_user > 0:
         raise BadInputError(_empty_message(config, report, "test"))
+
+
+def task_warnings(config: DataConfig, report: Dict[str, Any]) -> List[str]:
+    """One line per task with no positive in the training split (a value that never occurs, a
+    rare action on a small log): its head cannot learn, and its metrics mean nothing."""
+    warnings = []
+    for name, action in config.actions.items():
+        if report["positives"]["train"][name] == 0:
+            warnings.append(
+                f"data set {config.name!r}: actions.{name}: no positive in the training split (0 of "
+                f"{report['split']['train']} rows; {report['per_action'][name]} in the whole log) with the rule "
+                f"{_rule(action)}: its head cannot learn; check the column and the value it is compared with"
+            )
+    return warnings
+
+
+def _rule(action: Any) -> str:
+    """An action's rule in words: ``column 'behavior' equals 'purchase'``."""
+    if action.equals is not None:
+        return f"column {action.column!r} equals {action.equals!r}"
+    if action.at_least is not None:
+        return f"column {action.column!r} at least {action.at_least:g}"
+    return f"column {action.column!r} non-zero"
 
 
 def _dense_unique(codes: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -425,6 +451,8 @@ def _report(
         "interactions": int(len(order)),
         "per_action": {n: int(labels[:, i].sum()) for i, n in enumerate(config.actions)},
         "split": {name: int((split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))},
+        "positives": {name: {n: int(labels[split == code, i].sum()) for i, n in enumerate(config.actions)}
+                      for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))},
         "unseen_in_training": oov,
         "sequence_length": _percentiles(np.diff(rows.offsets)),
     }

@@ -1,6 +1,6 @@
 """A prepare that would give an empty split exits 2 and says which rule removed the rows."""
 
-from tests.reliability.conftest import prepare, write_log, write_yaml
+from tests.reliability.conftest import prepare, report_of, write_log, write_yaml
 
 
 def test_header_only_log(tmp_path, capsys):
@@ -46,3 +46,12 @@ def test_an_empty_split_the_config_does_not_ask_for_is_fine(tmp_path, capsys):
     config = write_yaml(tmp_path, write_log(tmp_path), split={"valid_per_user": 0, "test_per_user": 1})
     code, _, err = prepare(capsys, config)
     assert code == 0, err
+
+
+def test_a_task_without_a_positive_in_training_is_said_on_screen_and_in_the_report(tmp_path, capsys):
+    config = write_yaml(tmp_path, write_log(tmp_path), actions={"buy": {"column": "click", "equals": "purchase"}})
+    code, out, err = prepare(capsys, config)
+    assert code == 0
+    line = "actions.buy: no positive in the training split"
+    assert f"warning: data set 'rel': {line}" in err and "with the rule column 'click' equals 'purchase'" in err
+    assert any(line in w for w in report_of(out)["warnings"])
