@@ -28,7 +28,7 @@ from dfgr_torchrec.training.evaluation import evaluate_model
 from dfgr_torchrec.training.logger import TrainLogger, progress_bar
 from dfgr_torchrec.training.optim import sparse_optimizer_args
 from dfgr_torchrec.training.preemption import Preemption
-from dfgr_torchrec.training.report import write_metrics
+from dfgr_torchrec.training.report import short_run_warnings, write_metrics
 from dfgr_torchrec.training.run_dir import OpenedRun, open_run
 from dfgr_torchrec.training.selection import shared_score
 from dfgr_torchrec.training.state import TrainState, best_checkpoint_dir, checkpoint_dir
@@ -151,7 +151,8 @@ class TrainRecipe:
     def _test_selected(self) -> Dict[str, Any]:
         """Loads the checkpoint chosen on validation and evaluates the test split: the only time
         the recipe reads it."""
-        selection = self.state.selector.summary()  # before loading: the best checkpoint holds an older history
+        # before loading: the best checkpoint holds an older history and step
+        selection = {**self.state.selector.summary(), **short_run_warnings(self.state.step)}
         best = latest_checkpoint(best_checkpoint_dir(self.config.run_dir))
         if best:
             self.state.load(best, weights_only=True)

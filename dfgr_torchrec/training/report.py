@@ -73,4 +73,18 @@ def write_metrics(run_dir: str, name: str, metrics: Dict[str, Any]) -> str:
     selected = f", selected at step {metrics['selected_step']}" if metrics.get("selected_step") is not None else ""
     print(f"\n{metrics['split']} metrics ({metrics['candidates']} candidates{selected}), written to {path}:")
     print(metrics_tables(metrics), flush=True)
+    for line in metrics.get("warnings", []):
+        print(f"warning: {line}", flush=True)
     return path
+
+
+MIN_TRAIN_STEPS = 200  # fewer optimizer steps than this rarely mean anything (the first-hour issue's traps)
+
+
+def short_run_warnings(steps: int, minimum: int = MIN_TRAIN_STEPS) -> Dict[str, Any]:
+    """``{"warnings": [...]}`` for a run that took fewer than ``minimum`` optimizer steps (else ``{}``),
+    for ``metrics_final.json`` and the screen: its metrics are too early to compare models on."""
+    if steps >= minimum:
+        return {}
+    return {"warnings": [f"this run trained {steps} optimizer steps, fewer than {minimum}: its metrics are too early "
+                         "to mean much; train longer (train.epochs, train.max_steps, a smaller data.batch_size)"]}

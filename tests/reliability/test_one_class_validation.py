@@ -19,3 +19,6 @@ def test_a_run_whose_validation_has_one_class_finishes_with_null_metrics(tmp_pat
     click = final["tasks"]["click"]
     assert click["auc"] is None and click["notes"]["auc"] == "only positives"
     assert final["selection"]["score"] is None and final["selected_step"] is None
+    # 2 steps: too short to mean anything, said on screen and in the file
+    short = "this run trained 2 optimizer steps, fewer than 200: its metrics are too early to mean much"
+    assert f"warning: {short}" in result.stdout and short in final["warnings"][0]
