@@ -1,6 +1,5 @@
 """The TorchX components validate (as `torchx run ... --help` would) and really run on local_cwd."""
 
-import json
 import os
 import pathlib
 import subprocess
@@ -62,22 +61,4 @@ def test_torchx_local_cwd_runs_the_demo(tmp_path):
     assert "AUC like" in output, output[-3000:]
 
 
-@pytest.mark.slow
-def test_torchx_local_cwd_trains_with_two_processes(tmp_path):
-    if not (ROOT.parent / "shared" / "data").exists():
-        pytest.skip("../shared/data is absent")
-    env = dict(os.environ)
-    env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    torchx = pathlib.Path(sys.executable).parent / "torchx"
-    proc = subprocess.run(
-        [str(torchx), "run", "-s", "local_cwd", "--wait", "--log", "./launch/dfgr.py:train",
-         "--config", "configs/train/debug.yaml", "-j", "1x2", f"output_dir={tmp_path}", "train.epochs=1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
-    assert "SUCCEEDED" in output and "metrics_final.json" in output
-    assert (tmp_path / "debug" / "metrics_final.json").exists()
-    assert (tmp_path / "debug" / "checkpoints" / "step-11").exists()  # 332 users per rank / 32: 11 steps, saved at epoch end
-    log = [json.loads(line) for line in (tmp_path / "debug" / "train_log.jsonl").read_text().splitlines()]
-    assert len(log[-1]["peak_memory_mb_per_rank"]) == 2 and log[-1]["peak_memory_mb"] == max(log[-1]["peak_memory_mb_per_rank"])
+# training with 2 processes (and 2 nodes) through torchx local_cwd: tests/launch/test_nodes.py

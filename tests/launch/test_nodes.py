@@ -68,7 +68,11 @@ def _assert_same(a, b):
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory):
-    return _test_metrics(_torchx(tmp_path_factory.mktemp("one_node"), "1x2"))
+    """``-j 1x2`` through TorchX: its test metrics (and the log's memory of both ranks)."""
+    run = _torchx(tmp_path_factory.mktemp("one_node"), "1x2")
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(log[-1]["peak_memory_mb_per_rank"]) == 2 and log[-1]["peak_memory_mb"] == max(log[-1]["peak_memory_mb_per_rank"])
+    return _test_metrics(run)
 
 
 def test_two_nodes_train_to_the_metrics_of_one(one_node, tmp_path):
