@@ -435,6 +435,9 @@ def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tupl
     return arrays, report
 
 
+SPLIT_CODES = (("train", TRAIN), ("valid", VALID), ("test", TEST))
+
+
 def _report(
     config: DataConfig, raw: RawLog, rows: _Rows, labels: np.ndarray, dropped: Counter, oov: Dict[str, int]
 ) -> Dict[str, Any]:
@@ -450,9 +453,9 @@ def _report(
         "items": int(len(_dense_unique(raw.items[order], len(raw.vocabs["item"]))[0])),
         "interactions": int(len(order)),
         "per_action": {n: int(labels[:, i].sum()) for i, n in enumerate(config.actions)},
-        "split": {name: int((split == code).sum()) for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))},
+        "split": {name: int((split == code).sum()) for name, code in SPLIT_CODES},
         "positives": {name: {n: int(labels[split == code, i].sum()) for i, n in enumerate(config.actions)}
-                      for name, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))},
+                      for name, code in SPLIT_CODES},
         "unseen_in_training": oov,
         "sequence_length": _percentiles(np.diff(rows.offsets)),
     }

@@ -45,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser, eval_only: bool = False) -> N
         add_config_or_run(parser, "evaluate it")
     else:
         parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
-    if not eval_only:
         parser.add_argument("--resume", action="store_true",
                             help="continue the run from its newest intact checkpoint (an error if it has none)")
     parser.add_argument("--split", choices=["valid", "test"], default="test", help="dfgr eval: the split to score")

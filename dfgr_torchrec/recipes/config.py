@@ -164,7 +164,6 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
     return out
 
 
-
 def load_train_config(path: str, overrides: Sequence[str] = ()) -> TrainConfig:
     """Reads, composes, overrides and validates a training config; errors name the file and key."""
     raw = apply_overrides(load_raw(path), overrides)
@@ -187,7 +186,9 @@ def config_dict(config: TrainConfig) -> Dict[str, Any]:
 def save_config(config: TrainConfig) -> str:
     """Writes the resolved config to ``<run_dir>/config.yaml``; returns the path."""
     os.makedirs(config.run_dir, exist_ok=True)
-    path = os.path.join(config.run_dir, "config.yaml")
+    from dfgr_torchrec.recipes.args import RUN_CONFIG
+
+    path = os.path.join(config.run_dir, RUN_CONFIG)
     with open(path, "w") as f:
         f.write(dump_config(config))
     return path

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "launch"))
 import dfgr as components  # noqa: E402
 
 from dfgr_torchrec.training.safe_dcp import metadata  # noqa: E402
+from tests.processes import process_tree, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")]
@@ -102,38 +103,12 @@ def _start_job(out, port, log, attempt):
     return nodes
 
 
-def _tree(pid):
-    """``pid`` and every process below it (torchrun starts its workers in sessions of their own,
-    so a process group is not the node: a lost node is the whole tree)."""
-    children = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(pathlib.Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
-
-
 def _kill_node(node):
-    for pid in _tree(node.pid):
+    for pid in process_tree(node.pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_a_lost_node_fails_the_job_and_the_retry_resumes_to_the_same_metrics(one_node, tmp_path):
@@ -141,7 +116,7 @@ def test_a_lost_node_fails_the_job_and_the_retry_resumes_to_the_same_metrics(one
     log = open(tmp_path / "nodes.log", "w")
     nodes = _start_job(tmp_path, port, log, attempt=0)
     try:
-        _wait_for(lambda: (run / "checkpoints" / "step-4").exists(), 300, "the step-4 checkpoint")
+        wait_for(lambda: (run / "checkpoints" / "step-4").exists(), 300, "the step-4 checkpoint")
         time.sleep(2)  # step 5: the last rank sleeps (train.stall_at_step), the other waits on it
         _kill_node(nodes[1])  # node 1 is lost: its agent and its worker
         assert nodes[0].wait(120) != 0  # the survivor's collective fails: the job fails, in seconds

@@ -3,37 +3,15 @@ naming the first, and a study killed with SIGKILL takes its torchrun job with it
 parent-death signal), so a rerun never collides with an orphan still training."""
 
 import os
-import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import yaml
 
+from tests.processes import processes_naming, wait_for
+
 from .conftest import DEBUG, ROOT, clean_error, dfgr, env, needs_data
-
-
-def _processes_naming(text: str):
-    """PIDs whose command line contains ``text`` (read from /proc)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(pid))
-    return found
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @needs_data
@@ -48,14 +26,14 @@ def test_a_study_owns_its_folder_and_its_jobs_die_with_it(tmp_path):
     cmd = [sys.executable, "-m", "dfgr_torchrec.cli", "study", "--config", str(study), "--out", str(out)]
     parent = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        jobs = lambda: [p for p in _processes_naming(str(out / "runs")) if p != parent.pid]  # noqa: E731
-        _wait_for(lambda: len(jobs()) >= 2, 120, "the torchrun agent and its worker")
+        jobs = lambda: [p for p in processes_naming(str(out / "runs")) if p != parent.pid]  # noqa: E731
+        wait_for(lambda: len(jobs()) >= 2, 120, "the torchrun agent and its worker")
         second = dfgr("study", "--config", study, "--out", out)
         clean_error(second, f"{out} is in use by study pid {parent.pid}", "choose another --out")
         parent.send_signal(signal.SIGKILL)
         parent.wait(30)
-        _wait_for(lambda: not jobs(), 60, "the orphaned job (agent and worker) to end")
+        wait_for(lambda: not jobs(), 60, "the orphaned job (agent and worker) to end")
     finally:
         parent.kill()
-        for pid in _processes_naming(str(out / "runs")):
+        for pid in processes_naming(str(out / "runs")):
             os.kill(pid, signal.SIGKILL)
