@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, Literal, Mapping, Sequence, Union
 
 import yaml
 
@@ -47,7 +47,8 @@ class DataSection:
 @dataclass
 class TrainSection:
     """Args: ``epochs`` at most (validation may stop earlier); ``max_steps`` (0: all epochs);
-    ``seed``; ``log_every`` steps; ``pipeline`` (auto | sparse_dist | base); ``bf16`` autocast (GPU only);
+    ``seed``; ``log_every`` steps; ``pipeline`` (auto | sparse_dist | base); ``bf16``: the training step under bf16 autocast
+    (``auto``: on CUDA only; ``true``: on every device, CPU included; ``false``: fp32);
     ``overwrite``: a new run may replace a used run directory (else it is an error);
     ``collective_timeout_s``: a collective that waits longer (a rank stopped or stuck) ends the job;
     ``preempt_grace_s``: after SIGTERM / SIGUSR1 the ranks finish the step, save a checkpoint and exit
@@ -63,7 +64,7 @@ class TrainSection:
     seed: int = 0
     log_every: int = 50
     pipeline: str = "auto"
-    bf16: bool = True
+    bf16: Union[bool, Literal["auto"]] = "auto"
     overwrite: bool = False
     collective_timeout_s: float = 300.0
     preempt_grace_s: float = 30.0
@@ -73,6 +74,7 @@ class TrainSection:
 
     def __post_init__(self) -> None:
         check(self.pipeline in PIPELINES, "pipeline", f"one of {PIPELINES}", self.pipeline)
+        check(isinstance(self.bf16, bool) or self.bf16 == "auto", "bf16", "true, false or auto", self.bf16)
         for key in ("epochs", "log_every"):
             check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
         for key in ("max_steps", "seed", "crash_at_step", "stall_at_step", "wait_for_signal_at_step"):
@@ -80,6 +82,10 @@ class TrainSection:
         for key in ("collective_timeout_s", "preempt_grace_s"):
             value = getattr(self, key)
             check(math.isfinite(value) and value > 0, key, "a positive number of seconds", value)
+
+    def autocast_on(self, device_type: str) -> bool:
+        """Whether the training step runs under bf16 autocast on this device type."""
+        return self.bf16 is True or (self.bf16 == "auto" and device_type == "cuda")
 
 
 @dataclass

@@ -113,7 +113,7 @@ class TrainRecipe:
         # resumed mid-epoch: the data order is a function of (seed, epoch), so skip what was done
         batches = CountingBatches(itertools.islice(iter(loader), s.batch_in_epoch, None))
         bar = progress_bar(self.steps_per_epoch, s.batch_in_epoch, f"epoch {s.epoch}", self.env.is_main)
-        autocast = self.env.device.type == "cuda" and c.train.bf16
+        autocast = c.train.autocast_on(self.env.device.type)
         while s.batch_in_epoch < self.steps_per_epoch:
             if s.step >= self.total_steps or s.selector.should_stop:
                 return False
