@@ -21,6 +21,7 @@ from torch.export import Dim, ExportedProgram
 from dfgr_torchrec.serving.graph import CandidateGraph
 from dfgr_torchrec.serving.history import flow_of
 from dfgr_torchrec.serving.limits import MAX_CANDIDATES
+from dfgr_torchrec.serving.precision import PRECISIONS, DenseGraph
 from dfgr_torchrec.serving.trust import PACKAGE_FILE, PROGRAM_FILE, check_program
 
 MAX_CACHED_TOKENS = 1 << 20  # bounds of the dynamic dimensions (MAX_CANDIDATES: limits.py)
@@ -51,9 +52,12 @@ def _example_inputs(model: nn.Module, num_candidates: int = 3, num_interactions:
     )
 
 
-def export_candidate_graph(model: nn.Module) -> ExportedProgram:
-    """``torch.export`` of the model's :class:`CandidateGraph`, dynamic in ``M`` and ``K`` (both >= 1)."""
-    graph = CandidateGraph(model).eval()
+def export_candidate_graph(model: nn.Module, precision: str = "fp32") -> ExportedProgram:
+    """``torch.export`` of the model's :class:`CandidateGraph`, dynamic in ``M`` and ``K`` (both >= 1),
+    its dense weights (no table) in ``precision``, fp32 in and out (:class:`DenseGraph`)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    graph = DenseGraph(CandidateGraph(model), PRECISIONS[precision]).eval()
     m = Dim("candidates", min=1, max=MAX_CANDIDATES)
     k = Dim("cached_tokens", min=1, max=MAX_CACHED_TOKENS)
     shapes = ({0: m}, {0: m}, {0: m}, {0: m}, {0: k}, {1: k}, {1: k})

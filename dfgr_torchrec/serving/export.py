@@ -22,15 +22,17 @@ import argparse
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
 
+from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
 from dfgr_torchrec.recipes.args import add_config_or_run, config_of
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph, quiet_tracing_logs
+from dfgr_torchrec.serving.precision import PRECISIONS, precision_error
 from dfgr_torchrec.serving.requests import needs_timestamps
 from dfgr_torchrec.serving.trust import (  # noqa: F401 (re-exported: the artifact's layout)
     ARTIFACT_FILE, FORMAT_VERSION, PACKAGE_FILE, PROGRAM_FILE, VOCAB_DIR, WEIGHTS_FILE, check_program,
@@ -48,10 +50,14 @@ def write_artifact(
     compile: bool = True,
     tables: str = "fp32",
     source: Optional[Dict[str, Any]] = None,
+    precision: str = "fp32",
+    check_batches: Iterable[SequenceBatch] = (),
 ) -> str:
     """Writes the artifact of an unsharded ``model`` (eval mode) to ``out``; returns ``out``.
 
-    ``tables="int8"`` makes the :class:`Ranker` serve TorchRec's quantized (int8 row) tables.
+    ``tables="int8"`` makes the :class:`Ranker` serve TorchRec's quantized (int8 row) tables;
+    ``precision="bf16"`` exports the candidate graph in bf16, its error against fp32 measured on
+    the users of ``check_batches`` and recorded in ``artifact.json`` (``precision_error``).
     """
     config = model.config
     if config.type not in SERVABLE_TYPES:
@@ -62,7 +68,8 @@ def write_artifact(
         torch.save(model.state_dict(), os.path.join(tmp, WEIGHTS_FILE))
         os.mkdir(os.path.join(tmp, VOCAB_DIR))
         vocabs.save(os.path.join(tmp, VOCAB_DIR))
-        program = export_candidate_graph(model)
+        program = export_candidate_graph(model, precision)
+        error = precision_error(model, program.module(), check_batches) if precision != "fp32" else None
         torch.export.save(program, os.path.join(tmp, PROGRAM_FILE))
         check_program(os.path.join(tmp, PROGRAM_FILE))  # never write a program that loading would refuse
         compiled = _compile(program, os.path.join(tmp, PACKAGE_FILE)) if compile else "skipped (--no-compile)"
@@ -70,6 +77,8 @@ def write_artifact(
             "format": FORMAT_VERSION,
             "model": to_plain(config),
             "tables": tables,
+            "precision": precision,
+            **({"precision_error": error} if error is not None else {}),
             "needs_timestamps": needs_timestamps(config),
             "compiled": compiled,
             "torch": torch.__version__,
@@ -109,9 +118,12 @@ def export_run(
     checkpoint: Optional[str] = None,
     compile: bool = True,
     tables: str = "fp32",
+    precision: str = "fp32",
 ) -> str:
     """The artifact of a trained run: its config (``config_path`` + ``overrides``, as trained), its best
-    checkpoint (else its latest, or ``checkpoint``) and its prepared data set's vocabularies."""
+    checkpoint (else its latest, or ``checkpoint``) and its prepared data set's vocabularies; a bf16
+    graph's error is measured on the validation split's first users."""
+    from dfgr_torchrec.data.dataset import SequenceDataset
     from dfgr_torchrec.recipes.config import load_train_config
     from dfgr_torchrec.serving.loading import load_model_for_inference, prepared_data_of, resolve_model_config
     from dfgr_torchrec.training.run_dir import RunDirectory
@@ -124,7 +136,9 @@ def export_run(
     data = prepared_data_of(train_config)
     model = load_model_for_inference(resolve_model_config(train_config, data), found)
     source = {"config": config_path, "overrides": list(overrides), "checkpoint": os.path.abspath(found), "data": data.path}
-    return write_artifact(model, Vocabularies.from_prepared(data.path), out, compile, tables, source)
+    checks = SequenceDataset(data, "valid", 64, train_config.data.max_seq_len, user_id=train_config.data.user_id)
+    vocabs = Vocabularies.from_prepared(data.path)
+    return write_artifact(model, vocabs, out, compile, tables, source, precision, checks if precision != "fp32" else ())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +146,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the run's best, else latest)")
     parser.add_argument("--out", required=True, help="the artifact directory to write")
     parser.add_argument("--tables", default="fp32", choices=TABLE_PRECISIONS, help="served table rows")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="the candidate graph's dense compute (bf16: its error against fp32 goes into artifact.json)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip AOTInductor")
     parser.add_argument("overrides", nargs="*", default=[], help="key=value overrides of the config, as in training")
 
@@ -140,9 +156,13 @@ def run(args: argparse.Namespace) -> None:
     start = time.time()
     quiet_tracing_logs()
     config, overrides = config_of(args)
-    out = export_run(config, args.out, overrides, args.checkpoint, args.compile, args.tables)
+    out = export_run(config, args.out, overrides, args.checkpoint, args.compile, args.tables, args.precision)
     with open(os.path.join(out, ARTIFACT_FILE)) as f:
         manifest = json.load(f)
     size = sum(r["bytes"] for r in manifest["files"].values())
     print(f"exported {manifest['model']['type']} to {out} ({size / 2**20:.1f} MiB, AOTInductor: "
           f"{manifest['compiled']}) in {time.time() - start:.0f} s")
+    error = manifest.get("precision_error")
+    if error and error.get("users"):
+        print(f"{manifest['precision']} graph against fp32 on {error['users']} validation users: probabilities differ by "
+              f"{error['mean_abs_probability']:.2e} on average, {error['max_abs_probability']:.2e} at most")
