@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
+from dfgr_torchrec.study.bench_pages import benchmarks_page
 from dfgr_torchrec.study.report import _mean, _mean_std, _per_seed_task_mean, _positives_line, _scaling_lines
 
 
@@ -128,12 +129,14 @@ def study_page(study: Study, rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def index_page(studies: List[Study]) -> str:
+def index_page(studies: List[Study], benchmarks: bool) -> str:
     lines = [HEADER.format(folder="*"), "", "# Results", "",
              "Every table here is written from a committed study's `results.jsonl` by `dfgr report-docs`; "
              "what the numbers mean is in [Baselines and studies](../studies.md).", "",
              "| study | page | config |", "|---|---|---|"]
     lines += [f"| {s.title} | [{s.folder}]({s.folder}.md) | `{s.config}` |" for s in studies]
+    if benchmarks:
+        lines += ["", "The benchmark outputs (`results/bench/`, `results/serving/`): [benchmarks](benchmarks.md)."]
     return "\n".join(lines + [""])
 
 
@@ -152,7 +155,10 @@ def write_docs(results: str, out: str) -> List[str]:
             chart = os.path.join(results, study.folder, f"{data}_scaling.png")
             if _scaling_lines(rows, data) and os.path.exists(chart):
                 written.append(shutil.copyfile(chart, os.path.join(out, f"{study.folder}_{data}_scaling.png")))
-    written.append(_write(os.path.join(out, "index.md"), index_page(present)))
+    bench = benchmarks_page(results)
+    if bench is not None:
+        written.append(_write(os.path.join(out, "benchmarks.md"), bench))
+    written.append(_write(os.path.join(out, "index.md"), index_page(present, bench is not None)))
     return written
 
 
