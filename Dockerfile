@@ -1,5 +1,5 @@
 # The image the cluster components run (`torchx run -s kubernetes ... --image <registry>/dfgr:<tag>`,
-# or Slurm with a container runtime): CUDA torch, fbgemm-gpu and torchrec of one row of the README's
+# or Slurm with a container runtime): CUDA torch, fbgemm-gpu and torchrec of one row of docs/install.md's
 # version table (torch 2.13 / fbgemm-gpu 1.8.0 / torchrec 1.8.0), then this package.
 #
 #   docker build -t <registry>/dfgr:0.1 .

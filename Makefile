@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCKS := requirements/cpu.lock.txt requirements/torchrec.lock.txt requirements/dev.lock.txt pyproject.toml
 
-.PHONY: venv test test-fast demo demo-synthetic bench gpu-check clean
+.PHONY: venv test test-fast demo demo-synthetic bench gpu-check docs clean
 
 venv: $(STAMP)
 
@@ -42,11 +42,16 @@ bench: venv
 	$(VENV)/bin/dfgr bench attention --json outputs/bench_attention.json
 	$(VENV)/bin/dfgr bench serving --json outputs/bench_serving.json
 
-# The one GPU check (README "Running the GPU check"): on a CUDA machine with torch (+ triton) alone,
+# The results pages from the committed results/, then the docs site into site/
+docs: venv
+	$(VENV)/bin/dfgr report-docs --out docs/results
+	$(VENV)/bin/mkdocs build --strict
+
+# The one GPU check (docs/benchmarks.md "Running the GPU check"): on a CUDA machine with torch (+ triton) alone,
 # no venv needed; without CUDA it says so and exits 2. Uses .venv's python when there is one.
 GPU_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check:
 	$(GPU_PY) -m dfgr_torchrec.bench.gpu --json results/bench/gpu/gpu_check.json
 
 clean:
-	rm -rf $(VENV) outputs runs .pytest_cache
+	rm -rf $(VENV) outputs runs .pytest_cache site

@@ -1,5 +1,5 @@
 """The ``dfgr`` command: ``dfgr train|eval``, ``dfgr data ...``, ``dfgr study``, ``dfgr export|score``,
-``dfgr plan``, ``dfgr bench ...``, ``dfgr demo``.
+``dfgr plan``, ``dfgr bench ...``, ``dfgr demo``, ``dfgr report-docs``.
 
 Building the parser imports no torch: the commands whose modules need it (demo, bench) get their
 arguments only when the command line names them, and every handler imports its work lazily,
@@ -27,6 +27,7 @@ _LAZY = (
     (("bench", "big-table"), "a >10^7-row item table trained through the demo's launch path", "dfgr_torchrec.bench.big_table"),
     (("bench", "serving"), "one request's latency: full recompute vs the history cache vs AOTInductor", "dfgr_torchrec.bench.serving"),
     (("bench", "gpu"), "the one GPU check: triton vs reference, backend speed and memory, targets (CUDA only)", "dfgr_torchrec.bench.gpu"),
+    (("report-docs",), "the docs' results pages from the committed results/*/results.jsonl", "dfgr_torchrec.study.docs"),
 )
 
 

@@ -101,7 +101,7 @@ class InteractionConfig:
             ``"triton"``, ``"pytorch"``, ``"tiled"`` or ``"reference"``.
         norm_eps: epsilon of the block's LayerNorms. Pointwise attention outputs are small at
             initialisation (a sum of ``SiLU`` weights divided by ``attention_scale_len``), so an
-            epsilon near their variance damps the attention branch; see the README's ablation.
+            epsilon near their variance damps the attention branch; see docs/studies.md's ablation.
         attention_scale_len: the pointwise normaliser (None: ``max_seq_len``). A constant, so a
             score never depends on the other users of its batch (Meta's HSTU divides by the
             batch's longest sequence instead).

@@ -35,7 +35,7 @@ from dfgr_torchrec.bench.output import write_json
 
 NO_GPU = (
     "dfgr bench gpu: needs a CUDA GPU, and torch {torch} sees none here "
-    "(run it on a GPU machine: README, 'Running the GPU check')"
+    "(run it on a GPU machine: docs/benchmarks.md, 'Running the GPU check')"
 )
 
 

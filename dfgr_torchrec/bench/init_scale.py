@@ -6,7 +6,7 @@ variance, and the block's LayerNorm over it (``attention_norm``) divides by
 ``sqrt(var + eps)``: when ``var`` is near or below ``eps`` the normalised output, and so the
 whole attention branch, is damped by ``sqrt(var / (var + eps))`` compared with a LayerNorm
 without epsilon. This prints that factor for the first block of a fresh DFGR at each setting
-(variance measured on a ragged synthetic batch), so the ablation in the README can be read
+(variance measured on a ragged synthetic batch), so the ablation in docs/studies.md can be read
 against it.
 """
 

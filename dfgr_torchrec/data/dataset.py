@@ -112,7 +112,8 @@ class SequenceDataset(IterableDataset):
         split: ``"train"``, ``"valid"`` or ``"test"``.
         batch_size: users per batch.
         max_seq_len: longest history kept (the most recent interactions).
-        rank, world_size: this process's shard.
+        rank: this process's shard.
+        world_size: the number of shards.
         shuffle: shuffle users each epoch (default: only for ``train``).
         seed: shuffling seed.
         user_id: emit each user's id as the per-user feature ``user_id`` (see ``PreparedData.schema``).

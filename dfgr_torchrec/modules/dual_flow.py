@@ -88,8 +88,10 @@ class DualFlowInteraction(GenerativeStack):
         Args:
             history: ``[N_total, d_model]`` real tokens (item + true action).
             candidates: ``[M_total, d_model]`` fake tokens (item + placeholder action).
-            history_timestamps, candidate_timestamps: int64 times, both or neither; required
-                in session mode, where a candidate sees only history with ``t_j < t_candidate``.
+            history_timestamps: int64 times of the history, given with ``candidate_timestamps`` or
+                not at all; required in session mode, where a candidate sees only history with
+                ``t_j < t_candidate``.
+            candidate_timestamps: int64 times of the candidates (with ``history_timestamps``).
         """
         h_offsets, c_offsets = history.offsets(), candidates.offsets()
         if h_offsets.shape != c_offsets.shape:

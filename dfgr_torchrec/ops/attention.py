@@ -197,7 +197,8 @@ def jagged_attention(
         form: ``POINTWISE`` computes ``sum_j SiLU(q.k_j / sqrt(d)) v_j / scale_len``;
             ``SOFTMAX`` computes ``softmax_j(q.k_j / sqrt(d)) v_j`` (0 for a query that sees nothing).
         scale_len: the pointwise normaliser (a constant, so results do not depend on padding).
-        self_k, self_v: ``[total_q, H, d]``: each query's own extra key/value, always visible.
+        self_k: ``[total_q, H, d]``: each query's own extra key, always visible.
+        self_v: ``[total_q, H, d]``: each query's own extra value (with ``self_k``).
         kernel: which backend runs (``auto``: :func:`resolve_kernel`).
 
     Returns:
