@@ -27,6 +27,7 @@ _EXPORTS = {
     "RankingOutput": "dfgr_torchrec.models.ranking",
     "DualFlowInteraction": "dfgr_torchrec.modules.dual_flow",
     "SequenceEmbedding": "dfgr_torchrec.modules.embeddings",
+    "DualFlowTokens": "dfgr_torchrec.modules.tokens",
     "MultiTaskHead": "dfgr_torchrec.modules.heads",
     "multitask_bce_loss": "dfgr_torchrec.modules.heads",
     "MetaGRInteraction": "dfgr_torchrec.modules.metagr",

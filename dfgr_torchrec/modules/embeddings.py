@@ -13,6 +13,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig, UserContext, check
 from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
+from dfgr_torchrec.modules.tokens import PlaceholderAction, merge_item_action
 
 @dataclass
 class SequenceEmbeddings:
@@ -117,9 +118,7 @@ class SequenceEmbedding(nn.Module):
         """One token per interaction from its item and action embeddings."""
         if self.placeholder is None:
             raise RuntimeError("this SequenceEmbedding was built with merge_tokens=False")
-        if self.merge_projection is None:
-            return items + actions
-        return self.merge_projection(torch.cat([items, actions], dim=-1))
+        return merge_item_action(items, actions, self.merge_projection)
 
     def merge_placeholder(self, items: torch.Tensor) -> torch.Tensor:
         """The fake-flow / candidate token: the item with the placeholder action."""
@@ -127,17 +126,6 @@ class SequenceEmbedding(nn.Module):
             raise RuntimeError("this SequenceEmbedding was built with merge_tokens=False")
         return self.merge(items, self.placeholder.weight.expand_as(items))
 
-
-class PlaceholderAction(nn.Module):
-    """The learned "action unknown" embedding of fake tokens and candidates."""
-
-    def __init__(self, dim: int, device: Optional[torch.device] = None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(dim, device=device))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=0.02)
 
 
 def _sum_values(looked_up: Dict[str, JaggedTensor], names: List[str]) -> JaggedTensor:

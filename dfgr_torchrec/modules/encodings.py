@@ -67,4 +67,9 @@ class PositionTimeEncoding(nn.Module):
         if self.time_gap is not None and time_gaps is not None:
             gap = F.embedding(time_gap_buckets(time_gaps, self.num_time_buckets), self.time_gap)
             encoding = gap if encoding is None else encoding + gap
+        elif self.time_gap is not None and self.training and torch.is_grad_enabled():
+            # No timestamps, no time encoding; the table stays in the autograd graph with a zero
+            # gradient, so DistributedDataParallel's check that every parameter gets one passes.
+            zero = self.time_gap[:1].sum() * 0.0
+            encoding = zero.expand(positions.shape[0], self.time_gap.shape[1]) if encoding is None else encoding + zero
         return encoding

@@ -22,7 +22,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import InteractionConfig, MaskMode
-from dfgr_torchrec.modules.embeddings import PlaceholderAction
+from dfgr_torchrec.modules.tokens import PlaceholderAction
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding
 from dfgr_torchrec.modules.stack import GenerativeStack
 from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel, AttentionSpec, jagged_attention
