@@ -2,8 +2,9 @@
 
 DuckDB reads every shard (CSV/TSV, plain or gzip/zstd, or Parquet) into one typed table, parses
 and checks each row with the rules of :mod:`dfgr_torchrec.data.readers` (same reasons, same
-counts), and turns every id column into int codes plus its sorted vocabulary. Only integer
-arrays reach Python, where :func:`dfgr_torchrec.data.prepare.build_arrays` applies the rest.
+counts), and turns every id column into int codes plus its sorted vocabulary.
+:mod:`dfgr_torchrec.data.duck_rules` applies the rest of ``dfgr data prepare`` on the same
+connection (:func:`loaded_engine`); :func:`read_log_duckdb` returns the whole log as a :class:`RawLog`.
 
 DuckDB works within ``DFGR_DUCKDB_MEMORY`` (default 1GB) on ``DFGR_DUCKDB_THREADS`` threads
 (default: the CPUs) and spills to a temporary folder beside the prepared data set, removed

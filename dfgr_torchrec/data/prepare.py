@@ -11,8 +11,10 @@ Layout of ``<output_dir>/<name>-<fingerprint>/`` (numpy ``.npy``, opened with ``
   int64 sorted numerically when every raw id of the column is an integer, else sorted strings.
 - ``meta.json`` (sizes, tasks, config) and ``report.json`` (what was read, kept and dropped).
 
-The log is read by ``source.engine`` (:mod:`dfgr_torchrec.data.duck` out of core by default, or
-the Python reference reader), which gives integer codes; the rules below run on them with numpy.
+The log is read by ``source.engine``: :mod:`dfgr_torchrec.data.duck` out of core by default,
+with the rules in DuckDB and the arrays streamed to disk in chunks (:mod:`dfgr_torchrec.data.duck_rules`,
+bounded memory), or the Python reference reader, whose integer codes the numpy rules below
+(:func:`build_arrays`) turn into the same arrays.
 The directory name carries a hash of the config (the engine left out: both give the same
 outputs) and of the input's content (blake2b of its bytes, or of every shard's; recorded in ``meta.json`` with the config's own key), so a changed config or log never
 reads stale data. ``meta.json`` also records the byte size and blake2b of every file; a copy
