@@ -29,7 +29,6 @@ from dfgr_torchrec.data.config import DataConfig
 from dfgr_torchrec.data.readers import BadInputError, duplicate_error
 from dfgr_torchrec.data.time_units import UNITS, EPOCH_RANGE_S, mixed_units_error
 from dfgr_torchrec.data.vocab import table_rows, vocab_rows
-from dfgr_torchrec.features import ACTION_FEATURE
 
 TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "valid", "test")
@@ -57,12 +56,10 @@ class Users:
 
 @dataclass
 class Streamed:
-    """What the streamed pass counted (for the report) besides the files it wrote."""
+    """What the streamed pass counted for the report: rows and positives of each split."""
 
     split: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
     positives: Optional[np.ndarray] = None  # [3, tasks]
-    present: Dict[str, np.ndarray] = field(default_factory=dict)  # id column -> codes seen in the kept rows
-    in_train: Dict[str, np.ndarray] = field(default_factory=dict)  # id column -> codes seen in training
 
 
 class BoundedLog:
@@ -135,7 +132,7 @@ class BoundedLog:
             return
         u, i, t, first = self.con.execute("SELECT k0, k1, t, min(position) FROM good GROUP BY k0, k1, t HAVING count(*) > 1 "
                                           "ORDER BY k0, k1, t LIMIT 1").fetchone()
-        row = self.con.execute(f"SELECT min(position) FROM good WHERE k0 = ? AND k1 = ? AND t = ? AND position > ?",
+        row = self.con.execute("SELECT min(position) FROM good WHERE k0 = ? AND k1 = ? AND t = ? AND position > ?",
                                [u, i, t, first]).fetchone()[0]
         user = self.vocabs["user"][self.codes(0, np.array([u]))[0]]
         item = self.vocabs["item"][self.codes(1, np.array([i]))[0]]
@@ -211,7 +208,6 @@ class NpyWriter:
         self.file = open(path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(self.file, header)
-        self.header_bytes = self.file.tell()
         self.written = 0
 
     def append(self, values: np.ndarray) -> None:
