@@ -1,5 +1,8 @@
 """``dfgr bench prepare``: seconds and peak memory of ``dfgr data prepare`` with one engine.
 
+The JSON also gives ``rows_per_s`` (rows read / wall seconds) and ``bytes_per_row`` (peak RSS /
+rows read), the two figures that say whether a larger log fits a machine.
+
 Runs the preparation in a child process (a fresh interpreter, so nothing of this one is
 counted) and records its wall time and its peak resident memory (``wait4``'s ``ru_maxrss``:
 the whole process, DuckDB's buffers included), with the load average beside them, since a
@@ -95,15 +98,19 @@ def measure(config_path: str, engine: str) -> Dict[str, Any]:
         seconds, peak_mib, out = run_child([sys.executable, "-c", code, config_path, engine], capture=True)
     except subprocess.CalledProcessError as e:
         raise SystemExit(f"bench prepare: the {engine} run failed (exit {e.returncode})") from None
+    found = json.loads(out.strip().splitlines()[-1])
     return {
         "benchmark": "prepare",
         "engine": engine,
         "data_config": config_path,
         "log": config.source.path,
         "log_bytes": source_digest(config.source.path)["size"] if engine != "polars-minimal" else os.path.getsize(config.source.path),
-        **json.loads(out.strip().splitlines()[-1]),
+        **found,
         "seconds": round(seconds, 2),
         "peak_rss_gb": round(peak_mib / 2**10, 3),
+        "rows_per_s": round(found["rows_read"] / seconds, 1) if seconds > 0 else None,
+        "bytes_per_row": round(peak_mib * 2**20 / found["rows_read"], 1) if found["rows_read"] else None,
+        "chunk_rows": os.environ.get("DFGR_PREPARE_CHUNK_ROWS", "2000000") if engine == "duckdb" else None,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
@@ -130,7 +137,7 @@ def _versions() -> Dict[str, str]:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     result = measure(args.config, args.engine)
     print(f"{args.engine}: {result['interactions']:,} interactions in {result['seconds']:.1f} s, "
-          f"peak RSS {result['peak_rss_gb']:.2f} GB (load average {result['load_average_before'][0]:.2f} "
+          f"peak RSS {result['peak_rss_gb']:.2f} GB, {result['rows_per_s']:,.0f} rows/s, {result['bytes_per_row']} bytes a row (load average {result['load_average_before'][0]:.2f} "
           f"-> {result['load_average_after'][0]:.2f}, {result['cpus']} CPUs)")
     write_json(result, args.json_path)
     return result

@@ -2,8 +2,9 @@
 
 DuckDB reads every shard (CSV/TSV, plain or gzip/zstd, or Parquet) into one typed table, parses
 and checks each row with the rules of :mod:`dfgr_torchrec.data.readers` (same reasons, same
-counts), and turns every id column into int codes plus its sorted vocabulary. Only integer
-arrays reach Python, where :func:`dfgr_torchrec.data.prepare.build_arrays` applies the rest.
+counts), and turns every id column into int codes plus its sorted vocabulary.
+:mod:`dfgr_torchrec.data.duck_rules` applies the rest of ``dfgr data prepare`` on the same
+connection (:func:`loaded_engine`); :func:`read_log_duckdb` returns the whole log as a :class:`RawLog`.
 
 DuckDB works within ``DFGR_DUCKDB_MEMORY`` (default 1GB) on ``DFGR_DUCKDB_THREADS`` threads
 (default: the CPUs) and spills to a temporary folder beside the prepared data set, removed
@@ -17,7 +18,8 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from typing import Dict, List, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
@@ -172,14 +174,18 @@ class _Engine:
             vocabs[name] = np.asarray(column, dtype=np.int64) if integer else np.array(column.tolist(), dtype=str)
         return vocabs
 
-    def rows(self) -> Dict[str, np.ndarray]:
-        """The good rows: ids (BIGINT, or the code of a text id), ``t``, ``position`` and labels."""
+    def rows_query(self) -> str:
+        """The SELECT of the good rows: ids ``k<k>`` (BIGINT, or the code of a text id), ``t``,
+        ``position`` and labels ``a<k>``."""
         text = [k for k in range(len(self.ids)) if not self.integer[k]]
         joins = " ".join(f"JOIN codes{k} c{k} ON p.id{k} = c{k}.id" for k in text)
         ids = ", ".join(f"c{k}.code AS k{k}" if k in text else f"p.id{k} AS k{k}" for k in range(len(self.ids)))
         labels = ", ".join(f"p.a{k}" for k in range(len(self.actions)))
-        return self.con.execute(
-            f"SELECT {ids}, p.t, p.rowid AS position, {labels} FROM parsed p {joins} WHERE p.bad IS NULL").fetchnumpy()
+        return f"SELECT {ids}, p.t, p.rowid AS position, {labels} FROM parsed p {joins} WHERE p.bad IS NULL"
+
+    def rows(self) -> Dict[str, np.ndarray]:
+        """The good rows (:meth:`rows_query`) as numpy arrays."""
+        return self.con.execute(self.rows_query()).fetchnumpy()
 
     def locate(self, position: int) -> Tuple[str, int]:
         """``(file, line)`` of the row at ``position``: the shard's n-th non-empty row, counted as the
@@ -219,8 +225,10 @@ def _connect(folder: str):
     })
 
 
-def read_log_duckdb(config: DataConfig, progress: bool = True) -> RawLog:
-    """The :class:`RawLog` of ``config``'s log, read by DuckDB (see the module's doc)."""
+@contextmanager
+def loaded_engine(config: DataConfig) -> Iterator[_Engine]:
+    """An engine whose log is read into ``parsed`` (bad rows marked), on a connection that is
+    closed, with its spill folder removed, on exit."""
     os.makedirs(config.output_dir, exist_ok=True)
     folder = tempfile.mkdtemp(prefix=".tmp-duckdb-", dir=config.output_dir)
     con = None
@@ -228,13 +236,20 @@ def read_log_duckdb(config: DataConfig, progress: bool = True) -> RawLog:
         con = _connect(folder)
         engine = _Engine(config, con)
         engine.load()
-        rows_read, dropped = engine.dropped()
-        vocabs = engine.encode()
-        columns = engine.rows()
+        yield engine
     finally:
         if con is not None:
             con.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_log_duckdb(config: DataConfig, progress: bool = True) -> RawLog:
+    """The :class:`RawLog` of ``config``'s log, read by DuckDB (see the module's doc); the whole
+    log in memory (``dfgr data prepare`` uses :mod:`dfgr_torchrec.data.duck_rules` instead)."""
+    with loaded_engine(config) as engine:
+        rows_read, dropped = engine.dropped()
+        vocabs = engine.encode()
+        columns = engine.rows()
     names = engine.ids
     codes = {}
     for k, name in enumerate(names):

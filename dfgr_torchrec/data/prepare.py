@@ -11,8 +11,10 @@ Layout of ``<output_dir>/<name>-<fingerprint>/`` (numpy ``.npy``, opened with ``
   int64 sorted numerically when every raw id of the column is an integer, else sorted strings.
 - ``meta.json`` (sizes, tasks, config) and ``report.json`` (what was read, kept and dropped).
 
-The log is read by ``source.engine`` (:mod:`dfgr_torchrec.data.duck` out of core by default, or
-the Python reference reader), which gives integer codes; the rules below run on them with numpy.
+The log is read by ``source.engine``: :mod:`dfgr_torchrec.data.duck` out of core by default,
+with the rules in DuckDB and the arrays streamed to disk in chunks (:mod:`dfgr_torchrec.data.duck_rules`,
+bounded memory), or the Python reference reader, whose integer codes the numpy rules below
+(:func:`build_arrays`) turn into the same arrays.
 The directory name carries a hash of the config (the engine left out: both give the same
 outputs) and of the input's content (blake2b of its bytes, or of every shard's; recorded in ``meta.json`` with the config's own key), so a changed config or log never
 reads stale data. ``meta.json`` also records the byte size and blake2b of every file; a copy
@@ -34,9 +36,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from dfgr_torchrec.progress import progress as progress_bar
 
+from dfgr_torchrec.data import duck_rules
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
+from dfgr_torchrec.data.duck import loaded_engine
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest, source_present
-from dfgr_torchrec.data.readers import BadInputError, RawLog, read_log
+from dfgr_torchrec.data.readers import BadInputError, RawLog, duplicate_error, read_log
 from dfgr_torchrec.data.time_units import check_one_unit
 from dfgr_torchrec.data.sources import ensure_source
 from dfgr_torchrec.data.vocab import table_rows, vocab_rows
@@ -65,19 +69,81 @@ def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> s
     if damage != "absent" and not force:
         print(f"preparing {out} again: {damage}", file=sys.stderr)
     start = time.perf_counter()
-    raw = read_log(config, progress=progress)
-    check_one_unit(config.source.path, config.source.columns.timestamp, raw.timestamps, raw.position, raw.locate)
-    arrays, report = build_arrays(config, raw, progress=progress)
-    check_not_empty(config, report, arrays["timestamp"])
-    report["warnings"] = task_warnings(config, report)
-    for line in report["warnings"]:
-        print(f"warning: {line}", file=sys.stderr)
-    report["seconds"] = round(time.perf_counter() - start, 3)
-    _write(out, arrays, report, config, source, progress)
+    if config.source.engine == "duckdb":
+        report = _prepare_duckdb(config, out, source, start, progress)
+    else:
+        raw = read_log(config, progress=progress)
+        check_one_unit(config.source.path, config.source.columns.timestamp, raw.timestamps, raw.position, raw.locate)
+        arrays, report = build_arrays(config, raw, progress=progress)
+        check_not_empty(config, report, arrays["timestamp"])
+        _warn(config, report, start)
+        _write(out, arrays, report, config, source, progress)
     if progress:
         print(f"prepared {out}: {report['interactions']} interactions, {report['users']} users, "
               f"{report['items']} items in {report['seconds']:.1f} s")
     return out
+
+
+def _warn(config: DataConfig, report: Dict[str, Any], start: float) -> None:
+    """Adds (and prints) the task warnings and the seconds to ``report``."""
+    report["warnings"] = task_warnings(config, report)
+    for line in report["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+
+
+def _prepare_duckdb(config: DataConfig, out: str, source: Dict[str, Any], start: float, progress: bool) -> Dict[str, Any]:
+    """Prepares the log with the rules in DuckDB and the arrays streamed in chunks (:mod:`duck_rules`); returns the report."""
+    size = duck_rules.chunk_rows()
+    steps = progress_bar(total=4, desc="read, sort, split, write", enabled=progress)
+    with loaded_engine(config) as engine:
+        rows_read, dropped = engine.dropped()
+        log = duck_rules.BoundedLog(engine, Counter(dropped))
+        log.check_units()
+        log.dedup()
+        steps.update()
+        users = log.users(_min_rows_per_user(config))
+        steps.update()
+        sizes = duck_rules.split_sizes(config, users)
+        head = {"rows_read": rows_read, "rows_kept": int(users.offsets[-1]), "rows_dropped": dict(sorted(log.dropped.items())),
+                "split": sizes}
+        check_not_empty(config, head, np.array([users.latest]))
+        with atomic_directory(out) as tmp:
+            names, streamed, columns = duck_rules.stream_arrays(log, users, tmp, size)
+            steps.update()
+            vocabs = duck_rules.remap_columns(log, columns, tmp, size)
+            assert dict(zip(duck_rules.SPLIT_NAMES, streamed.split.tolist())) == sizes, (streamed.split, sizes)
+            arrays = _small_arrays(config, log, users, vocabs)
+            items = int((columns[0].counts > 0).sum())
+            report = _report_dict(config, rows_read, log.dropped, users, streamed, items, vocabs)
+            _warn(config, report, start)
+            meta = _meta_dict(config, len(users.codes), int(users.offsets[-1]), vocabs["rows"].pop("item"),
+                              {n: vocabs["rows"][f"side_{n}"] for n in config.source.side_features},
+                              vocabs["rows"].get("action", 1 << len(config.actions)))
+            _write_files(tmp, arrays, meta, report, config, source, order=_file_order(config, names))
+            steps.update()
+    steps.close()
+    return report
+
+
+def _small_arrays(config: DataConfig, log: Any, users: Any, vocabs: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """The per-user and per-id arrays of the DuckDB path (the per-row ones are streamed)."""
+    arrays = {"user_offsets": users.offsets, "vocab_item": vocabs["vocabs"]["item"], "vocab_user": log.vocabs["user"][users.codes]}
+    for name in config.source.side_features:
+        arrays[f"vocab_{name}"] = vocabs["vocabs"][f"side_{name}"]
+    if "action" in vocabs["vocabs"]:
+        arrays["vocab_action"] = vocabs["vocabs"]["action"]
+    return arrays
+
+
+def _file_order(config: DataConfig, streamed: List[str]) -> List[str]:
+    """The arrays in the order :func:`build_arrays` makes them (``meta.json`` lists them so)."""
+    names = ["user_offsets", "item", "timestamp", "labels", "split", "vocab_item", "vocab_user"]
+    for name in config.source.side_features:
+        names += [f"side_{name}", f"vocab_{name}"]
+    names += ["action"] + (["vocab_action"] if config.action_feature is not None else [])
+    assert set(streamed) <= set(names), (streamed, names)
+    return names
 
 
 def check_prepared(path: str) -> Optional[str]:
@@ -253,13 +319,8 @@ def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, droppe
     if config.source.duplicates == "error":
         first = order[:-1][same][0]
         row = dup_rows[0]
-        (path, line), (first_path, first_line) = raw.locate(raw.position[row]), raw.locate(raw.position[first])
         user, item = raw.vocabs["user"][raw.users[row]], raw.vocabs["item"][raw.items[row]]
-        raise BadInputError(
-            f"{path}:{line}: duplicate event (user {str(user)!r}, item {str(item)!r}, timestamp "
-            f"{raw.timestamps[row]}) first seen at {'line ' if first_path == path else first_path + ':'}{first_line}; "
-            f"{len(dup_rows)} duplicate(s) in all (set source.duplicates: merge, skip or keep)"
-        )
+        raise duplicate_error(raw.locate, raw.position[row], raw.position[first], user, item, raw.timestamps[row], len(dup_rows))
     if config.source.duplicates == "merge":  # one interaction: the union of the rows' actions
         starts = np.concatenate([[True], ~same])
         group_first = order[np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))]
@@ -441,40 +502,66 @@ SPLIT_CODES = (("train", TRAIN), ("valid", VALID), ("test", TEST))
 def _report(
     config: DataConfig, raw: RawLog, rows: _Rows, labels: np.ndarray, dropped: Counter, oov: Dict[str, int]
 ) -> Dict[str, Any]:
-    """What was read, kept and dropped (``report.json``); rows read = kept + dropped."""
+    """What was read, kept and dropped (``report.json``) of :func:`build_arrays`."""
     order, split = rows.order, rows.split
+    positives = np.array([labels[split == code].sum(axis=0, dtype=np.int64) for _, code in SPLIT_CODES]).reshape(3, -1)
+    items = int(len(_dense_unique(raw.items[order], len(raw.vocabs["item"]))[0]))
+    sizes = {name: int((split == code).sum()) for name, code in SPLIT_CODES}
+    return _report_of(config, raw.rows_read, dropped, len(rows.kept_users), items, labels.sum(axis=0, dtype=np.int64),
+                      sizes, positives, oov, np.diff(rows.offsets))
+
+
+def _report_dict(config: DataConfig, rows_read: int, dropped: Counter, users: Any, streamed: Any, items: int,
+                 vocabs: Dict[str, Any]) -> Dict[str, Any]:
+    """``report.json`` of the DuckDB path, from the counts of its streamed pass."""
+    unseen = vocabs["unseen"]
+    oov = {"item": unseen["item"], **{n: unseen[f"side_{n}"] for n in config.source.side_features}}
+    sizes = dict(zip(duck_rules.SPLIT_NAMES, (int(n) for n in streamed.split)))
+    return _report_of(config, rows_read, dropped, len(users.codes), items, streamed.positives.sum(axis=0),
+                      sizes, streamed.positives, oov, users.counts)
+
+
+def _report_of(config: DataConfig, rows_read: int, dropped: Counter, users: int, items: int, per_action: np.ndarray,
+               split: Dict[str, int], positives: np.ndarray, oov: Dict[str, int], lengths: np.ndarray) -> Dict[str, Any]:
+    """What was read, kept and dropped (``report.json``); rows read = kept + dropped.
+    ``positives``: ``[split, action]``; ``lengths``: rows of each kept user."""
+    kept = int(lengths.sum())
     report: Dict[str, Any] = {
         "name": config.name,
         "source": config.source.path,
-        "rows_read": raw.rows_read,
-        "rows_kept": int(len(order)),
+        "rows_read": int(rows_read),
+        "rows_kept": kept,
         "rows_dropped": dict(sorted(dropped.items())),
-        "users": int(len(rows.kept_users)),
-        "items": int(len(_dense_unique(raw.items[order], len(raw.vocabs["item"]))[0])),
-        "interactions": int(len(order)),
-        "per_action": {n: int(labels[:, i].sum()) for i, n in enumerate(config.actions)},
-        "split": {name: int((split == code).sum()) for name, code in SPLIT_CODES},
-        "positives": {name: {n: int(labels[split == code, i].sum()) for i, n in enumerate(config.actions)}
-                      for name, code in SPLIT_CODES},
+        "users": int(users),
+        "items": int(items),
+        "interactions": kept,
+        "per_action": {n: int(per_action[i]) for i, n in enumerate(config.actions)},
+        "split": split,
+        "positives": {name: {n: int(positives[code, i]) for i, n in enumerate(config.actions)} for name, code in SPLIT_CODES},
         "unseen_in_training": oov,
-        "sequence_length": _percentiles(np.diff(rows.offsets)),
+        "sequence_length": _percentiles(np.asarray(lengths)),
     }
     assert report["rows_read"] == report["rows_kept"] + sum(report["rows_dropped"].values()), report
     return report
 
 
 def _meta(config: DataConfig, rows: _Rows, item_rows: int, side_rows: Dict[str, int], action_rows: int) -> Dict[str, Any]:
+    return _meta_dict(config, len(rows.kept_users), len(rows.order), item_rows, side_rows, action_rows)
+
+
+def _meta_dict(config: DataConfig, users: int, interactions: int, item_rows: int, side_rows: Dict[str, int],
+               action_rows: int) -> Dict[str, Any]:
     """Sizes and tasks of the prepared data set (``meta.json``, the config is added on write)."""
     return {
         "format_version": PREPARED_FORMAT_VERSION,
         "name": config.name,
         "tasks": list(config.actions),
-        "num_users": int(len(rows.kept_users)),
+        "num_users": int(users),
         "item_rows": int(item_rows),
         "side_rows": side_rows,
         "action_rows": int(action_rows),
         "action_feature": ACTION_FEATURE,
-        "interactions": int(len(rows.order)),
+        "interactions": int(interactions),
     }
 
 
@@ -491,16 +578,25 @@ def _write(
 ) -> None:
     """Writes the arrays, ``report.json`` and, last, ``meta.json`` with the size and blake2b of every file."""
     meta = arrays.pop("__meta__")
-    meta.update(config=asdict(config), config_key=config.config_key(), source=source)
     with atomic_directory(out) as tmp:
         for name, array in progress_bar(arrays.items(), desc="write", enabled=progress):
             np.save(os.path.join(tmp, f"{name}.npy"), array)
-        with open(os.path.join(tmp, "report.json"), "w") as f:
-            json.dump(report, f, indent=2)
-        meta["arrays"] = _file_records(tmp, [f"{name}.npy" for name in arrays])
-        meta["files"] = _file_records(tmp, ["report.json"])
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=2, default=str)
+        _write_files(tmp, {}, meta, report, config, source, order=list(arrays))
+
+
+def _write_files(tmp: str, arrays: Dict[str, np.ndarray], meta: Dict[str, Any], report: Dict[str, Any], config: DataConfig,
+                 source: Dict[str, Any], order: List[str]) -> None:
+    """Saves ``arrays`` into ``tmp``, then ``report.json`` and, last, ``meta.json`` recording every
+    array of ``order`` (all in ``tmp`` by then)."""
+    for name, array in arrays.items():
+        np.save(os.path.join(tmp, f"{name}.npy"), array)
+    meta.update(config=asdict(config), config_key=config.config_key(), source=source)
+    with open(os.path.join(tmp, "report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    meta["arrays"] = _file_records(tmp, [f"{name}.npy" for name in order])
+    meta["files"] = _file_records(tmp, ["report.json"])
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=2, default=str)
 
 
 def _file_records(folder: str, names) -> Dict[str, Dict[str, Any]]:

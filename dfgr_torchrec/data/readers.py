@@ -52,6 +52,17 @@ MISSING_COLUMNS, EMPTY_USER, EMPTY_ITEM = "missing columns", "empty user", "empt
 MISSING_TIMESTAMP, NON_NUMERIC_TIMESTAMP, UNSORTED = "missing timestamp", "non-numeric timestamp", "unsorted timestamp"
 
 
+def duplicate_error(locate: Callable[[int], Tuple[str, int]], position: int, first_position: int,
+                    user: Any, item: Any, timestamp: int, total: int) -> "BadInputError":
+    """The error of ``duplicates: error``: the duplicate at ``position``, first seen at ``first_position``."""
+    (path, line), (first_path, first_line) = locate(int(position)), locate(int(first_position))
+    return BadInputError(
+        f"{path}:{line}: duplicate event (user {str(user)!r}, item {str(item)!r}, timestamp "
+        f"{timestamp}) first seen at {'line ' if first_path == path else first_path + ':'}{first_line}; "
+        f"{total} duplicate(s) in all (set source.duplicates: merge, skip or keep)"
+    )
+
+
 def non_numeric_action(name: str) -> str:
     return f"non-numeric action {name}"
 

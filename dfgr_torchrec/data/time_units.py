@@ -36,13 +36,20 @@ def check_one_unit(path: str, column: str, timestamps: np.ndarray, positions: np
                    locate: Callable[[int], Tuple[str, int]]) -> None:
     """Raises :class:`BadInputError` when ``timestamps`` mix epoch units (see the module's doc)."""
     found = unit_counts(timestamps)
-    if len(found) < 2:
-        return
+    if len(found) >= 2:
+        summary = [(unit, rows.size, int(positions[rows[0]]), int(timestamps[rows[0]])) for unit, rows in found]
+        raise mixed_units_error(path, column, summary, locate)
+
+
+def mixed_units_error(path: str, column: str, found: List[Tuple[str, int, int, int]],
+                      locate: Callable[[int], Tuple[str, int]]) -> BadInputError:
+    """The error of a log whose timestamps mix units; ``found``: ``(unit, rows, position and
+    timestamp of its first row)`` of each unit."""
     parts = []
-    for unit, rows in found:
-        file, line = locate(int(positions[rows[0]]))
-        parts.append(f"{rows.size} row(s) in {unit} (first {file}:{line}, {int(timestamps[rows[0]])})")
-    raise BadInputError(
+    for unit, n, position, timestamp in found:
+        file, line = locate(int(position))
+        parts.append(f"{n} row(s) in {unit} (first {file}:{line}, {int(timestamp)})")
+    return BadInputError(
         f"{path}: the timestamp column {column!r} mixes units: {'; '.join(parts)}; convert it to one unit "
         f"before preparing (rows would otherwise sort by unit, not by time)"
     )

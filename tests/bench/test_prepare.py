@@ -20,3 +20,5 @@ def test_bench_prepare_writes_seconds_and_peak_rss(tmp_path, engine):
     result = json.loads(out.read_text())
     assert result["engine"] == engine and result["interactions"] == 30 and result["rows_read"] == 30
     assert result["seconds"] > 0 and 0 < result["peak_rss_gb"] < 4 and len(result["load_average_before"]) == 3
+    assert result["rows_per_s"] == pytest.approx(30 / result["seconds"], rel=0.01)
+    assert result["bytes_per_row"] == pytest.approx(result["peak_rss_gb"] * 2**30 / 30, abs=0.0006 * 2**30 / 30)  # peak_rss_gb is rounded

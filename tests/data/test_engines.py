@@ -231,3 +231,35 @@ def test_byte_order_mark_and_invalid_utf8_alike(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_bytes(b"u\ti\tt\tclick\tlike\na\tx\t1\t1\t0\na\t\xff\t2\t1\t0\n")
     assert errors_of_both(_config(tmp_path, bad), tmp_path / "bad").startswith(f"{bad}:3:3: byte 0xff is not valid UTF-8")
+
+
+def _files(path):
+    """Every file's bytes but report.json's seconds (meta.json names the same digests)."""
+    found = {n: open(os.path.join(path, n), "rb").read() for n in sorted(os.listdir(path)) if n.endswith(".npy")}
+    return found, _load(path)[1]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"source.duplicates": "merge", "vocab": {"oov": "hash", "hash_buckets": 3}},
+    {"source.duplicates": "skip", "split": {"valid_per_user": 1, "test_per_user": 0, "time_cutoff": 4}},
+])
+def test_streamed_chunks_write_the_files_of_one_chunk(tmp_path, monkeypatch, overrides):
+    """The DuckDB path streams ``sorted`` in DFGR_PREPARE_CHUNK_ROWS rows: chunks of 1, 2 and 5 rows
+    (chunks that split users, a last short chunk) give byte-identical files to one chunk."""
+    rows = [f"u{u % 7}\ti{(u * 3 + t) % 11}\t{t % 13}\t{(u + t) % 2}\t{t % 3 == 0:d}" for u in range(23) for t in range(u % 6 + 2)]
+    rows += rows[5:9]  # duplicates
+    prepare_both(_config(tmp_path, _log(tmp_path, rows), **overrides), tmp_path / "both")  # the numpy reference
+    config = _with_engine(_config(tmp_path, _log(tmp_path, rows), **overrides), "duckdb", str(tmp_path / "p"))
+    results = []
+    for size in ("1000000", "1", "2", "5"):
+        monkeypatch.setenv("DFGR_PREPARE_CHUNK_ROWS", size)
+        results.append(_files(prepare(config, force=True, progress=False)))
+    assert results[0][1]["rows_kept"] > 20
+    for result in results[1:]:
+        assert result == results[0]
+
+
+def test_chunk_rows_must_be_a_positive_integer(tmp_path, monkeypatch, tiny_log):
+    monkeypatch.setenv("DFGR_PREPARE_CHUNK_ROWS", "0")
+    with pytest.raises(BadInputError, match="DFGR_PREPARE_CHUNK_ROWS"):
+        prepare(_with_engine(_config(tmp_path, tiny_log), "duckdb", str(tmp_path / "p")), progress=False)
