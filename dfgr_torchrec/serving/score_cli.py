@@ -81,12 +81,14 @@ def run(args: argparse.Namespace) -> None:
 def compiled_by_default(args: argparse.Namespace) -> bool:
     """Whether the exported graph scores the candidates: only with ``--compiled``; eager otherwise.
 
-    The measured rule (``dfgr bench cold-start``, figures and load average in
-    results/serving/cold_start.json): on CPU a fresh process scores its first request soonest with
-    the eager modules, since loading the exported program (``torch.export.load``) adds about 1 s and
-    the AOTInductor package about 1.6 s, and neither then scored the later requests faster (eager
-    11 ms, exported 39 ms, AOTInductor 33 ms a request). Rerun the benchmark on the serving machine
-    and model before choosing ``--compiled`` (``dfgr bench serving`` times the graph alone).
+    The measured rule (``dfgr bench cold-start``, figures and load averages in
+    results/serving/cold_start.json): a fresh process scores its first request about 1 s sooner with
+    the eager modules than with the exported program (``torch.export.load``) or the AOTInductor
+    package, quiet (load 0.2-0.6: 3.67 s vs 4.64 s / 4.71 s) or loaded (load 1.7-2.2 on 2 cores:
+    3.99 s vs 5.02 s / 5.60 s). Quiet, the compiled paths then score a request 3.5-4.5 ms faster
+    (8.7 ms eager) and catch up after about 250 requests; loaded, they were slower per request too.
+    So eager is the default, and ``--compiled`` (with ``--allow-native-code`` for the package) is for
+    long inputs on a quiet machine: rerun the benchmark on the serving machine and model to choose.
     """
     return bool(args.compiled)
 
