@@ -9,8 +9,8 @@ from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data import sources
 
 
-def add_commands(commands: "argparse._SubParsersAction") -> None:
-    data = commands.add_parser("data", help="download, prepare and synthesise interaction logs")
+def add_arguments(data: argparse.ArgumentParser) -> None:
+    """``dfgr data``'s subcommands (download, prepare, synth), each with its flags."""
     sub = data.add_subparsers(dest="data_command", required=True)
 
     download = sub.add_parser("download", help="fetch a public data set into data/raw/<name>")

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from dfgr_torchrec.training.errors import PREEMPTED_EXIT, Preempted, RunError
+from dfgr_torchrec.errors import PREEMPTED_EXIT, Preempted, RunError
 
 
 RUN_CONFIG = "config.yaml"  # the resolved config a run writes into its directory
@@ -40,17 +40,59 @@ def config_of(args: argparse.Namespace) -> Tuple[str, List[str]]:
     return path, [f"output_dir={os.path.dirname(where)}", f"name={os.path.basename(where)}", *args.overrides]
 
 
-def add_arguments(parser: argparse.ArgumentParser, eval_only: bool = False) -> None:
-    if eval_only:
-        add_config_or_run(parser, "evaluate it")
-    else:
-        parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
-        parser.add_argument("--resume", action="store_true",
-                            help="continue the run from its newest intact checkpoint (an error if it has none)")
-    parser.add_argument("--split", choices=["valid", "test"], default="test", help="dfgr eval: the split to score")
+TRAIN_EXAMPLES = """examples:
+  dfgr train --config configs/train/dfgr_movielens.yaml
+  dfgr train --config configs/train/dfgr_movielens.yaml train.epochs=3 optim.lr=0.002
+  dfgr train --config configs/train/dfgr_movielens.yaml --resume      # after a crash or a preemption"""
+EVAL_EXAMPLES = """examples:
+  dfgr eval --run runs/demo-movielens                                  # its best checkpoint, on test
+  dfgr eval --run runs/demo-movielens --split valid --checkpoint runs/demo-movielens/checkpoints/step-200
+  dfgr eval --config configs/train/dfgr_movielens.yaml data.eval_batch_size=512"""
+
+
+def with_examples(parser: argparse.ArgumentParser, examples: str) -> None:
+    """``examples`` as the parser's epilog, printed as written (after the flags of ``--help``)."""
+    parser.epilog = examples
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run from its newest intact checkpoint (an error if it has none)")
+
+
+def _add_eval_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    parser.add_argument("--split", choices=["valid", "test"], default="test", help=f"{prefix}the split to score")
     parser.add_argument("--checkpoint", default=None,
-                        help="dfgr eval: a checkpoint folder to score (default: the run's best, else its latest)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.002 train.epochs=3")
+                        help=f"{prefix}a checkpoint folder to score (default: the run's best, else its latest)")
+
+
+def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("overrides", nargs="*", help=f"key=value overrides of the config, e.g. {example}")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """``dfgr train``'s flags (no evaluation-only flag) and examples."""
+    _add_train_flags(parser)
+    _add_overrides(parser, "optim.lr=0.002 train.epochs=3")
+    with_examples(parser, TRAIN_EXAMPLES)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """``dfgr eval``'s flags (no training flag) and examples."""
+    add_config_or_run(parser, "evaluate it")
+    _add_eval_flags(parser)
+    _add_overrides(parser, "data.eval_batch_size=512 (checked against the run's checkpoint)")
+    with_examples(parser, EVAL_EXAMPLES)
+
+
+def run_train(args: argparse.Namespace) -> Dict[str, Any]:
+    return run_cli(args, eval_only=False)
+
+
+def run_eval(args: argparse.Namespace) -> Dict[str, Any]:
+    return run_cli(args, eval_only=True)
 
 
 def add_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: List[str]) -> argparse.Namespace:
@@ -78,13 +120,14 @@ def run_cli(args: argparse.Namespace, eval_only: bool = False) -> Dict[str, Any]
 
     config = load_train_config(*config_of(args))  # the config, then the run directory,
     mode = resume_mode(args, config.checkpoint.resume, eval_only)  # are checked before torch is imported
-    opened = open_run(config.run_dir, mode, config_dict(config), config.train.overwrite, args.checkpoint)
+    checkpoint = getattr(args, "checkpoint", None)  # dfgr eval's flags; dfgr train has none
+    opened = open_run(config.run_dir, mode, config_dict(config), config.train.overwrite, checkpoint)
     from dfgr_torchrec.recipes.train import TrainRecipe
 
     recipe = TrainRecipe(config)
     try:
         recipe.setup(opened=opened)
-        return recipe.evaluate_checkpoint(args.split) if eval_only else recipe.train()
+        return recipe.evaluate_checkpoint(getattr(args, "split", "test")) if eval_only else recipe.train()
     finally:
         recipe.cleanup()
 
@@ -104,8 +147,10 @@ def main(argv: Optional[List[str]] = None, doc: str = "") -> int:
     """``python -m dfgr_torchrec.recipes.train`` (what torchrun and TorchX launch)."""
     prog = "python -m dfgr_torchrec.recipes.train"
     parser = argparse.ArgumentParser(prog=prog, description=doc)
-    add_arguments(parser)
+    _add_train_flags(parser)
     parser.add_argument("--eval-only", action="store_true", help="evaluate the run's checkpoint and exit")
+    _add_eval_flags(parser, prefix="with --eval-only: ")
+    _add_overrides(parser, "optim.lr=0.002 train.epochs=3")
     args = add_overrides(parser, *parser.parse_known_args(argv))
     try:
         run_cli(args, eval_only=args.eval_only)

@@ -10,11 +10,12 @@ table sizes and tasks left to the data.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, Literal, Mapping, Sequence, Union
+from typing import Any, ClassVar, Dict, Literal, Mapping, Sequence, Union
 
 import yaml
 
@@ -53,11 +54,7 @@ class TrainSection:
     ``collective_timeout_s``: a collective that waits longer (a rank stopped or stuck) ends the job;
     ``preempt_grace_s``: after SIGTERM / SIGUSR1 the ranks finish the step, save a checkpoint and exit
     143; a rank still running this long after the signal exits at once (keep it within the scheduler's
-    grace: Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds, torchrun's --shutdown-timeout).
-    Test hooks (0: off): ``crash_at_step`` raise right after this global step; ``stall_at_step``
-    the last rank sleeps for an hour right after this step (the others then time out); both only
-    in a run that started fresh, so a restarted (resumed) job goes past them;
-    ``wait_for_signal_at_step`` every rank waits (up to 2 minutes) after this step for a signal."""
+    grace: Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds, torchrun's --shutdown-timeout)."""
 
     epochs: int = 10
     max_steps: int = 0
@@ -68,16 +65,13 @@ class TrainSection:
     overwrite: bool = False
     collective_timeout_s: float = 300.0
     preempt_grace_s: float = 30.0
-    crash_at_step: int = 0
-    stall_at_step: int = 0
-    wait_for_signal_at_step: int = 0
 
     def __post_init__(self) -> None:
         check(self.pipeline in PIPELINES, "pipeline", f"one of {PIPELINES}", self.pipeline)
         check(isinstance(self.bf16, bool) or self.bf16 == "auto", "bf16", "true, false or auto", self.bf16)
         for key in ("epochs", "log_every"):
             check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        for key in ("max_steps", "seed", "crash_at_step", "stall_at_step", "wait_for_signal_at_step"):
+        for key in ("max_steps", "seed"):
             check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
         for key in ("collective_timeout_s", "preempt_grace_s"):
             value = getattr(self, key)
@@ -86,6 +80,42 @@ class TrainSection:
     def autocast_on(self, device_type: str) -> bool:
         """Whether the training step runs under bf16 autocast on this device type."""
         return self.bf16 is True or (self.bf16 == "auto" and device_type == "cuda")
+
+
+@dataclass(frozen=True)
+class FaultHooks:
+    """Fault injection for the crash, stall and preemption tests; not a key of a run's config (not in
+    :class:`TrainConfig`, its error messages or ``config.yaml``): set only by ``testing.<hook>=N``
+    overrides (or a ``testing:`` node). 0: off. ``crash_at_step``: every rank raises right after this
+    global step; ``stall_at_step``: the last rank sleeps for an hour right after it (the others then
+    time out); both only in a run that started fresh, so a restarted (resumed) job goes past them;
+    ``wait_for_signal_at_step``: every rank waits (up to 2 minutes) after this step for a signal."""
+
+    crash_at_step: int = 0
+    stall_at_step: int = 0
+    wait_for_signal_at_step: int = 0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check(getattr(self, f.name) >= 0, f.name, "an integer >= 0", getattr(self, f.name))
+
+
+FAULT_HOOKS_NODE = "testing"
+
+
+def fault_hooks_of(raw: Dict[str, Any]) -> FaultHooks:
+    """Takes the ``testing:`` node out of a raw config (and the hooks an older run's ``config.yaml``
+    recorded under ``train:``) and returns them as :class:`FaultHooks`."""
+    hooks = raw.pop(FAULT_HOOKS_NODE, None) or {}
+    if not isinstance(hooks, Mapping):
+        raise ValueError(f"{FAULT_HOOKS_NODE}: expected a mapping of test hooks, got {hooks!r}")
+    hooks = dict(hooks)
+    train = raw.get("train")
+    for key in [f.name for f in dataclasses.fields(FaultHooks)] if isinstance(train, dict) else []:
+        if key in train:
+            hooks.setdefault(key, train.pop(key))
+    check_types(FaultHooks, hooks, FAULT_HOOKS_NODE)
+    return from_dict(FaultHooks, hooks, FAULT_HOOKS_NODE)
 
 
 @dataclass
@@ -102,6 +132,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     sharding: Dict[str, str] = field(default_factory=lambda: {"item": "row_wise", "action": "table_wise"})
+    testing: ClassVar[FaultHooks] = FaultHooks()  # not a config key: load_train_config sets it from testing.*
 
     def __post_init__(self) -> None:
         sections = {
@@ -174,10 +205,13 @@ def load_train_config(path: str, overrides: Sequence[str] = ()) -> TrainConfig:
     """Reads, composes, overrides and validates a training config; errors name the file and key."""
     raw = apply_overrides(load_raw(path), overrides)
     try:
+        hooks = fault_hooks_of(raw)
         check_types(TrainConfig, raw)
-        return from_dict(TrainConfig, raw)
+        config = from_dict(TrainConfig, raw)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    config.testing = hooks
+    return config
 
 
 def dump_config(config: TrainConfig) -> str:

@@ -82,7 +82,7 @@ class TrainRecipe:
         """Trains, validating as configured, until the last epoch, ``max_steps`` or early stopping;
         then tests the checkpoint chosen on validation, once. Returns the final metrics (rank 0)."""
         with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step), \
-                Preemption.of(self.config.train, self.env) as self.preemption:  # SIGTERM, SIGUSR1: a checkpoint
+                Preemption.of(self.config.train, self.env, self.config.testing) as self.preemption:  # SIGTERM, SIGUSR1: a checkpoint
             return self._train()
 
     def _train(self) -> Dict[str, Any]:
@@ -129,7 +129,7 @@ class TrainRecipe:
                 self._validate(step_fn)
             if c.checkpoint.every_steps and s.step % c.checkpoint.every_steps == 0:
                 self.save()
-            fault_hooks(s.step, c.train.crash_at_step, c.train.stall_at_step, self.env, resumed=bool(self.start))
+            fault_hooks(s.step, c.testing.crash_at_step, c.testing.stall_at_step, self.env, resumed=bool(self.start))
             self.preemption.after_step(s.step, self.save)
         bar.close()
         return True

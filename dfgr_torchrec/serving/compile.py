@@ -12,17 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection
 
 import torch
 from torch import nn
-from torch.export import Dim, ExportedProgram
 
 from dfgr_torchrec.serving.graph import CandidateGraph
 from dfgr_torchrec.serving.history import flow_of
 from dfgr_torchrec.serving.limits import MAX_CANDIDATES
 from dfgr_torchrec.serving.precision import PRECISIONS, DenseGraph
 from dfgr_torchrec.serving.trust import PACKAGE_FILE, PROGRAM_FILE, check_program
+
+if TYPE_CHECKING:  # torch.export itself is imported where a program is exported or loaded
+    from torch.export import ExportedProgram
 
 MAX_CACHED_TOKENS = 1 << 20  # bounds of the dynamic dimensions (MAX_CANDIDATES: limits.py)
 
@@ -55,6 +57,8 @@ def _example_inputs(model: nn.Module, num_candidates: int = 3, num_interactions:
 def export_candidate_graph(model: nn.Module, precision: str = "fp32") -> ExportedProgram:
     """``torch.export`` of the model's :class:`CandidateGraph`, dynamic in ``M`` and ``K`` (both >= 1),
     its dense weights (no table) in ``precision``, fp32 in and out (:class:`DenseGraph`)."""
+    from torch.export import Dim
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
     graph = DenseGraph(CandidateGraph(model), PRECISIONS[precision]).eval()
@@ -78,6 +82,8 @@ def load_scoring(directory: str, allow_native: bool = False, listed: Collection[
     files of ``artifact.json``, verified by :func:`read_manifest`)."""
     if allow_native and PACKAGE_FILE in listed:
         return torch._inductor.aoti_load_package(os.path.join(directory, PACKAGE_FILE))
+    from torch.export import load as load_program
+
     program = os.path.join(directory, PROGRAM_FILE)
     check_program(program)
-    return torch.export.load(program).module()
+    return load_program(program).module()

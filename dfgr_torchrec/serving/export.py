@@ -30,7 +30,7 @@ from torch import nn
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
-from dfgr_torchrec.recipes.args import add_config_or_run, config_of
+from dfgr_torchrec.recipes.args import add_config_or_run, config_of, with_examples
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph, quiet_tracing_logs
 from dfgr_torchrec.serving.precision import PRECISIONS, precision_error
 from dfgr_torchrec.serving.requests import needs_timestamps
@@ -41,6 +41,10 @@ from dfgr_torchrec.serving.vocab import Vocabularies
 
 SERVABLE_TYPES = ("dfgr", "metagr")
 TABLE_PRECISIONS = ("fp32", "int8")
+EXAMPLES = """examples:
+  dfgr export --run runs/demo-movielens --out artifacts/dfgr-movielens
+  dfgr export --run runs/demo-movielens --out artifacts/dfgr-movielens-int8 --tables int8 --no-compile
+  dfgr export --config configs/train/dfgr_movielens.yaml --checkpoint runs/demo-movielens/checkpoints/step-200 --out artifacts/step-200"""
 
 
 def write_artifact(
@@ -150,6 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the candidate graph's dense compute (bf16: its error against fp32 goes into artifact.json)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip AOTInductor")
     parser.add_argument("overrides", nargs="*", default=[], help="key=value overrides of the config, as in training")
+    with_examples(parser, EXAMPLES)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -20,15 +20,30 @@ from typing import Iterator, TextIO
 from dfgr_torchrec.data.atomic import atomic_file
 from dfgr_torchrec.serving.limits import FLAGS, RequestLimits, bounded_lines
 
+EXAMPLES = """examples:
+  dfgr score --model artifacts/dfgr-movielens --input requests.jsonl --output scores.jsonl
+  dfgr score --model artifacts/dfgr-movielens --input requests.jsonl --output scores.jsonl --cache-mb 0 --max-candidates 500
+  dfgr score --model artifacts/dfgr-movielens --input requests.jsonl --output scores.jsonl --allow-native-code --compiled
+
+a request line: {"user": "u1", "history": [{"item": "i7", "timestamp": 5, "actions": {"click": 1}}],
+                 "candidates": [{"item": "i9", "timestamp": 6}]}"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog, parser.formatter_class = EXAMPLES, argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", required=True, help="an artifact directory written by `dfgr export`")
     parser.add_argument("--input", required=True, help="requests, one JSON object per line")
     parser.add_argument("--output", required=True, help="where to write the scores (JSONL)")
     parser.add_argument("--cache-mb", type=int, default=256, help="history cache budget (0: no cache)")
-    parser.add_argument("--eager", action="store_true", help="score with eager PyTorch, not the compiled graph")
+    path = parser.add_mutually_exclusive_group()
+    path.add_argument("--eager", dest="compiled", action="store_false", default=None,
+                      help="score candidates with the model's eager modules (the default: the fastest start)")
+    path.add_argument("--compiled", dest="compiled", action="store_true", default=None,
+                      help="score candidates with the artifact's exported graph (scoring.pt2, or its AOTInductor "
+                           "package with --allow-native-code); slower to start: see `dfgr bench cold-start`")
     parser.add_argument("--allow-native-code", action="store_true",
-                        help="load the artifact's AOTInductor package (a shared library: only from a trusted source)")
+                        help="with --compiled: load the artifact's AOTInductor package (a shared library: only "
+                             "from a trusted source)")
     defaults = RequestLimits()
     for name, flag in FLAGS.items():
         parser.add_argument(flag, dest=f"max_{name}", type=int, default=getattr(defaults, name),
@@ -45,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
     limits = RequestLimits(**{name: getattr(args, f"max_{name}") for name in FLAGS})
     start = time.time()
     with _output(args.output) as out:  # opened first: an unwritable --output is refused before scoring
-        ranker = Ranker.load(args.model, args.cache_mb << 20, not args.eager, args.allow_native_code, limits)
+        ranker = Ranker.load(args.model, args.cache_mb << 20, compiled_by_default(args), args.allow_native_code, limits)
         with open(args.input, "rb") as f:
             results, errors = ranker.score_lines(bounded_lines(f, limits.line_bytes))
         for result in results:
@@ -61,6 +76,21 @@ def run(args: argparse.Namespace) -> None:
         lines = ", ".join(str(e.line) for e in errors[:10]) + (" ..." if len(errors) > 10 else "")
         raise ValueError(f"{len(errors)} of {len(results) + len(errors)} requests rejected (lines {lines}); "
                          f"the others are scored in {args.output}")
+
+
+def compiled_by_default(args: argparse.Namespace) -> bool:
+    """Whether the exported graph scores the candidates: only with ``--compiled``; eager otherwise.
+
+    The measured rule (``dfgr bench cold-start``, figures and load averages in
+    results/serving/cold_start.json): a fresh process scores its first request about 1 s sooner with
+    the eager modules than with the exported program (``torch.export.load``) or the AOTInductor
+    package, quiet (load 0.2-0.6: 3.67 s vs 4.64 s / 4.71 s) or loaded (load 1.7-2.2 on 2 cores:
+    3.99 s vs 5.02 s / 5.60 s). Quiet, the compiled paths then score a request 3.5-4.5 ms faster
+    (8.7 ms eager) and catch up after about 250 requests; loaded, they were slower per request too.
+    So eager is the default, and ``--compiled`` (with ``--allow-native-code`` for the package) is for
+    long inputs on a quiet machine: rerun the benchmark on the serving machine and model to choose.
+    """
+    return bool(args.compiled)
 
 
 @contextlib.contextmanager

@@ -93,7 +93,9 @@ def _check_tensors(path: str, name: str, data: bytes) -> None:
 
 def read_manifest(directory: str, program: bool = True) -> Dict[str, Any]:
     """``artifact.json``, after checking its format, that it lists every file the :class:`Ranker`
-    reads (``program``: the exported program too) and that each has its recorded size and digest."""
+    reads (``program``: the exported program too), that each has its recorded size and digest, and
+    that a listed exported program unpickles nothing (:func:`check_program`; a hostile artifact is
+    refused whole, even when its program would not be served)."""
     path = os.path.join(directory, ARTIFACT_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory}: not a serving artifact (no {ARTIFACT_FILE}); write one with `dfgr export`")
@@ -117,6 +119,8 @@ def read_manifest(directory: str, program: bool = True) -> Dict[str, Any]:
     if unlisted:
         raise ValueError(f"{path}: no entry for {unlisted[0]} in files (every file an artifact needs is listed "
                          "and verified); export again")
+    if PROGRAM_FILE in files:
+        check_program(os.path.join(directory, PROGRAM_FILE))
     return manifest
 
 

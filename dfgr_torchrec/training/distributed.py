@@ -83,13 +83,13 @@ def collective_errors(rank: int, timeout_s: float, step: Callable[[], int]) -> I
 
 
 def fault_hooks(step: int, crash_at: int, stall_at: int, env: DistEnv, resumed: bool = False) -> None:
-    """Test hooks: ``train.crash_at_step`` raises on every rank, ``train.stall_at_step`` puts the
+    """Test hooks: ``testing.crash_at_step`` raises on every rank, ``testing.stall_at_step`` puts the
     last rank to sleep for an hour (the others' next collective then times out). Only in a run
     that started fresh: a restarted job resumes past them, as it would past a real fault."""
     if resumed:
         return
     if step == crash_at:
-        raise RuntimeError(f"train.crash_at_step={step}: simulated crash at step {step}")
+        raise RuntimeError(f"testing.crash_at_step={step}: simulated crash at step {step}")
     if step == stall_at and env.rank == env.world_size - 1:
         time.sleep(3600)
 

@@ -43,9 +43,10 @@ class Preemption:
         self._previous: dict = {}
 
     @classmethod
-    def of(cls, train, env) -> "Preemption":
-        """For a run's ``train`` config section on the process ``env`` (a :class:`DistEnv`)."""
-        return cls(train.preempt_grace_s, env.rank, env.device, train.wait_for_signal_at_step)
+    def of(cls, train, env, hooks=None) -> "Preemption":
+        """For a run's ``train`` config section on the process ``env`` (a :class:`DistEnv`), with the
+        test hook ``hooks.wait_for_signal_at_step`` (``hooks``: the run's fault hooks, or None)."""
+        return cls(train.preempt_grace_s, env.rank, env.device, getattr(hooks, "wait_for_signal_at_step", 0))
 
     def install(self) -> "Preemption":
         """Handles SIGTERM and SIGUSR1 from now on (the main thread only: Python's rule)."""
@@ -108,7 +109,7 @@ class Preemption:
             self._stop(step, save)
 
     def _wait_for_signal(self, step: int) -> None:
-        print(f"rank {self.rank} pid {os.getpid()}: train.wait_for_signal_at_step={step}: waiting for a signal",
+        print(f"rank {self.rank} pid {os.getpid()}: testing.wait_for_signal_at_step={step}: waiting for a signal",
               file=sys.stderr, flush=True)
         for _ in range(_WAIT_POLLS):  # a count, not a clock: every rank polls as often
             if self.requested():

@@ -86,7 +86,7 @@ def test_two_nodes_train_to_the_metrics_of_one(one_node, tmp_path):
 
 def _node_command(out, port, node, attempt):
     """The component's torchrun command for ``node`` of a 2x1 job, its TorchX macros filled in."""
-    app = components.train(*RUN, f"output_dir={out}", "train.stall_at_step=5", "train.collective_timeout_s=300",
+    app = components.train(*RUN, f"output_dir={out}", "testing.stall_at_step=5", "train.collective_timeout_s=300",
                            config=DEBUG, j="2x1", rdzv_port=port)
     role = specs.macros.Values(img_root=str(ROOT), app_id=f"lost-node-{attempt}", replica_id=str(node),
                                rank0_env="TORCHX_RANK0_HOST").apply(app.roles[0])
@@ -117,7 +117,7 @@ def test_a_lost_node_fails_the_job_and_the_retry_resumes_to_the_same_metrics(one
     nodes = _start_job(tmp_path, port, log, attempt=0)
     try:
         wait_for(lambda: (run / "checkpoints" / "step-4").exists(), 300, "the step-4 checkpoint")
-        time.sleep(2)  # step 5: the last rank sleeps (train.stall_at_step), the other waits on it
+        time.sleep(2)  # step 5: the last rank sleeps (testing.stall_at_step), the other waits on it
         _kill_node(nodes[1])  # node 1 is lost: its agent and its worker
         assert nodes[0].wait(120) != 0  # the survivor's collective fails: the job fails, in seconds
         nodes = _start_job(tmp_path, port, log, attempt=1)  # the scheduler's retry (max_retries)

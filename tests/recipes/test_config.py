@@ -53,3 +53,33 @@ def test_errors_name_the_full_key_once(override, message):
     with pytest.raises(ValueError) as error:
         load_train_config("configs/train/debug.yaml", [override])
     assert str(error.value).startswith(f"configs/train/debug.yaml: {message}"), str(error.value)
+
+
+HOOKS = ("crash_at_step", "stall_at_step", "wait_for_signal_at_step")
+
+
+def test_test_hooks_are_not_config_keys_but_testing_overrides_set_them():
+    import dataclasses
+
+    from dfgr_torchrec.recipes.config import TrainSection, dump_config
+
+    config = load_train_config("configs/train/debug.yaml", ["testing.crash_at_step=13", "testing.stall_at_step=2"])
+    assert (config.testing.crash_at_step, config.testing.stall_at_step, config.testing.wait_for_signal_at_step) == (13, 2, 0)
+    assert load_train_config("configs/train/debug.yaml").testing.crash_at_step == 0
+    documented = {f.name for f in dataclasses.fields(TrainSection)} | set(TrainSection.__doc__.split())
+    written = dump_config(config)  # a run's config.yaml
+    for hook in HOOKS:
+        assert hook not in written and not any(hook in word for word in documented), hook
+    with pytest.raises(ValueError) as error:  # the keys an unknown train.* key's message lists
+        load_train_config("configs/train/debug.yaml", ["train.nope=1"])
+    assert not any(hook in str(error.value) for hook in HOOKS)
+    with pytest.raises(ValueError, match=r"testing.crash_at_step: expected an integer >= 0, got -1"):
+        load_train_config("configs/train/debug.yaml", ["testing.crash_at_step=-1"])
+
+
+def test_a_config_recorded_with_the_hooks_under_train_still_loads(tmp_path):
+    recorded = tmp_path / "config.yaml"  # what runs wrote before the hooks left train: (results/*/runs/*)
+    recorded.write_text("defaults: [" + os.path.abspath("configs/train/debug.yaml") + "]\n"
+                        "train: {crash_at_step: 0, stall_at_step: 0, wait_for_signal_at_step: 0}\n")
+    config = load_train_config(str(recorded))
+    assert config.testing.crash_at_step == 0 and not hasattr(config.train, "crash_at_step")

@@ -38,7 +38,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, nproc):
     straight = _torchrun(tmp_path / "straight", nproc=nproc)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    crashed = _torchrun(tmp_path / "crashed", "train.crash_at_step=13", nproc=nproc)
+    crashed = _torchrun(tmp_path / "crashed", "testing.crash_at_step=13", nproc=nproc)
     assert crashed.returncode != 0 and "simulated crash at step 13" in crashed.stderr + crashed.stdout
     checkpoints = sorted(os.listdir(tmp_path / "crashed" / "debug" / "checkpoints"))
     assert checkpoints == ["step-10", "step-5"]  # keep=2, and no half-written one

@@ -19,10 +19,10 @@ from dfgr_torchrec.training.manifest import checkpoint_problem
 from .conftest import DEBUG, ROOT, env, needs_data, torchrun
 
 # checkpoint.every_steps=0 (an epoch, longer than the run): the preemption's is the only step checkpoint
-RUN = ["--config", DEBUG, "train.max_steps=6", "data.batch_size=8", "train.log_every=1", "train.wait_for_signal_at_step=3"]
+RUN = ["--config", DEBUG, "train.max_steps=6", "data.batch_size=8", "train.log_every=1", "testing.wait_for_signal_at_step=3"]
 LAUNCH = [sys.executable, "-m", "dfgr_torchrec.training.torchrun", "--standalone", "--nproc_per_node=2",
           "-m", "dfgr_torchrec.recipes.train"]
-WAITING = "train.wait_for_signal_at_step=3: waiting for a signal"
+WAITING = "testing.wait_for_signal_at_step=3: waiting for a signal"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def uninterrupted(tmp_path_factory):
     if not (ROOT.parent / "shared" / "data").exists():
         pytest.skip("../shared/data is absent")
     out = tmp_path_factory.mktemp("uninterrupted")
-    result = torchrun(*RUN, f"output_dir={out}", "train.wait_for_signal_at_step=0")
+    result = torchrun(*RUN, f"output_dir={out}", "testing.wait_for_signal_at_step=0")
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "debug" / "metrics_final.json").read_text())
 

@@ -39,7 +39,7 @@ def test_a_second_train_or_eval_into_a_running_run_is_refused(tmp_path):
     """The first run stalls at step 1 (a test hook); a second train and an eval are refused in one line."""
     first = subprocess.Popen(
         [sys.executable, "-m", "dfgr_torchrec.cli", "train", "--config", DEBUG, f"output_dir={tmp_path}",
-         *SMALL, "train.stall_at_step=1"], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         *SMALL, "testing.stall_at_step=1"], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         lock = tmp_path / "debug" / LOCK_FILE

@@ -75,7 +75,7 @@ def test_unwritable_run_directory_is_named_at_start(tmp_path):
 def test_a_stalled_rank_ends_the_job_naming_rank_and_step_then_one_process_evaluates(tmp_path):
     start = time.perf_counter()
     result = torchrun("--config", DEBUG, f"output_dir={tmp_path}", *SMALL, "train.max_steps=6",
-                      "train.collective_timeout_s=5", "train.stall_at_step=2")
+                      "train.collective_timeout_s=5", "testing.stall_at_step=2")
     assert result.returncode != 0
     assert "rank 0, after step 2: a collective got no answer within train.collective_timeout_s=5 s" in result.stderr
     assert 'File "' + str(tmp_path) not in result.stderr and "dfgr_torchrec/" not in result.stderr  # no traceback of ours

@@ -19,7 +19,7 @@ def test_a_study_owns_its_folder_and_its_jobs_die_with_it(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump({
         "name": "orphans", "nproc": 1, "seeds": [0],
-        "common": ["train.stall_at_step=1", "data.batch_size=8"],  # the job sleeps at step 1
+        "common": ["testing.stall_at_step=1", "data.batch_size=8"],  # the job sleeps at step 1
         "datasets": {"kuairand": {"dfgr": DEBUG}},
     }))
     out = tmp_path / "out"

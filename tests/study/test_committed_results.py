@@ -30,8 +30,10 @@ STUDIES = {
 }
 # set per launch by the runner (or naming the run), not by the study entry
 LAUNCH_KEYS = {"name", "output_dir", "eval.test", "checkpoint.resume", "train.overwrite"}
-# how a run stops when preempted (and its test hook): never what a finished run computed
-LAUNCH_KEYS |= {"train.preempt_grace_s", "train.wait_for_signal_at_step"}
+# how a run stops when preempted: never what a finished run computed
+LAUNCH_KEYS |= {"train.preempt_grace_s"}
+# the test hooks (all 0) that runs recorded under train: before they left the config for testing.*
+LAUNCH_KEYS |= {"train.crash_at_step", "train.stall_at_step", "train.wait_for_signal_at_step"}
 # keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
 UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
 # the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
