@@ -10,7 +10,7 @@ from dfgr_torchrec.data import sources
 
 
 def add_arguments(data: argparse.ArgumentParser) -> None:
-    """``dfgr data``'s subcommands (download, prepare, synth), each with its flags."""
+    """``dfgr data``'s subcommands (download, prepare, init, synth), each with its flags."""
     sub = data.add_subparsers(dest="data_command", required=True)
 
     download = sub.add_parser("download", help="fetch a public data set into data/raw/<name>")
@@ -23,6 +23,12 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
     prepare.add_argument("--config", required=True, help="data YAML, e.g. configs/data/movielens-1m.yaml")
     prepare.add_argument("--force", action="store_true", help="prepare again even if up to date")
     prepare.set_defaults(run=run_prepare)
+
+    from dfgr_torchrec.data import init
+
+    first = sub.add_parser("init", help="a commented data YAML to edit, guessed from the head of a log")
+    init.add_arguments(first)
+    first.set_defaults(run=init.run)
 
     synth = sub.add_parser("synth", help="generate a synthetic log (and its data config) at any scale")
     synth.add_argument("--out", required=True, help="the TSV log to write")
