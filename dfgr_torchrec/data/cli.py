@@ -22,6 +22,7 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
     prepare = sub.add_parser("prepare", help="a raw log -> a prepared, versioned data set + report.json")
     prepare.add_argument("--config", required=True, help="data YAML, e.g. configs/data/movielens-1m.yaml")
     prepare.add_argument("--force", action="store_true", help="prepare again even if up to date")
+    prepare.add_argument("--json", action="store_true", help="print the whole report.json instead of its summary")
     prepare.set_defaults(run=run_prepare)
 
     from dfgr_torchrec.data import init
@@ -52,7 +53,33 @@ def run_prepare(args: argparse.Namespace) -> None:
 
     config = load_data_config(args.config)
     path = ensure_prepared(config, force=args.force)
-    print(json.dumps(load_report(path), indent=2))
+    report = load_report(path)
+    print(json.dumps(report, indent=2) if args.json else summary(report, path))
+
+
+def summary(report: dict, path: str) -> str:
+    """A prepared data set in a few lines: rows read, kept and dropped by each rule, users and
+    items, interactions and positives per task per split, history lengths, unseen ids."""
+    from tabulate import tabulate
+
+    def n(value) -> str:
+        return f"{value:,}"
+
+    dropped = ", ".join(f"{n(c)} {reason}" for reason, c in report["rows_dropped"].items()) or "none"
+    tasks = list(report["per_action"])
+    rows = [[split, n(count), *(n(report["positives"][split][t]) for t in tasks)] for split, count in report["split"].items()]
+    lengths = report["sequence_length"]
+    unseen = ", ".join(f"{name} {n(c)}" for name, c in report["unseen_in_training"].items()) or "none"
+    return "\n".join([
+        f"{report['name']}: {n(report['rows_read'])} rows read, {n(report['rows_kept'])} kept (dropped: {dropped}); "
+        f"{n(report['users'])} users, {n(report['items'])} items",
+        tabulate(rows, headers=["split", "interactions", *(f"positives {t}" for t in tasks)], disable_numparse=True,
+                 colalign=("left", *["right"] * (1 + len(tasks)))),
+        f"history length: min {lengths['min']}, median {lengths['p50']:g}, p90 {lengths['p90']:g}, max {lengths['max']}; "
+        f"valid/test ids unseen in training: {unseen}",
+        *(f"warning: {w}" for w in report.get("warnings", [])),
+        f"report: {path}/report.json (--json prints it)",
+    ])
 
 
 def run_synth(args: argparse.Namespace) -> None:

@@ -12,11 +12,17 @@ def test_synth_then_prepare(tmp_path, capsys):
     text = config.read_text().replace("name:", f"output_dir: {tmp_path / 'prepared'}\nname:", 1)
     config.write_text(text)
     assert "synth" not in capsys.readouterr().err  # no progress bar off a terminal
-    assert main(["data", "prepare", "--config", str(config)]) == 0
+    assert main(["data", "prepare", "--config", str(config), "--json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out.split("\n", 1)[1])
     assert report["users"] == 30
     assert "vocab" not in captured.err and "parse" not in captured.err
+    assert main(["data", "prepare", "--config", str(config)]) == 0  # up to date: its summary
+    out = capsys.readouterr().out
+    assert f"{report['rows_read']:,} rows read" in out and "30 users" in out
+    train = report["split"]["train"]
+    assert any(line.split()[:2] == ["train", f"{train:,}"] for line in out.splitlines()), out
+    assert "report.json (--json prints it)" in out
 
 
 def test_prepare_reports_bad_input_with_exit_2(tmp_path, capsys):

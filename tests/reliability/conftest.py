@@ -99,7 +99,7 @@ def run(capsys, *argv):
 
 
 def prepare(capsys, config, *extra):
-    return run(capsys, "data", "prepare", "--config", config, *extra)
+    return run(capsys, "data", "prepare", "--config", config, "--json", *extra)
 
 
 def report_of(out: str) -> dict:
