@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCKS := requirements/cpu.lock.txt requirements/torchrec.lock.txt requirements/dev.lock.txt pyproject.toml
 
-.PHONY: venv test test-fast demo demo-synthetic bench gpu-check docs clean
+.PHONY: venv test test-fast lint demo demo-synthetic bench gpu-check docs clean
 
 venv: $(STAMP)
 
@@ -17,9 +17,14 @@ $(STAMP): $(LOCKS)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Every test, the slow end-to-end ones included (CI runs exactly this).
-test: venv
+# Every test, the slow end-to-end ones included (CI runs exactly this), after the lint.
+test: lint
 	$(PY) -m pytest -q --durations=15 tests
+
+# ruff: the lint rules and the formatter of pyproject.toml (`ruff format .` fixes the format).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Only the fast tests, for the edit-run loop.
 test-fast: venv

@@ -116,9 +116,9 @@ def make_sequence_batch(
         timestamps=torch.tensor([t for seq in timestamps for t in seq], dtype=torch.int64),
         labels=torch.tensor([row for seq in labels for row in seq], dtype=torch.float32).reshape(-1, num_tasks),
         candidate_timestamps=torch.tensor([t for seq in candidate_timestamps for t in seq], dtype=torch.int64),
-        candidate_labels=torch.tensor(
-            [row for seq in candidate_labels for row in seq], dtype=torch.float32
-        ).reshape(-1, num_tasks),
+        candidate_labels=torch.tensor([row for seq in candidate_labels for row in seq], dtype=torch.float32).reshape(
+            -1, num_tasks
+        ),
     )
 
 

@@ -20,7 +20,6 @@ from dfgr_torchrec.features import (
     feature_names,
     is_candidate_feature,
 )
-
 from dfgr_torchrec.ops.kinds import AttentionForm, AttentionKernel
 
 
@@ -127,8 +126,18 @@ class InteractionConfig:
             value = getattr(self, key)
             check(isinstance(value, int) and value > 0, key, "a positive integer", value)
         scale = self.attention_scale_len
-        check(scale is None or (isinstance(scale, int) and scale > 0), "attention_scale_len", "a positive integer or null", scale)
-        check(isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1, "norm_eps", "a float in (0, 1)", self.norm_eps)
+        check(
+            scale is None or (isinstance(scale, int) and scale > 0),
+            "attention_scale_len",
+            "a positive integer or null",
+            scale,
+        )
+        check(
+            isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1,
+            "norm_eps",
+            "a float in (0, 1)",
+            self.norm_eps,
+        )
         check(
             isinstance(self.num_time_buckets, int) and self.num_time_buckets >= 0,
             "num_time_buckets",
@@ -187,14 +196,24 @@ class SequenceEmbeddingConfig:
         if self.item_vocab_size is not None:
             _positive_int(self.item_vocab_size, "item_vocab_size")
         _positive_int(self.embedding_dim, "embedding_dim")
-        check(len(self.action_vocab_sizes) > 0, "action_vocab_sizes", "at least one action feature", self.action_vocab_sizes)
+        check(
+            len(self.action_vocab_sizes) > 0,
+            "action_vocab_sizes",
+            "at least one action feature",
+            self.action_vocab_sizes,
+        )
         groups = ("action_vocab_sizes", "item_side_vocab_sizes", "user_vocab_sizes")
         for group in groups:
             for name, rows in getattr(self, group).items():
                 _positive_int(rows, f"{group}.{name}")
         names = [ITEM_FEATURE, *(name for group in groups for name in getattr(self, group))]
         check(len(set(names)) == len(names), "/".join(groups), "unique feature names", names)
-        check(not any(is_candidate_feature(n) for n in names), "/".join(groups), f"no name starting with '{CANDIDATE_PREFIX}'", names)
+        check(
+            not any(is_candidate_feature(n) for n in names),
+            "/".join(groups),
+            f"no name starting with '{CANDIDATE_PREFIX}'",
+            names,
+        )
         self.merge = _enum(MergeOp, "merge", self.merge)
         self.user_context = _enum(UserContext, "user_context", self.user_context)
         check(0.0 <= float(self.dropout) < 1.0, "dropout", "a float in [0, 1)", self.dropout)
@@ -245,8 +264,12 @@ class RankingModelConfig:
 
     def __post_init__(self) -> None:
         check(isinstance(self.bias_terms, bool), "bias_terms", "true or false", self.bias_terms)
-        check(not self.bias_terms or self.type in BIAS_TERM_MODELS, "bias_terms",
-              f"false for model type {self.type!r} (only {', '.join(BIAS_TERM_MODELS)} add bias terms)", self.bias_terms)
+        check(
+            not self.bias_terms or self.type in BIAS_TERM_MODELS,
+            "bias_terms",
+            f"false for model type {self.type!r} (only {', '.join(BIAS_TERM_MODELS)} add bias terms)",
+            self.bias_terms,
+        )
         if isinstance(self.embeddings, Mapping):
             self.embeddings = from_dict(SequenceEmbeddingConfig, self.embeddings, "embeddings")
         if isinstance(self.interaction, Mapping):
@@ -273,7 +296,12 @@ class RankingModelConfig:
 
     def require_complete(self) -> None:
         """Raises unless the sizes a model needs are set (by hand or by :func:`fill_from_data`)."""
-        check(self.embeddings.item_vocab_size is not None, "embeddings.item_vocab_size", "a size (or fill_from_data)", None)
+        check(
+            self.embeddings.item_vocab_size is not None,
+            "embeddings.item_vocab_size",
+            "a size (or fill_from_data)",
+            None,
+        )
         check(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
 
 

@@ -34,7 +34,9 @@ def is_candidate_feature(name: str) -> bool:
     return name.startswith(CANDIDATE_PREFIX)
 
 
-def feature_names(side: Iterable[str] = (), actions: Iterable[str] = (ACTION_FEATURE,), users: Iterable[str] = ()) -> List[str]:
+def feature_names(
+    side: Iterable[str] = (), actions: Iterable[str] = (ACTION_FEATURE,), users: Iterable[str] = ()
+) -> List[str]:
     """Every KJT key a model reads, in the fixed order above."""
     side = list(side)
     history = [ITEM_FEATURE, *side, *actions]

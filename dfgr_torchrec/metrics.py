@@ -78,8 +78,13 @@ def _class_note(labels: torch.Tensor) -> str:
 def undefined_notes(metrics: dict, labels: torch.Tensor) -> dict:
     """``{metric: reason}`` for each NaN metric of one task (e.g. ``{"auc": "only positives"}``)."""
     note = _class_note(labels)
-    reasons = {"auc": note, "ne": note, "gauc": note or "no user with both classes",
-               "calibration": "no positives", "logloss": note or "no candidates"}
+    reasons = {
+        "auc": note,
+        "ne": note,
+        "gauc": note or "no user with both classes",
+        "calibration": "no positives",
+        "logloss": note or "no candidates",
+    }
     return {name: reasons[name] for name, value in metrics.items() if isinstance(value, float) and math.isnan(value)}
 
 

@@ -99,7 +99,13 @@ def train(
         rdzv_port: rendezvous port on the first node.
     """
     # a restart resumes from the run's checkpoint; the first attempt (no checkpoint yet) starts it
-    args = ["--config", config, *(["--resume"] if resume else []), *overrides, *(["checkpoint.resume=auto"] if resume else [])]
+    args = [
+        "--config",
+        config,
+        *(["--resume"] if resume else []),
+        *overrides,
+        *(["checkpoint.resume=auto"] if resume else []),
+    ]
     sizes = node_resources(j, gpu, cpu, memMB)
     return _ddp("dfgr-train", args, j, image, sizes, gpu, h, max_retries, max_restarts, mounts, rdzv_port)
 
@@ -140,8 +146,19 @@ def _ddp(name, args, j, image, cpu_mem, gpu, h, max_retries, max_restarts, mount
     cpu, mem_mb = cpu_mem
     env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # torchrun's own default, set so it prints no banner
     app = torchx_dist.ddp(
-        *args, m=TRAIN_MODULE, name=name, image=image, cpu=cpu, gpu=gpu, memMB=mem_mb, h=h, j=j,
-        max_retries=max_retries, rdzv_port=rdzv_port, mounts=mounts, env=env,
+        *args,
+        m=TRAIN_MODULE,
+        name=name,
+        image=image,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=mem_mb,
+        h=h,
+        j=j,
+        max_retries=max_retries,
+        rdzv_port=rdzv_port,
+        mounts=mounts,
+        env=env,
     )
     role = app.roles[0]
     # torchrun itself, through the wrapper that ends a preemption with one line and status 143
@@ -237,9 +254,20 @@ def bench_attention(
         gpu: GPUs to reserve (the benchmark runs on CUDA when one is visible).
     """
     args = [
-        "-m", "dfgr_torchrec.cli", "bench", "attention", "--seq-lens", *seq_lens.split(","),
-        "--num-candidates", str(num_candidates), "--batch-size", str(batch_size),
-        "--repeats", str(repeats), "--json", json,
+        "-m",
+        "dfgr_torchrec.cli",
+        "bench",
+        "attention",
+        "--seq-lens",
+        *seq_lens.split(","),
+        "--num-candidates",
+        str(num_candidates),
+        "--batch-size",
+        str(batch_size),
+        "--repeats",
+        str(repeats),
+        "--json",
+        json,
     ]
     return _single_role_app("dfgr-bench-attention", image, args, cpu, memMB, gpu)
 

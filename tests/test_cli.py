@@ -23,8 +23,10 @@ FLAGS = {
     "train": (["--config", "--resume", "overrides"], ["--split", "--checkpoint", "--run", "--out", "--eval-only"]),
     "eval": (["--config", "--run", "--split", "--checkpoint", "overrides"], ["--resume", "--out", "--tables"]),
     "export": (["--config", "--run", "--checkpoint", "--out", "--tables", "--no-compile"], ["--resume", "--split"]),
-    "score": (["--model", "--input", "--output", "--cache-mb", "--compiled", "--allow-native-code"],
-              ["--config", "--resume", "--split", "--checkpoint"]),
+    "score": (
+        ["--model", "--input", "--output", "--cache-mb", "--compiled", "--allow-native-code"],
+        ["--config", "--resume", "--split", "--checkpoint"],
+    ),
 }
 
 
@@ -62,7 +64,9 @@ def test_the_torchrun_entry_point_keeps_both_train_and_eval_flags():
 
 
 def test_score_help_imports_no_torch():
-    code = ("import sys; from dfgr_torchrec.cli import build_parser; build_parser(['score', '--help']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from dfgr_torchrec.cli import build_parser; build_parser(['score', '--help']); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -248,9 +248,7 @@ def _forbidden(units: tuple[str, ...]) -> list[str]:
 
 def test_batch_and_data_do_not_import_model_or_training_stack():
     offenders = _forbidden(("batch", "data"))
-    _check(
-        "batch/data import modules/models/training/recipes/bench", offenders
-    )
+    _check("batch/data import modules/models/training/recipes/bench", offenders)
 
 
 def test_training_does_not_import_bench_or_recipes():
@@ -320,9 +318,7 @@ def test_function_length():
             n = node.end_lineno - node.lineno + 1
             if n > MAX_FUNCTION_LINES:
                 offenders.append(f"{f.rel}:{node.lineno} -> {qualname} ({n} lines)")
-    _check(
-        f"functions longer than {MAX_FUNCTION_LINES} lines", offenders
-    )
+    _check(f"functions longer than {MAX_FUNCTION_LINES} lines", offenders)
 
 
 # --------------------------------------------------------------------------
@@ -340,7 +336,7 @@ def test_walker_is_not_vacuous():
     assert set(ALLOWED_IMPORTS) <= units, f"layered units missing: {set(ALLOWED_IMPORTS) - units}"
 
 
-SYNTHETIC = '''\
+SYNTHETIC = """\
 import os
 import dfgr_torchrec.ops.jagged as j
 from torch import nn
@@ -364,7 +360,7 @@ class C:
 from dfgr_torchrec import features
 from . import heads
 from ..ops import attention
-'''
+"""
 
 
 def test_collector_on_synthetic_source():

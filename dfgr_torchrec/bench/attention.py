@@ -52,7 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--kernels", nargs="+", default=["pytorch", "tiled"], choices=[k.value for k in AttentionKernel],
+        "--kernels",
+        nargs="+",
+        default=["pytorch", "tiled"],
+        choices=[k.value for k in AttentionKernel],
         help="attention backends compared in the same run (the first fills the flat fields)",
     )
     parser.add_argument("--models", nargs="+", default=list(MODEL_TYPES), choices=list(MODEL_TYPES))
@@ -135,10 +138,10 @@ def _measure(models: Dict[tuple, torch.nn.Module], batch: SequenceBatch, args, d
         times: Dict[tuple, List[float]] = {key: [] for key in models}
         for _ in range(args.repeats):
             for key, model in models.items():  # alternate, so noise hits all alike
-                times[key].append(_timed(lambda: step(model), device))
+                times[key].append(_timed(lambda: step(model), device))  # noqa: B023 (timed now, in this iteration)
         for key, model in models.items():
             out[(*key, phase, "ms")] = 1000 * statistics.median(times[key])
-            _, peak = measure_peak(lambda: step(model), device)
+            _, peak = measure_peak(lambda: step(model), device)  # noqa: B023 (run now)
             out[(*key, phase, "peak_mb")] = None if peak is None else peak / 2**20
     return out
 
@@ -187,7 +190,9 @@ def bench_one_length(seq_len: int, args: argparse.Namespace) -> Dict[str, Any]:
         for name in args.models:
             for phase in ("train", "infer"):
                 this, first = row["kernels"][kernel], row["kernels"][args.kernels[0]]
-                row[f"{kernel}_over_{args.kernels[0]}_{name}_{phase}_time"] = this[f"{name}_{phase}_ms"] / first[f"{name}_{phase}_ms"]
+                row[f"{kernel}_over_{args.kernels[0]}_{name}_{phase}_time"] = (
+                    this[f"{name}_{phase}_ms"] / first[f"{name}_{phase}_ms"]
+                )
     return row
 
 
@@ -225,16 +230,40 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
     headers = [
-        "N", "kernel", "DFGR train ms", "MetaGR train ms", "train x", "FLOP x", "DFGR infer ms", "MetaGR infer ms",
-        "infer x", "DFGR train MB", "MetaGR train MB", "DFGR GF/s", "MetaGR GF/s", "matmul GF/s",
+        "N",
+        "kernel",
+        "DFGR train ms",
+        "MetaGR train ms",
+        "train x",
+        "FLOP x",
+        "DFGR infer ms",
+        "MetaGR infer ms",
+        "infer x",
+        "DFGR train MB",
+        "MetaGR train MB",
+        "DFGR GF/s",
+        "MetaGR GF/s",
+        "matmul GF/s",
     ]
     table = []
     for r in rows:
         for kernel, k in r["kernels"].items():
-            table.append([
-                r["seq_len"], kernel, k.get("dfgr_train_ms"), k.get("metagr_train_ms"), k.get("train_speedup"),
-                r.get("analytic_flop_ratio"), k.get("dfgr_infer_ms"), k.get("metagr_infer_ms"), k.get("infer_speedup"),
-                k.get("dfgr_train_peak_mb"), k.get("metagr_train_peak_mb"), k.get("dfgr_train_gflops"),
-                k.get("metagr_train_gflops"), r["matmul_peak_gflops"],
-            ])
+            table.append(
+                [
+                    r["seq_len"],
+                    kernel,
+                    k.get("dfgr_train_ms"),
+                    k.get("metagr_train_ms"),
+                    k.get("train_speedup"),
+                    r.get("analytic_flop_ratio"),
+                    k.get("dfgr_infer_ms"),
+                    k.get("metagr_infer_ms"),
+                    k.get("infer_speedup"),
+                    k.get("dfgr_train_peak_mb"),
+                    k.get("metagr_train_peak_mb"),
+                    k.get("dfgr_train_gflops"),
+                    k.get("metagr_train_gflops"),
+                    r["matmul_peak_gflops"],
+                ]
+            )
     return tabulate(table, headers=headers, floatfmt=".2f")

@@ -21,17 +21,23 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from dfgr_torchrec.bench.child import run_child
 from dfgr_torchrec.bench.output import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default="runs/bench-big-table", help="the log, its prepared copy and the run go here")
+    parser.add_argument(
+        "--workdir", default="runs/bench-big-table", help="the log, its prepared copy and the run go here"
+    )
     parser.add_argument("--num-users", type=int, default=300_000)
-    parser.add_argument("--num-items", type=int, default=20_000_000,
-                        help="catalogue size; items are drawn uniformly, so about 2/3 of them appear in training")
+    parser.add_argument(
+        "--num-items",
+        type=int,
+        default=20_000_000,
+        help="catalogue size; items are drawn uniformly, so about 2/3 of them appear in training",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--train-config", default="configs/train/dfgr_big_table.yaml")
     parser.add_argument("--nproc", type=int, default=2, help="training processes (-j 1xNPROC)")
@@ -47,8 +53,25 @@ def synthesize(args: argparse.Namespace) -> str:
     """The log and its data YAML (with ``output_dir`` inside the workdir); returns the YAML."""
     log, data_yaml = os.path.join(args.workdir, "events.tsv"), os.path.join(args.workdir, "data.yaml")
     if not os.path.exists(data_yaml):
-        run_child([_bin("dfgr"), "data", "synth", "--out", log, "--config-out", data_yaml, "--num-users", str(args.num_users),
-                    "--num-items", str(args.num_items), "--item-popularity-exponent", "0", "--seed", str(args.seed)])
+        run_child(
+            [
+                _bin("dfgr"),
+                "data",
+                "synth",
+                "--out",
+                log,
+                "--config-out",
+                data_yaml,
+                "--num-users",
+                str(args.num_users),
+                "--num-items",
+                str(args.num_items),
+                "--item-popularity-exponent",
+                "0",
+                "--seed",
+                str(args.seed),
+            ]
+        )
         with open(data_yaml, "a") as f:
             f.write(f"output_dir: {os.path.join(args.workdir, 'prepared')}\n")
     return data_yaml
@@ -67,16 +90,37 @@ def prepare(data_yaml: str) -> Dict[str, Any]:
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
     report = load_report(path)
-    return {**timing, "path": path, "rows_read": report["rows_read"], "interactions": report["interactions"],
-            "users": meta["num_users"], "item_rows": meta["item_rows"], "prepare_report_seconds": report["seconds"]}
+    return {
+        **timing,
+        "path": path,
+        "rows_read": report["rows_read"],
+        "interactions": report["interactions"],
+        "users": meta["num_users"],
+        "item_rows": meta["item_rows"],
+        "prepare_report_seconds": report["seconds"],
+    }
 
 
 def train(args: argparse.Namespace, data_yaml: str) -> Dict[str, Any]:
     """``torchx run -s local_cwd ./launch/dfgr.py:train`` as ``make demo`` does; returns the run's numbers."""
     env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
-    cmd = [_bin("torchx"), "run", "-s", "local_cwd", "./launch/dfgr.py:train", "--config", args.train_config,
-           "-j", f"1x{args.nproc}", f"output_dir={args.workdir}", "name=run", f"data.config={data_yaml}",
-           f"train.max_steps={args.steps}", f"train.log_every={max(1, min(20, args.steps // 2))}", "train.overwrite=true"]
+    cmd = [
+        _bin("torchx"),
+        "run",
+        "-s",
+        "local_cwd",
+        "./launch/dfgr.py:train",
+        "--config",
+        args.train_config,
+        "-j",
+        f"1x{args.nproc}",
+        f"output_dir={args.workdir}",
+        "name=run",
+        f"data.config={data_yaml}",
+        f"train.max_steps={args.steps}",
+        f"train.log_every={max(1, min(20, args.steps // 2))}",
+        "train.overwrite=true",
+    ]
     seconds, _, _ = run_child(cmd, env)
     run_dir = os.path.join(args.workdir, "run")
     with open(os.path.join(run_dir, "train_log.jsonl")) as f:
@@ -110,8 +154,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "nproc": args.nproc,
         "train_config": args.train_config,
         "prepare": prepared,
-        "item_table": {"rows": prepared["item_rows"], "dim": dim, "fp32_mb": round(table_mb, 1),
-                       "fp32_mb_per_rank_row_wise": round(table_mb / args.nproc, 1)},
+        "item_table": {
+            "rows": prepared["item_rows"],
+            "dim": dim,
+            "fp32_mb": round(table_mb, 1),
+            "fp32_mb_per_rank_row_wise": round(table_mb / args.nproc, 1),
+        },
         "train": trained,
         "cpus": os.cpu_count(),
         "load_average_1m": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},

@@ -88,8 +88,11 @@ def break_even(medians: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
             continue
         extra = m["first_request_s"] - eager["first_request_s"]
         saved = eager["warm_request_ms"] - m["warm_request_ms"]
-        out[path] = {"extra_first_request_s": round(extra, 3), "saved_per_request_ms": round(saved, 2),
-                     "break_even_requests": (max(0, round(1000 * extra / saved)) if saved > 0 else None)}
+        out[path] = {
+            "extra_first_request_s": round(extra, 3),
+            "saved_per_request_ms": round(saved, 2),
+            "break_even_requests": (max(0, round(1000 * extra / saved)) if saved > 0 else None),
+        }
     return out
 
 
@@ -98,18 +101,27 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     samples: Dict[str, List[Dict[str, float]]] = {p: [] for p in paths}
     load = [os.getloadavg()]
     for r in range(args.repeats):
-        for path in paths[r % len(paths):] + paths[: r % len(paths)]:
+        for path in paths[r % len(paths) :] + paths[: r % len(paths)]:
             samples[path].append(_one(args, path))
         load.append(os.getloadavg())
     medians = {p: {k: round(statistics.median(s[k] for s in rows), 3) for k in rows[0]} for p, rows in samples.items()}
-    out = {"model": args.model, "input": args.input, "repeats": args.repeats, "cpus": os.cpu_count(),
-           "loadavg_1_5_15": [list(map(lambda x: round(x, 2), la)) for la in load], "median": medians,
-           "break_even": break_even(medians), "samples": samples}
+    out = {
+        "model": args.model,
+        "input": args.input,
+        "repeats": args.repeats,
+        "cpus": os.cpu_count(),
+        "loadavg_1_5_15": [list(map(lambda x: round(x, 2), la)) for la in load],
+        "median": medians,
+        "break_even": break_even(medians),
+        "samples": samples,
+    }
     for path, m in medians.items():
         print(f"{path:9s} " + "  ".join(f"{k} {v:.2f}" for k, v in m.items()))
     for path, b in out["break_even"].items():
-        print(f"{path}: +{b['extra_first_request_s']:.2f} s before the first request, saves {b['saved_per_request_ms']:.1f} ms "
-              f"per later request: ahead after {b['break_even_requests']} requests")
+        print(
+            f"{path}: +{b['extra_first_request_s']:.2f} s before the first request, saves {b['saved_per_request_ms']:.1f} ms "
+            f"per later request: ahead after {b['break_even_requests']} requests"
+        )
     print(f"load average (1, 5, 15 min) before and after each round: {out['loadavg_1_5_15']}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

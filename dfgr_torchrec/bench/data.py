@@ -26,8 +26,11 @@ from dfgr_torchrec.recipes.config import load_train_config
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="configs/data/movielens-1m.yaml", help="data YAML")
-    parser.add_argument("--train-config", default="configs/train/dfgr_movielens.yaml",
-                        help="training YAML whose model trains on the batches (the demo's by default)")
+    parser.add_argument(
+        "--train-config",
+        default="configs/train/dfgr_movielens.yaml",
+        help="training YAML whose model trains on the batches (the demo's by default)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-len", type=int, default=200)
     parser.add_argument("--num-workers", type=int, default=1)

@@ -28,7 +28,16 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from dfgr_torchrec.bench.gpu_plan import (
-    FULL, QUICK, SCHEMA, Plan, annotate, batch_lengths, evaluate_targets, kernel_verdicts, settings, speedups,
+    FULL,
+    QUICK,
+    SCHEMA,
+    Plan,
+    annotate,
+    batch_lengths,
+    evaluate_targets,
+    kernel_verdicts,
+    settings,
+    speedups,
     worst_errors,
 )
 from dfgr_torchrec.bench.output import write_json
@@ -43,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="toy shapes: a smoke test of the command (seconds)")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=None, help="history lengths N (1024 4096 16384)")
-    parser.add_argument("--tokens", type=int, default=None, help="history tokens per batch, the same at every N (65536)")
+    parser.add_argument(
+        "--tokens", type=int, default=None, help="history tokens per batch, the same at every N (65536)"
+    )
     parser.add_argument("--ragged", action="store_true", help="lengths drawn in [N/2, N] (default: every user N)")
     parser.add_argument("--attention-form", default="pointwise", choices=["pointwise", "softmax"], help="timed form")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per cell after warm-up (10)")
@@ -63,8 +74,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def run_cells(plan: Plan, measure: Callable[[str, str, List[int], int], Dict], deadline: float,
-              log: Callable[[str], None] = print) -> List[Dict]:
+def run_cells(
+    plan: Plan, measure: Callable[[str, str, List[int], int], Dict], deadline: float, log: Callable[[str], None] = print
+) -> List[Dict]:
     """Every (N, backend, model) cell in order; after a backend's OOM at N its larger N are marked OOM too
     (at a fixed token count they need more memory), and cells left at ``deadline`` are marked skipped."""
     rows: List[Dict] = []
@@ -104,34 +116,56 @@ def _correctness(plan: Plan, device: torch.device, work) -> Dict:
     d = plan.dims
     checks = work.correctness(plan.check_lengths, plan.kernels, d.num_heads, d.qk_dim, d.v_dim, device, deadline)
     return {
-        "lengths": list(plan.check_lengths), "tf32": False, "heads": d.num_heads, "qk_dim": d.qk_dim, "v_dim": d.v_dim,
+        "lengths": list(plan.check_lengths),
+        "tf32": False,
+        "heads": d.num_heads,
+        "qk_dim": d.qk_dim,
+        "v_dim": d.v_dim,
         "reference": "the reference backend in float64 on the same (rounded) inputs and output gradient",
-        "tolerances": {"float32": f"|err| <= {work.FP32_TOL} + {work.FP32_TOL} |ref| and rel L2 <= {work.FP32_TOL}",
-                       "bfloat16": f"rel L2 <= {work.BF16_REL_TOL}"},
-        "verdicts": kernel_verdicts(checks, plan.kernels), "worst_rel_l2": worst_errors(checks, plan.kernels),
+        "tolerances": {
+            "float32": f"|err| <= {work.FP32_TOL} + {work.FP32_TOL} |ref| and rel L2 <= {work.FP32_TOL}",
+            "bfloat16": f"rel L2 <= {work.BF16_REL_TOL}",
+        },
+        "verdicts": kernel_verdicts(checks, plan.kernels),
+        "worst_rel_l2": worst_errors(checks, plan.kernels),
         "checks": checks,
     }
 
 
 def _timing(plan: Plan, device: torch.device, work, log: Callable[[str], None]) -> Dict:
-    dims = {"d_model": plan.dims.d_model, "num_layers": plan.dims.num_layers, "num_heads": plan.dims.num_heads,
-            "qk_dim": plan.dims.qk_dim, "v_dim": plan.dims.v_dim}
+    dims = {
+        "d_model": plan.dims.d_model,
+        "num_layers": plan.dims.num_layers,
+        "num_heads": plan.dims.num_heads,
+        "qk_dim": plan.dims.qk_dim,
+        "v_dim": plan.dims.v_dim,
+    }
 
     def measure(model: str, kernel: str, lengths: List[int], n: int) -> Dict:
-        return work.time_cell(model, kernel, lengths, n, dims, plan.form, plan.warmup, plan.repeats,
-                              plan.max_cell_s, device, plan.seed)
+        return work.time_cell(
+            model, kernel, lengths, n, dims, plan.form, plan.warmup, plan.repeats, plan.max_cell_s, device, plan.seed
+        )
 
     rows = run_cells(plan, measure, time.monotonic() + plan.timing_budget_s, log)
     return {"dtype": "bfloat16 autocast", "rows": rows, "speedups": speedups(rows, plan)}
 
 
-def collect(plan: Plan, device: torch.device, save: Callable[[Dict], None] = lambda result: None,
-            log: Callable[[str], None] = print) -> Dict:
+def collect(
+    plan: Plan,
+    device: torch.device,
+    save: Callable[[Dict], None] = lambda result: None,
+    log: Callable[[str], None] = print,
+) -> Dict:
     """Runs every section on ``device`` and returns the JSON; ``save`` gets the partial result after each."""
     from dfgr_torchrec.bench import gpu_work as work  # torch and this package only
 
-    result: Dict = {"schema": SCHEMA, "complete": False, "quick": plan.quick, "settings": settings(plan),
-                    "section_seconds": {}}
+    result: Dict = {
+        "schema": SCHEMA,
+        "complete": False,
+        "quick": plan.quick,
+        "settings": settings(plan),
+        "section_seconds": {},
+    }
 
     def section(name: str, fn: Callable[[], Dict]) -> Dict:
         began = time.monotonic()
@@ -148,8 +182,13 @@ def collect(plan: Plan, device: torch.device, save: Callable[[Dict], None] = lam
     matmul = section("matmul", lambda: work.matmul_peak(plan.matmul_size, device))
     checks = section("correctness", lambda: _correctness(plan, device, work))
     timing = section("timing", lambda: _timing(plan, device, work, log))
-    result["targets"] = evaluate_targets(plan, timing.get("rows", []), timing.get("speedups", []),
-                                         matmul.get("tflops"), checks.get("verdicts", {}).get("triton"))
+    result["targets"] = evaluate_targets(
+        plan,
+        timing.get("rows", []),
+        timing.get("speedups", []),
+        matmul.get("tflops"),
+        checks.get("verdicts", {}).get("triton"),
+    )
     verdicts = [t["pass"] for t in result["targets"].values()]
     result["all_passed"] = False if False in verdicts else (None if None in verdicts else True)
     result["environment"]["load_average_end"] = list(os.getloadavg())
@@ -183,8 +222,12 @@ def run(args: argparse.Namespace) -> Dict:
     if not torch.cuda.is_available():
         print(NO_GPU.format(torch=torch.__version__), file=sys.stderr)
         raise SystemExit(2)
-    result = collect(plan, torch.device("cuda"), save=lambda partial: _save_quietly(partial, args.json_path),
-                     log=lambda line: print(line, flush=True))
+    result = collect(
+        plan,
+        torch.device("cuda"),
+        save=lambda partial: _save_quietly(partial, args.json_path),
+        log=lambda line: print(line, flush=True),
+    )
     print(summary(result))
     write_json(result, args.json_path)
     return result

@@ -53,12 +53,30 @@ class Plan:
 
 
 # 65,536 history tokens per batch: 64 users at N = 1024, 16 at 4096, 4 at 16384.
-FULL = dict(seq_lens=(1024, 4096, 16384), tokens=65536, dims=Dims(256, 2, 4, 64, 64), warmup=3, repeats=10,
-            max_cell_s=20.0, matmul_size=8192, check_lengths=(300, 1, 0, 129, 64, 65, 200, 17),
-            correctness_budget_s=120.0, timing_budget_s=240.0)
-QUICK = dict(seq_lens=(64, 128, 256), tokens=1024, dims=Dims(64, 2, 2, 32, 32), warmup=1, repeats=3,
-             max_cell_s=5.0, matmul_size=2048, check_lengths=(70, 1, 0, 33, 64, 9),
-             correctness_budget_s=60.0, timing_budget_s=60.0)
+FULL = dict(
+    seq_lens=(1024, 4096, 16384),
+    tokens=65536,
+    dims=Dims(256, 2, 4, 64, 64),
+    warmup=3,
+    repeats=10,
+    max_cell_s=20.0,
+    matmul_size=8192,
+    check_lengths=(300, 1, 0, 129, 64, 65, 200, 17),
+    correctness_budget_s=120.0,
+    timing_budget_s=240.0,
+)
+QUICK = dict(
+    seq_lens=(64, 128, 256),
+    tokens=1024,
+    dims=Dims(64, 2, 2, 32, 32),
+    warmup=1,
+    repeats=3,
+    max_cell_s=5.0,
+    matmul_size=2048,
+    check_lengths=(70, 1, 0, 33, 64, 9),
+    correctness_budget_s=60.0,
+    timing_budget_s=60.0,
+)
 
 
 def batch_lengths(seq_len: int, tokens: int, ragged: bool, seed: int = 0) -> List[int]:
@@ -129,14 +147,27 @@ def speedups(rows: List[Dict], plan: Plan) -> List[Dict]:
         for kernel in plan.kernels:
             dfgr, metagr = _ms(rows, "dfgr", kernel, n), _ms(rows, "metagr", kernel, n)
             speedup = metagr / dfgr if dfgr and metagr else None
-            out.append({"kernel": kernel, "seq_len": n, "speedup": speedup, "flop_ratio": ratio,
-                        "fraction_of_flop_ratio": speedup / ratio if speedup else None})
+            out.append(
+                {
+                    "kernel": kernel,
+                    "seq_len": n,
+                    "speedup": speedup,
+                    "flop_ratio": ratio,
+                    "fraction_of_flop_ratio": speedup / ratio if speedup else None,
+                }
+            )
     return out
 
 
 def _target(description: str, value, threshold, higher_is_better: bool = True, why: str = "") -> Dict:
     if value is None or threshold is None:
-        return {"description": description, "value": None, "threshold": threshold, "pass": None, "why": why or "not measured"}
+        return {
+            "description": description,
+            "value": None,
+            "threshold": threshold,
+            "pass": None,
+            "why": why or "not measured",
+        }
     ok = bool(value) if isinstance(value, bool) else (value >= threshold if higher_is_better else value <= threshold)
     return {"description": description, "value": value, "threshold": threshold, "pass": ok}
 
@@ -169,8 +200,9 @@ def worst_errors(checks: List[Dict], kernels: Sequence[str]) -> Dict[str, Dict[s
     return worst
 
 
-def evaluate_targets(plan: Plan, rows: List[Dict], ratios: List[Dict], matmul_tflops: Optional[float],
-                     triton_correct: Optional[bool]) -> Dict[str, Dict]:
+def evaluate_targets(
+    plan: Plan, rows: List[Dict], ratios: List[Dict], matmul_tflops: Optional[float], triton_correct: Optional[bool]
+) -> Dict[str, Dict]:
     """The check's targets at N = :func:`target_seq_len`, each with its value and pass (None: not measured)."""
     n = target_seq_len(plan)
     tri, pad, til = (_ms(rows, "dfgr", k, n) for k in ("triton", "pytorch", "tiled"))
@@ -180,20 +212,34 @@ def evaluate_targets(plan: Plan, rows: List[Dict], ratios: List[Dict], matmul_tf
     fraction = tri_row["tflops"] / matmul_tflops if "tflops" in tri_row and matmul_tflops else None
     lo, hi = min(plan.seq_lens), max(plan.seq_lens)
     targets = {
-        "triton_correct": _target("triton equals the reference backend (fp32 and bf16, forward and gradients)",
-                                  triton_correct, True),
-        "dfgr_triton_vs_padded": _target(f"DFGR fwd+bwd at N = {n}: padded (pytorch) time / triton time",
-                                         pad / tri if pad and tri else None, TARGETS["vs_padded"]),
-        "dfgr_triton_vs_tiled": _target(f"DFGR fwd+bwd at N = {n}: tiled time / triton time",
-                                        til / tri if til and tri else None, TARGETS["vs_tiled"]),
+        "triton_correct": _target(
+            "triton equals the reference backend (fp32 and bf16, forward and gradients)", triton_correct, True
+        ),
+        "dfgr_triton_vs_padded": _target(
+            f"DFGR fwd+bwd at N = {n}: padded (pytorch) time / triton time",
+            pad / tri if pad and tri else None,
+            TARGETS["vs_padded"],
+        ),
+        "dfgr_triton_vs_tiled": _target(
+            f"DFGR fwd+bwd at N = {n}: tiled time / triton time",
+            til / tri if til and tri else None,
+            TARGETS["vs_tiled"],
+        ),
         "triton_memory_linear": _target(
             f"memory linear in N: triton DFGR peak at N = {hi} / at N = {lo}, tokens per batch fixed "
             f"(linear: about 1; quadratic: {hi // lo})",
-            peaks[1] / peaks[0] if None not in peaks else None, TARGETS["memory_growth"], higher_is_better=False),
-        "triton_matmul_fraction": _target(f"triton DFGR at N = {n}: achieved TFLOP/s / measured bf16 matmul TFLOP/s",
-                                          fraction, TARGETS["matmul_fraction"]),
-        "dfgr_metagr_speedup_vs_flops": _target(f"triton at N = {n}: (MetaGR time / DFGR time) / analytic FLOP ratio",
-                                                ratio, TARGETS["flop_ratio"]),
+            peaks[1] / peaks[0] if None not in peaks else None,
+            TARGETS["memory_growth"],
+            higher_is_better=False,
+        ),
+        "triton_matmul_fraction": _target(
+            f"triton DFGR at N = {n}: achieved TFLOP/s / measured bf16 matmul TFLOP/s",
+            fraction,
+            TARGETS["matmul_fraction"],
+        ),
+        "dfgr_metagr_speedup_vs_flops": _target(
+            f"triton at N = {n}: (MetaGR time / DFGR time) / analytic FLOP ratio", ratio, TARGETS["flop_ratio"]
+        ),
     }
     if plan.quick:
         for target in targets.values():
@@ -203,11 +249,14 @@ def evaluate_targets(plan: Plan, rows: List[Dict], ratios: List[Dict], matmul_tf
 
 def settings(plan: Plan) -> Dict:
     return {
-        **{k: v for k, v in dataclasses.asdict(plan).items() if k != "dims"}, "dims": dataclasses.asdict(plan.dims),
-        "lengths": "ragged in [N/2, N], the last user trimmed to fill the batch" if plan.ragged else "fixed: every user N",
+        **{k: v for k, v in dataclasses.asdict(plan).items() if k != "dims"},
+        "dims": dataclasses.asdict(plan.dims),
+        "lengths": "ragged in [N/2, N], the last user trimmed to fill the batch"
+        if plan.ragged
+        else "fixed: every user N",
         "timing_dtype": "bfloat16 autocast over fp32 parameters (as recipes/train.py with train.bf16)",
         "timed": "forward + backward of the interaction stack: specs, encodings, blocks (dense layers "
-                 "included), final LayerNorm; no embeddings, head or optimizer step",
+        "included), final LayerNorm; no embeddings, head or optimizer step",
         "timer": "CUDA events around each step, after warm-up; median over repeats",
         "flops": "analytic stack FLOPs (models/flops.py formulas without head and merge) x 3 for training",
         "targets_at_seq_len": target_seq_len(plan),

@@ -61,10 +61,17 @@ def _version(*distributions: str) -> Optional[str]:
 def _nvidia_smi() -> Optional[Dict[str, str]]:
     """A read-only ``nvidia-smi --query-gpu`` (driver, clocks, power): None where it does not answer."""
     try:
-        line = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip().splitlines()[0]
+        line = (
+            subprocess.run(
+                ["nvidia-smi", f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
     return dict(zip(NVIDIA_SMI_QUERY.split(","), (v.strip() for v in line.split(","))))
@@ -115,7 +122,9 @@ def spread(times: List[float]) -> Dict:
     """Median, min, max and (max - min) / median of repeated timings (ms)."""
     median = statistics.median(times)
     return {
-        "median_ms": median, "min_ms": min(times), "max_ms": max(times),
+        "median_ms": median,
+        "min_ms": min(times),
+        "max_ms": max(times),
         "spread": (max(times) - min(times)) / median if median > 0 else 0.0,
         "times_ms": [round(t, 4) for t in times],
     }
@@ -135,6 +144,7 @@ def matmul_peak(size: int, device: torch.device, warmup: int = 3, repeats: int =
 
 
 # --- correctness: every backend against the reference, forward and every input gradient -----------
+
 
 def case_specs(lengths: Sequence[int], device: torch.device) -> Dict[str, Tuple[AttentionSpec, bool]]:
     """The specs the models build, on one ragged batch: name -> (spec, with a self term)."""
@@ -157,8 +167,15 @@ CASES = ("dfgr_real", "dfgr_fake", "metagr_items", "session_fake")
 def _attend(base, grad_out, spec, form, scale_len, kernel: AttentionKernel, dtype):
     leaves = {n: t.detach().to(dtype).requires_grad_(True) for n, t in base.items()}
     out = jagged_attention(
-        leaves["q"], leaves["k"], leaves["v"], spec, form=form, scale_len=scale_len,
-        self_k=leaves.get("self_k"), self_v=leaves.get("self_v"), kernel=kernel,
+        leaves["q"],
+        leaves["k"],
+        leaves["v"],
+        spec,
+        form=form,
+        scale_len=scale_len,
+        self_k=leaves.get("self_k"),
+        self_v=leaves.get("self_v"),
+        kernel=kernel,
     )
     grads = torch.autograd.grad(out, list(leaves.values()), grad_out.to(dtype))
     return {"out": out.detach(), **{f"d{n}": g for n, g in zip(leaves, grads)}}
@@ -177,12 +194,26 @@ def compare(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> Dict:
     return {"max_abs": float(diff.max()) if diff.numel() else 0.0, "rel_l2": rel_l2, "pass": ok}
 
 
-def check_case(lengths, case: str, form: str, dtype: torch.dtype, kernels: Sequence[str], heads: int,
-               qk_dim: int, v_dim: int, device: torch.device, seed: int = 0) -> Dict:
+def check_case(
+    lengths,
+    case: str,
+    form: str,
+    dtype: torch.dtype,
+    kernels: Sequence[str],
+    heads: int,
+    qk_dim: int,
+    v_dim: int,
+    device: torch.device,
+    seed: int = 0,
+) -> Dict:
     """One (case, form, dtype): each backend in ``kernels`` against the float64 reference on the same inputs."""
     spec, with_self = case_specs(lengths, device)[case]
     g = torch.Generator(device=device).manual_seed(seed)
-    shapes = {"q": (spec.q_total, heads, qk_dim), "k": (spec.kv_total, heads, qk_dim), "v": (spec.kv_total, heads, v_dim)}
+    shapes = {
+        "q": (spec.q_total, heads, qk_dim),
+        "k": (spec.kv_total, heads, qk_dim),
+        "v": (spec.kv_total, heads, v_dim),
+    }
     if with_self:
         shapes.update(self_k=(spec.q_total, heads, qk_dim), self_v=(spec.q_total, heads, v_dim))
     base = {n: torch.randn(*s, generator=g, device=device).to(dtype) for n, s in shapes.items()}
@@ -192,7 +223,9 @@ def check_case(lengths, case: str, form: str, dtype: torch.dtype, kernels: Seque
     result = {"case": case, "form": form.value, "dtype": str(dtype).replace("torch.", ""), "kernels": {}}
     for name in kernels:
         try:  # a fresh spec per backend: no cache of one backend reaches another
-            got = _attend(base, grad_out, case_specs(lengths, device)[case][0], form, scale_len, AttentionKernel(name), dtype)
+            got = _attend(
+                base, grad_out, case_specs(lengths, device)[case][0], form, scale_len, AttentionKernel(name), dtype
+            )
             errors = {t: compare(got[t], want[t], dtype) for t in want}
             result["kernels"][name] = {"pass": all(e["pass"] for e in errors.values()), "errors": errors}
         except Exception as e:  # noqa: BLE001  a missing or broken backend is an entry, not a crash
@@ -200,8 +233,9 @@ def check_case(lengths, case: str, form: str, dtype: torch.dtype, kernels: Seque
     return result
 
 
-def correctness(lengths, kernels: Sequence[str], heads: int, qk_dim: int, v_dim: int,
-                device: torch.device, deadline: float) -> List[Dict]:
+def correctness(
+    lengths, kernels: Sequence[str], heads: int, qk_dim: int, v_dim: int, device: torch.device, deadline: float
+) -> List[Dict]:
     """Every case x form x {fp32, bf16}, TF32 off; the ones left when ``deadline`` passes are marked skipped."""
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -211,8 +245,14 @@ def correctness(lengths, kernels: Sequence[str], heads: int, qk_dim: int, v_dim:
             for form in (f.value for f in AttentionForm):
                 for case in CASES:
                     if time.monotonic() > deadline:
-                        checks.append({"case": case, "form": form, "dtype": str(dtype).replace("torch.", ""),
-                                       "skipped": "time guard"})
+                        checks.append(
+                            {
+                                "case": case,
+                                "form": form,
+                                "dtype": str(dtype).replace("torch.", ""),
+                                "skipped": "time guard",
+                            }
+                        )
                         continue
                     checks.append(check_case(lengths, case, form, dtype, kernels, heads, qk_dim, v_dim, device))
     finally:
@@ -222,15 +262,20 @@ def correctness(lengths, kernels: Sequence[str], heads: int, qk_dim: int, v_dim:
 
 # --- timing: the models' interaction stacks, forward + backward -----------------------------------
 
+
 def dfgr_forward(stack: GenerativeStack, real: torch.Tensor, fake: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """``DualFlowInteraction.forward`` (position mask, no timestamps) on plain tensors: the fake flow's states."""
     positions, gaps, keys = stack.history_layout(offsets, real.shape[0], None, "history")
     real_spec = AttentionSpec(offsets, offsets, keys, keys, strict=False)
     fake_spec = AttentionSpec(offsets, offsets, keys, keys, strict=True)
-    return stack.run_two_flows(stack.encode(real, positions, gaps), stack.encode(fake, positions, gaps), real_spec, fake_spec)
+    return stack.run_two_flows(
+        stack.encode(real, positions, gaps), stack.encode(fake, positions, gaps), real_spec, fake_spec
+    )
 
 
-def metagr_forward(stack: GenerativeStack, items: torch.Tensor, actions: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def metagr_forward(
+    stack: GenerativeStack, items: torch.Tensor, actions: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
     """``MetaGRInteraction.forward`` (position mask, no timestamps) on plain tensors: the item tokens' states."""
     positions, gaps, keys = stack.history_layout(offsets, items.shape[0], None, "history")
     tokens = interleave(stack.encode(items, positions, gaps), stack.encode(actions, positions, gaps))
@@ -240,7 +285,9 @@ def metagr_forward(stack: GenerativeStack, items: torch.Tensor, actions: torch.T
     for index, block in enumerate(stack.blocks):
         u, q, k, v = block.project(tokens)
         if index == len(stack.blocks) - 1:  # only item tokens are read after the last block
-            out = block.finish(tokens[0::2], block.attend(q[0::2], k, v, item_spec, self_k=k[0::2], self_v=v[0::2]), u[0::2])
+            out = block.finish(
+                tokens[0::2], block.attend(q[0::2], k, v, item_spec, self_k=k[0::2], self_v=v[0::2]), u[0::2]
+            )
         else:
             tokens = block.finish(tokens, block.attend(q, k, v, all_spec, self_k=k, self_v=v), u)
     return stack.output_norm(out)
@@ -249,17 +296,32 @@ def metagr_forward(stack: GenerativeStack, items: torch.Tensor, actions: torch.T
 FORWARDS = {"dfgr": dfgr_forward, "metagr": metagr_forward}
 
 
-def stack_config(d_model: int, num_layers: int, num_heads: int, qk_dim: int, v_dim: int,
-                 seq_len: int, form: str, kernel: str) -> InteractionConfig:
+def stack_config(
+    d_model: int, num_layers: int, num_heads: int, qk_dim: int, v_dim: int, seq_len: int, form: str, kernel: str
+) -> InteractionConfig:
     """The interaction config of a timed stack (``max_seq_len`` = N: the position table and pointwise scale)."""
     return InteractionConfig(
-        d_model=d_model, num_layers=num_layers, num_heads=num_heads, attention_dim=qk_dim, linear_dim=v_dim,
-        attention_form=form, max_seq_len=seq_len, kernel=kernel,
+        d_model=d_model,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        attention_dim=qk_dim,
+        linear_dim=v_dim,
+        attention_form=form,
+        max_seq_len=seq_len,
+        kernel=kernel,
     )
 
 
-def _measure(config: InteractionConfig, model: str, lengths, warmup: int, repeats: int, max_cell_s: float,
-             device: torch.device, seed: int) -> Dict:
+def _measure(
+    config: InteractionConfig,
+    model: str,
+    lengths,
+    warmup: int,
+    repeats: int,
+    max_cell_s: float,
+    device: torch.device,
+    seed: int,
+) -> Dict:
     torch.manual_seed(seed)
     stack = GenerativeStack(config, device=device)
     offsets, total = offsets_of(lengths, device), int(sum(lengths))
@@ -299,8 +361,19 @@ def _peak_memory(timed_step: Callable[[], float], device: torch.device) -> Dict:
     return {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20, "start_mb": start / 2**20}
 
 
-def time_cell(model: str, kernel: str, lengths, seq_len: int, dims: Dict, form: str, warmup: int, repeats: int,
-              max_cell_s: float, device: torch.device, seed: int = 0) -> Dict:
+def time_cell(
+    model: str,
+    kernel: str,
+    lengths,
+    seq_len: int,
+    dims: Dict,
+    form: str,
+    warmup: int,
+    repeats: int,
+    max_cell_s: float,
+    device: torch.device,
+    seed: int = 0,
+) -> Dict:
     """One (model, backend, N) cell: times and peak memory, ``{"oom": True}`` or ``{"error": ...}``; never raises."""
     result = _guarded(model, kernel, lengths, seq_len, dims, form, warmup, repeats, max_cell_s, device, seed)
     gc.collect()  # the exception and its frames' tensors are gone once _guarded has returned

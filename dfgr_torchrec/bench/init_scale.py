@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         )
         var = attention_variance(config, args.seq_len, args.batch_size, args.seed)
         for eps in args.eps:
-            rows.append({"scale_len": scale, "eps": eps, "attention_var": var, "branch_gain": (var / (var + eps)) ** 0.5})
+            rows.append(
+                {"scale_len": scale, "eps": eps, "attention_var": var, "branch_gain": (var / (var + eps)) ** 0.5}
+            )
     print(tabulate(rows, headers="keys", floatfmt=".3g"))
     result = {"seq_len": args.seq_len, "max_seq_len": args.max_seq_len, "rows": rows}
     write_json(result, args.json_path)

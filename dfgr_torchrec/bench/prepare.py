@@ -35,9 +35,11 @@ from dfgr_torchrec.bench.child import run_child
 from dfgr_torchrec.bench.output import write_json
 
 ENGINES = ("duckdb", "python", "polars-minimal")
-POLARS_NOTE = ("a minimal Polars pipeline, not a full engine: typed read (integer ids assumed), dense codes for users and "
-               "items, sort by user, time and file order; no bad-row accounting, text ids, duplicates, split, vocabularies or "
-               "writing. A lower bound on what a Polars engine would cost, measured to choose between DuckDB and Polars.")
+POLARS_NOTE = (
+    "a minimal Polars pipeline, not a full engine: typed read (integer ids assumed), dense codes for users and "
+    "items, sort by user, time and file order; no bad-row accounting, text ids, duplicates, split, vocabularies or "
+    "writing. A lower bound on what a Polars engine would cost, measured to choose between DuckDB and Polars."
+)
 
 _PREPARE = """
 import dataclasses, json, sys
@@ -82,9 +84,13 @@ print(json.dumps({"rows_read": len(frame), "interactions": len(frame), "users": 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="data YAML of the log (e.g. written by `dfgr data synth --config-out`)")
+    parser.add_argument(
+        "--config", required=True, help="data YAML of the log (e.g. written by `dfgr data synth --config-out`)"
+    )
     parser.add_argument("--engine", choices=ENGINES, default="duckdb")
-    parser.add_argument("--json", dest="json_path", default=None, help="where to write the result (e.g. results/bench/...)")
+    parser.add_argument(
+        "--json", dest="json_path", default=None, help="where to write the result (e.g. results/bench/...)"
+    )
 
 
 def measure(config_path: str, engine: str) -> Dict[str, Any]:
@@ -104,7 +110,9 @@ def measure(config_path: str, engine: str) -> Dict[str, Any]:
         "engine": engine,
         "data_config": config_path,
         "log": config.source.path,
-        "log_bytes": source_digest(config.source.path)["size"] if engine != "polars-minimal" else os.path.getsize(config.source.path),
+        "log_bytes": source_digest(config.source.path)["size"]
+        if engine != "polars-minimal"
+        else os.path.getsize(config.source.path),
         **found,
         "seconds": round(seconds, 2),
         "peak_rss_gb": round(peak_mib / 2**10, 3),
@@ -136,8 +144,10 @@ def _versions() -> Dict[str, str]:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     result = measure(args.config, args.engine)
-    print(f"{args.engine}: {result['interactions']:,} interactions in {result['seconds']:.1f} s, "
-          f"peak RSS {result['peak_rss_gb']:.2f} GB, {result['rows_per_s']:,.0f} rows/s, {result['bytes_per_row']} bytes a row (load average {result['load_average_before'][0]:.2f} "
-          f"-> {result['load_average_after'][0]:.2f}, {result['cpus']} CPUs)")
+    print(
+        f"{args.engine}: {result['interactions']:,} interactions in {result['seconds']:.1f} s, "
+        f"peak RSS {result['peak_rss_gb']:.2f} GB, {result['rows_per_s']:,.0f} rows/s, {result['bytes_per_row']} bytes a row (load average {result['load_average_before'][0]:.2f} "
+        f"-> {result['load_average_after'][0]:.2f}, {result['cpus']} CPUs)"
+    )
     write_json(result, args.json_path)
     return result

@@ -55,22 +55,30 @@ TARGETS = {"cached_vs_metagr_full": 20.0, "cached_vs_dfgr_full": 5.0, "max_abs_d
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[256, 1024, 4096], help="history lengths N")
     parser.add_argument("--num-candidates", type=int, nargs="+", default=[16, 64, 256], help="candidates M per request")
-    parser.add_argument("--batch-users", type=int, default=8, help="users per call in the batched measurement (0: skip)")
     parser.add_argument(
-        "--batched-max-seq-len", type=int, default=4096,
+        "--batch-users", type=int, default=8, help="users per call in the batched measurement (0: skip)"
+    )
+    parser.add_argument(
+        "--batched-max-seq-len",
+        type=int,
+        default=4096,
         help="skip the batched measurement above this N (MetaGR's padded 2N x 2N masks of B users need memory)",
     )
     parser.add_argument("--min-repeats", type=int, default=5, help="timed samples per path, at least")
     parser.add_argument("--max-repeats", type=int, default=50, help="timed samples per path, at most")
     parser.add_argument("--target-seconds", type=float, default=1.5, help="a path stops once its samples sum to this")
     parser.add_argument(
-        "--warmup", type=int, default=0,
+        "--warmup",
+        type=int,
+        default=0,
         help="untimed runs of every path before the rounds, besides the one that checks the logits",
     )
     parser.add_argument("--no-compile", action="store_true", help="skip the AOTInductor path (exported_ms null)")
     parser.add_argument("--package-dir", default=None, help="where the compiled package goes (default: a temp dir)")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch.set_num_threads; 1 (a request per core) by default: on a busy CPU more threads wait on each other",
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -82,12 +90,22 @@ def model_config(model_type: str, max_seq_len: int) -> RankingModelConfig:
     return RankingModelConfig(
         type=model_type,
         embeddings=SequenceEmbeddingConfig(
-            item_vocab_size=NUM_ITEMS, action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS}, embedding_dim=64,
+            item_vocab_size=NUM_ITEMS,
+            action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS},
+            embedding_dim=64,
             merge="concat",
         ),
         interaction=InteractionConfig(
-            d_model=64, num_layers=2, num_heads=2, attention_dim=32, linear_dim=32, attention_form="pointwise",
-            mask_mode="position", max_seq_len=max_seq_len, num_time_buckets=32, dropout=0.0,
+            d_model=64,
+            num_layers=2,
+            num_heads=2,
+            attention_dim=32,
+            linear_dim=32,
+            attention_form="pointwise",
+            mask_mode="position",
+            max_seq_len=max_seq_len,
+            num_time_buckets=32,
+            dropout=0.0,
         ),
         tasks=[TaskConfig(f"task{i}") for i in range(NUM_TASKS)],
         head_hidden_dims=[64],
@@ -111,13 +129,15 @@ def make_requests(num_users: int, seq_len: int, num_candidates: int, seed: int) 
     for _ in range(num_users):
         gaps = torch.randint(0, 3600, (seq_len,), generator=g)
         times = (1_600_000_000 + torch.cumsum(gaps, 0)).tolist()
-        requests.append(Request(
-            items=torch.randint(1, NUM_ITEMS, (seq_len,), generator=g).tolist(),
-            actions=torch.randint(0, 2**NUM_TASKS, (seq_len,), generator=g).tolist(),
-            times=times,
-            candidates=torch.randint(1, NUM_ITEMS, (num_candidates,), generator=g).tolist(),
-            candidate_times=[times[-1] + 60] * num_candidates,
-        ))
+        requests.append(
+            Request(
+                items=torch.randint(1, NUM_ITEMS, (seq_len,), generator=g).tolist(),
+                actions=torch.randint(0, 2**NUM_TASKS, (seq_len,), generator=g).tolist(),
+                times=times,
+                candidates=torch.randint(1, NUM_ITEMS, (num_candidates,), generator=g).tolist(),
+                candidate_times=[times[-1] + 60] * num_candidates,
+            )
+        )
     return requests
 
 
@@ -155,10 +175,7 @@ def time_interleaved(paths: Dict[str, Callable[[], Any]], args: argparse.Namespa
     samples: Dict[str, List[float]] = {name: [] for name in paths}
     names = list(paths)
     for round_index in range(args.max_repeats):
-        active = [
-            n for n in names
-            if len(samples[n]) < args.min_repeats or sum(samples[n]) < args.target_seconds
-        ]
+        active = [n for n in names if len(samples[n]) < args.min_repeats or sum(samples[n]) < args.target_seconds]
         if not active:
             break
         shift = round_index % len(active)
@@ -301,7 +318,8 @@ def check_targets(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         "cached_vs_metagr_full": measured["cached_vs_metagr_full"] >= TARGETS["cached_vs_metagr_full"],
         "cached_vs_dfgr_full": measured["cached_vs_dfgr_full"] >= TARGETS["cached_vs_dfgr_full"],
         "max_abs_diff": measured["max_abs_diff"] <= TARGETS["max_abs_diff"],
-        "exported_over_cached": None if measured["exported_over_cached"] is None
+        "exported_over_cached": None
+        if measured["exported_over_cached"] is None
         else measured["exported_over_cached"] <= TARGETS["exported_over_cached"],
     }
     shape = {"seq_len": TARGET_SHAPE[0], "num_candidates": TARGET_SHAPE[1]}
@@ -361,16 +379,26 @@ def cpu_name() -> str:
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
     columns = [
-        ("N", "seq_len"), ("M", "num_candidates"), ("MetaGR full ms", "metagr_full_ms"),
-        ("DFGR full ms", "dfgr_full_ms"), ("DFGR cached ms", "dfgr_cached_ms"), ("cached p99", "dfgr_cached_p99_ms"),
-        ("MetaGR cached ms", "metagr_cached_ms"), ("append ms", "dfgr_append_ms"), ("AOTI ms", "exported_ms"),
-        ("x MetaGR", "cached_speedup_vs_metagr_full"), ("x DFGR", "cached_speedup_vs_dfgr_full"),
-        ("max diff", "max_abs_diff"), ("DFGR KiB", "dfgr_cache_bytes"), ("MetaGR KiB", "metagr_cache_bytes"),
-        ("B rps MetaGR", "batched_metagr_full_rps"), ("B rps DFGR", "batched_dfgr_full_rps"),
+        ("N", "seq_len"),
+        ("M", "num_candidates"),
+        ("MetaGR full ms", "metagr_full_ms"),
+        ("DFGR full ms", "dfgr_full_ms"),
+        ("DFGR cached ms", "dfgr_cached_ms"),
+        ("cached p99", "dfgr_cached_p99_ms"),
+        ("MetaGR cached ms", "metagr_cached_ms"),
+        ("append ms", "dfgr_append_ms"),
+        ("AOTI ms", "exported_ms"),
+        ("x MetaGR", "cached_speedup_vs_metagr_full"),
+        ("x DFGR", "cached_speedup_vs_dfgr_full"),
+        ("max diff", "max_abs_diff"),
+        ("DFGR KiB", "dfgr_cache_bytes"),
+        ("MetaGR KiB", "metagr_cache_bytes"),
+        ("B rps MetaGR", "batched_metagr_full_rps"),
+        ("B rps DFGR", "batched_dfgr_full_rps"),
         ("B rps cached", "batched_dfgr_cached_rps"),
     ]
     table = [[r[key] / 1024 if key.endswith("_bytes") else r[key] for _, key in columns] for r in rows]
-    formats = [".1e" if key == "max_abs_diff" else ".0f" if key.endswith(("_bytes", "_rps")) else ".2f" for _, key in columns]
+    formats = [
+        ".1e" if key == "max_abs_diff" else ".0f" if key.endswith(("_bytes", "_rps")) else ".2f" for _, key in columns
+    ]
     return tabulate(table, headers=[h for h, _ in columns], floatfmt=formats, missingval="-")
-
-

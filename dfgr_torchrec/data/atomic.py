@@ -14,6 +14,7 @@ import socket
 import time
 from typing import Iterator
 
+
 def file_digest(path: str, digest_size: int = 16) -> str:
     """blake2b (``digest_size`` bytes, 128-bit by default; hex) of a file's bytes."""
     with open(path, "rb") as f:
@@ -61,7 +62,9 @@ def atomic_directory(out: str) -> Iterator[str]:
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     remove_stale_temporaries(out)
-    name = f".tmp-{os.path.basename(os.path.abspath(out))}-pid{os.getpid()}@{socket.gethostname()}-{secrets.token_hex(4)}"
+    name = (
+        f".tmp-{os.path.basename(os.path.abspath(out))}-pid{os.getpid()}@{socket.gethostname()}-{secrets.token_hex(4)}"
+    )
     tmp = os.path.join(parent, name)
     os.mkdir(tmp, 0o777)
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data import sources
+from dfgr_torchrec.data.config import load_data_config
 
 
 def add_arguments(data: argparse.ArgumentParser) -> None:
@@ -38,8 +38,12 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
     synth.add_argument("--num-items", type=int, default=1_000_000)
     synth.add_argument("--min-seq-len", type=int, default=10)
     synth.add_argument("--max-seq-len", type=int, default=500)
-    synth.add_argument("--item-popularity-exponent", type=float, default=1.1,
-                       help="Zipf-like exponent of item popularity (0: uniform, every item about equally likely)")
+    synth.add_argument(
+        "--item-popularity-exponent",
+        type=float,
+        default=1.1,
+        help="Zipf-like exponent of item popularity (0: uniform, every item about equally likely)",
+    )
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=run_synth)
 

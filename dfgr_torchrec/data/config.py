@@ -112,7 +112,12 @@ class SourceConfig:
         _check_bool("require_sorted", self.require_sorted)
         check(self.delimiter is None or isinstance(self.delimiter, str), "delimiter", "a string", self.delimiter)
         check(isinstance(self.side_features, Mapping), "side_features", "a mapping {name: column}", self.side_features)
-        check(self.timestamp_unit in TIMESTAMP_UNITS, "timestamp_unit", f"one of {tuple(TIMESTAMP_UNITS)}", self.timestamp_unit)
+        check(
+            self.timestamp_unit in TIMESTAMP_UNITS,
+            "timestamp_unit",
+            f"one of {tuple(TIMESTAMP_UNITS)}",
+            self.timestamp_unit,
+        )
         check_download_name(self.download, "download")
         check(self.format in FORMATS, "format", f"one of {FORMATS}", self.format)
         if self.format == "delimited":
@@ -128,7 +133,9 @@ class SourceConfig:
             if self.header or self.format == "parquet":
                 check(isinstance(col, str), f"columns.{key}", "a column name (the file has a header)", col)
             else:
-                check(isinstance(col, int) and col >= 0, f"columns.{key}", "a 0-based column index (header: false)", col)
+                check(
+                    isinstance(col, int) and col >= 0, f"columns.{key}", "a 0-based column index (header: false)", col
+                )
 
 
 @dataclass
@@ -145,7 +152,12 @@ class ActionConfig:
 
     def __post_init__(self) -> None:
         _check_column("column", self.column)
-        check(self.equals is None or isinstance(self.equals, (str, int, float)), "equals", "a number or a string", self.equals)
+        check(
+            self.equals is None or isinstance(self.equals, (str, int, float)),
+            "equals",
+            "a number or a string",
+            self.equals,
+        )
         check(self.at_least is None or _is_number(self.at_least), "at_least", "a number", self.at_least)
         check(self.equals is None or self.at_least is None, "equals/at_least", "at most one of them", self)
 
@@ -166,13 +178,17 @@ class SplitConfig:
             check(_is_int(getattr(self, key)) and getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
         check(
             _is_int(self.min_train_per_user) and self.min_train_per_user >= 1,
-            "min_train_per_user", "an integer >= 1", self.min_train_per_user,
+            "min_train_per_user",
+            "an integer >= 1",
+            self.min_train_per_user,
         )
         cutoff = self.time_cutoff
         check(
             cutoff is None or _is_int(cutoff) or (isinstance(cutoff, str) and parse_time_cutoff(cutoff) is not None),
-            "time_cutoff", "an integer timestamp in the log's unit or an ISO date/datetime such as '2022-01-01' "
-            "or '2022-01-01T08:00:00+08:00'", cutoff,
+            "time_cutoff",
+            "an integer timestamp in the log's unit or an ISO date/datetime such as '2022-01-01' "
+            "or '2022-01-01T08:00:00+08:00'",
+            cutoff,
         )
 
     def cutoff_in(self, unit: str) -> Optional[int]:
@@ -193,7 +209,12 @@ class VocabConfig:
 
     def __post_init__(self) -> None:
         check(self.oov in ("oov", "hash"), "oov", "'oov' or 'hash'", self.oov)
-        check(_is_int(self.hash_buckets) and self.hash_buckets > 0, "hash_buckets", "a positive integer", self.hash_buckets)
+        check(
+            _is_int(self.hash_buckets) and self.hash_buckets > 0,
+            "hash_buckets",
+            "a positive integer",
+            self.hash_buckets,
+        )
 
 
 @dataclass
@@ -208,11 +229,18 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and self.name != "", "name", "a non-empty string", self.name)
-        check(isinstance(self.output_dir, str) and self.output_dir != "", "output_dir", "a folder path", self.output_dir)
+        check(
+            isinstance(self.output_dir, str) and self.output_dir != "", "output_dir", "a folder path", self.output_dir
+        )
         self.source = _section(SourceConfig, self.source, "source")
         self.split = _section(SplitConfig, self.split, "split")
         self.vocab = _section(VocabConfig, self.vocab, "vocab")
-        check(isinstance(self.actions, Mapping) and len(self.actions) > 0, "actions", "at least one action type", self.actions)
+        check(
+            isinstance(self.actions, Mapping) and len(self.actions) > 0,
+            "actions",
+            "at least one action type",
+            self.actions,
+        )
         self.actions = {name: _action(name, a) for name, a in self.actions.items()}
         if self.action_feature is not None:
             _check_column("action_feature", self.action_feature)
@@ -237,7 +265,9 @@ class DataConfig:
         """A hash of everything that shapes the prepared data: the config and the log's content
         (``source``: :func:`source_digest` of ``source.path``, computed when not given)."""
         source = source_digest(self.source.path) if source is None else source
-        payload = json.dumps({"config": self.config_key(), "input": [source["size"], source["blake2b"]]}, sort_keys=True)
+        payload = json.dumps(
+            {"config": self.config_key(), "input": [source["size"], source["blake2b"]]}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -279,7 +309,12 @@ def source_digest(path: str) -> Dict[str, Any]:
     digest, base = hashlib.blake2b(digest_size=16), os.path.commonpath([os.path.dirname(f) for f in files])
     for file in files:
         digest.update(f"{os.path.relpath(file, base)}\0{file_digest(file)}\0".encode())
-    return {"path": path, "size": sum(os.path.getsize(f) for f in files), "blake2b": digest.hexdigest(), "shards": len(files)}
+    return {
+        "path": path,
+        "size": sum(os.path.getsize(f) for f in files),
+        "blake2b": digest.hexdigest(),
+        "shards": len(files),
+    }
 
 
 def _section(cls: type, value: Any, key: str) -> Any:
@@ -295,7 +330,8 @@ def _action(name: Any, value: Any) -> ActionConfig:
     if isinstance(value, ActionConfig):
         return value
     check(
-        isinstance(value, Mapping), f"actions.{name}",
+        isinstance(value, Mapping),
+        f"actions.{name}",
         "a mapping such as {column: <column>}, {column: <column>, equals: <value>} or {column: <column>, at_least: <number>}",
         value,
     )

@@ -32,8 +32,10 @@ class PreparedData:
     def __init__(self, path: str) -> None:
         damage = check_prepared(path)
         if damage is not None:
-            raise ValueError(f"{path}: not an intact prepared data set: {damage}; prepare it again "
-                             "(`dfgr data prepare --config <data yaml> --force`)")
+            raise ValueError(
+                f"{path}: not an intact prepared data set: {damage}; prepare it again "
+                "(`dfgr data prepare --config <data yaml> --force`)"
+            )
         with open(os.path.join(path, "meta.json")) as f:
             self.meta = json.load(f)
         self.path = path
@@ -148,11 +150,17 @@ class SequenceDataset(IterableDataset):
         self.shuffle = (split == "train") if shuffle is None else shuffle
         self.seed, self.epoch = seed, 0
         if random_window and split != "train":
-            raise ValueError("random_window: only the train split samples windows; evaluation uses the most recent history")
+            raise ValueError(
+                "random_window: only the train split samples windows; evaluation uses the most recent history"
+            )
         self.random_window = random_window
         d = self.data
         self._history_count = d.counts[TRAIN] + (d.counts[VALID] if split == "test" else 0)
-        self._candidate_count = {"train": np.zeros_like(d.counts[TRAIN]), "valid": d.counts[VALID], "test": d.counts[TEST]}[split]
+        self._candidate_count = {
+            "train": np.zeros_like(d.counts[TRAIN]),
+            "valid": d.counts[VALID],
+            "test": d.counts[TEST],
+        }[split]
         needs = self._history_count > 0 if split == "train" else self._candidate_count > 0
         self.users = np.flatnonzero(needs)
         self.dropped_users = len(self.users) % world_size if split == "train" else 0
@@ -215,7 +223,10 @@ class SequenceDataset(IterableDataset):
         h_lengths = torch.from_numpy(history_end - history_start)
         c_lengths = torch.from_numpy(candidate_end - history_end)
 
-        per_key: Dict[str, np.ndarray] = {ITEM_FEATURE: d.item[rows], candidate_feature(ITEM_FEATURE): d.item[cand_rows]}
+        per_key: Dict[str, np.ndarray] = {
+            ITEM_FEATURE: d.item[rows],
+            candidate_feature(ITEM_FEATURE): d.item[cand_rows],
+        }
         for name, column in d.side.items():
             per_key[name] = column[rows]
             per_key[candidate_feature(name)] = column[cand_rows]
@@ -224,7 +235,9 @@ class SequenceDataset(IterableDataset):
         keys = self.feature_names
         values = torch.from_numpy(np.concatenate([np.asarray(per_key[k], dtype=np.int64) for k in keys]))
         one_each = torch.ones(len(users), dtype=torch.int64)
-        lengths = torch.cat([one_each if k == USER_FEATURE else c_lengths if is_candidate_feature(k) else h_lengths for k in keys])
+        lengths = torch.cat(
+            [one_each if k == USER_FEATURE else c_lengths if is_candidate_feature(k) else h_lengths for k in keys]
+        )
         return SequenceBatch(
             features=KeyedJaggedTensor(keys=keys, values=values, lengths=lengths),
             timestamps=torch.from_numpy(np.asarray(d.timestamp[rows], dtype=np.int64)),

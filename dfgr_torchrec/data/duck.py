@@ -25,9 +25,24 @@ import numpy as np
 
 from dfgr_torchrec.data.config import DataConfig
 from dfgr_torchrec.data.readers import (
-    EMPTY_ITEM, EMPTY_USER, GZIP_MAGIC, MISSING_COLUMNS, MISSING_TIMESTAMP, NON_NUMERIC_TIMESTAMP, UNSORTED, ZSTD_MAGIC,
-    BadInputError, RawLog, _column_keys, _split_lines, _utf8_error, non_numeric_action, parquet_columns, raise_first_bad_row,
-    read_header, shard_files,
+    EMPTY_ITEM,
+    EMPTY_USER,
+    GZIP_MAGIC,
+    MISSING_COLUMNS,
+    MISSING_TIMESTAMP,
+    NON_NUMERIC_TIMESTAMP,
+    UNSORTED,
+    ZSTD_MAGIC,
+    BadInputError,
+    RawLog,
+    _column_keys,
+    _split_lines,
+    _utf8_error,
+    non_numeric_action,
+    parquet_columns,
+    raise_first_bad_row,
+    read_header,
+    shard_files,
 )
 from dfgr_torchrec.data.vocab import encode_ids
 from dfgr_torchrec.features import ACTION_FEATURE
@@ -43,8 +58,10 @@ def _literal(value: str) -> str:
 def _trim(expr: str) -> str:
     """Python's ``str.strip()`` for ASCII whitespace (other Unicode spaces are kept); trims only
     when an end is whitespace, which is much faster than always trimming."""
-    return (f"CASE WHEN ascii({expr}) > 32 AND ascii(right({expr}, 1)) > 32 THEN {expr} "
-            f"ELSE trim({expr}, {_literal(WHITESPACE)}) END")
+    return (
+        f"CASE WHEN ascii({expr}) > 32 AND ascii(right({expr}, 1)) > 32 THEN {expr} "
+        f"ELSE trim({expr}, {_literal(WHITESPACE)}) END"
+    )
 
 
 def _label(config: DataConfig, name: str, text: str) -> str:
@@ -68,7 +85,12 @@ class _Engine:
         self.config, self.con = config, con
         self.files = shard_files(config)
         self.actions = list(config.actions)
-        self.ids = ["user", "item", *config.source.side_features, *([ACTION_FEATURE] if config.action_feature is not None else [])]
+        self.ids = [
+            "user",
+            "item",
+            *config.source.side_features,
+            *([ACTION_FEATURE] if config.action_feature is not None else []),
+        ]
         self.starts: List[int] = []  # rowid of each shard's first row
 
     def _source(self, path: str) -> Tuple[str, Dict[str, str], str]:
@@ -86,9 +108,11 @@ class _Engine:
             magic = f.read(4)
         compression = "gzip" if magic.startswith(GZIP_MAGIC) else "zstd" if magic == ZSTD_MAGIC else "none"
         quote = "'\"'" if len(src.delimiter) == 1 else "''"
-        source = (f"read_csv({_literal(path)}, delim={_literal(src.delimiter)}, header={str(src.header).lower()}, "
-                  f"columns={columns}, auto_detect=false, null_padding=true, strict_mode=false, quote={quote}, "
-                  f"escape={quote}, nullstr={_literal(NO_NULL)}, compression='{compression}')")
+        source = (
+            f"read_csv({_literal(path)}, delim={_literal(src.delimiter)}, header={str(src.header).lower()}, "
+            f"columns={columns}, auto_detect=false, null_padding=true, strict_mode=false, quote={quote}, "
+            f"escape={quote}, nullstr={_literal(NO_NULL)}, compression='{compression}')"
+        )
         return source, {k: f"c{i}" for k, i in index.items()}, f"c{width - 1} IS NULL"
 
     def _parse(self, path: str) -> str:
@@ -103,14 +127,21 @@ class _Engine:
         labels = [f"{_label(self.config, n, f'v{k}')} AS a{k}" for k, n in enumerate(self.actions)]
         number = "TRY_CAST(tt AS DOUBLE)"
         t = f"CASE WHEN isfinite({number}) AND {number} = floor({number}) THEN TRY_CAST(tt AS BIGINT) END"
-        bad = [("missing", MISSING_COLUMNS), ("id0 = ''", EMPTY_USER), ("id1 = ''", EMPTY_ITEM),
-               ("tt = ''", MISSING_TIMESTAMP), ("t IS NULL", NON_NUMERIC_TIMESTAMP),
-               *((f"a{k} IS NULL", non_numeric_action(n)) for k, n in enumerate(self.actions))]
+        bad = [
+            ("missing", MISSING_COLUMNS),
+            ("id0 = ''", EMPTY_USER),
+            ("id1 = ''", EMPTY_ITEM),
+            ("tt = ''", MISSING_TIMESTAMP),
+            ("t IS NULL", NON_NUMERIC_TIMESTAMP),
+            *((f"a{k} IS NULL", non_numeric_action(n)) for k, n in enumerate(self.actions)),
+        ]
         reason = "CASE " + " ".join(f"WHEN {c} THEN {_literal(r)}" for c, r in bad) + " END"
         ids = ", ".join(f"id{k}" for k in range(len(id_keys)))
         a = ", ".join(f"a{k}" for k in range(len(self.actions)))
-        return (f"SELECT {ids}, t, {a}, {reason} AS bad FROM (SELECT {ids}, tt, missing, {t} AS t, {', '.join(labels)} "
-                f"FROM (SELECT {', '.join(texts)} FROM {source}))")
+        return (
+            f"SELECT {ids}, t, {a}, {reason} AS bad FROM (SELECT {ids}, tt, missing, {t} AS t, {', '.join(labels)} "
+            f"FROM (SELECT {', '.join(texts)} FROM {source}))"
+        )
 
     def load(self) -> None:
         """Reads every shard into the table ``parsed``, with the reason each row is bad (or NULL).
@@ -121,8 +152,11 @@ class _Engine:
         self.integer = [True] * len(self.ids)
         while True:
             self._insert(queries)
-            found = self.con.execute("SELECT " + ", ".join(
-                f"coalesce(bool_and(ok{k} OR bad IS NOT NULL), true)" for k in range(len(self.ids))) + " FROM parsed").fetchone()
+            found = self.con.execute(
+                "SELECT "
+                + ", ".join(f"coalesce(bool_and(ok{k} OR bad IS NOT NULL), true)" for k in range(len(self.ids)))
+                + " FROM parsed"
+            ).fetchone()
             if all(found):
                 break
             self.integer = [i and bool(f) for i, f in zip(self.integer, found)]
@@ -137,8 +171,12 @@ class _Engine:
         types = ", ".join(f"id{k} {'BIGINT' if i else 'VARCHAR'}, ok{k} BOOLEAN" for k, i in enumerate(self.integer))
         labels = ", ".join(f"a{k} UTINYINT" for k in range(len(self.actions)))
         self.con.execute(f"CREATE TABLE parsed ({types}, t BIGINT, {labels}, bad VARCHAR)")
-        ids = ", ".join(f"TRY_CAST(id{k} AS BIGINT), coalesce(CAST(TRY_CAST(id{k} AS BIGINT) AS VARCHAR) = id{k}, false)" if i else f"id{k}, true"
-                        for k, i in enumerate(self.integer))
+        ids = ", ".join(
+            f"TRY_CAST(id{k} AS BIGINT), coalesce(CAST(TRY_CAST(id{k} AS BIGINT) AS VARCHAR) = id{k}, false)"
+            if i
+            else f"id{k}, true"
+            for k, i in enumerate(self.integer)
+        )
         a = ", ".join(f"a{k}" for k in range(len(self.actions)))
         self.starts = []
         for path, query in zip(self.files, queries):
@@ -153,8 +191,10 @@ class _Engine:
         dropped = Counter({reason: n for reason, n in rows if reason is not None})
         if dropped and self.config.source.on_bad_rows == "error":
             raise_first_bad_row(self.config)  # the reference reader's message for the same row
-            raise BadInputError(f"{self.config.source.path}: bad rows {dict(dropped)} (the Python reader accepts them: "
-                                "please report this; source.engine: python reads the log)")
+            raise BadInputError(
+                f"{self.config.source.path}: bad rows {dict(dropped)} (the Python reader accepts them: "
+                "please report this; source.engine: python reads the log)"
+            )
         return sum(n for _, n in rows), dropped
 
     def encode(self) -> Dict[str, np.ndarray]:
@@ -166,10 +206,13 @@ class _Engine:
                 continue
             self.con.execute(f"CREATE TABLE ids{k} AS SELECT DISTINCT id{k} AS id FROM parsed WHERE bad IS NULL")
             integer = self.con.execute(  # the rows require_sorted dropped may have held the only text ids
-                f"SELECT coalesce(bool_and(coalesce(CAST(TRY_CAST(id AS BIGINT) AS VARCHAR) = id, false)), true) FROM ids{k}").fetchone()[0]
+                f"SELECT coalesce(bool_and(coalesce(CAST(TRY_CAST(id AS BIGINT) AS VARCHAR) = id, false)), true) FROM ids{k}"
+            ).fetchone()[0]
             key = "TRY_CAST(id AS BIGINT)" if integer else "id"
-            self.con.execute(f"CREATE TABLE codes{k} AS SELECT id, {key} AS raw, "
-                             f"(row_number() OVER (ORDER BY {key}) - 1)::INTEGER AS code FROM ids{k}")
+            self.con.execute(
+                f"CREATE TABLE codes{k} AS SELECT id, {key} AS raw, "
+                f"(row_number() OVER (ORDER BY {key}) - 1)::INTEGER AS code FROM ids{k}"
+            )
             column = self.con.execute(f"SELECT raw FROM codes{k} ORDER BY code").fetchnumpy()["raw"]
             vocabs[name] = np.asarray(column, dtype=np.int64) if integer else np.array(column.tolist(), dtype=str)
         return vocabs
@@ -217,12 +260,14 @@ def _unreadable(path: str, error: Exception) -> BadInputError:
 def _connect(folder: str):
     import duckdb
 
-    return duckdb.connect(config={
-        "memory_limit": os.environ.get("DFGR_DUCKDB_MEMORY", "1GB"),
-        "threads": int(os.environ.get("DFGR_DUCKDB_THREADS", os.cpu_count() or 1)),
-        "temp_directory": folder,
-        "preserve_insertion_order": True,
-    })
+    return duckdb.connect(
+        config={
+            "memory_limit": os.environ.get("DFGR_DUCKDB_MEMORY", "1GB"),
+            "threads": int(os.environ.get("DFGR_DUCKDB_THREADS", os.cpu_count() or 1)),
+            "temp_directory": folder,
+            "preserve_insertion_order": True,
+        }
+    )
 
 
 @contextmanager

@@ -27,7 +27,7 @@ import numpy as np
 
 from dfgr_torchrec.data.config import DataConfig
 from dfgr_torchrec.data.readers import BadInputError, duplicate_error
-from dfgr_torchrec.data.time_units import UNITS, EPOCH_RANGE_S, mixed_units_error
+from dfgr_torchrec.data.time_units import EPOCH_RANGE_S, UNITS, mixed_units_error
 from dfgr_torchrec.data.vocab import table_rows, vocab_rows
 
 TRAIN, VALID, TEST = 0, 1, 2
@@ -78,7 +78,9 @@ class BoundedLog:
         vocabs = self.engine.encode()
         for k, name in enumerate(self.engine.ids):
             if self.engine.integer[k]:
-                column = self.con.execute(f"SELECT DISTINCT id{k} AS id FROM parsed WHERE bad IS NULL ORDER BY id").fetchnumpy()["id"]
+                column = self.con.execute(
+                    f"SELECT DISTINCT id{k} AS id FROM parsed WHERE bad IS NULL ORDER BY id"
+                ).fetchnumpy()["id"]
                 vocabs[name] = np.asarray(column, dtype=np.int64)
         return vocabs
 
@@ -93,10 +95,12 @@ class BoundedLog:
         """:func:`dfgr_torchrec.data.time_units.check_one_unit` in SQL (first row: in file order)."""
         lo, hi = EPOCH_RANGE_S
         parts = []
-        for unit, seconds in UNITS:
+        for _unit, seconds in UNITS:
             cond = f"t::DOUBLE >= {lo / seconds!r} AND t::DOUBLE < {hi / seconds!r}"
-            parts.append(f"count(*) FILTER (WHERE {cond}), min(position) FILTER (WHERE {cond}), "
-                         f"arg_min(t, position) FILTER (WHERE {cond})")
+            parts.append(
+                f"count(*) FILTER (WHERE {cond}), min(position) FILTER (WHERE {cond}), "
+                f"arg_min(t, position) FILTER (WHERE {cond})"
+            )
         row = self.con.execute(f"SELECT {', '.join(parts)} FROM good").fetchone()
         found = [(unit, row[3 * j], row[3 * j + 1], row[3 * j + 2]) for j, (unit, _) in enumerate(UNITS) if row[3 * j]]
         if len(found) > 1:
@@ -116,8 +120,10 @@ class BoundedLog:
         ids = [f"arg_min(k{k}, position) AS k{k}" for k in range(2, len(self.id_names))]
         first = "bit_or" if policy == "merge" else "arg_min"
         labels = [f"{first}(a{k}{'' if policy == 'merge' else ', position'}) AS a{k}" for k in range(len(self.actions))]
-        self.con.execute(f"CREATE TABLE deduped AS SELECT k0, k1, {', '.join(ids + [''])}t, min(position) AS position, "
-                         f"{', '.join(labels)} FROM good GROUP BY k0, k1, t")
+        self.con.execute(
+            f"CREATE TABLE deduped AS SELECT k0, k1, {', '.join(ids + [''])}t, min(position) AS position, "
+            f"{', '.join(labels)} FROM good GROUP BY k0, k1, t"
+        )
         removed = self._count("good") - self._count("deduped")
         if removed:
             self.dropped["duplicate event merged into the first" if policy == "merge" else "duplicate event"] += removed
@@ -127,13 +133,18 @@ class BoundedLog:
 
     def _raise_duplicate(self) -> None:
         """``duplicates: error``: the message of the first duplicate in (user, item, time) order."""
-        total = self.con.execute("SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM good GROUP BY k0, k1, t)").fetchone()[0]
+        total = self.con.execute(
+            "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM good GROUP BY k0, k1, t)"
+        ).fetchone()[0]
         if not total:
             return
-        u, i, t, first = self.con.execute("SELECT k0, k1, t, min(position) FROM good GROUP BY k0, k1, t HAVING count(*) > 1 "
-                                          "ORDER BY k0, k1, t LIMIT 1").fetchone()
-        row = self.con.execute("SELECT min(position) FROM good WHERE k0 = ? AND k1 = ? AND t = ? AND position > ?",
-                               [u, i, t, first]).fetchone()[0]
+        u, i, t, first = self.con.execute(
+            "SELECT k0, k1, t, min(position) FROM good GROUP BY k0, k1, t HAVING count(*) > 1 "
+            "ORDER BY k0, k1, t LIMIT 1"
+        ).fetchone()
+        row = self.con.execute(
+            "SELECT min(position) FROM good WHERE k0 = ? AND k1 = ? AND t = ? AND position > ?", [u, i, t, first]
+        ).fetchone()[0]
         user = self.vocabs["user"][self.codes(0, np.array([u]))[0]]
         item = self.vocabs["item"][self.codes(1, np.array([i]))[0]]
         raise duplicate_error(self.engine.locate, row, first, user, item, t, int(total))
@@ -143,10 +154,14 @@ class BoundedLog:
         kept rows into ``sorted`` (user, time, file order)."""
         s, cutoff = self.config.split, self.config.time_cutoff
         pre = "count(*)" if cutoff is None else f"count(*) FILTER (WHERE t < {int(cutoff)})"
-        self.con.execute(f"CREATE TABLE users AS SELECT k0, count(*) AS n, {pre} AS pre, max(t) AS latest FROM deduped GROUP BY k0")
+        self.con.execute(
+            f"CREATE TABLE users AS SELECT k0, count(*) AS n, {pre} AS pre, max(t) AS latest FROM deduped GROUP BY k0"
+        )
         no_history = "false" if cutoff is None else f"pre - least({s.valid_per_user}, pre) < {s.min_train_per_user}"
-        self.con.execute(f"ALTER TABLE users ADD COLUMN short BOOLEAN; ALTER TABLE users ADD COLUMN no_history BOOLEAN; "
-                         f"UPDATE users SET short = n < {min_rows}; UPDATE users SET no_history = NOT short AND ({no_history})")
+        self.con.execute(
+            f"ALTER TABLE users ADD COLUMN short BOOLEAN; ALTER TABLE users ADD COLUMN no_history BOOLEAN; "
+            f"UPDATE users SET short = n < {min_rows}; UPDATE users SET no_history = NOT short AND ({no_history})"
+        )
         users = self.con.execute("SELECT k0, n, pre, latest, short, no_history FROM users ORDER BY k0").fetchnumpy()
         short, no_history = np.asarray(users["short"], bool), np.asarray(users["no_history"], bool)
         counts = np.asarray(users["n"], np.int64)
@@ -155,19 +170,29 @@ class BoundedLog:
         if no_history.any():
             self.dropped["user with no training history before time_cutoff"] += int(counts[no_history].sum())
         keep = ~short & ~no_history
-        self.con.execute("CREATE TABLE sorted AS SELECT d.* FROM deduped d JOIN users USING (k0) "
-                         "WHERE NOT short AND NOT no_history ORDER BY d.k0, d.t, d.position")
+        self.con.execute(
+            "CREATE TABLE sorted AS SELECT d.* FROM deduped d JOIN users USING (k0) "
+            "WHERE NOT short AND NOT no_history ORDER BY d.k0, d.t, d.position"
+        )
         latest = np.asarray(users["latest"], np.int64)[keep]
-        return Users(self.codes(0, np.asarray(users["k0"])[keep]), counts[keep], np.asarray(users["pre"], np.int64)[keep],
-                     np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64),
-                     int(latest.max()) if len(latest) else 0)
+        return Users(
+            self.codes(0, np.asarray(users["k0"])[keep]),
+            counts[keep],
+            np.asarray(users["pre"], np.int64)[keep],
+            np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64),
+            int(latest.max()) if len(latest) else 0,
+        )
 
     def chunks(self, size: int):
         """``(first row, columns)`` of each ``size`` rows of ``sorted``, in order."""
         total = self._count("sorted")
         for start in range(0, total, size):
-            yield start, self.con.execute(
-                f"SELECT * FROM sorted WHERE rowid >= {start} AND rowid < {start + size} ORDER BY rowid").fetchnumpy()
+            yield (
+                start,
+                self.con.execute(
+                    f"SELECT * FROM sorted WHERE rowid >= {start} AND rowid < {start + size} ORDER BY rowid"
+                ).fetchnumpy(),
+            )
 
 
 def split_sizes(config: DataConfig, users: Users) -> Dict[str, int]:
@@ -253,8 +278,16 @@ def id_columns(log: BoundedLog) -> List[Column]:
     files = ["item", *(f"side_{n}" for n in log.config.source.side_features)]
     if log.config.action_feature is not None:
         files.append("action")
-    return [Column(k + 1, names[k + 1], f, np.zeros(len(log.vocabs[names[k + 1]]), np.int64),
-                   np.zeros(len(log.vocabs[names[k + 1]]), bool)) for k, f in enumerate(files)]
+    return [
+        Column(
+            k + 1,
+            names[k + 1],
+            f,
+            np.zeros(len(log.vocabs[names[k + 1]]), np.int64),
+            np.zeros(len(log.vocabs[names[k + 1]]), bool),
+        )
+        for k, f in enumerate(files)
+    ]
 
 
 def stream_arrays(log: BoundedLog, users: Users, tmp: str, size: int) -> Tuple[List[str], Streamed, List[Column]]:
@@ -265,7 +298,9 @@ def stream_arrays(log: BoundedLog, users: Users, tmp: str, size: int) -> Tuple[L
     shapes = {"item": (total,), "timestamp": (total,), "labels": (total, tasks), "split": (total,), "action": (total,)}
     dtypes = {"labels": np.uint8, "split": np.int8}
     names = ["item", "timestamp", "labels", "split", *(c.file for c in columns[1:] if c.file != "action"), "action"]
-    writers = {n: NpyWriter(os.path.join(tmp, f"{n}.npy"), dtypes.get(n, np.int64), shapes.get(n, (total,))) for n in names}
+    writers = {
+        n: NpyWriter(os.path.join(tmp, f"{n}.npy"), dtypes.get(n, np.int64), shapes.get(n, (total,))) for n in names
+    }
     streamed = Streamed(positives=np.zeros((3, tasks), np.int64))
     bits = 1 << np.arange(tasks, dtype=np.int64)
     for start, chunk in log.chunks(size):

@@ -67,8 +67,10 @@ def prepared_for_run(run_dir: str, path: str) -> str:
         damage = "prepared again since"
     if damage is None:
         if os.path.abspath(old) != os.path.abspath(path):
-            print(f"{run_dir}: using {old}, the prepared data it was trained on ({path} has other vocabularies)",
-                  file=sys.stderr)
+            print(
+                f"{run_dir}: using {old}, the prepared data it was trained on ({path} has other vocabularies)",
+                file=sys.stderr,
+            )
         return old
     now = vocab_digests(path)
     changed = sorted(n for n in set(record["vocab"]) | set(now) if record["vocab"].get(n) != now.get(n))

@@ -61,12 +61,17 @@ def read_head(path: str, rows: int = HEAD_ROWS) -> Tuple[Dict, List[Column]]:
     con = duckdb.connect()
     try:
         if _format_of(path) == "parquet":
-            source, relation = {"format": "parquet"}, con.sql("SELECT * FROM read_parquet(?) LIMIT ?", params=[path, rows])
+            source, relation = (
+                {"format": "parquet"},
+                con.sql("SELECT * FROM read_parquet(?) LIMIT ?", params=[path, rows]),
+            )
         else:
             delimiter, header = con.execute("SELECT Delimiter, HasHeader FROM sniff_csv(?)", [path]).fetchall()[0]
             fmt = {",": "csv", "\t": "tsv"}.get(delimiter, "delimited")
             source = {"format": fmt, **({"delimiter": delimiter} if fmt == "delimited" else {}), "header": bool(header)}
-            relation = con.sql("SELECT * FROM read_csv(?, delim=?, header=?) LIMIT ?", params=[path, delimiter, header, rows])
+            relation = con.sql(
+                "SELECT * FROM read_csv(?, delim=?, header=?) LIMIT ?", params=[path, delimiter, header, rows]
+            )
         names, types, data = relation.columns, [str(t) for t in relation.types], relation.fetchall()
     except duckdb.Error as e:
         raise ValueError(f"{path}: cannot read the log's head: {str(e).splitlines()[0]}") from None
@@ -84,14 +89,24 @@ def read_head(path: str, rows: int = HEAD_ROWS) -> Tuple[Dict, List[Column]]:
 def _column(name: str, duck_type: str, values: list) -> Column:
     present = [v for v in values if v is not None]
     distinct = sorted(set(present), key=str)
-    kind = ("integer" if re.fullmatch(r"U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?", duck_type) else
-            "number" if duck_type in ("DOUBLE", "FLOAT", "REAL") or duck_type.startswith("DECIMAL") else
-            "text" if duck_type == "VARCHAR" else "other")
+    kind = (
+        "integer"
+        if re.fullmatch(r"U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?", duck_type)
+        else "number"
+        if duck_type in ("DOUBLE", "FLOAT", "REAL") or duck_type.startswith("DECIMAL")
+        else "text"
+        if duck_type == "VARCHAR"
+        else "other"
+    )
     numeric = kind in ("integer", "number") and present
     return Column(
-        name=name, kind=kind, distinct=len(distinct), examples=[str(v) for v in distinct[:3]],
+        name=name,
+        kind=kind,
+        distinct=len(distinct),
+        examples=[str(v) for v in distinct[:3]],
         values=distinct if len(distinct) <= MAX_ACTION_VALUES else [],
-        low=float(min(present)) if numeric else None, high=float(max(present)) if numeric else None,
+        low=float(min(present)) if numeric else None,
+        high=float(max(present)) if numeric else None,
     )
 
 
@@ -166,17 +181,28 @@ def data_yaml(path: str, source: Dict, columns: List[Column]) -> str:
         f"  path: {path}",
         *(f"  {k}: {_flow(v)}" for k, v in source.items()),
         f"  timestamp_unit: {unit}" + ("" if "timestamp" in roles else "   # no epoch-time column found: set it"),
-        f"  columns: {_flow(mapping)}" + (f"   # guessed; not found: {', '.join(missing)}" if missing else "   # guessed"),
+        f"  columns: {_flow(mapping)}"
+        + (f"   # guessed; not found: {', '.join(missing)}" if missing else "   # guessed"),
         "  on_bad_rows: error             # or skip (counted in report.json)",
         "  duplicates: error              # or merge / skip / keep: the same (user, item, timestamp) twice",
     ]
-    sides = [c for c in columns if c not in roles.values() and c.kind in ("integer", "text") and c.distinct > MAX_ACTION_VALUES]
+    sides = [
+        c
+        for c in columns
+        if c not in roles.values() and c.kind in ("integer", "text") and c.distinct > MAX_ACTION_VALUES
+    ]
     if sides:
-        lines.append(f"  # side_features: {_flow({_key(c.name): c.name for c in sides})}   # item side features, if they are")
-    lines.append("actions:                         # each a task (one logit); positive when non-zero, `equals` or `at_least`")
-    lines += [f"  {k}: {_flow(v)}" for k, v in actions.items()] or ["  # none guessed: name at least one, e.g. click: {column: is_click}"]
+        lines.append(
+            f"  # side_features: {_flow({_key(c.name): c.name for c in sides})}   # item side features, if they are"
+        )
+    lines.append(
+        "actions:                         # each a task (one logit); positive when non-zero, `equals` or `at_least`"
+    )
+    lines += [f"  {k}: {_flow(v)}" for k, v in actions.items()] or [
+        "  # none guessed: name at least one, e.g. click: {column: is_click}"
+    ]
     lines += [
-        "split: {valid_per_user: 1, test_per_user: 1}   # or time_cutoff: \"2024-06-01\"",
+        'split: {valid_per_user: 1, test_per_user: 1}   # or time_cutoff: "2024-06-01"',
         "vocab: {oov: oov}",
         "output_dir: data/prepared",
     ]

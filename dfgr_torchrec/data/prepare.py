@@ -34,17 +34,17 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from dfgr_torchrec.progress import progress as progress_bar
 
 from dfgr_torchrec.data import duck_rules
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
-from dfgr_torchrec.data.duck import loaded_engine
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest, source_present
+from dfgr_torchrec.data.duck import loaded_engine
 from dfgr_torchrec.data.readers import BadInputError, RawLog, duplicate_error, read_log
-from dfgr_torchrec.data.time_units import check_one_unit
 from dfgr_torchrec.data.sources import ensure_source
+from dfgr_torchrec.data.time_units import check_one_unit
 from dfgr_torchrec.data.vocab import table_rows, vocab_rows
 from dfgr_torchrec.features import ACTION_FEATURE
+from dfgr_torchrec.progress import progress as progress_bar
 
 TRAIN, VALID, TEST = 0, 1, 2
 
@@ -79,8 +79,10 @@ def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> s
         _warn(config, report, start)
         _write(out, arrays, report, config, source, progress)
     if progress:
-        print(f"prepared {out}: {report['interactions']} interactions, {report['users']} users, "
-              f"{report['items']} items in {report['seconds']:.1f} s")
+        print(
+            f"prepared {out}: {report['interactions']} interactions, {report['users']} users, "
+            f"{report['items']} items in {report['seconds']:.1f} s"
+        )
     return out
 
 
@@ -92,7 +94,9 @@ def _warn(config: DataConfig, report: Dict[str, Any], start: float) -> None:
     report["seconds"] = round(time.perf_counter() - start, 3)
 
 
-def _prepare_duckdb(config: DataConfig, out: str, source: Dict[str, Any], start: float, progress: bool) -> Dict[str, Any]:
+def _prepare_duckdb(
+    config: DataConfig, out: str, source: Dict[str, Any], start: float, progress: bool
+) -> Dict[str, Any]:
     """Prepares the log with the rules in DuckDB and the arrays streamed in chunks (:mod:`duck_rules`); returns the report."""
     size = duck_rules.chunk_rows()
     steps = progress_bar(total=4, desc="read, sort, split, write", enabled=progress)
@@ -105,8 +109,12 @@ def _prepare_duckdb(config: DataConfig, out: str, source: Dict[str, Any], start:
         users = log.users(_min_rows_per_user(config))
         steps.update()
         sizes = duck_rules.split_sizes(config, users)
-        head = {"rows_read": rows_read, "rows_kept": int(users.offsets[-1]), "rows_dropped": dict(sorted(log.dropped.items())),
-                "split": sizes}
+        head = {
+            "rows_read": rows_read,
+            "rows_kept": int(users.offsets[-1]),
+            "rows_dropped": dict(sorted(log.dropped.items())),
+            "split": sizes,
+        }
         check_not_empty(config, head, np.array([users.latest]))
         with atomic_directory(out) as tmp:
             names, streamed, columns = duck_rules.stream_arrays(log, users, tmp, size)
@@ -117,9 +125,14 @@ def _prepare_duckdb(config: DataConfig, out: str, source: Dict[str, Any], start:
             items = int((columns[0].counts > 0).sum())
             report = _report_dict(config, rows_read, log.dropped, users, streamed, items, vocabs)
             _warn(config, report, start)
-            meta = _meta_dict(config, len(users.codes), int(users.offsets[-1]), vocabs["rows"].pop("item"),
-                              {n: vocabs["rows"][f"side_{n}"] for n in config.source.side_features},
-                              vocabs["rows"].get("action", 1 << len(config.actions)))
+            meta = _meta_dict(
+                config,
+                len(users.codes),
+                int(users.offsets[-1]),
+                vocabs["rows"].pop("item"),
+                {n: vocabs["rows"][f"side_{n}"] for n in config.source.side_features},
+                vocabs["rows"].get("action", 1 << len(config.actions)),
+            )
             _write_files(tmp, arrays, meta, report, config, source, order=_file_order(config, names))
             steps.update()
     steps.close()
@@ -128,7 +141,11 @@ def _prepare_duckdb(config: DataConfig, out: str, source: Dict[str, Any], start:
 
 def _small_arrays(config: DataConfig, log: Any, users: Any, vocabs: Dict[str, Any]) -> Dict[str, np.ndarray]:
     """The per-user and per-id arrays of the DuckDB path (the per-row ones are streamed)."""
-    arrays = {"user_offsets": users.offsets, "vocab_item": vocabs["vocabs"]["item"], "vocab_user": log.vocabs["user"][users.codes]}
+    arrays = {
+        "user_offsets": users.offsets,
+        "vocab_item": vocabs["vocabs"]["item"],
+        "vocab_user": log.vocabs["user"][users.codes],
+    }
     for name in config.source.side_features:
         arrays[f"vocab_{name}"] = vocabs["vocabs"][f"side_{name}"]
     if "action" in vocabs["vocabs"]:
@@ -164,7 +181,9 @@ def check_prepared(path: str) -> Optional[str]:
         if not os.path.isfile(file):
             return f"{file}: missing"
         if os.path.getsize(file) != expected["bytes"]:
-            return f"{file}: {os.path.getsize(file)} bytes, {expected['bytes']} when it was written (truncated or changed)"
+            return (
+                f"{file}: {os.path.getsize(file)} bytes, {expected['bytes']} when it was written (truncated or changed)"
+            )
     return None
 
 
@@ -195,8 +214,11 @@ def ensure_prepared(config: DataConfig, force: bool = False, progress: bool = Tr
     if not force and not source_present(config.source.path):
         found = find_prepared(config)
         if found is not None:
-            print(f"warning: {config.source.path} (source.path of {config.name!r}) is gone; "
-                  f"using the prepared copy {found}", file=sys.stderr)
+            print(
+                f"warning: {config.source.path} (source.path of {config.name!r}) is gone; "
+                f"using the prepared copy {found}",
+                file=sys.stderr,
+            )
             return found
     ensure_source(config)
     return prepare(config, force=force, progress=progress)
@@ -207,8 +229,10 @@ def _why_dropped(config: DataConfig, reason: str) -> str:
     s = config.split
     if reason == "user with too few interactions":
         if s.time_cutoff is None:
-            return (f"each user needs split.min_train_per_user + split.valid_per_user + split.test_per_user = "
-                    f"{_min_rows_per_user(config)} interactions")
+            return (
+                f"each user needs split.min_train_per_user + split.valid_per_user + split.test_per_user = "
+                f"{_min_rows_per_user(config)} interactions"
+            )
         return f"each user needs split.min_train_per_user = {s.min_train_per_user} interactions"
     if reason.startswith("user with no training history"):
         return f"split.time_cutoff ({s.time_cutoff!r}) leaves them fewer than split.min_train_per_user earlier events"
@@ -221,8 +245,12 @@ def _empty_message(config: DataConfig, report: Dict[str, Any], split: str) -> st
     head = f"data set {config.name!r} from {config.source.path}: the {split} split is empty, refusing to prepare it"
     if report["rows_read"] == 0:
         return f"{head}: the log has no data rows" + (" (only a header)" if config.source.header else "")
-    removed = "; ".join(f"{n} by '{reason}' ({_why_dropped(config, reason)})" for reason, n in report["rows_dropped"].items())
-    counts = f"{report['rows_read']} rows read, {report['rows_kept']} kept" + (f"; removed: {removed}" if removed else "")
+    removed = "; ".join(
+        f"{n} by '{reason}' ({_why_dropped(config, reason)})" for reason, n in report["rows_dropped"].items()
+    )
+    counts = f"{report['rows_read']} rows read, {report['rows_kept']} kept" + (
+        f"; removed: {removed}" if removed else ""
+    )
     return f"{head} ({counts})"
 
 
@@ -296,8 +324,13 @@ def _in_file_order(raw: RawLog) -> RawLog:
         return raw
     perm = np.argsort(raw.position, kind="stable")
     return replace(
-        raw, users=raw.users[perm], items=raw.items[perm], timestamps=raw.timestamps[perm], position=raw.position[perm],
-        labels=raw.labels[perm], action_values=None if raw.action_values is None else raw.action_values[perm],
+        raw,
+        users=raw.users[perm],
+        items=raw.items[perm],
+        timestamps=raw.timestamps[perm],
+        position=raw.position[perm],
+        labels=raw.labels[perm],
+        action_values=None if raw.action_values is None else raw.action_values[perm],
         side={n: v[perm] for n, v in raw.side.items()},
     )
 
@@ -320,7 +353,9 @@ def _drop_duplicates(config: DataConfig, raw: RawLog, user_idx, item_idx, droppe
         first = order[:-1][same][0]
         row = dup_rows[0]
         user, item = raw.vocabs["user"][raw.users[row]], raw.vocabs["item"][raw.items[row]]
-        raise duplicate_error(raw.locate, raw.position[row], raw.position[first], user, item, raw.timestamps[row], len(dup_rows))
+        raise duplicate_error(
+            raw.locate, raw.position[row], raw.position[first], user, item, raw.timestamps[row], len(dup_rows)
+        )
     if config.source.duplicates == "merge":  # one interaction: the union of the rows' actions
         starts = np.concatenate([[True], ~same])
         group_first = order[np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))]
@@ -354,7 +389,9 @@ def _assign_split(config: DataConfig, offsets: np.ndarray, timestamps: np.ndarra
     return split
 
 
-def _vocab(codes: np.ndarray, train_mask: np.ndarray, config: DataConfig, raw_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, int, int]:
+def _vocab(
+    codes: np.ndarray, train_mask: np.ndarray, config: DataConfig, raw_ids: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, int, int]:
     """Contiguous rows 1..V for ids seen in training; unseen ids -> 0 or a hash bucket (:func:`vocab_rows`).
 
     ``codes`` index ``raw_ids`` (sorted unique raw ids), so the mapping runs once per distinct id."""
@@ -391,7 +428,9 @@ def _chronological_order(config: DataConfig, raw: RawLog, user_idx: np.ndarray, 
     return order[keep[order]]
 
 
-def _drop_short_users(config: DataConfig, user_idx: np.ndarray, order: np.ndarray, num_users: int, dropped: Counter) -> np.ndarray:
+def _drop_short_users(
+    config: DataConfig, user_idx: np.ndarray, order: np.ndarray, num_users: int, dropped: Counter
+) -> np.ndarray:
     """``order`` without the rows of users with fewer rows than the split needs."""
     users_sorted = user_idx[order]
     counts = np.bincount(users_sorted, minlength=num_users)
@@ -466,15 +505,18 @@ def _add_actions(config: DataConfig, raw: RawLog, order: np.ndarray, arrays: Dic
     """
     if raw.action_values is not None:
         action_ids, action_vocab, action_rows, _ = _vocab(
-            raw.action_values[order], np.ones(len(order), bool), config, raw.vocabs[ACTION_FEATURE])
+            raw.action_values[order], np.ones(len(order), bool), config, raw.vocabs[ACTION_FEATURE]
+        )
         arrays["action"], arrays["vocab_action"] = action_ids, action_vocab
         return action_rows
-    bits = (1 << np.arange(len(config.actions), dtype=np.int64))
+    bits = 1 << np.arange(len(config.actions), dtype=np.int64)
     arrays["action"] = (arrays["labels"].astype(np.int64) * bits).sum(axis=1) if len(order) else np.zeros(0, np.int64)
     return 1 << len(config.actions)
 
 
-def build_arrays(config: DataConfig, raw: RawLog, progress: bool = True) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+def build_arrays(
+    config: DataConfig, raw: RawLog, progress: bool = True
+) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """The prepared arrays (meta under ``"__meta__"``) and the report of a read log."""
     dropped: Counter = Counter(raw.dropped)
     raw = _in_file_order(raw)
@@ -507,22 +549,53 @@ def _report(
     positives = np.array([labels[split == code].sum(axis=0, dtype=np.int64) for _, code in SPLIT_CODES]).reshape(3, -1)
     items = int(len(_dense_unique(raw.items[order], len(raw.vocabs["item"]))[0]))
     sizes = {name: int((split == code).sum()) for name, code in SPLIT_CODES}
-    return _report_of(config, raw.rows_read, dropped, len(rows.kept_users), items, labels.sum(axis=0, dtype=np.int64),
-                      sizes, positives, oov, np.diff(rows.offsets))
+    return _report_of(
+        config,
+        raw.rows_read,
+        dropped,
+        len(rows.kept_users),
+        items,
+        labels.sum(axis=0, dtype=np.int64),
+        sizes,
+        positives,
+        oov,
+        np.diff(rows.offsets),
+    )
 
 
-def _report_dict(config: DataConfig, rows_read: int, dropped: Counter, users: Any, streamed: Any, items: int,
-                 vocabs: Dict[str, Any]) -> Dict[str, Any]:
+def _report_dict(
+    config: DataConfig, rows_read: int, dropped: Counter, users: Any, streamed: Any, items: int, vocabs: Dict[str, Any]
+) -> Dict[str, Any]:
     """``report.json`` of the DuckDB path, from the counts of its streamed pass."""
     unseen = vocabs["unseen"]
     oov = {"item": unseen["item"], **{n: unseen[f"side_{n}"] for n in config.source.side_features}}
     sizes = dict(zip(duck_rules.SPLIT_NAMES, (int(n) for n in streamed.split)))
-    return _report_of(config, rows_read, dropped, len(users.codes), items, streamed.positives.sum(axis=0),
-                      sizes, streamed.positives, oov, users.counts)
+    return _report_of(
+        config,
+        rows_read,
+        dropped,
+        len(users.codes),
+        items,
+        streamed.positives.sum(axis=0),
+        sizes,
+        streamed.positives,
+        oov,
+        users.counts,
+    )
 
 
-def _report_of(config: DataConfig, rows_read: int, dropped: Counter, users: int, items: int, per_action: np.ndarray,
-               split: Dict[str, int], positives: np.ndarray, oov: Dict[str, int], lengths: np.ndarray) -> Dict[str, Any]:
+def _report_of(
+    config: DataConfig,
+    rows_read: int,
+    dropped: Counter,
+    users: int,
+    items: int,
+    per_action: np.ndarray,
+    split: Dict[str, int],
+    positives: np.ndarray,
+    oov: Dict[str, int],
+    lengths: np.ndarray,
+) -> Dict[str, Any]:
     """What was read, kept and dropped (``report.json``); rows read = kept + dropped.
     ``positives``: ``[split, action]``; ``lengths``: rows of each kept user."""
     kept = int(lengths.sum())
@@ -537,7 +610,9 @@ def _report_of(config: DataConfig, rows_read: int, dropped: Counter, users: int,
         "interactions": kept,
         "per_action": {n: int(per_action[i]) for i, n in enumerate(config.actions)},
         "split": split,
-        "positives": {name: {n: int(positives[code, i]) for i, n in enumerate(config.actions)} for name, code in SPLIT_CODES},
+        "positives": {
+            name: {n: int(positives[code, i]) for i, n in enumerate(config.actions)} for name, code in SPLIT_CODES
+        },
         "unseen_in_training": oov,
         "sequence_length": _percentiles(np.asarray(lengths)),
     }
@@ -545,12 +620,15 @@ def _report_of(config: DataConfig, rows_read: int, dropped: Counter, users: int,
     return report
 
 
-def _meta(config: DataConfig, rows: _Rows, item_rows: int, side_rows: Dict[str, int], action_rows: int) -> Dict[str, Any]:
+def _meta(
+    config: DataConfig, rows: _Rows, item_rows: int, side_rows: Dict[str, int], action_rows: int
+) -> Dict[str, Any]:
     return _meta_dict(config, len(rows.kept_users), len(rows.order), item_rows, side_rows, action_rows)
 
 
-def _meta_dict(config: DataConfig, users: int, interactions: int, item_rows: int, side_rows: Dict[str, int],
-               action_rows: int) -> Dict[str, Any]:
+def _meta_dict(
+    config: DataConfig, users: int, interactions: int, item_rows: int, side_rows: Dict[str, int], action_rows: int
+) -> Dict[str, Any]:
     """Sizes and tasks of the prepared data set (``meta.json``, the config is added on write)."""
     return {
         "format_version": PREPARED_FORMAT_VERSION,
@@ -569,8 +647,14 @@ def _percentiles(lengths: np.ndarray) -> Dict[str, float]:
     if len(lengths) == 0:
         return {}
     qs = np.percentile(lengths, [50, 90, 99])
-    return {"min": int(lengths.min()), "p50": round(float(qs[0]), 2), "p90": round(float(qs[1]), 2), "p99": round(float(qs[2]), 2),
-            "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
+    return {
+        "min": int(lengths.min()),
+        "p50": round(float(qs[0]), 2),
+        "p90": round(float(qs[1]), 2),
+        "p99": round(float(qs[2]), 2),
+        "max": int(lengths.max()),
+        "mean": round(float(lengths.mean()), 2),
+    }
 
 
 def _write(
@@ -584,8 +668,15 @@ def _write(
         _write_files(tmp, {}, meta, report, config, source, order=list(arrays))
 
 
-def _write_files(tmp: str, arrays: Dict[str, np.ndarray], meta: Dict[str, Any], report: Dict[str, Any], config: DataConfig,
-                 source: Dict[str, Any], order: List[str]) -> None:
+def _write_files(
+    tmp: str,
+    arrays: Dict[str, np.ndarray],
+    meta: Dict[str, Any],
+    report: Dict[str, Any],
+    config: DataConfig,
+    source: Dict[str, Any],
+    order: List[str],
+) -> None:
     """Saves ``arrays`` into ``tmp``, then ``report.json`` and, last, ``meta.json`` recording every
     array of ``order`` (all in ``tmp`` by then)."""
     for name, array in arrays.items():
@@ -600,7 +691,10 @@ def _write_files(tmp: str, arrays: Dict[str, np.ndarray], meta: Dict[str, Any], 
 
 
 def _file_records(folder: str, names) -> Dict[str, Dict[str, Any]]:
-    return {n: {"bytes": os.path.getsize(os.path.join(folder, n)), "blake2b": file_digest(os.path.join(folder, n))} for n in names}
+    return {
+        n: {"bytes": os.path.getsize(os.path.join(folder, n)), "blake2b": file_digest(os.path.join(folder, n))}
+        for n in names
+    }
 
 
 def load_report(path: str) -> Dict[str, Any]:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from dfgr_torchrec.progress import progress as progress_bar
 
 from dfgr_torchrec.data.config import ActionConfig, Column, DataConfig, source_files
 from dfgr_torchrec.data.vocab import encode_ids
 from dfgr_torchrec.features import ACTION_FEATURE
+from dfgr_torchrec.progress import progress as progress_bar
 
 
 class BadInputError(ValueError):
@@ -52,8 +52,15 @@ MISSING_COLUMNS, EMPTY_USER, EMPTY_ITEM = "missing columns", "empty user", "empt
 MISSING_TIMESTAMP, NON_NUMERIC_TIMESTAMP, UNSORTED = "missing timestamp", "non-numeric timestamp", "unsorted timestamp"
 
 
-def duplicate_error(locate: Callable[[int], Tuple[str, int]], position: int, first_position: int,
-                    user: Any, item: Any, timestamp: int, total: int) -> "BadInputError":
+def duplicate_error(
+    locate: Callable[[int], Tuple[str, int]],
+    position: int,
+    first_position: int,
+    user: Any,
+    item: Any,
+    timestamp: int,
+    total: int,
+) -> "BadInputError":
     """The error of ``duplicates: error``: the duplicate at ``position``, first seen at ``first_position``."""
     (path, line), (first_path, first_line) = locate(int(position)), locate(int(first_position))
     return BadInputError(
@@ -182,7 +189,9 @@ def _scan(config: DataConfig, columns: Optional["_Columns"], progress: bool, sto
         columns.files = files
 
 
-def _open_shard(config: DataConfig, path: str, progress: bool) -> Tuple[Dict[str, int], Iterator[Tuple[int, Sequence[Any]]]]:
+def _open_shard(
+    config: DataConfig, path: str, progress: bool
+) -> Tuple[Dict[str, int], Iterator[Tuple[int, Sequence[Any]]]]:
     """``(column index of each key, (line number, fields) of each non-empty row)`` of one file."""
     if config.source.format == "parquet":
         return _parquet_rows(config, path)
@@ -245,8 +254,10 @@ MAX_LINE_CHARS = 1 << 24  # a row is read whole: a file without line breaks must
 
 def _long_line(path: str, number: int, line: str) -> str:
     what = "NUL bytes and no line break" if "\x00" in line else "no line break"
-    return (f"{path}:{number}: {what} in {MAX_LINE_CHARS:,} characters: not a delimited text log "
-            "(a binary or damaged file?)")
+    return (
+        f"{path}:{number}: {what} in {MAX_LINE_CHARS:,} characters: not a delimited text log "
+        "(a binary or damaged file?)"
+    )
 
 
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
@@ -318,7 +329,9 @@ class _RowParser:
         src = self.src
         if len(fields) < self.needed:
             missing = [f"{self.inverse[i]} (column {i})" for i in range(len(fields), self.needed) if i in self.inverse]
-            raise _BadRow(MISSING_COLUMNS, ", ".join(missing), f"expected at least {self.needed} fields, got {len(fields)}")
+            raise _BadRow(
+                MISSING_COLUMNS, ", ".join(missing), f"expected at least {self.needed} fields, got {len(fields)}"
+            )
         user = str(fields[self.ui]).strip()
         item = str(fields[self.ii]).strip()
         if user == "":
@@ -335,7 +348,8 @@ class _RowParser:
     def _check_sorted(self, user: str, ts: int) -> None:
         if ts < self.last_time.get(user, ts):
             raise _BadRow(
-                UNSORTED, f"timestamp ({self.src.columns.timestamp})",
+                UNSORTED,
+                f"timestamp ({self.src.columns.timestamp})",
                 f"expected a time >= the user's previous event ({self.last_time[user]}), got {ts}",
             )
         self.last_time[user] = ts

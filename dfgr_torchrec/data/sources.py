@@ -78,7 +78,9 @@ def ensure_source(config: "DataConfig") -> None:
     if name is None:
         if os.path.exists(path):
             source_files(path)  # a folder without log files: says so
-        raise FileNotFoundError(f"{path}: no such file, and data config {config.name!r} has no `source.download` to fetch it")
+        raise FileNotFoundError(
+            f"{path}: no such file, and data config {config.name!r} has no `source.download` to fetch it"
+        )
     out_dir = os.path.dirname(path) or "."
     download(name, out_dir)
     if not os.path.exists(path):

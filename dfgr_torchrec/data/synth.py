@@ -55,6 +55,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import yaml
+
 from dfgr_torchrec.progress import progress as progress_bar
 
 _MASK = (1 << 64) - 1
@@ -224,9 +225,11 @@ class SynthConfig:
             setattr(self, key, float(getattr(self, key)))
         names = self.action_types
         need(
-            isinstance(names, (list, tuple)) and len(names) > 0
+            isinstance(names, (list, tuple))
+            and len(names) > 0
             and all(isinstance(n, str) and _ACTION_NAME.match(n) for n in names)
-            and len(set(names)) == len(names) and not set(names) & set(_RESERVED_COLUMNS),
+            and len(set(names)) == len(names)
+            and not set(names) & set(_RESERVED_COLUMNS),
             "action_types",
             f"a non-empty list of unique column names (letters, digits, _ . -), none of {_RESERVED_COLUMNS}",
         )
@@ -541,9 +544,10 @@ def generate(config: SynthConfig, out_path: str, progress: bool = True) -> Dict[
     positives = np.zeros(len(config.action_types), dtype=np.int64)
     distinct = _DistinctItems(config.num_items)
     try:
-        with open(tmp, "wb") as f, progress_bar(
-            total=config.num_users, unit="user", desc="synth", enabled=progress
-        ) as bar:
+        with (
+            open(tmp, "wb") as f,
+            progress_bar(total=config.num_users, unit="user", desc="synth", enabled=progress) as bar,
+        ):
             f.write(("\t".join([*_RESERVED_COLUMNS, *config.action_types]) + "\n").encode())
             for first in range(0, config.num_users, config.chunk_users):
                 last = min(first + config.chunk_users, config.num_users)

@@ -18,6 +18,7 @@ from torchrec import KeyedJaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
 
+
 class _Stream(NamedTuple):
     """Consecutive interactions of one user: item ids, ``[n, tasks]`` labels, timestamps."""
 

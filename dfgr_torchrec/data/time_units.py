@@ -32,8 +32,9 @@ def unit_counts(timestamps: np.ndarray) -> List[Tuple[str, np.ndarray]]:
     return found
 
 
-def check_one_unit(path: str, column: str, timestamps: np.ndarray, positions: np.ndarray,
-                   locate: Callable[[int], Tuple[str, int]]) -> None:
+def check_one_unit(
+    path: str, column: str, timestamps: np.ndarray, positions: np.ndarray, locate: Callable[[int], Tuple[str, int]]
+) -> None:
     """Raises :class:`BadInputError` when ``timestamps`` mix epoch units (see the module's doc)."""
     found = unit_counts(timestamps)
     if len(found) >= 2:
@@ -41,8 +42,9 @@ def check_one_unit(path: str, column: str, timestamps: np.ndarray, positions: np
         raise mixed_units_error(path, column, summary, locate)
 
 
-def mixed_units_error(path: str, column: str, found: List[Tuple[str, int, int, int]],
-                      locate: Callable[[int], Tuple[str, int]]) -> BadInputError:
+def mixed_units_error(
+    path: str, column: str, found: List[Tuple[str, int, int, int]], locate: Callable[[int], Tuple[str, int]]
+) -> BadInputError:
     """The error of a log whose timestamps mix units; ``found``: ``(unit, rows, position and
     timestamp of its first row)`` of each unit."""
     parts = []

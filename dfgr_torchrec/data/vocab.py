@@ -66,7 +66,9 @@ def _integer_keys(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return keys, ok
 
 
-def vocab_rows(values: np.ndarray, vocab: np.ndarray, oov: str = "oov", hash_buckets: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+def vocab_rows(
+    values: np.ndarray, vocab: np.ndarray, oov: str = "oov", hash_buckets: int = 1024
+) -> Tuple[np.ndarray, np.ndarray]:
     """``(rows, seen)``: the int64 table row of each raw id of ``values`` and whether it is in
     ``vocab`` (sorted, unique raw ids; row ``r`` holds ``vocab[r - 1]``). With an integer
     vocabulary, string ids are compared as integers (``"7"`` is ``7``; ``"7.0"`` is unknown)."""

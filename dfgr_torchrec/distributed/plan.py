@@ -35,12 +35,22 @@ from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.planner import EmbeddingShardingPlanner
 from torchrec.distributed.planner.types import (
-    KernelConfig, ParameterConstraints, PlannerError, ShardingOption, Topology, TopologyFactory, TrainerConfig,
+    KernelConfig,
+    ParameterConstraints,
+    PlannerError,
+    ShardingOption,
+    Topology,
+    TopologyFactory,
+    TrainerConfig,
 )
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from dfgr_torchrec.distributed.sharding import (
-    SPARSE_OPTIMIZERS, embedding_tables, sharding_constraints, sparse_optimizer_kwargs, storage_reservation,
+    SPARSE_OPTIMIZERS,
+    embedding_tables,
+    sharding_constraints,
+    sparse_optimizer_kwargs,
+    storage_reservation,
     table_pooling_factors,
 )
 
@@ -73,7 +83,9 @@ class ClusterSpec:
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')}: expected a positive integer, got {getattr(self, key)}")
         if self.world_size % self.local_world_size:
-            raise ValueError(f"--world-size {self.world_size} is not a multiple of --local-world-size {self.local_world_size}")
+            raise ValueError(
+                f"--world-size {self.world_size} is not a multiple of --local-world-size {self.local_world_size}"
+            )
         if self.hbm_gb <= 0 or (self.ddr_gb is not None and self.ddr_gb <= 0):
             raise ValueError(f"--hbm-gb and --ddr-gb: expected positive sizes, got {self.hbm_gb} and {self.ddr_gb}")
 
@@ -121,7 +133,9 @@ def cluster_topology(spec: ClusterSpec) -> Topology:
     """The CUDA topology of ``spec``, built the way TorchRec recommends (``TopologyFactory``)."""
     ddr = spec.ddr_gb_per_rank
     trainer = TrainerConfig(
-        world_size=spec.world_size, local_world_size=spec.local_world_size, hbm_cap_bytes=int(spec.hbm_gb * GB),
+        world_size=spec.world_size,
+        local_world_size=spec.local_world_size,
+        hbm_cap_bytes=int(spec.hbm_gb * GB),
         ddr_cap_bytes=None if ddr is None else int(ddr * GB),
     )
     return TopologyFactory.create_topology(trainer, kernel_config=KernelConfig(compute_device="cuda"))
@@ -165,14 +179,19 @@ def plan_cluster(
     The tables get the recipe's fused optimizer first, so their optimizer state is counted.
     """
     for ec_params in embedding_tables(model).values():
-        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], [ec_params], sparse_optimizer_kwargs(0.01, 0.0, "decoupled"))
+        apply_optimizer_in_backward(
+            SPARSE_OPTIMIZERS[sparse_optimizer], [ec_params], sparse_optimizer_kwargs(0.01, 0.0, "decoupled")
+        )
     pooling = table_pooling_factors(model, mean_seq_len)
     topology, reservation, sharders = cluster_topology(spec), storage_reservation(model), [EmbeddingCollectionSharder()]
     constraints = plan_constraints(model, table_sharding, pooling, spec.ddr_gb is not None)
     chosen: List[ShardingOption] = []
     planner = EmbeddingShardingPlanner(
-        topology=topology, batch_size=spec.batch_size_per_rank, storage_reservation=reservation,
-        constraints=constraints, callbacks=[lambda best: chosen.extend(best) or best],
+        topology=topology,
+        batch_size=spec.batch_size_per_rank,
+        storage_reservation=reservation,
+        constraints=constraints,
+        callbacks=[lambda best: chosen.extend(best) or best],
     )
     try:
         planner.plan(model, sharders)

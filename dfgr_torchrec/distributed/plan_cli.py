@@ -62,20 +62,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world-size", type=int, required=True, help="ranks (GPUs) in all")
     parser.add_argument("--local-world-size", type=int, default=8, help="ranks (GPUs) per node (default 8)")
     parser.add_argument("--hbm-gb", type=_positive, required=True, help="GPU memory per rank, GiB")
-    parser.add_argument("--ddr-gb", type=_positive, default=None,
-                        help="host memory per node, GiB: lets the planner keep tables there (UVM); default: HBM only")
-    parser.add_argument("--batch-size-per-rank", type=int, default=None, help="users per rank per step (default: data.batch_size)")
+    parser.add_argument(
+        "--ddr-gb",
+        type=_positive,
+        default=None,
+        help="host memory per node, GiB: lets the planner keep tables there (UVM); default: HBM only",
+    )
+    parser.add_argument(
+        "--batch-size-per-rank", type=int, default=None, help="users per rank per step (default: data.batch_size)"
+    )
     parser.add_argument("--item-rows", type=_count, required=True, help="rows of the item table, e.g. 1e9")
-    parser.add_argument("--user-rows", type=_count, default=None, help="rows of the user table (with data.user_id=true)")
-    parser.add_argument("--action-rows", type=_count, default=None,
-                        help="rows of the action table (default: 2^tasks, or 256 when the data config has action_feature)")
-    parser.add_argument("--side-rows", type=_named_count, action="append", default=[], metavar="NAME=ROWS",
-                        help="rows of an item side feature's table (repeat per feature)")
+    parser.add_argument(
+        "--user-rows", type=_count, default=None, help="rows of the user table (with data.user_id=true)"
+    )
+    parser.add_argument(
+        "--action-rows",
+        type=_count,
+        default=None,
+        help="rows of the action table (default: 2^tasks, or 256 when the data config has action_feature)",
+    )
+    parser.add_argument(
+        "--side-rows",
+        type=_named_count,
+        action="append",
+        default=[],
+        metavar="NAME=ROWS",
+        help="rows of an item side feature's table (repeat per feature)",
+    )
     parser.add_argument("--tasks", default=None, help="comma-separated task names (default: the data config's actions)")
-    parser.add_argument("--mean-seq-len", type=_positive, default=None,
-                        help="mean history length, the pooling factor of history features (default: data.max_seq_len / 2)")
+    parser.add_argument(
+        "--mean-seq-len",
+        type=_positive,
+        default=None,
+        help="mean history length, the pooling factor of history features (default: data.max_seq_len / 2)",
+    )
     parser.add_argument("--json", default=None, help="also write the plan here")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. model.embeddings.embedding_dim=128")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides key=value, e.g. model.embeddings.embedding_dim=128"
+    )
 
 
 def plan_schema(config: TrainConfig, args: argparse.Namespace) -> Tuple[DataSchema, List[str]]:
@@ -96,10 +120,14 @@ def plan_schema(config: TrainConfig, args: argparse.Namespace) -> Tuple[DataSche
     side_rows = dict(args.side_rows)
     known = set(data.source.side_features) if data else set(side_rows)
     if set(side_rows) - known:
-        raise ValueError(f"--side-rows {sorted(set(side_rows) - known)}: {config.data.config} has side features {sorted(known)}")
+        raise ValueError(
+            f"--side-rows {sorted(set(side_rows) - known)}: {config.data.config} has side features {sorted(known)}"
+        )
     missing = sorted(known - set(side_rows))
     if missing:
-        raise ValueError(f"{config.data.config} has side feature(s) {missing}: give --side-rows {missing[0]}=ROWS for each")
+        raise ValueError(
+            f"{config.data.config} has side feature(s) {missing}: give --side-rows {missing[0]}=ROWS for each"
+        )
     user_rows: Dict[str, int] = {}
     if config.data.user_id:
         if args.user_rows is None:
@@ -112,9 +140,13 @@ def plan_schema(config: TrainConfig, args: argparse.Namespace) -> Tuple[DataSche
 def _mean_seq_len(config: TrainConfig, given: Optional[float], notes: List[str]) -> float:
     if given is not None:
         if not 0 < given <= config.data.max_seq_len:
-            raise ValueError(f"--mean-seq-len: expected a length in (0, data.max_seq_len={config.data.max_seq_len}], got {given:g}")
+            raise ValueError(
+                f"--mean-seq-len: expected a length in (0, data.max_seq_len={config.data.max_seq_len}], got {given:g}"
+            )
         return given
-    notes.append(f"mean sequence length {config.data.max_seq_len / 2:g}: data.max_seq_len / 2 (assumed; give --mean-seq-len)")
+    notes.append(
+        f"mean sequence length {config.data.max_seq_len / 2:g}: data.max_seq_len / 2 (assumed; give --mean-seq-len)"
+    )
     return config.data.max_seq_len / 2
 
 
@@ -130,8 +162,13 @@ def run(args: argparse.Namespace) -> None:
     config = load_train_config(args.config, args.overrides)
     schema, notes = plan_schema(config, args)
     mean_seq_len = _mean_seq_len(config, args.mean_seq_len, notes)
-    spec = ClusterSpec(args.world_size, args.local_world_size, args.hbm_gb, args.ddr_gb,
-                       args.batch_size_per_rank or config.data.batch_size)
+    spec = ClusterSpec(
+        args.world_size,
+        args.local_world_size,
+        args.hbm_gb,
+        args.ddr_gb,
+        args.batch_size_per_rank or config.data.batch_size,
+    )
     model = build_model(config.model, schema, device=torch.device("meta"))
     plan = plan_cluster(model, spec, config.sharding, mean_seq_len, config.optim.sparse_optimizer)
     print(format_plan(plan))

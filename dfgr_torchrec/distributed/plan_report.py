@@ -63,15 +63,24 @@ def plan_to_json(plan: ClusterPlan) -> Dict[str, Any]:
     spec = plan.spec
     return {
         "cluster": {
-            "world_size": spec.world_size, "local_world_size": spec.local_world_size, "hbm_gb": spec.hbm_gb,
-            "ddr_gb_per_node": spec.ddr_gb, "batch_size_per_rank": spec.batch_size_per_rank,
+            "world_size": spec.world_size,
+            "local_world_size": spec.local_world_size,
+            "hbm_gb": spec.hbm_gb,
+            "ddr_gb_per_node": spec.ddr_gb,
+            "batch_size_per_rank": spec.batch_size_per_rank,
         },
         "mean_seq_len": plan.mean_seq_len,
         "tables": [
             {
-                "name": t.name, "rows": t.rows, "dim": t.dim, "sharding_type": t.sharding_type,
-                "compute_kernel": t.compute_kernel, "ranks": t.ranks,
-                "shards": [{"rank": r, "rows": n, "cols": c, "hbm_bytes": h, "ddr_bytes": d} for r, n, c, h, d in t.shards],
+                "name": t.name,
+                "rows": t.rows,
+                "dim": t.dim,
+                "sharding_type": t.sharding_type,
+                "compute_kernel": t.compute_kernel,
+                "ranks": t.ranks,
+                "shards": [
+                    {"rank": r, "rows": n, "cols": c, "hbm_bytes": h, "ddr_bytes": d} for r, n, c, h, d in t.shards
+                ],
                 "forward_a2a_bytes_per_rank": t.forward_a2a_bytes,
             }
             for t in plan.tables
@@ -79,5 +88,8 @@ def plan_to_json(plan: ClusterPlan) -> Dict[str, Any]:
         "reserved_hbm_bytes_per_rank": plan.reserved_hbm_bytes,
         "hbm_bytes_per_rank": plan.hbm_per_rank,
         "ddr_bytes_per_rank": plan.ddr_per_rank,
-        "a2a_bytes_per_rank_per_step": {"forward": plan.forward_a2a_bytes(), "forward_backward": 2 * plan.forward_a2a_bytes()},
+        "a2a_bytes_per_rank_per_step": {
+            "forward": plan.forward_a2a_bytes(),
+            "forward_backward": 2 * plan.forward_a2a_bytes(),
+        },
     }

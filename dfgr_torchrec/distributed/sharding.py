@@ -107,14 +107,18 @@ def shard_model(
     for ec in _embedding_collections(model):
         # Without this the fused kernel would still apply plain SGD (lr 0.01) silently.
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[sparse_optimizer], ec.parameters(), kwargs)
-    planner = make_planner(model, dist.get_world_size(pg), device, sharding_constraints(table_sharding, pooling_factors))
+    planner = make_planner(
+        model, dist.get_world_size(pg), device, sharding_constraints(table_sharding, pooling_factors)
+    )
     sharders = [EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, pg)
     # Not TorchRec's default static graph: in that mode DDP syncs gradients only through the tensors
     # it finds in the forward's output, and a RankingOutput (a dataclass) shows it none, so the
     # replicas' gradients were never averaged. Plain DDP averages every parameter's gradient.
     wrapper = DefaultDataParallelWrapper(static_graph=False)
-    return DistributedModelParallel(module=model, device=device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper)
+    return DistributedModelParallel(
+        module=model, device=device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper
+    )
 
 
 def make_planner(
@@ -125,7 +129,9 @@ def make_planner(
     topology = TopologyFactory.create_topology(
         TrainerConfig(world_size=world_size), kernel_config=KernelConfig(compute_device=device.type)
     )
-    return EmbeddingShardingPlanner(topology=topology, constraints=constraints, storage_reservation=storage_reservation(model))
+    return EmbeddingShardingPlanner(
+        topology=topology, constraints=constraints, storage_reservation=storage_reservation(model)
+    )
 
 
 def storage_reservation(model: nn.Module) -> HeuristicalStorageReservation:
@@ -154,7 +160,9 @@ def sparse_optimizer_kwargs(lr: float, weight_decay: float, weight_decay_mode: s
     """The fused optimizer's arguments. fbgemm ignores ``weight_decay`` unless a mode is set too
     (its default mode is NONE), so a decay is always passed with its mode."""
     if weight_decay_mode not in WEIGHT_DECAY_MODES:
-        raise ValueError(f"sparse_weight_decay_mode: expected one of {sorted(WEIGHT_DECAY_MODES)}, got {weight_decay_mode!r}")
+        raise ValueError(
+            f"sparse_weight_decay_mode: expected one of {sorted(WEIGHT_DECAY_MODES)}, got {weight_decay_mode!r}"
+        )
     if weight_decay < 0:
         raise ValueError(f"sparse_weight_decay: expected a number >= 0, got {weight_decay!r}")
     if weight_decay == 0:
@@ -213,12 +221,14 @@ def load_unsharded_state(dmp: DistributedModelParallel, state_dict: Mapping[str,
 def _strip_wrappers(key: str) -> str:
     for prefix in ("_dmp_wrapped_module.", "module."):
         while key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     return key
 
 
 def table_pooling_factors(
-    model: nn.Module, mean_history_len: float, tables: Optional[Iterable[str]] = None,
+    model: nn.Module,
+    mean_history_len: float,
+    tables: Optional[Iterable[str]] = None,
     per_user: Iterable[str] = (USER_FEATURE,),
 ) -> Dict[str, List[float]]:
     """Per table (of ``tables``, default all), the ids looked up per sample of each of its features:

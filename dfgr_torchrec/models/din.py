@@ -129,8 +129,15 @@ class DINInteraction(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_tasks: int, head_hidden_dims: Sequence[int], has_user: bool, session: bool,
-        targets_per_user: Optional[int], max_history: int, attention_hidden_dims: Sequence[int],
+        self,
+        dim: int,
+        num_tasks: int,
+        head_hidden_dims: Sequence[int],
+        has_user: bool,
+        session: bool,
+        targets_per_user: Optional[int],
+        max_history: int,
+        attention_hidden_dims: Sequence[int],
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
@@ -192,15 +199,24 @@ class DINModel(PointwiseRankingModel):
     """
 
     def __init__(
-        self, config: RankingModelConfig, device: Optional[torch.device] = None,
-        targets_per_user: Optional[int] = TARGETS_PER_USER, max_history: int = MAX_HISTORY,
+        self,
+        config: RankingModelConfig,
+        device: Optional[torch.device] = None,
+        targets_per_user: Optional[int] = TARGETS_PER_USER,
+        max_history: int = MAX_HISTORY,
         attention_hidden_dims: Sequence[int] = ATTENTION_HIDDEN_DIMS,
     ) -> None:
         super().__init__(config, device=device)
         self.din = DINInteraction(
-            config.embeddings.embedding_dim, len(config.tasks), config.head_hidden_dims,
-            bool(config.embeddings.user_vocab_sizes), self.session, targets_per_user, max_history,
-            attention_hidden_dims, device=device,
+            config.embeddings.embedding_dim,
+            len(config.tasks),
+            config.head_hidden_dims,
+            bool(config.embeddings.user_vocab_sizes),
+            self.session,
+            targets_per_user,
+            max_history,
+            attention_hidden_dims,
+            device=device,
         )
 
     def logits(self, samples: PointwiseSamples) -> torch.Tensor:

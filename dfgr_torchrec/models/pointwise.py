@@ -31,7 +31,9 @@ class PointwiseRankingModel(nn.Module):
     """
 
     def __init__(
-        self, config: RankingModelConfig, device: Optional[torch.device] = None,
+        self,
+        config: RankingModelConfig,
+        device: Optional[torch.device] = None,
         embeddings: Optional[SequenceEmbeddingConfig] = None,
     ) -> None:
         super().__init__()

@@ -12,8 +12,8 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig
-from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules import context_token as context_ops
+from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
@@ -42,18 +42,14 @@ class RankingOutput:
 
 
 class _GenerativeRankingModel(nn.Module):
-    def __init__(
-        self, config: RankingModelConfig, merge_tokens: bool, device: Optional[torch.device] = None
-    ) -> None:
+    def __init__(self, config: RankingModelConfig, merge_tokens: bool, device: Optional[torch.device] = None) -> None:
         super().__init__()
         config.require_complete()
         self.config = config
         self.embedding = SequenceEmbedding(
             config.embeddings, config.interaction.d_model, merge_tokens=merge_tokens, device=device
         )
-        self.head = MultiTaskHead(
-            config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device
-        )
+        self.head = MultiTaskHead(config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device)
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 
@@ -144,7 +140,9 @@ class DFGRRankingModel(_GenerativeRankingModel):
             history_times,
             candidate_times,
         )
-        return JaggedTensor(values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths())
+        return JaggedTensor(
+            values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths()
+        )
 
 
 class MetaGRRankingModel(_GenerativeRankingModel):
@@ -188,4 +186,6 @@ class MetaGRRankingModel(_GenerativeRankingModel):
         candidate_times = batch.candidate_timestamps_jagged()
         items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
         states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
-        return JaggedTensor(values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths())
+        return JaggedTensor(
+            values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths()
+        )

@@ -36,7 +36,9 @@ class BiasTerms(nn.Module):
         logits = head(states) + terms(batch.features, candidates=True)
     """
 
-    def __init__(self, embeddings: SequenceEmbeddingConfig, num_tasks: int, device: Optional[torch.device] = None) -> None:
+    def __init__(
+        self, embeddings: SequenceEmbeddingConfig, num_tasks: int, device: Optional[torch.device] = None
+    ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
         tables = bias_table_config(embeddings, num_tasks)

@@ -40,7 +40,12 @@ class GenerativeBlock(nn.Module):
         """``[T, d_model]`` -> ``u [T, H*dv]``, ``q [T, H, dqk]``, ``k [T, H, dqk]``, ``v [T, H, dv]``."""
         h = self.config.num_heads
         u, v, q, k = torch.split(F.silu(self.uvqk(self.input_norm(x))), self._split, dim=-1)
-        return u, q.reshape(-1, h, self.config.attention_dim), k.reshape(-1, h, self.config.attention_dim), v.reshape(-1, h, self.config.linear_dim)
+        return (
+            u,
+            q.reshape(-1, h, self.config.attention_dim),
+            k.reshape(-1, h, self.config.attention_dim),
+            v.reshape(-1, h, self.config.linear_dim),
+        )
 
     def attend(
         self,

@@ -69,14 +69,19 @@ def context_timestamps(history: JaggedTensor, candidates: Optional[JaggedTensor]
 
 @torch.fx.wrap
 def with_context_token(
-    tokens: JaggedTensor, context: Optional[torch.Tensor], timestamps: Optional[JaggedTensor], context_times: torch.Tensor
+    tokens: JaggedTensor,
+    context: Optional[torch.Tensor],
+    timestamps: Optional[JaggedTensor],
+    context_times: torch.Tensor,
 ) -> Tuple[JaggedTensor, Optional[JaggedTensor], torch.Tensor]:
     """``tokens`` (and their timestamps) with the context token (zeros when None) in front of each user's sequence;
     also returns the ``kept`` mask of the original rows."""
     values, lengths, kept = prepend_per_user(tokens.values(), tokens.lengths(), context)
     times = None
     if timestamps is not None:
-        times = JaggedTensor(values=prepend_per_user(timestamps.values(), tokens.lengths(), context_times)[0], lengths=lengths)
+        times = JaggedTensor(
+            values=prepend_per_user(timestamps.values(), tokens.lengths(), context_times)[0], lengths=lengths
+        )
     return JaggedTensor(values=values, lengths=lengths), times, kept
 
 

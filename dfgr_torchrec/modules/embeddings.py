@@ -15,6 +15,7 @@ from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig, UserContext, 
 from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.modules.tokens import PlaceholderAction, merge_item_action
 
+
 @dataclass
 class SequenceEmbeddings:
     """Per-interaction embeddings of one batch (values aligned with the KJT's lengths)."""
@@ -74,7 +75,9 @@ class SequenceEmbedding(nn.Module):
             )
         ]
         tables += [
-            EmbeddingConfig(name=name, embedding_dim=dim, num_embeddings=rows, feature_names=[name, candidate_feature(name)])
+            EmbeddingConfig(
+                name=name, embedding_dim=dim, num_embeddings=rows, feature_names=[name, candidate_feature(name)]
+            )
             for name, rows in config.item_side_vocab_sizes.items()
         ]
         tables += [
@@ -110,7 +113,8 @@ class SequenceEmbedding(nn.Module):
             candidates = _add_per_user(candidates, context)
         if self.dropout is not None:
             items, actions, candidates = (
-                JaggedTensor(values=self.dropout(jt.values()), lengths=jt.lengths()) for jt in (items, actions, candidates)
+                JaggedTensor(values=self.dropout(jt.values()), lengths=jt.lengths())
+                for jt in (items, actions, candidates)
             )
         return SequenceEmbeddings(items=items, actions=actions, candidates=candidates, users=context)
 
@@ -125,7 +129,6 @@ class SequenceEmbedding(nn.Module):
         if self.placeholder is None:
             raise RuntimeError("this SequenceEmbedding was built with merge_tokens=False")
         return self.merge(items, self.placeholder.weight.expand_as(items))
-
 
 
 def _sum_values(looked_up: Dict[str, JaggedTensor], names: List[str]) -> JaggedTensor:

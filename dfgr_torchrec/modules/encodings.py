@@ -51,7 +51,9 @@ class PositionTimeEncoding(nn.Module):
         # Plain parameters (not nn.Embedding) so that DistributedModelParallel, which calls
         # reset_parameters on modules that own meta parameters, applies this init.
         self.position = nn.Parameter(torch.empty(max_seq_len, dim, device=device)) if use_position else None
-        self.time_gap = nn.Parameter(torch.empty(num_time_buckets, dim, device=device)) if num_time_buckets > 0 else None
+        self.time_gap = (
+            nn.Parameter(torch.empty(num_time_buckets, dim, device=device)) if num_time_buckets > 0 else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -47,7 +47,9 @@ class MetaGRInteraction(GenerativeStack):
             raise ValueError("items and actions must have the same lengths (one action per item)")
         total = items.values().shape[0]
         positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
-        tokens = interleave(self.encode(items.values(), positions, gaps), self.encode(actions.values(), positions, gaps))
+        tokens = interleave(
+            self.encode(items.values(), positions, gaps), self.encode(actions.values(), positions, gaps)
+        )
         token_offsets = 2 * offsets
         token_keys = self._interleaved_keys(keys)
         item_keys = token_keys[0::2]

@@ -74,7 +74,9 @@ class GenerativeStack(nn.Module):
         total = int(candidate_offsets[-1].item())
         spec = None
         if self.session_mode:
-            spec = AttentionSpec(candidate_offsets, history_offsets, candidate_timestamps, history_timestamps, strict=True)
+            spec = AttentionSpec(
+                candidate_offsets, history_offsets, candidate_timestamps, history_timestamps, strict=True
+            )
             counts = spec.visible_counts()
             keys = candidate_timestamps
         else:
@@ -115,7 +117,10 @@ class GenerativeStack(nn.Module):
             else:
                 real_k, real_v = k[:n_real], v[:n_real]
                 real_attention = block.attend(
-                    q[:n_real], real_k, real_v, real_spec,
+                    q[:n_real],
+                    real_k,
+                    real_v,
+                    real_spec,
                     self_k=real_k if real_self_term else None,
                     self_v=real_v if real_self_term else None,
                 )
@@ -140,7 +145,5 @@ def session_layout(timestamps: torch.Tensor, positions: torch.Tensor, what: str)
     session_start = torch.cummax(torch.where(new_session, index, torch.zeros_like(index)), dim=0).values
     session_positions = positions[session_start]
     before_start = (session_start - 1).clamp(min=0)
-    gaps = torch.where(
-        session_positions > 0, timestamps - timestamps[before_start], torch.zeros_like(timestamps)
-    )
+    gaps = torch.where(session_positions > 0, timestamps - timestamps[before_start], torch.zeros_like(timestamps))
     return session_positions, gaps

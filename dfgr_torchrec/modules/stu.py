@@ -22,9 +22,9 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import InteractionConfig, MaskMode
-from dfgr_torchrec.modules.tokens import PlaceholderAction
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding
 from dfgr_torchrec.modules.stack import GenerativeStack
+from dfgr_torchrec.modules.tokens import PlaceholderAction
 from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel, AttentionSpec, jagged_attention
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, max_length, positions_in_sequence, repeat_per_element
 
@@ -92,8 +92,14 @@ class STULayer(nn.Module):
     @classmethod
     def from_config(cls, config: InteractionConfig, device: Optional[torch.device] = None) -> "STULayer":
         return cls(
-            config.d_model, config.num_heads, config.attention_dim, config.linear_dim,
-            dropout=config.dropout, form=config.attention_form, kernel=config.kernel, device=device,
+            config.d_model,
+            config.num_heads,
+            config.attention_dim,
+            config.linear_dim,
+            dropout=config.dropout,
+            form=config.attention_form,
+            kernel=config.kernel,
+            device=device,
         )
 
     def reset_parameters(self) -> None:
@@ -172,9 +178,7 @@ class STUStack(nn.Module):
         n = history.shape[0]
         for index, layer in enumerate(self.layers):
             u, q, k, v = layer.project(torch.cat([history, targets]))
-            target_attention = layer.attend(
-                q[n:], k[:n], v[:n], target_spec, scale_len, self_k=k[n:], self_v=v[n:]
-            )
+            target_attention = layer.attend(q[n:], k[:n], v[:n], target_spec, scale_len, self_k=k[n:], self_v=v[n:])
             if index == len(self.layers) - 1:
                 return layer.finish(targets, target_attention, u[n:])
             history_attention = layer.attend(q[:n], k[:n], v[:n], history_spec, scale_len)
@@ -292,8 +296,11 @@ class HSTUInteraction(nn.Module):
         history = self.content_mlp(item_values[history_rows]) + self.action_mlp(actions.values()[history_rows])
         times = None if timestamps is None else timestamps.values()
         states = self._run(
-            history, lengths - target_lengths, None if times is None else times[history_rows],
-            self.target_tokens(item_values[target_rows]), target_lengths,
+            history,
+            lengths - target_lengths,
+            None if times is None else times[history_rows],
+            self.target_tokens(item_values[target_rows]),
+            target_lengths,
             None if times is None else times[target_rows],
         )
         return states, labels[target_rows]
@@ -315,8 +322,11 @@ class HSTUInteraction(nn.Module):
             raise ValueError("give timestamps for both history and candidates, or for neither")
         history = self.content_mlp(items.values()) + self.action_mlp(actions.values())
         return self._run(
-            history, items.lengths(), None if history_timestamps is None else history_timestamps.values(),
-            self.target_tokens(candidates.values()), candidates.lengths(),
+            history,
+            items.lengths(),
+            None if history_timestamps is None else history_timestamps.values(),
+            self.target_tokens(candidates.values()),
+            candidates.lengths(),
             None if candidate_timestamps is None else candidate_timestamps.values(),
         )
 
@@ -346,5 +356,10 @@ class HSTUInteraction(nn.Module):
 
 
 __all__: List[str] = [
-    "HSTUInteraction", "STULayer", "STUStack", "SwishLayerNorm", "embedding_mlp", "split_training_targets",
+    "HSTUInteraction",
+    "STULayer",
+    "STUStack",
+    "SwishLayerNorm",
+    "embedding_mlp",
+    "split_training_targets",
 ]

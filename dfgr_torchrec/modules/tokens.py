@@ -54,12 +54,18 @@ class DualFlowTokens(nn.Module):
     """
 
     def __init__(
-        self, dim: int, merge: MergeOp = MergeOp.SUM, d_model: Optional[int] = None, device: Optional[torch.device] = None
+        self,
+        dim: int,
+        merge: MergeOp = MergeOp.SUM,
+        d_model: Optional[int] = None,
+        device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
         d_model = d_model or dim
         if MergeOp(merge) == MergeOp.SUM and d_model != dim:
-            raise ValueError(f"d_model: merge 'sum' keeps the embedding width {dim}, got {d_model} (use merge 'concat')")
+            raise ValueError(
+                f"d_model: merge 'sum' keeps the embedding width {dim}, got {d_model} (use merge 'concat')"
+            )
         self.placeholder = PlaceholderAction(dim, device=device)
         self.merge_projection = nn.Linear(2 * dim, d_model, device=device) if MergeOp(merge) == MergeOp.CONCAT else None
 

@@ -89,7 +89,9 @@ def _padded_rows(offsets: torch.Tensor, max_len: int, total: int) -> tuple:
     return owners * max_len + position, fits
 
 
-def torch_to_padded(values: torch.Tensor, offsets: torch.Tensor, max_len: int, padding_value: float = 0.0) -> torch.Tensor:
+def torch_to_padded(
+    values: torch.Tensor, offsets: torch.Tensor, max_len: int, padding_value: float = 0.0
+) -> torch.Tensor:
     """:func:`to_padded` in plain torch (differentiable)."""
     b, total = offsets.shape[0] - 1, values.shape[0]
     rows, fits = _padded_rows(offsets, max_len, total)

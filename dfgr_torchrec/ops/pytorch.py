@@ -63,8 +63,15 @@ def padded_attention(
     has_self = self_k is not None
     weights = mask.weights(q.dtype, 1.0 / scale_len) if form == AttentionForm.POINTWISE else None
     out = dense_attention(
-        pad_q(q), pad_kv(k), pad_kv(v), mask.visible, form, scale_len,
-        pad_q(self_k) if has_self else None, pad_q(self_v) if has_self else None, weights,
+        pad_q(q),
+        pad_kv(k),
+        pad_kv(v),
+        mask.visible,
+        form,
+        scale_len,
+        pad_q(self_k) if has_self else None,
+        pad_q(self_v) if has_self else None,
+        weights,
     )
     if spec.num_users == 1 and spec.q_total > 0 and spec.kv_total > 0:
         return out[0].transpose(0, 1)

@@ -14,7 +14,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from dfgr_torchrec.errors import PREEMPTED_EXIT, Preempted, RunError
 
-
 RUN_CONFIG = "config.yaml"  # the resolved config a run writes into its directory
 
 
@@ -22,9 +21,14 @@ def add_config_or_run(parser: argparse.ArgumentParser, what: str) -> None:
     """``--config YAML`` or ``--run DIR`` (a run directory: its recorded ``config.yaml``), exactly one."""
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--config", help="the run's training YAML, e.g. configs/train/dfgr_movielens.yaml")
-    group.add_argument("--run", dest="run_dir", default=None, metavar="DIR",
-                       help=f"a run directory, e.g. runs/demo-movielens: {what} with the config the run recorded "
-                            "(key=value overrides still apply, checked against its checkpoint)")
+    group.add_argument(
+        "--run",
+        dest="run_dir",
+        default=None,
+        metavar="DIR",
+        help=f"a run directory, e.g. runs/demo-movielens: {what} with the config the run recorded "
+        "(key=value overrides still apply, checked against its checkpoint)",
+    )
 
 
 def config_of(args: argparse.Namespace) -> Tuple[str, List[str]]:
@@ -58,14 +62,20 @@ def with_examples(parser: argparse.ArgumentParser, examples: str) -> None:
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training YAML, e.g. configs/train/dfgr_movielens.yaml")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run from its newest intact checkpoint (an error if it has none)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run from its newest intact checkpoint (an error if it has none)",
+    )
 
 
 def _add_eval_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     parser.add_argument("--split", choices=["valid", "test"], default="test", help=f"{prefix}the split to score")
-    parser.add_argument("--checkpoint", default=None,
-                        help=f"{prefix}a checkpoint folder to score (default: the run's best, else its latest)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help=f"{prefix}a checkpoint folder to score (default: the run's best, else its latest)",
+    )
 
 
 def _add_overrides(parser: argparse.ArgumentParser, example: str) -> None:

@@ -136,8 +136,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         sections = {
-            "model": RankingModelConfig, "data": DataSection, "optim": OptimConfig,
-            "train": TrainSection, "eval": EvalConfig, "checkpoint": CheckpointConfig,
+            "model": RankingModelConfig,
+            "data": DataSection,
+            "optim": OptimConfig,
+            "train": TrainSection,
+            "eval": EvalConfig,
+            "checkpoint": CheckpointConfig,
         }
         for key, cls in sections.items():
             value = getattr(self, key)
@@ -149,8 +153,12 @@ class TrainConfig:
         else:  # the command line: the built-in types, known without importing torch
             check(self.model.type in BUILTIN_MODELS, "model.type", f"one of {sorted(BUILTIN_MODELS)}", self.model.type)
         positions = self.model.interaction.max_seq_len
-        check(positions >= self.data.max_seq_len, "model.interaction.max_seq_len",
-              f"at least data.max_seq_len ({self.data.max_seq_len}): positions past it would share one row", positions)
+        check(
+            positions >= self.data.max_seq_len,
+            "model.interaction.max_seq_len",
+            f"at least data.max_seq_len ({self.data.max_seq_len}): positions past it would share one row",
+            positions,
+        )
 
     @property
     def run_dir(self) -> str:

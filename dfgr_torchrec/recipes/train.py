@@ -15,14 +15,14 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.distributed as dist
 
-from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset, make_dataloader
+from dfgr_torchrec.data.dataset import PreparedData, make_dataloader
 from dfgr_torchrec.data.identity import prepared_for_run, record_prepared
 from dfgr_torchrec.distributed.sharding import shard_model, table_pooling_factors
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.recipes.args import main as args_main
 from dfgr_torchrec.recipes.config import TrainConfig, config_dict, save_config
 from dfgr_torchrec.training.checkpoint import latest_checkpoint
-from dfgr_torchrec.training.data import prepare_data
+from dfgr_torchrec.training.data import prepare_data, rank_dataset
 from dfgr_torchrec.training.distributed import collective_errors, fault_hooks, init_distributed
 from dfgr_torchrec.training.evaluation import evaluate_model
 from dfgr_torchrec.training.logger import TrainLogger, progress_bar
@@ -68,12 +68,10 @@ class TrainRecipe:
             record_prepared(c.run_dir, self.data.path)
         torch.manual_seed(c.train.seed)
         model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"))
-        pooling = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len), tables=c.sharding)
-        self.dmp = shard_model(model, c.sharding, self.env.device, pooling_factors=pooling, **sparse_optimizer_args(c.optim))
-        self.train_data = SequenceDataset(
-            self.data, "train", c.data.batch_size, c.data.max_seq_len, self.env.rank, self.env.world_size,
-            seed=c.train.seed, random_window=c.data.random_window, user_id=c.data.user_id,
-        )
+        factors = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len), tables=c.sharding)
+        optim = sparse_optimizer_args(c.optim)
+        self.dmp = shard_model(model, c.sharding, self.env.device, pooling_factors=factors, **optim)
+        self.train_data = rank_dataset(self.data, "train", c.data, self.env, seed=c.train.seed)
         self.steps_per_epoch = len(self.train_data)
         self.total_steps = c.train.max_steps or self.steps_per_epoch * c.train.epochs
         self.state = TrainState(self.dmp, c.optim, self.total_steps, c.eval)
@@ -81,8 +79,10 @@ class TrainRecipe:
     def train(self) -> Dict[str, Any]:
         """Trains, validating as configured, until the last epoch, ``max_steps`` or early stopping;
         then tests the checkpoint chosen on validation, once. Returns the final metrics (rank 0)."""
-        with collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step), \
-                Preemption.of(self.config.train, self.env, self.config.testing) as self.preemption:  # SIGTERM, SIGUSR1: a checkpoint
+        with (
+            collective_errors(self.env.rank, self.config.train.collective_timeout_s, lambda: self.state.step),
+            Preemption.of(self.config.train, self.env, self.config.testing) as self.preemption,
+        ):  # SIGTERM, SIGUSR1: a checkpoint
             return self._train()
 
     def _train(self) -> Dict[str, Any]:
@@ -164,9 +164,7 @@ class TrainRecipe:
     def evaluate(self, split: str, slices: bool = False) -> Dict[str, Any]:
         """Scores every candidate of ``split`` with the inference path (collective; metrics on rank 0);
         ``slices`` adds the metrics by the candidate item's training count (cold, rare, ...)."""
-        c = self.config
-        dataset = SequenceDataset(self.data, split, c.data.eval_batch_size, c.data.max_seq_len, self.env.rank,
-                                  self.env.world_size, user_id=c.data.user_id)
+        dataset = rank_dataset(self.data, split, self.config.data, self.env)
         counts = self.data.item_train_counts() if slices else None
         # the dataset iterates its own batches: a DataLoader here would draw from the global RNG (dropout's)
         return evaluate_model(self.dmp.module, dataset, self.data.tasks, split, self.env.device, counts)

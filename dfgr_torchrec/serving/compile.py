@@ -35,7 +35,9 @@ def quiet_tracing_logs() -> None:
     "assuming a single process" when an unsharded model loads a sharded checkpoint."""
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message="torch.distributed is disabled, unavailable or uninitialized", category=UserWarning
+    )
 
 
 def _example_inputs(model: nn.Module, num_candidates: int = 3, num_interactions: int = 5):
@@ -75,7 +77,9 @@ def compile_package(program: ExportedProgram, path: str) -> str:
         return torch._inductor.aoti_compile_and_package(program, package_path=path)
 
 
-def load_scoring(directory: str, allow_native: bool = False, listed: Collection[str] = ()) -> Callable[..., torch.Tensor]:
+def load_scoring(
+    directory: str, allow_native: bool = False, listed: Collection[str] = ()
+) -> Callable[..., torch.Tensor]:
     """The artifact's exported program (run as a module), after :func:`check_program` shows it
     unpickles nothing; its AOTInductor package instead only when the caller trusts native code
     (``allow_native``: it is a shared library, run as is) and the package is in ``listed`` (the

@@ -35,7 +35,13 @@ from dfgr_torchrec.serving.compile import compile_package, export_candidate_grap
 from dfgr_torchrec.serving.precision import PRECISIONS, precision_error
 from dfgr_torchrec.serving.requests import needs_timestamps
 from dfgr_torchrec.serving.trust import (  # noqa: F401 (re-exported: the artifact's layout)
-    ARTIFACT_FILE, FORMAT_VERSION, PACKAGE_FILE, PROGRAM_FILE, VOCAB_DIR, WEIGHTS_FILE, check_program,
+    ARTIFACT_FILE,
+    FORMAT_VERSION,
+    PACKAGE_FILE,
+    PROGRAM_FILE,
+    VOCAB_DIR,
+    WEIGHTS_FILE,
+    check_program,
 )
 from dfgr_torchrec.serving.vocab import Vocabularies
 
@@ -139,7 +145,12 @@ def export_run(
     found = RunDirectory(train_config.run_dir).evaluation_checkpoint(checkpoint)
     data = prepared_data_of(train_config)
     model = load_model_for_inference(resolve_model_config(train_config, data), found)
-    source = {"config": config_path, "overrides": list(overrides), "checkpoint": os.path.abspath(found), "data": data.path}
+    source = {
+        "config": config_path,
+        "overrides": list(overrides),
+        "checkpoint": os.path.abspath(found),
+        "data": data.path,
+    }
     checks = SequenceDataset(data, "valid", 64, train_config.data.max_seq_len, user_id=train_config.data.user_id)
     vocabs = Vocabularies.from_prepared(data.path)
     return write_artifact(model, vocabs, out, compile, tables, source, precision, checks if precision != "fp32" else ())
@@ -150,8 +161,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the run's best, else latest)")
     parser.add_argument("--out", required=True, help="the artifact directory to write")
     parser.add_argument("--tables", default="fp32", choices=TABLE_PRECISIONS, help="served table rows")
-    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
-                        help="the candidate graph's dense compute (bf16: its error against fp32 goes into artifact.json)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=list(PRECISIONS),
+        help="the candidate graph's dense compute (bf16: its error against fp32 goes into artifact.json)",
+    )
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip AOTInductor")
     parser.add_argument("overrides", nargs="*", default=[], help="key=value overrides of the config, as in training")
     with_examples(parser, EXAMPLES)
@@ -165,9 +180,13 @@ def run(args: argparse.Namespace) -> None:
     with open(os.path.join(out, ARTIFACT_FILE)) as f:
         manifest = json.load(f)
     size = sum(r["bytes"] for r in manifest["files"].values())
-    print(f"exported {manifest['model']['type']} to {out} ({size / 2**20:.1f} MiB, AOTInductor: "
-          f"{manifest['compiled']}) in {time.time() - start:.0f} s")
+    print(
+        f"exported {manifest['model']['type']} to {out} ({size / 2**20:.1f} MiB, AOTInductor: "
+        f"{manifest['compiled']}) in {time.time() - start:.0f} s"
+    )
     error = manifest.get("precision_error")
     if error and error.get("users"):
-        print(f"{manifest['precision']} graph against fp32 on {error['users']} validation users: probabilities differ by "
-              f"{error['mean_abs_probability']:.2e} on average, {error['max_abs_probability']:.2e} at most")
+        print(
+            f"{manifest['precision']} graph against fp32 on {error['users']} validation users: probabilities differ by "
+            f"{error['mean_abs_probability']:.2e} on average, {error['max_abs_probability']:.2e} at most"
+        )

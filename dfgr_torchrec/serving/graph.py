@@ -66,8 +66,14 @@ class CandidateGraph(nn.Module):
         for index, block in enumerate(self.stack.blocks):
             u, q, k, v = block.project(x)
             attention = dense_attention(
-                heads(q * config.attention_dim**-0.5), heads(keys[index]), heads(values[index]), visible,
-                config.attention_form, config.pointwise_scale_len, heads(k), heads(v),
+                heads(q * config.attention_dim**-0.5),
+                heads(keys[index]),
+                heads(values[index]),
+                visible,
+                config.attention_form,
+                config.pointwise_scale_len,
+                heads(k),
+                heads(v),
             )
             x = block.finish(x, attention[0].transpose(0, 1).flatten(1), u)
         return self.head(self.stack.output_norm(x))

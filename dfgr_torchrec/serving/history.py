@@ -169,7 +169,9 @@ def _real_flow(
         new_values.append(v)
         if index == len(stack.blocks) - 1:
             break  # nothing reads the real flow's output after the last layer
-        all_k, all_v = (k, v) if cached is None else (torch.cat([cached[0][index], k]), torch.cat([cached[1][index], v]))
+        all_k, all_v = (
+            (k, v) if cached is None else (torch.cat([cached[0][index], k]), torch.cat([cached[1][index], v]))
+        )
         attention = block.attend(
             q, all_k, all_v, spec, self_k=k if flow.self_term else None, self_v=v if flow.self_term else None
         )
@@ -233,7 +235,9 @@ def candidate_layout(
         raise ValueError(f"candidate_offsets describe {candidate_offsets.shape[0] - 1} users, states {len(states)}")
     if candidate_timestamps is not None:
         bounds = candidate_offsets.tolist()
-        states = [_context_timed(stack, s, candidate_timestamps[bounds[b] : bounds[b + 1]]) for b, s in enumerate(states)]
+        states = [
+            _context_timed(stack, s, candidate_timestamps[bounds[b] : bounds[b + 1]]) for b, s in enumerate(states)
+        ]
     h_offsets = lengths_to_offsets(torch.tensor([s.num_interactions for s in states], dtype=torch.int64))
     h_times = _cat_times(states, candidate_timestamps)
     positions, gaps, keys, _ = stack.candidate_layout(h_offsets, h_times, candidate_offsets, candidate_timestamps)
@@ -250,7 +254,12 @@ def _context_timed(stack: GenerativeStack, state: HistoryState, candidate_timest
     """A state holding only the context token takes its time from the candidates (one unit before
     the earliest), as the model does for a user without history; its keys and values do not
     depend on it (the first token has position 0 and no gap), only its order key does."""
-    if not state.context or state.num_interactions != 1 or state.timestamps is None or candidate_timestamps.numel() == 0:
+    if (
+        not state.context
+        or state.num_interactions != 1
+        or state.timestamps is None
+        or candidate_timestamps.numel() == 0
+    ):
         return state
     times = candidate_timestamps.min().reshape(1) - 1
     keys = stack.history_layout(torch.tensor([0, 1]), 1, times, "history")[2]
@@ -297,8 +306,11 @@ def append_history(
     per = flow.tokens_per_interaction
     prefix = state.truncated(keep)
     spec = AttentionSpec(
-        torch.tensor([0, new_x.shape[0]]), torch.tensor([0, order_keys.shape[0]]),
-        order_keys[keep * per:], order_keys, strict=flow.strict,
+        torch.tensor([0, new_x.shape[0]]),
+        torch.tensor([0, order_keys.shape[0]]),
+        order_keys[keep * per :],
+        order_keys,
+        strict=flow.strict,
     )
     new_keys, new_values = _real_flow(stack, flow, new_x, spec, (prefix.keys, prefix.values))
     return HistoryState(
@@ -318,7 +330,9 @@ def _reusable_prefix(stack: GenerativeStack, state: HistoryState, timestamps: Op
         return n
     last = state.timestamps[-1]
     if bool(timestamps[0] < last):
-        raise ValueError(f"new interactions must not be older than the history's last ({int(last)}), got {int(timestamps[0])}")
+        raise ValueError(
+            f"new interactions must not be older than the history's last ({int(last)}), got {int(timestamps[0])}"
+        )
     if bool(timestamps[0] > last):
         return n
     return int((state.timestamps < last).sum())  # the last session starts after every earlier time

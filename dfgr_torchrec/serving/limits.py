@@ -17,8 +17,12 @@ from typing import BinaryIO, Iterator
 
 MAX_CANDIDATES = 1 << 16  # the compiled graph's bound on candidates per request
 
-FLAGS = {"line_bytes": "--max-line-bytes", "id_chars": "--max-id-chars",
-         "candidates": "--max-candidates", "history": "--max-history"}
+FLAGS = {
+    "line_bytes": "--max-line-bytes",
+    "id_chars": "--max-id-chars",
+    "candidates": "--max-candidates",
+    "history": "--max-history",
+}
 
 
 @dataclass(frozen=True)

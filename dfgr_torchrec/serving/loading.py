@@ -26,11 +26,11 @@ from dfgr_torchrec.config import RankingModelConfig, fill_from_data
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData
 from dfgr_torchrec.data.identity import prepared_for_run
-from dfgr_torchrec.training.safe_dcp import metadata as checkpoint_metadata
-from dfgr_torchrec.training.safe_dcp import safe_load
 from dfgr_torchrec.data.prepare import find_prepared
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.training.checkpoint import latest_checkpoint
+from dfgr_torchrec.training.safe_dcp import metadata as checkpoint_metadata
+from dfgr_torchrec.training.safe_dcp import safe_load
 
 MODEL_PREFIX = "model."
 DMP_PREFIXES = ("_dmp_wrapped_module.", "module.")
@@ -52,7 +52,9 @@ def prepared_data_of(train_config, root: str = ".") -> PreparedData:
     with contextlib.chdir(root):
         found = find_prepared(load_data_config(train_config.data.config))
         if found is None:
-            raise FileNotFoundError(f"{root}: no prepared copy of {train_config.data.config}; run `dfgr data prepare` there")
+            raise FileNotFoundError(
+                f"{root}: no prepared copy of {train_config.data.config}; run `dfgr data prepare` there"
+            )
         return PreparedData(prepared_for_run(os.path.abspath(train_config.run_dir), os.path.abspath(found)))
 
 
@@ -72,9 +74,9 @@ def model_keys(path: str) -> Dict[str, str]:
     for key in checkpoint_metadata(path).state_dict_metadata:
         if not key.startswith(MODEL_PREFIX):
             continue
-        name = key[len(MODEL_PREFIX):]
+        name = key[len(MODEL_PREFIX) :]
         for prefix in DMP_PREFIXES:
-            name = name[len(prefix):] if name.startswith(prefix) else name
+            name = name[len(prefix) :] if name.startswith(prefix) else name
         keys[name] = key
     return keys
 

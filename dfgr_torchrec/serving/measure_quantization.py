@@ -44,7 +44,9 @@ def _mean(metrics: Dict[str, Any], name: str) -> float:
     return sum(m[name] for m in metrics.values()) / len(metrics)
 
 
-def measure(run_dir: str, root: str = ".", data: Optional[PreparedData] = None, batch_size: int = 256) -> Dict[str, Any]:
+def measure(
+    run_dir: str, root: str = ".", data: Optional[PreparedData] = None, batch_size: int = 256
+) -> Dict[str, Any]:
     """The fp32 and int8 test metrics and table sizes of ``run_dir``'s best checkpoint."""
     config = load_train_config(os.path.join(run_dir, "config.yaml"))
     data = data or prepared_data_of(config, root)
@@ -54,18 +56,26 @@ def measure(run_dir: str, root: str = ".", data: Optional[PreparedData] = None, 
     quantize_tables(model, torch.qint8)
     int8 = split_metrics(model, dataset, data.tasks)
     return {
-        "auc_fp32": _mean(fp32, "auc"), "auc_int8": _mean(int8, "auc"),
-        "gauc_fp32": _mean(fp32, "gauc"), "gauc_int8": _mean(int8, "gauc"),
-        "table_bytes_fp32": fp32_bytes, "table_bytes_int8": table_bytes(model),
-        "candidates": int(next(iter(fp32.values()))["count"]), "tasks": {"fp32": fp32, "int8": int8},
+        "auc_fp32": _mean(fp32, "auc"),
+        "auc_int8": _mean(int8, "auc"),
+        "gauc_fp32": _mean(fp32, "gauc"),
+        "gauc_int8": _mean(int8, "gauc"),
+        "table_bytes_fp32": fp32_bytes,
+        "table_bytes_int8": table_bytes(model),
+        "candidates": int(next(iter(fp32.values()))["count"]),
+        "tasks": {"fp32": fp32, "int8": int8},
     }
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="the run directory (config.yaml, best/)")
-    parser.add_argument("--root", default=".", help="where the run was launched (its data config paths are relative to it)")
-    parser.add_argument("--data", default=None, help="the prepared data set folder (default: found from the run's data config)")
+    parser.add_argument(
+        "--root", default=".", help="where the run was launched (its data config paths are relative to it)"
+    )
+    parser.add_argument(
+        "--data", default=None, help="the prepared data set folder (default: found from the run's data config)"
+    )
     parser.add_argument("--out", default=None, help="write the JSON here")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)

@@ -36,7 +36,9 @@ class DenseGraph(nn.Module):
 
     def forward(self, candidates, positions, gaps, candidate_keys, history_keys, keys, values) -> torch.Tensor:
         low = self.dtype
-        logits = self.inner(candidates.to(low), positions, gaps, candidate_keys, history_keys, keys.to(low), values.to(low))
+        logits = self.inner(
+            candidates.to(low), positions, gaps, candidate_keys, history_keys, keys.to(low), values.to(low)
+        )
         return logits.float()
 
 
@@ -52,7 +54,11 @@ def precision_error(
     for batch in batches:
         candidates = model.embedding(batch.features).candidates
         lengths = candidates.lengths().tolist()
-        times = batch.candidate_timestamps.split(lengths) if batch.candidate_timestamps is not None else [None] * len(lengths)
+        times = (
+            batch.candidate_timestamps.split(lengths)
+            if batch.candidate_timestamps is not None
+            else [None] * len(lengths)
+        )
         for state, embedded, when in zip(scorer.encode(batch), candidates.values().split(lengths), times):
             if embedded.shape[0] == 0 or state.order_keys.shape[0] == 0:
                 continue
@@ -70,7 +76,10 @@ def _summary(logit_diffs, probability_diffs) -> Dict[str, Any]:
         return {"users": 0, "note": "no user with both history and candidates to measure on"}
     logits, probabilities = torch.cat(logit_diffs), torch.cat(probability_diffs)
     return {
-        "users": len(logit_diffs), "scores": int(logits.numel()),
-        "max_abs_logit": float(logits.max()), "mean_abs_logit": float(logits.mean()),
-        "max_abs_probability": float(probabilities.max()), "mean_abs_probability": float(probabilities.mean()),
+        "users": len(logit_diffs),
+        "scores": int(logits.numel()),
+        "max_abs_logit": float(logits.max()),
+        "mean_abs_logit": float(logits.mean()),
+        "max_abs_probability": float(probabilities.max()),
+        "mean_abs_probability": float(probabilities.mean()),
     }

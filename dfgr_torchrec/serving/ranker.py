@@ -173,7 +173,12 @@ class Ranker:
 
 def history_rows(encoded: EncodedRequest) -> torch.Tensor:
     """``[N, features]``: what identifies each history interaction (rows and timestamp)."""
-    columns = [encoded.history_items, *encoded.history_side.values(), encoded.history_actions, encoded.history_timestamps]
+    columns = [
+        encoded.history_items,
+        *encoded.history_side.values(),
+        encoded.history_actions,
+        encoded.history_timestamps,
+    ]
     return torch.stack(columns, dim=1)
 
 
@@ -202,4 +207,3 @@ def request_batch(
         candidate_timestamps=times,
         candidate_labels=torch.zeros(0),
     )
-

@@ -32,17 +32,29 @@ def _raw(vocab: np.ndarray, rows: np.ndarray) -> List[str]:
     return [str(vocab[r - 1]) if 0 < r <= len(vocab) else UNKNOWN for r in rows.tolist()]
 
 
-def replay(data: PreparedData, split: str, max_seq_len: int, limit: Optional[int] = None) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
+def replay(
+    data: PreparedData, split: str, max_seq_len: int, limit: Optional[int] = None
+) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """``(request, labels)`` per user of ``split``: raw ids as in the log, labels per task."""
     dataset = SequenceDataset(data, split, batch_size=1, max_seq_len=max_seq_len)
-    vocab = {name: np.load(os.path.join(data.path, f"vocab_{name}.npy"), allow_pickle=False) for name in ["item", "user", *data.side]}
+    vocab = {
+        name: np.load(os.path.join(data.path, f"vocab_{name}.npy"), allow_pickle=False)
+        for name in ["item", "user", *data.side]
+    }
     action_path = os.path.join(data.path, f"vocab_{ACTION_FEATURE}.npy")  # only with an action column
     action_vocab = np.load(action_path, allow_pickle=False) if os.path.exists(action_path) else None
     for user in dataset.users[:limit]:
         batch = dataset.make_batch(np.array([user]))
         f = {k: batch.features[k].values().numpy() for k in batch.features.keys()}
-        history = [{"item": i, "timestamp": t} for i, t in zip(_raw(vocab["item"], f[ITEM_FEATURE]), batch.timestamps.tolist())]
-        candidates = [{"item": i, "timestamp": t} for i, t in zip(_raw(vocab["item"], f[candidate_feature(ITEM_FEATURE)]), batch.candidate_timestamps.tolist())]
+        history = [
+            {"item": i, "timestamp": t} for i, t in zip(_raw(vocab["item"], f[ITEM_FEATURE]), batch.timestamps.tolist())
+        ]
+        candidates = [
+            {"item": i, "timestamp": t}
+            for i, t in zip(
+                _raw(vocab["item"], f[candidate_feature(ITEM_FEATURE)]), batch.candidate_timestamps.tolist()
+            )
+        ]
         for name in data.side:
             for x, raw in zip(history, _raw(vocab[name], f[name])):
                 x[name] = raw
@@ -54,8 +66,10 @@ def replay(data: PreparedData, split: str, max_seq_len: int, limit: Optional[int
             else:
                 x["actions"] = {task: int(v) for task, v in zip(data.tasks, labels)}
         raw_user = str(vocab["user"][user])
-        yield {"user": raw_user, "history": history, "candidates": candidates}, {
-            "user": raw_user, "labels": batch.candidate_labels.tolist()}
+        yield (
+            {"user": raw_user, "history": history, "candidates": candidates},
+            {"user": raw_user, "labels": batch.candidate_labels.tolist()},
+        )
 
 
 def evaluate(scores_path: str, labels_path: str, tasks: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -76,7 +90,9 @@ def evaluate(scores_path: str, labels_path: str, tasks: Optional[List[str]] = No
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dfgr_torchrec.serving.replay", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m dfgr_torchrec.serving.replay", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--config", help="a training config: its data set and max_seq_len")
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     parser.add_argument("--out", help="requests JSONL to write")

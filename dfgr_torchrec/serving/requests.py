@@ -53,8 +53,16 @@ class RequestSchema:
     limits: RequestLimits = field(default_factory=RequestLimits)
 
     @classmethod
-    def of(cls, vocabs: Vocabularies, needs_timestamps: bool, limits: Optional[RequestLimits] = None) -> "RequestSchema":
-        return cls(list(vocabs.side), list(vocabs.tasks), vocabs.action is not None, needs_timestamps, limits or RequestLimits())
+    def of(
+        cls, vocabs: Vocabularies, needs_timestamps: bool, limits: Optional[RequestLimits] = None
+    ) -> "RequestSchema":
+        return cls(
+            list(vocabs.side),
+            list(vocabs.tasks),
+            vocabs.action is not None,
+            needs_timestamps,
+            limits or RequestLimits(),
+        )
 
 
 def needs_timestamps(config: RankingModelConfig) -> bool:
@@ -119,14 +127,20 @@ def _check_keys(obj: Dict[str, Any], allowed: List[str], where: str) -> None:
         raise ValueError(f"{where}: unexpected key(s) {extra}; expected only {allowed}")
 
 
-def _parse_actions(obj: Dict[str, Any], schema: RequestSchema, where: str) -> Tuple[Optional[Dict[str, int]], Optional[str]]:
+def _parse_actions(
+    obj: Dict[str, Any], schema: RequestSchema, where: str
+) -> Tuple[Optional[Dict[str, int]], Optional[str]]:
     if schema.action_feature:
         if "action" not in obj:
-            raise ValueError(f"{where}.action: missing; expected the raw action value (this data set has an action_feature)")
+            raise ValueError(
+                f"{where}.action: missing; expected the raw action value (this data set has an action_feature)"
+            )
         return None, _raw_id(obj["action"], f"{where}.action", schema.limits)
     actions = obj.get("actions")
     if not isinstance(actions, dict):
-        raise ValueError(f"{where}.actions: expected an object {{task: 0 or 1}} over the tasks {schema.tasks}, got {actions!r}")
+        raise ValueError(
+            f"{where}.actions: expected an object {{task: 0 or 1}} over the tasks {schema.tasks}, got {actions!r}"
+        )
     try:
         check_task_names(actions, schema.tasks)
     except ValueError as e:
@@ -139,7 +153,7 @@ def _parse_actions(obj: Dict[str, Any], schema: RequestSchema, where: str) -> Tu
 
 def _parse_interaction(obj: Any, schema: RequestSchema, where: str, history: bool) -> Interaction:
     if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected an object with \"item\", got {obj!r}")
+        raise ValueError(f'{where}: expected an object with "item", got {obj!r}')
     action_keys = (["action"] if schema.action_feature else ["actions"]) if history else []
     _check_keys(obj, ["item", "timestamp", *schema.side, *action_keys], where)
     if "item" not in obj:
@@ -153,7 +167,9 @@ def _parse_interaction(obj: Any, schema: RequestSchema, where: str, history: boo
     if not _is_int(timestamp):
         raise ValueError(f"{where}.timestamp: expected an integer, got {timestamp!r}")
     if not INT64[0] <= timestamp <= INT64[1]:
-        raise ValueError(f"{where}.timestamp: {timestamp} is beyond int64; expected an integer in [{INT64[0]}, {INT64[1]}]")
+        raise ValueError(
+            f"{where}.timestamp: {timestamp} is beyond int64; expected an integer in [{INT64[0]}, {INT64[1]}]"
+        )
     actions, action = _parse_actions(obj, schema, where) if history else (None, None)
     side = {name: _raw_id(obj[name], f"{where}.{name}", schema.limits) for name in schema.side}
     item = _raw_id(obj["item"], f"{where}.item", schema.limits)
@@ -166,7 +182,9 @@ def _interactions(obj: Dict[str, Any], key: str, schema: RequestSchema) -> List[
         raise ValueError(f"{key}: expected a list of objects, got {value!r}")
     name = "history" if key == "history" else "candidates"
     if len(value) > getattr(schema.limits, name):
-        raise ValueError(f"{key}: {schema.limits.exceeded(name, len(value), 'interactions' if name == 'history' else 'candidates')}")
+        raise ValueError(
+            f"{key}: {schema.limits.exceeded(name, len(value), 'interactions' if name == 'history' else 'candidates')}"
+        )
     return [_parse_interaction(x, schema, f"{key}[{i}]", key == "history") for i, x in enumerate(value)]
 
 
@@ -178,7 +196,9 @@ def _decode(text: Any, line: int, limits: RequestLimits) -> Any:
     if isinstance(text, dict):
         return text
     if not isinstance(text, (str, bytes)):
-        raise RequestError(line, f"expected a JSONL line (str or bytes) or a parsed request (dict), got {type(text).__name__}")
+        raise RequestError(
+            line, f"expected a JSONL line (str or bytes) or a parsed request (dict), got {type(text).__name__}"
+        )
     size = len(text.rstrip(b"\r\n") if isinstance(text, bytes) else text.rstrip("\r\n").encode("utf-8", "replace"))
     if size > limits.line_bytes:
         raise RequestError(line, f"longer than the limit of {limits.line_bytes} bytes (--max-line-bytes); not parsed")
@@ -186,13 +206,19 @@ def _decode(text: Any, line: int, limits: RequestLimits) -> Any:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise RequestError(line, f"not UTF-8 (byte 0x{text[e.start]:02x} at byte {e.start + 1}); expected UTF-8 JSON") from None
+            raise RequestError(
+                line, f"not UTF-8 (byte 0x{text[e.start]:02x} at byte {e.start + 1}); expected UTF-8 JSON"
+            ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise RequestError(line, f"invalid JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
+        raise RequestError(
+            line, f"invalid JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+        ) from None
     except RecursionError:
-        raise RequestError(line, "invalid JSON (nested too deeply for the parser); expected one JSON object per line") from None
+        raise RequestError(
+            line, "invalid JSON (nested too deeply for the parser); expected one JSON object per line"
+        ) from None
     except ValueError as e:  # e.g. an integer of more than 4300 digits
         raise RequestError(line, f"invalid JSON ({str(e).splitlines()[0][:200]})") from None
 
@@ -202,14 +228,18 @@ def _check_order(history: List[Interaction], candidates: List[Interaction]) -> N
     times = [(f"history[{i}]", h.timestamp) for i, h in enumerate(history) if h.timed]
     for (_, before), (where, t) in zip(times, times[1:]):
         if t < before:
-            raise ValueError(f"{where}.timestamp: {t} is before the previous one ({before}); "
-                             "expected non-decreasing timestamps along the history")
+            raise ValueError(
+                f"{where}.timestamp: {t} is before the previous one ({before}); "
+                "expected non-decreasing timestamps along the history"
+            )
     if times:
         last = times[-1][1]
         for i, c in enumerate(candidates):
             if c.timed and c.timestamp < last:
-                raise ValueError(f"candidates[{i}].timestamp: {c.timestamp} is before the last history timestamp "
-                                 f"({last}); expected non-decreasing timestamps from the history to the candidates")
+                raise ValueError(
+                    f"candidates[{i}].timestamp: {c.timestamp} is before the last history timestamp "
+                    f"({last}); expected non-decreasing timestamps from the history to the candidates"
+                )
 
 
 def parse_request(text: Line, line: int, schema: RequestSchema) -> Request:
@@ -217,7 +247,7 @@ def parse_request(text: Line, line: int, schema: RequestSchema) -> Request:
     obj = _decode(text, line, schema.limits)
     try:
         if not isinstance(obj, dict):
-            raise ValueError(f"expected a JSON object with \"history\" and \"candidates\", got {type(obj).__name__}")
+            raise ValueError(f'expected a JSON object with "history" and "candidates", got {type(obj).__name__}')
         _check_keys(obj, ["user", "history", "candidates"], "request")
         user = None if obj.get("user") is None else _raw_id(obj["user"], "user", schema.limits)
         history, candidates = _interactions(obj, "history", schema), _interactions(obj, "candidates", schema)
@@ -253,7 +283,11 @@ def encode_request(request: Request, vocabs: Vocabularies) -> EncodedRequest:
     """Table rows of a parsed request (unknown ids go where prepare sends them, and are counted)."""
     unknown: Counter = Counter()
     h, c = request.history, request.candidates
-    user = _rows(vocabs.user, [request.user], "user", unknown) if request.user is not None else torch.zeros(1, dtype=torch.int64)
+    user = (
+        _rows(vocabs.user, [request.user], "user", unknown)
+        if request.user is not None
+        else torch.zeros(1, dtype=torch.int64)
+    )
     encoder = vocabs.actions
     try:
         if encoder.uses_vocabulary:  # one lookup for the whole history
@@ -279,7 +313,9 @@ def encode_request(request: Request, vocabs: Vocabularies) -> EncodedRequest:
     )
 
 
-def read_requests(path: str, vocabs: Vocabularies, needs_timestamps: bool = True) -> Tuple[List[EncodedRequest], List[RequestError]]:
+def read_requests(
+    path: str, vocabs: Vocabularies, needs_timestamps: bool = True
+) -> Tuple[List[EncodedRequest], List[RequestError]]:
     """Parses and encodes a JSONL file: ``(encoded good requests, errors of the bad lines)``."""
     schema = RequestSchema.of(vocabs, needs_timestamps)
     with open(path, "rb") as f:

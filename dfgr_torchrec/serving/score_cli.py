@@ -36,18 +36,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="where to write the scores (JSONL)")
     parser.add_argument("--cache-mb", type=int, default=256, help="history cache budget (0: no cache)")
     path = parser.add_mutually_exclusive_group()
-    path.add_argument("--eager", dest="compiled", action="store_false", default=None,
-                      help="score candidates with the model's eager modules (the default: the fastest start)")
-    path.add_argument("--compiled", dest="compiled", action="store_true", default=None,
-                      help="score candidates with the artifact's exported graph (scoring.pt2, or its AOTInductor "
-                           "package with --allow-native-code); slower to start: see `dfgr bench cold-start`")
-    parser.add_argument("--allow-native-code", action="store_true",
-                        help="with --compiled: load the artifact's AOTInductor package (a shared library: only "
-                             "from a trusted source)")
+    path.add_argument(
+        "--eager",
+        dest="compiled",
+        action="store_false",
+        default=None,
+        help="score candidates with the model's eager modules (the default: the fastest start)",
+    )
+    path.add_argument(
+        "--compiled",
+        dest="compiled",
+        action="store_true",
+        default=None,
+        help="score candidates with the artifact's exported graph (scoring.pt2, or its AOTInductor "
+        "package with --allow-native-code); slower to start: see `dfgr bench cold-start`",
+    )
+    parser.add_argument(
+        "--allow-native-code",
+        action="store_true",
+        help="with --compiled: load the artifact's AOTInductor package (a shared library: only from a trusted source)",
+    )
     defaults = RequestLimits()
     for name, flag in FLAGS.items():
-        parser.add_argument(flag, dest=f"max_{name}", type=int, default=getattr(defaults, name),
-                            help=f"per-request limit ({name}; default {getattr(defaults, name)})")
+        parser.add_argument(
+            flag,
+            dest=f"max_{name}",
+            type=int,
+            default=getattr(defaults, name),
+            help=f"per-request limit ({name}; default {getattr(defaults, name)})",
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -70,12 +87,16 @@ def run(args: argparse.Namespace) -> None:
     candidates = sum(len(r["scores"]) for r in results)
     unknown = ", ".join(f"{k} {v}" for k, v in sorted(ranker.unknown.items()) if v) or "none"
     cache = ranker.cache.stats.as_dict() if ranker.cache is not None else "off"
-    print(f"scored {len(results)} requests ({candidates} candidates) into {args.output} in {time.time() - start:.1f} s; "
-          f"unknown ids (scored with their OOV rows): {unknown}; cache: {cache}")
+    print(
+        f"scored {len(results)} requests ({candidates} candidates) into {args.output} in {time.time() - start:.1f} s; "
+        f"unknown ids (scored with their OOV rows): {unknown}; cache: {cache}"
+    )
     if errors:
         lines = ", ".join(str(e.line) for e in errors[:10]) + (" ..." if len(errors) > 10 else "")
-        raise ValueError(f"{len(errors)} of {len(results) + len(errors)} requests rejected (lines {lines}); "
-                         f"the others are scored in {args.output}")
+        raise ValueError(
+            f"{len(errors)} of {len(results) + len(errors)} requests rejected (lines {lines}); "
+            f"the others are scored in {args.output}"
+        )
 
 
 def compiled_by_default(args: argparse.Namespace) -> bool:
@@ -102,5 +123,7 @@ def _output(path: str) -> Iterator[TextIO]:
         try:
             out = stack.enter_context(open(stack.enter_context(atomic_file(path)), "w"))
         except OSError as e:
-            raise ValueError(f"--output {path}: cannot be written ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); nothing was scored") from None
+            raise ValueError(
+                f"--output {path}: cannot be written ({e.strerror or e}{f': {e.filename}' if e.filename else ''}); nothing was scored"
+            ) from None
         yield out

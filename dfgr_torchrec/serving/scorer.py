@@ -79,7 +79,9 @@ class CachedScorer:
             candidates = self.model.embedding.merge_placeholder(candidates)
         times = batch.candidate_timestamps if states and states[0].timestamps is not None else None
         states_out = score_cached(self.stack, states, candidates, emb.candidates.offsets(), times)
-        return JaggedTensor(values=self.model.logits(states_out, batch.features, candidates=True), lengths=emb.candidates.lengths())
+        return JaggedTensor(
+            values=self.model.logits(states_out, batch.features, candidates=True), lengths=emb.candidates.lengths()
+        )
 
     @torch.no_grad()
     def append(self, state: HistoryState, batch: SequenceBatch) -> HistoryState:

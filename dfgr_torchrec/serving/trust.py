@@ -42,7 +42,10 @@ _PROGRAM_ENTRIES = re.compile(
     r"|data/weights/model_weights_config\.json|data/weights/weight_\d+"
     r"|data/constants/model_constants_config\.json|data/constants/tensor_\d+|data/sample_inputs/model\.pt"
 )
-_CONFIGS = {"data/weights/model_weights_config.json": "weight_", "data/constants/model_constants_config.json": "tensor_"}
+_CONFIGS = {
+    "data/weights/model_weights_config.json": "weight_",
+    "data/constants/model_constants_config.json": "tensor_",
+}
 
 
 def check_program(path: str) -> None:
@@ -56,7 +59,7 @@ def check_program(path: str) -> None:
             if len(set(names)) != len(names):
                 raise ValueError(f"{path}: duplicate entries in the package; refused to load it")
             for name in names:
-                inner = name[len(root) + 1:] if name.startswith(root + "/") else None
+                inner = name[len(root) + 1 :] if name.startswith(root + "/") else None
                 if inner is None or not _PROGRAM_ENTRIES.fullmatch(inner):
                     raise ValueError(f"{path}: entry {name!r} is not one `dfgr export` writes; refused to load it")
                 if inner in _CONFIGS:
@@ -75,11 +78,15 @@ def _check_config(path: str, name: str, data: bytes, prefix: str) -> None:
         raise ValueError(f"{path}: entry {name!r} is not a weights/constants config; refused to load it") from None
     for fqn, meta in entries:
         if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
-            raise ValueError(f"{path}: entry {name!r} marks {fqn!r} use_pickle (it would be unpickled, "
-                             "which can run code); refused to load it")
+            raise ValueError(
+                f"{path}: entry {name!r} marks {fqn!r} use_pickle (it would be unpickled, "
+                "which can run code); refused to load it"
+            )
         if not re.fullmatch(re.escape(prefix) + r"\d+", str(meta.get("path_name"))):
-            raise ValueError(f"{path}: entry {name!r}: {fqn!r} is stored as {meta.get('path_name')!r}, "
-                             f"not a raw tensor ({prefix}N); refused to load it")
+            raise ValueError(
+                f"{path}: entry {name!r}: {fqn!r} is stored as {meta.get('path_name')!r}, "
+                f"not a raw tensor ({prefix}N); refused to load it"
+            )
 
 
 def _check_tensors(path: str, name: str, data: bytes) -> None:
@@ -87,8 +94,10 @@ def _check_tensors(path: str, name: str, data: bytes) -> None:
     try:
         torch.load(io.BytesIO(data), weights_only=True)
     except Exception as e:  # an unpickling error, a damaged zip: either way it is not plain tensors
-        raise ValueError(f"{path}: entry {name!r} needs more than plain tensors (torch.load(weights_only=True): "
-                         f"{type(e).__name__}); refused to load it") from None
+        raise ValueError(
+            f"{path}: entry {name!r} needs more than plain tensors (torch.load(weights_only=True): "
+            f"{type(e).__name__}); refused to load it"
+        ) from None
 
 
 def read_manifest(directory: str, program: bool = True) -> Dict[str, Any]:
@@ -98,27 +107,41 @@ def read_manifest(directory: str, program: bool = True) -> Dict[str, Any]:
     refused whole, even when its program would not be served)."""
     path = os.path.join(directory, ARTIFACT_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{directory}: not a serving artifact (no {ARTIFACT_FILE}); write one with `dfgr export`")
+        raise FileNotFoundError(
+            f"{directory}: not a serving artifact (no {ARTIFACT_FILE}); write one with `dfgr export`"
+        )
     manifest = _read_json(path)
     if not isinstance(manifest, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}; export again")
     missing = [key for key in MANIFEST_KEYS if key not in manifest]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}; an artifact written by `dfgr export` has {list(MANIFEST_KEYS)}")
+        raise ValueError(
+            f"{path}: missing key(s) {missing}; an artifact written by `dfgr export` has {list(MANIFEST_KEYS)}"
+        )
     if manifest["format"] != FORMAT_VERSION:
         raise ValueError(f"{path}: artifact format {manifest['format']!r}, this version reads {FORMAT_VERSION}")
     files = manifest["files"]
-    if not isinstance(files, dict) or not all(isinstance(r, dict) and {"bytes", "blake2b"} <= set(r) for r in files.values()):
-        raise ValueError(f"{path}: files: expected {{name: {{\"bytes\", \"blake2b\"}}}}; export again")
+    if not isinstance(files, dict) or not all(
+        isinstance(r, dict) and {"bytes", "blake2b"} <= set(r) for r in files.values()
+    ):
+        raise ValueError(f'{path}: files: expected {{name: {{"bytes", "blake2b"}}}}; export again')
     for name, record in files.items():
         file = os.path.join(directory, name)
-        if not os.path.isfile(file) or os.path.getsize(file) != record["bytes"] or file_digest(file) != record["blake2b"]:
-            raise ValueError(f"{file}: missing or changed since export (size/digest differ from {ARTIFACT_FILE}); export again")
+        if (
+            not os.path.isfile(file)
+            or os.path.getsize(file) != record["bytes"]
+            or file_digest(file) != record["blake2b"]
+        ):
+            raise ValueError(
+                f"{file}: missing or changed since export (size/digest differ from {ARTIFACT_FILE}); export again"
+            )
     needed = [WEIGHTS_FILE, *vocabulary_files(directory, files), *([PROGRAM_FILE] if program else [])]
     unlisted = [name for name in needed if name not in files]
     if unlisted:
-        raise ValueError(f"{path}: no entry for {unlisted[0]} in files (every file an artifact needs is listed "
-                         "and verified); export again")
+        raise ValueError(
+            f"{path}: no entry for {unlisted[0]} in files (every file an artifact needs is listed "
+            "and verified); export again"
+        )
     if PROGRAM_FILE in files:
         check_program(os.path.join(directory, PROGRAM_FILE))
     return manifest
@@ -144,7 +167,9 @@ def vocabulary_files(directory: str, files: Dict[str, Any]) -> List[str]:
     try:
         names = ["item", "user", *[str(n) for n in info["side"]], *(["action"] if info["action"] else [])]
     except (KeyError, TypeError):
-        raise ValueError(f"{os.path.join(directory, index)}: expected {{\"tasks\", \"side\", \"action\"}}; export again") from None
+        raise ValueError(
+            f'{os.path.join(directory, index)}: expected {{"tasks", "side", "action"}}; export again'
+        ) from None
     return [index, *[f"{VOCAB_DIR}/vocab_{n}.{ext}" for n in names for ext in ("npy", "json")]]
 
 
@@ -162,11 +187,15 @@ def load_state(model: torch.nn.Module, path: str) -> None:
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
         key, where = (missing[0], "missing from the file") if missing else (unexpected[0], "not in the model")
-        raise ValueError(f"{path}: does not match the model of {ARTIFACT_FILE}: {key!r} {where} "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected); export again")
+        raise ValueError(
+            f"{path}: does not match the model of {ARTIFACT_FILE}: {key!r} {where} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected); export again"
+        )
     for key, tensor in own.items():
         value = state[key]
         if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"{path}: {key!r} is {shape}, the model of {ARTIFACT_FILE} has {tuple(tensor.shape)}; export again")
+            raise ValueError(
+                f"{path}: {key!r} is {shape}, the model of {ARTIFACT_FILE} has {tuple(tensor.shape)}; export again"
+            )
     model.load_state_dict(state, strict=True)

@@ -25,7 +25,6 @@ import torch
 from dfgr_torchrec.data.vocab import OOV_POLICIES, hash_bucket, table_rows, vocab_rows
 from dfgr_torchrec.features import ACTION_FEATURE
 
-
 INT64_CHARS = 20  # the longest int64 in decimal, sign included
 
 
@@ -86,12 +85,16 @@ class Vocabulary:
                 policy = json.load(f)
             oov, buckets = policy["oov"], int(policy["hash_buckets"])
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: expected {{\"oov\", \"hash_buckets\"}} ({type(e).__name__}: {e}); export again") from None
+            raise ValueError(
+                f'{path}: expected {{"oov", "hash_buckets"}} ({type(e).__name__}: {e}); export again'
+            ) from None
         path = os.path.join(directory, f"vocab_{name}.npy")
         try:
             ids = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:  # an object (pickled) array, a damaged header
-            raise ValueError(f"{path}: not a plain array of ids ({str(e).splitlines()[0][:200]}); export again") from None
+            raise ValueError(
+                f"{path}: not a plain array of ids ({str(e).splitlines()[0][:200]}); export again"
+            ) from None
         if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iuU":
             raise ValueError(f"{path}: expected a 1-D array of string or integer ids; export again")
         return cls(name, ids, oov, buckets)
@@ -129,10 +132,10 @@ class ActionEncoder:
         """The action row of one interaction; unknown task names and non-0/1 values are ``ValueError``."""
         if self.vocabulary is not None:
             if action is None:
-                raise ValueError("expected \"action\": the raw action value (this data set has an action_feature)")
+                raise ValueError('expected "action": the raw action value (this data set has an action_feature)')
             return int(self.vocabulary.rows([action])[0][0])
         if actions is None:
-            raise ValueError(f"expected \"actions\": {{task: 0 or 1}} over the tasks {self.tasks}")
+            raise ValueError(f'expected "actions": {{task: 0 or 1}} over the tasks {self.tasks}')
         check_task_names(actions, self.tasks)
         mask = 0
         for name, value in actions.items():
@@ -163,7 +166,8 @@ class Vocabularies:
             meta = json.load(f)
         policy = meta["config"]["vocab"]
         load = lambda name, oov=policy["oov"]: Vocabulary(  # noqa: E731
-            name, np.load(os.path.join(path, f"vocab_{name}.npy"), allow_pickle=False), oov, int(policy["hash_buckets"]))
+            name, np.load(os.path.join(path, f"vocab_{name}.npy"), allow_pickle=False), oov, int(policy["hash_buckets"])
+        )
         has_action = os.path.exists(os.path.join(path, f"vocab_{ACTION_FEATURE}.npy"))
         return cls(
             tasks=list(meta["tasks"]),

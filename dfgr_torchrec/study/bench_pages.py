@@ -12,7 +12,9 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-HEADER = "<!-- written by `dfgr report-docs --out docs/results` from results/bench/ and results/serving/: do not edit -->"
+HEADER = (
+    "<!-- written by `dfgr report-docs --out docs/results` from results/bench/ and results/serving/: do not edit -->"
+)
 
 
 def _load(path: str) -> Dict[str, Any]:
@@ -28,11 +30,19 @@ def _fmt(value: Optional[float], fmt: str) -> str:
 
 def _attention_row(row: Dict[str, Any], kernel: str, numbers: Dict[str, Any]) -> str:
     ratio = row.get("tiled_over_pytorch_dfgr_train_time") if kernel == "tiled" else None
-    cells = [str(row["seq_len"]), f"`{kernel}`", _fmt(numbers.get("dfgr_train_ms"), ",.0f"),
-             _fmt(numbers.get("dfgr_train_peak_mb"), ",.0f"), _fmt(numbers.get("dfgr_infer_ms"), ",.1f"),
-             _fmt(numbers.get("metagr_train_ms"), ",.0f"), _fmt(numbers.get("metagr_infer_ms"), ",.1f"),
-             _fmt(numbers.get("train_speedup"), ".2f"), _fmt(row.get("analytic_flop_ratio"), ".2f"),
-             _fmt(numbers.get("infer_speedup"), ".2f"), _fmt(ratio, ".2f")]
+    cells = [
+        str(row["seq_len"]),
+        f"`{kernel}`",
+        _fmt(numbers.get("dfgr_train_ms"), ",.0f"),
+        _fmt(numbers.get("dfgr_train_peak_mb"), ",.0f"),
+        _fmt(numbers.get("dfgr_infer_ms"), ",.1f"),
+        _fmt(numbers.get("metagr_train_ms"), ",.0f"),
+        _fmt(numbers.get("metagr_infer_ms"), ",.1f"),
+        _fmt(numbers.get("train_speedup"), ".2f"),
+        _fmt(row.get("analytic_flop_ratio"), ".2f"),
+        _fmt(numbers.get("infer_speedup"), ".2f"),
+        _fmt(ratio, ".2f"),
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -40,26 +50,37 @@ def attention_section(path: str, name: str) -> List[str]:
     """One file of ``dfgr bench attention``: a row per (N, kernel)."""
     data = _load(path)
     config = data.get("config", {})
-    lines = [f"### `{name}`", "",
-             f"{data.get('device_name') or data.get('device')}, threads: {data.get('threads')}, load average at the "
-             f"end: {_fmt(data.get('load_average_1m_at_end'), '.2f')}; users per batch: {config.get('batch_size')} "
-             f"(lengths ragged in [N/2, N]), repeats: {config.get('repeats')}, d_model {config.get('d_model')}, "
-             f"{config.get('num_layers')} layers, {config.get('attention_form')} attention, "
-             f"{config.get('num_candidates')} candidates per user at inference.", "",
-             "| N | kernel | DFGR train ms | DFGR train peak MB | DFGR infer ms | MetaGR train ms | MetaGR infer ms "
-             "| MetaGR / DFGR train | analytic FLOP ratio | MetaGR / DFGR infer | tiled / padded DFGR train |",
-             "|" + "---|" * 11]
+    lines = [
+        f"### `{name}`",
+        "",
+        f"{data.get('device_name') or data.get('device')}, threads: {data.get('threads')}, load average at the "
+        f"end: {_fmt(data.get('load_average_1m_at_end'), '.2f')}; users per batch: {config.get('batch_size')} "
+        f"(lengths ragged in [N/2, N]), repeats: {config.get('repeats')}, d_model {config.get('d_model')}, "
+        f"{config.get('num_layers')} layers, {config.get('attention_form')} attention, "
+        f"{config.get('num_candidates')} candidates per user at inference.",
+        "",
+        "| N | kernel | DFGR train ms | DFGR train peak MB | DFGR infer ms | MetaGR train ms | MetaGR infer ms "
+        "| MetaGR / DFGR train | analytic FLOP ratio | MetaGR / DFGR infer | tiled / padded DFGR train |",
+        "|" + "---|" * 11,
+    ]
     for row in data["rows"]:
         for kernel, numbers in row.get("kernels", {row.get("kernel"): row}).items():
             lines.append(_attention_row(row, kernel, numbers))
     return lines + [""]
 
 
-SERVING_COLUMNS = (("N", "seq_len", "d"), ("M", "num_candidates", "d"), ("MetaGR full", "metagr_full_ms", ".1f"),
-                   ("DFGR full", "dfgr_full_ms", ".1f"), ("DFGR cached", "dfgr_cached_ms", ".1f"),
-                   ("append + score", "dfgr_append_ms", ".1f"), ("exported (AOTI)", "exported_ms", ".1f"),
-                   ("cached vs MetaGR", "cached_speedup_vs_metagr_full", ".1fx"),
-                   ("cached vs DFGR", "cached_speedup_vs_dfgr_full", ".1fx"), ("max abs diff", "max_abs_diff", ".1e"))
+SERVING_COLUMNS = (
+    ("N", "seq_len", "d"),
+    ("M", "num_candidates", "d"),
+    ("MetaGR full", "metagr_full_ms", ".1f"),
+    ("DFGR full", "dfgr_full_ms", ".1f"),
+    ("DFGR cached", "dfgr_cached_ms", ".1f"),
+    ("append + score", "dfgr_append_ms", ".1f"),
+    ("exported (AOTI)", "exported_ms", ".1f"),
+    ("cached vs MetaGR", "cached_speedup_vs_metagr_full", ".1fx"),
+    ("cached vs DFGR", "cached_speedup_vs_dfgr_full", ".1fx"),
+    ("max abs diff", "max_abs_diff", ".1e"),
+)
 
 
 def serving_section(path: str, name: str) -> List[str]:
@@ -67,34 +88,47 @@ def serving_section(path: str, name: str) -> List[str]:
     data = _load(path)
     machine = data.get("machine") or {}
     load = ", ".join(f"{v:.1f}" for v in machine.get("load_avg", []))
-    lines = [f"### `{name}`", "",
-             f"{machine.get('cpu', data.get('device'))}, {machine.get('cpus')} CPUs, load average {load} (1, 5, 15 min), "
-             f"threads: {data.get('threads')}; one request, p50 ms "
-             "(the paths interleaved so load hits them alike).", "",
-             "| " + " | ".join(h for h, _, _ in SERVING_COLUMNS) + " | state KiB DFGR / MetaGR |",
-             "|" + "---|" * (len(SERVING_COLUMNS) + 1)]
+    lines = [
+        f"### `{name}`",
+        "",
+        f"{machine.get('cpu', data.get('device'))}, {machine.get('cpus')} CPUs, load average {load} (1, 5, 15 min), "
+        f"threads: {data.get('threads')}; one request, p50 ms "
+        "(the paths interleaved so load hits them alike).",
+        "",
+        "| " + " | ".join(h for h, _, _ in SERVING_COLUMNS) + " | state KiB DFGR / MetaGR |",
+        "|" + "---|" * (len(SERVING_COLUMNS) + 1),
+    ]
     for row in data["rows"]:
-        cells = [format(row[key], fmt.rstrip("x")) + ("x" if fmt.endswith("x") else "") for _, key, fmt in SERVING_COLUMNS]
+        cells = [
+            format(row[key], fmt.rstrip("x")) + ("x" if fmt.endswith("x") else "") for _, key, fmt in SERVING_COLUMNS
+        ]
         cells.append(f"{row['dfgr_cache_bytes'] / 1024:.0f} / {row['metagr_cache_bytes'] / 1024:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     targets = data.get("targets") or {}
     if targets:
         at = f"N = {targets.get('seq_len')}, M = {targets.get('num_candidates')}"
-        met = ", ".join(f"{k} {_fmt(targets['measured'][k], '.3g')} (target {targets['targets'][k]:g}, "
-                        f"{'met' if targets['met'][k] else 'missed'})" for k in targets.get("targets", {}))
+        met = ", ".join(
+            f"{k} {_fmt(targets['measured'][k], '.3g')} (target {targets['targets'][k]:g}, "
+            f"{'met' if targets['met'][k] else 'missed'})"
+            for k in targets.get("targets", {})
+        )
         lines += ["", f"Targets at {at}: {met}."]
     return lines + [""]
 
 
 def prepare_section(paths: List[str]) -> List[str]:
     """``dfgr bench prepare``: one row per file (engine, rows, seconds, peak RSS, load before)."""
-    lines = ["| file | engine | rows read | log GB | seconds | peak RSS GB | load average before | date |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| file | engine | rows read | log GB | seconds | peak RSS GB | load average before | date |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for path in paths:
         d = _load(path)
         load = d.get("load_average_before") or [None]
-        lines.append(f"| `{os.path.basename(path)}` | {d['engine']} | {d['rows_read']:,} | {d['log_bytes'] / 1e9:.2f} | "
-                     f"{d['seconds']:.1f} | {d['peak_rss_gb']:.2f} | {_fmt(load[0], '.1f')} | {d.get('date', '-')} |")
+        lines.append(
+            f"| `{os.path.basename(path)}` | {d['engine']} | {d['rows_read']:,} | {d['log_bytes'] / 1e9:.2f} | "
+            f"{d['seconds']:.1f} | {d['peak_rss_gb']:.2f} | {_fmt(load[0], '.1f')} | {d.get('date', '-')} |"
+        )
     return lines + [""]
 
 
@@ -102,21 +136,34 @@ def big_table_section(path: str, name: str) -> List[str]:
     d = _load(path)
     prep, table, train = d["prepare"], d["item_table"], d["train"]
     peaks = " and ".join(f"{m / 1000:.2f} GB" for m in train["peak_memory_mb_per_rank"])
-    return [f"### `{name}`", "", f"`{d['command']}`, {d['nproc']} processes, {d['cpus']} CPUs, load "
-            f"average {d['load_average_1m']['start']} to {d['load_average_1m']['end']}:", "",
-            f"- prepare: {prep['rows_read']:,} rows in {prep['seconds']:.0f} s, peak RSS {prep['peak_rss_mb'] / 1000:.2f} GB",
-            f"- item table: {table['rows']:,} rows x {table['dim']} ({table['fp32_mb'] / 1000:.2f} GB fp32, "
-            f"{table['fp32_mb_per_rank_row_wise'] / 1000:.2f} GB per rank row-wise)",
-            f"- training: {train['steps']} steps, {train['tokens_per_s']:,.0f} tokens/s, peak RSS {peaks} per rank, "
-            f"{train['wall_seconds']:.0f} s for the whole run", ""]
+    return [
+        f"### `{name}`",
+        "",
+        f"`{d['command']}`, {d['nproc']} processes, {d['cpus']} CPUs, load "
+        f"average {d['load_average_1m']['start']} to {d['load_average_1m']['end']}:",
+        "",
+        f"- prepare: {prep['rows_read']:,} rows in {prep['seconds']:.0f} s, peak RSS {prep['peak_rss_mb'] / 1000:.2f} GB",
+        f"- item table: {table['rows']:,} rows x {table['dim']} ({table['fp32_mb'] / 1000:.2f} GB fp32, "
+        f"{table['fp32_mb_per_rank_row_wise'] / 1000:.2f} GB per rank row-wise)",
+        f"- training: {train['steps']} steps, {train['tokens_per_s']:,.0f} tokens/s, peak RSS {peaks} per rank, "
+        f"{train['wall_seconds']:.0f} s for the whole run",
+        "",
+    ]
 
 
 def quantization_section(path: str, name: str) -> List[str]:
     d = _load(path)
-    return [f"### `{name}`", "", "| tables | test AUC | test GAUC | table bytes |", "|---|---|---|---|",
-            f"| fp32 | {d['auc_fp32']:.5f} | {d['gauc_fp32']:.5f} | {d['table_bytes_fp32']:,} |",
-            f"| int8 | {d['auc_int8']:.5f} | {d['gauc_int8']:.5f} | {d['table_bytes_int8']:,} |", "",
-            f"{d['candidates']:,} test candidates; int8 tables {d['table_bytes_fp32'] / d['table_bytes_int8']:.1f}x smaller.", ""]
+    return [
+        f"### `{name}`",
+        "",
+        "| tables | test AUC | test GAUC | table bytes |",
+        "|---|---|---|---|",
+        f"| fp32 | {d['auc_fp32']:.5f} | {d['gauc_fp32']:.5f} | {d['table_bytes_fp32']:,} |",
+        f"| int8 | {d['auc_int8']:.5f} | {d['gauc_int8']:.5f} | {d['table_bytes_int8']:,} |",
+        "",
+        f"{d['candidates']:,} test candidates; int8 tables {d['table_bytes_fp32'] / d['table_bytes_int8']:.1f}x smaller.",
+        "",
+    ]
 
 
 def benchmarks_page(results: str) -> Optional[str]:
@@ -128,9 +175,17 @@ def benchmarks_page(results: str) -> Optional[str]:
     quantization = sorted(glob.glob(os.path.join(results, "serving", "quantization_*.json")))
     if not (attention or prepare or serving or big or quantization):
         return None
-    lines = [HEADER, "", "# Benchmark results", "", "Every committed benchmark output, as measured; what the "
-             "benchmarks do and how to read them: [Benchmarks](../benchmarks.md), [Serving](../serving.md).", ""]
+    lines = [
+        HEADER,
+        "",
+        "# Benchmark results",
+        "",
+        "Every committed benchmark output, as measured; what the "
+        "benchmarks do and how to read them: [Benchmarks](../benchmarks.md), [Serving](../serving.md).",
+        "",
+    ]
     lines += ["## Attention: DFGR against MetaGR, padded and tiled kernels", ""]
+
     def name(path: str) -> str:  # as the repository names it, whatever the working directory
         return "results/" + os.path.relpath(path, results).replace(os.sep, "/")
 

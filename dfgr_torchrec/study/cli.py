@@ -13,11 +13,19 @@ from dfgr_torchrec.study.runner import StudyRunner
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="study YAML, e.g. configs/study/quick.yaml")
     parser.add_argument("--out", required=True, help="output folder (runs/, results.jsonl, summary.md, plots)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="launch nothing: report the (data set, model) pairs whose runs are all finished")
-    parser.add_argument("--only", nargs="+", default=[], metavar="DATA/MODEL",
-                        help="launch only these pairs (glob patterns: kuairand/*, */dfgr); the others are reported "
-                             "if finished, as with --report-only")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="launch nothing: report the (data set, model) pairs whose runs are all finished",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="DATA/MODEL",
+        help="launch only these pairs (glob patterns: kuairand/*, */dfgr); the others are reported "
+        "if finished, as with --report-only",
+    )
 
 
 def run(args: argparse.Namespace) -> List[Any]:

@@ -61,17 +61,28 @@ class StudyConfig:
             check(ok, f"points[{i}]", "a mapping of key: value overrides", point)
         check(isinstance(self.variants, Mapping), "variants", "a mapping of name: {key: value, ...}", self.variants)
         for name, overrides in self.variants.items():
-            check(re.fullmatch(r"[A-Za-z0-9_]+", str(name)) is not None, f"variants.{name}",
-                  "a name of letters, digits and _ (it becomes part of run names)", name)
+            check(
+                re.fullmatch(r"[A-Za-z0-9_]+", str(name)) is not None,
+                f"variants.{name}",
+                "a name of letters, digits and _ (it becomes part of run names)",
+                name,
+            )
             ok = isinstance(overrides, Mapping) and len(overrides) > 0 and all(isinstance(k, str) for k in overrides)
             check(ok, f"variants.{name}", "a non-empty mapping of key: value overrides", overrides)
         for key, values in self.grid.items():
             check(isinstance(values, list) and len(values) > 0, f"grid.{key}", "a non-empty list of values", values)
-        check(isinstance(self.datasets, Mapping) and len(self.datasets) > 0, "datasets", "at least one data set", self.datasets)
+        check(
+            isinstance(self.datasets, Mapping) and len(self.datasets) > 0,
+            "datasets",
+            "at least one data set",
+            self.datasets,
+        )
         for data, models in self.datasets.items():
             check(isinstance(models, Mapping) and len(models) > 0, f"datasets.{data}", "a mapping of models", models)
             for model, entry in models.items():
-                ok = isinstance(entry, str) or (isinstance(entry, list) and entry and all(isinstance(e, str) for e in entry))
+                ok = isinstance(entry, str) or (
+                    isinstance(entry, list) and entry and all(isinstance(e, str) for e in entry)
+                )
                 check(ok, f"datasets.{data}.{model}", "a config path, or [config path, key=value, ...]", entry)
                 path = entry if isinstance(entry, str) else entry[0]
                 check(os.path.exists(path), f"datasets.{data}.{model}", "an existing training config", path)

@@ -33,35 +33,74 @@ class Study:
 
 
 STUDIES = (
-    Study("full_v2", "Full study: 8 models x 3 data sets", "configs/study/full.yaml",
-          "The 4 grid points (lr x {none, embedding weight decay 0.01 + dropout 0.2}) with the user id, the "
-          "best one without it, 3 seeds of the best on validation, test once. 2 processes per run, the "
-          "2-core CPU machine, 2026-12-01/02."),
-    Study("quick", "Quick study: KuaiRand slice, one seed, no grid", "configs/study/quick.yaml",
-          "One seed, every model with the user id, up to 20 epochs with early stopping. 2 processes per "
-          "run, 2026-12-01 (DFGR's and MetaGR's rows rerun 2026-12-02 with their configs' current points)."),
-    Study("scaling_movielens_v2", "Scaling study: DFGR and MetaGR at 5 sizes on MovieLens-1M",
-          "configs/study/scaling_movielens.yaml",
-          "One seed per size, up to 5 epochs with the validation protocol and patience 3, no user id. "
-          "2 processes per run, 2026-12-02."),
-    Study("ablation_pointwise_v2", "Ablation: DFGR's attention form and LayerNorm eps on MovieLens-1M",
-          "configs/study/ablation_pointwise.yaml",
-          "At lr 0.002 without embedding weight decay or dropout; eps 1e-6 has one seed. 2026-12-02."),
-    Study("quick_3epochs", "Quick study at 3 epochs per model", "configs/study/quick.yaml (train.epochs=3)",
-          "Every model was still improving when stopped."),
+    Study(
+        "full_v2",
+        "Full study: 8 models x 3 data sets",
+        "configs/study/full.yaml",
+        "The 4 grid points (lr x {none, embedding weight decay 0.01 + dropout 0.2}) with the user id, the "
+        "best one without it, 3 seeds of the best on validation, test once. 2 processes per run, the "
+        "2-core CPU machine, 2026-12-01/02.",
+    ),
+    Study(
+        "quick",
+        "Quick study: KuaiRand slice, one seed, no grid",
+        "configs/study/quick.yaml",
+        "One seed, every model with the user id, up to 20 epochs with early stopping. 2 processes per "
+        "run, 2026-12-01 (DFGR's and MetaGR's rows rerun 2026-12-02 with their configs' current points).",
+    ),
+    Study(
+        "scaling_movielens_v2",
+        "Scaling study: DFGR and MetaGR at 5 sizes on MovieLens-1M",
+        "configs/study/scaling_movielens.yaml",
+        "One seed per size, up to 5 epochs with the validation protocol and patience 3, no user id. "
+        "2 processes per run, 2026-12-02.",
+    ),
+    Study(
+        "ablation_pointwise_v2",
+        "Ablation: DFGR's attention form and LayerNorm eps on MovieLens-1M",
+        "configs/study/ablation_pointwise.yaml",
+        "At lr 0.002 without embedding weight decay or dropout; eps 1e-6 has one seed. 2026-12-02.",
+    ),
+    Study(
+        "quick_3epochs",
+        "Quick study at 3 epochs per model",
+        "configs/study/quick.yaml (train.epochs=3)",
+        "Every model was still improving when stopped.",
+    ),
 )
-BEFORE_FIX = ("Trained before the data-parallel fix (commit cd10b2f): the dense layers of a multi-process run "
-              "were not averaged over ranks. Kept for the record; the current results are on the other pages.")
+BEFORE_FIX = (
+    "Trained before the data-parallel fix (commit cd10b2f): the dense layers of a multi-process run "
+    "were not averaged over ranks. Kept for the record; the current results are on the other pages."
+)
 STUDIES += (
     Study("full", "Full study, before the data-parallel fix", "configs/study/full.yaml", BEFORE_FIX),
-    Study("scaling_movielens", "Scaling study, before the data-parallel fix", "configs/study/scaling_movielens.yaml",
-          BEFORE_FIX),
-    Study("ablation_pointwise", "Attention-form ablation, before the data-parallel fix",
-          "configs/study/ablation_pointwise.yaml", BEFORE_FIX + " One seed each."),
+    Study(
+        "scaling_movielens",
+        "Scaling study, before the data-parallel fix",
+        "configs/study/scaling_movielens.yaml",
+        BEFORE_FIX,
+    ),
+    Study(
+        "ablation_pointwise",
+        "Attention-form ablation, before the data-parallel fix",
+        "configs/study/ablation_pointwise.yaml",
+        BEFORE_FIX + " One seed each.",
+    ),
 )
 HEADER = "<!-- written by `dfgr report-docs --out docs/results` from results/{folder}/results.jsonl: do not edit -->"
-MODEL_COLUMNS = ("model", "seeds", "test AUC", "test GAUC", "valid AUC", "valid GAUC", "user id variant",
-                 "s / epoch", "tokens / epoch", "labelled positions / epoch", "chosen point")
+MODEL_COLUMNS = (
+    "model",
+    "seeds",
+    "test AUC",
+    "test GAUC",
+    "valid AUC",
+    "valid GAUC",
+    "user id variant",
+    "s / epoch",
+    "tokens / epoch",
+    "labelled positions / epoch",
+    "chosen point",
+)
 
 
 def load_rows(path: str) -> List[Dict[str, Any]]:
@@ -78,12 +117,19 @@ def _model_row(model: str, test: List[Dict[str, Any]], valid: List[Dict[str, Any
     per_epoch = [r["train_seconds"] / r["epochs"] for r in per_seed if r.get("epochs") and r.get("train_seconds")]
     variant = test[0].get("variant") or "-"
     point = json.dumps(test[0]["params"]) if test[0]["params"] else "-"
-    cells = [f"`{model}`", str(len(per_seed)),
-             _mean_std(_per_seed_task_mean(test, "auc")), _mean_std(_per_seed_task_mean(test, "gauc")),
-             _mean_std(_per_seed_task_mean(valid, "auc")) if valid else "-",
-             _mean_std(_per_seed_task_mean(valid, "gauc")) if valid else "-",
-             variant, _mean(per_epoch, ".1f"), _cell_count(test[0].get("epoch_tokens")),
-             _cell_count(test[0].get("epoch_labels")), f"`{point}`" if point != "-" else point]
+    cells = [
+        f"`{model}`",
+        str(len(per_seed)),
+        _mean_std(_per_seed_task_mean(test, "auc")),
+        _mean_std(_per_seed_task_mean(test, "gauc")),
+        _mean_std(_per_seed_task_mean(valid, "auc")) if valid else "-",
+        _mean_std(_per_seed_task_mean(valid, "gauc")) if valid else "-",
+        variant,
+        _mean(per_epoch, ".1f"),
+        _cell_count(test[0].get("epoch_tokens")),
+        _cell_count(test[0].get("epoch_labels")),
+        f"`{point}`" if point != "-" else point,
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -103,11 +149,18 @@ def data_section(rows: List[Dict[str, Any]], data: str, folder: str) -> List[str
     test = [r for r in chosen if r["split"] == "test"]
     valid = [r for r in chosen if r["split"] == "valid"]
     models = list(dict.fromkeys(r["model"] for r in test))
-    lines = [f"## {data}", "", "Mean over tasks, mean ± std over seeds; checkpoint, grid point and user-id variant "
-             "chosen on validation.", "", "| " + " | ".join(MODEL_COLUMNS) + " |", "|" + "---|" * len(MODEL_COLUMNS)]
+    lines = [
+        f"## {data}",
+        "",
+        "Mean over tasks, mean ± std over seeds; checkpoint, grid point and user-id variant chosen on validation.",
+        "",
+        "| " + " | ".join(MODEL_COLUMNS) + " |",
+        "|" + "---|" * len(MODEL_COLUMNS),
+    ]
     for model in models:
-        lines.append(_model_row(model, [r for r in test if r["model"] == model],
-                                [r for r in valid if r["model"] == model]))
+        lines.append(
+            _model_row(model, [r for r in test if r["model"] == model], [r for r in valid if r["model"] == model])
+        )
     lines += ["", "Test AUC per task:", ""] + _task_table(test, models)
     scaling = _scaling_lines(rows, data)
     if scaling:
@@ -118,22 +171,36 @@ def data_section(rows: List[Dict[str, Any]], data: str, folder: str) -> List[str
 
 
 def study_page(study: Study, rows: List[Dict[str, Any]]) -> str:
-    lines = [HEADER.format(folder=study.folder), "", f"# {study.title}", "",
-             f"`results/{study.folder}/`, from `{study.config}`. {study.note}", "",
-             f"Reproduce: `dfgr study --config {study.config.split(' ')[0]} --out results/{study.folder}` "
-             "(resumable; `--report-only` rewrites the outputs without launching). Per-run metrics, configs "
-             f"and logs: `results/{study.folder}/runs/`; plots: `results/{study.folder}/<data>_test_auc.png`, "
-             "`<data>_validation.png`.", ""]
+    lines = [
+        HEADER.format(folder=study.folder),
+        "",
+        f"# {study.title}",
+        "",
+        f"`results/{study.folder}/`, from `{study.config}`. {study.note}",
+        "",
+        f"Reproduce: `dfgr study --config {study.config.split(' ')[0]} --out results/{study.folder}` "
+        "(resumable; `--report-only` rewrites the outputs without launching). Per-run metrics, configs "
+        f"and logs: `results/{study.folder}/runs/`; plots: `results/{study.folder}/<data>_test_auc.png`, "
+        "`<data>_validation.png`.",
+        "",
+    ]
     for data in dict.fromkeys(r["data"] for r in rows):
         lines += data_section(rows, data, study.folder)
     return "\n".join(lines)
 
 
 def index_page(studies: List[Study], benchmarks: bool) -> str:
-    lines = [HEADER.format(folder="*"), "", "# Results", "",
-             "Every table here is written from a committed study's `results.jsonl` by `dfgr report-docs`; "
-             "what the numbers mean is in [Baselines and studies](../studies.md).", "",
-             "| study | page | config |", "|---|---|---|"]
+    lines = [
+        HEADER.format(folder="*"),
+        "",
+        "# Results",
+        "",
+        "Every table here is written from a committed study's `results.jsonl` by `dfgr report-docs`; "
+        "what the numbers mean is in [Baselines and studies](../studies.md).",
+        "",
+        "| study | page | config |",
+        "|---|---|---|",
+    ]
     lines += [f"| {s.title} | [{s.folder}]({s.folder}.md) | `{s.config}` |" for s in studies]
     if benchmarks:
         lines += ["", "The benchmark outputs (`results/bench/`, `results/serving/`): [benchmarks](benchmarks.md)."]

@@ -40,7 +40,9 @@ def run_train_cost(run_dir: str, world_size: int) -> Dict[str, Optional[float]]:
     lengths = torch.from_numpy(lengths[lengths > 0])
     per_epoch, tokens = training_flops(model, lengths), epoch_tokens(model, lengths)
     steps = steps_run(run_dir)
-    steps_per_epoch = len(SequenceDataset(data, "train", config.data.batch_size, config.data.max_seq_len, 0, world_size))
+    steps_per_epoch = len(
+        SequenceDataset(data, "train", config.data.batch_size, config.data.max_seq_len, 0, world_size)
+    )
     epochs = None if steps is None else steps / steps_per_epoch
     return {
         "train_flops": None if per_epoch is None or epochs is None else per_epoch * epochs,
@@ -48,4 +50,3 @@ def run_train_cost(run_dir: str, world_size: int) -> Dict[str, Optional[float]]:
         "epoch_tokens": None if tokens is None else tokens["tokens"],
         "epoch_labels": None if tokens is None else tokens["labels"],
     }
-

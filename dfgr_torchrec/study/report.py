@@ -40,14 +40,25 @@ def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -
         cost = run_train_cost(os.path.join(runs_dir, r["name"]), world_size)
         for split, metrics in split_metrics(r, runs_dir):
             for task, m in metrics["tasks"].items():
-                rows.append({
-                    "data": r["data"], "model": r["model"], "seed": r["seed"], "params": r["params"], "point": r["point"],
-                    "variant": r["variant"] or None,
-                    "chosen": r["chosen"], "split": split, "task": task, **{k: _number(m[k]) for k in METRICS},
-                    "candidates": m.get("count"), "positives": m.get("positives"),
-                    "selected_step": r["final"].get("selected_step"), "train_seconds": r["train_seconds"],
-                    **cost,
-                })
+                rows.append(
+                    {
+                        "data": r["data"],
+                        "model": r["model"],
+                        "seed": r["seed"],
+                        "params": r["params"],
+                        "point": r["point"],
+                        "variant": r["variant"] or None,
+                        "chosen": r["chosen"],
+                        "split": split,
+                        "task": task,
+                        **{k: _number(m[k]) for k in METRICS},
+                        "candidates": m.get("count"),
+                        "positives": m.get("positives"),
+                        "selected_step": r["final"].get("selected_step"),
+                        "train_seconds": r["train_seconds"],
+                        **cost,
+                    }
+                )
     return rows
 
 
@@ -102,8 +113,10 @@ def summary_markdown(rows: List[Dict[str, Any]], records: List[Dict[str, Any]]) 
         lines += ["", "| model | " + " | ".join(f"AUC {t}" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
         lines += _positives_line(test, data, tasks)
         for model in dict.fromkeys(r["model"] for r in test if r["data"] == data):
-            cells = [_mean_std([r["auc"] for r in test if r["data"] == data and r["model"] == model and r["task"] == t])
-                     for t in tasks]
+            cells = [
+                _mean_std([r["auc"] for r in test if r["data"] == data and r["model"] == model and r["task"] == t])
+                for t in tasks
+            ]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -128,7 +141,10 @@ def _scaling_lines(rows: List[Dict[str, Any]], data: str) -> List[str]:
     """Per model family of a scaling study: each size's FLOPs and test GAUC, and the log-linear fit."""
     lines = []
     for family, points in scaling_points(rows, data).items():
-        lines += ["", f"Scaling, {family}: " + ", ".join(f"{size} {flops:.3g} FLOPs GAUC {g:.4f}" for flops, g, size in points)]
+        lines += [
+            "",
+            f"Scaling, {family}: " + ", ".join(f"{size} {flops:.3g} FLOPs GAUC {g:.4f}" for flops, g, size in points),
+        ]
         if len({f for f, _, _ in points}) > 1:
             a, b = log_linear_fit(points)
             lines.append(f"fit: GAUC = {a:.4f} + {b:.4f} log10(FLOPs), R^2 {fit_r2(points, a, b):.2f}")
@@ -137,8 +153,10 @@ def _scaling_lines(rows: List[Dict[str, Any]], data: str) -> List[str]:
 
 def _model_table(rows: List[Dict[str, Any]], data: str, models: List[str]) -> List[str]:
     """A row per model: seeds, mean AUC and GAUC over tasks (mean ± std over seeds), chosen point."""
-    lines = ["| model | seeds | mean AUC | mean GAUC | train s | epochs | s / epoch | tokens / epoch | labels / epoch | chosen point |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | seeds | mean AUC | mean GAUC | train s | epochs | s / epoch | tokens / epoch | labels / epoch | chosen point |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for model in models:
         mine = [r for r in rows if r["data"] == data and r["model"] == model]
         if not mine:
@@ -148,12 +166,16 @@ def _model_table(rows: List[Dict[str, Any]], data: str, models: List[str]) -> Li
         per_seed = {r["seed"]: r for r in mine}.values()
         seconds = [r["train_seconds"] for r in per_seed if r["train_seconds"] is not None]
         epochs = [r["epochs"] for r in per_seed if r.get("epochs")]
-        per_epoch = [r["train_seconds"] / r["epochs"] for r in per_seed if r.get("epochs") and r["train_seconds"] is not None]
+        per_epoch = [
+            r["train_seconds"] / r["epochs"] for r in per_seed if r.get("epochs") and r["train_seconds"] is not None
+        ]
         tokens, labels = (mine[0].get(k) for k in ("epoch_tokens", "epoch_labels"))
-        lines.append(f"| {model} | {seeds} | {_mean_std(_per_seed_task_mean(mine, 'auc'))} | "
-                     f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | "
-                     f"{statistics.mean(seconds) if seconds else math.nan:.0f} | "
-                     f"{_mean(epochs, '.1f')} | {_mean(per_epoch, '.1f')} | {_count(tokens)} | {_count(labels)} | {point} |")
+        lines.append(
+            f"| {model} | {seeds} | {_mean_std(_per_seed_task_mean(mine, 'auc'))} | "
+            f"{_mean_std(_per_seed_task_mean(mine, 'gauc'))} | "
+            f"{statistics.mean(seconds) if seconds else math.nan:.0f} | "
+            f"{_mean(epochs, '.1f')} | {_mean(per_epoch, '.1f')} | {_count(tokens)} | {_count(labels)} | {point} |"
+        )
     return lines
 
 
@@ -175,10 +197,22 @@ def plot(rows: List[Dict[str, Any]], records: List[Dict[str, Any]], out: str) ->
 
     written = []
     for data in dict.fromkeys(r["data"] for r in records):
-        written.append(_bars(plt, [r for r in rows if r["data"] == data and r["split"] == "test" and r["chosen"]],
-                             os.path.join(out, f"{data}_test_auc.png"), data))
-        written.append(_curves(plt, [r for r in records if r["data"] == data and r["chosen"]],
-                               os.path.join(out, f"{data}_validation.png"), data))
+        written.append(
+            _bars(
+                plt,
+                [r for r in rows if r["data"] == data and r["split"] == "test" and r["chosen"]],
+                os.path.join(out, f"{data}_test_auc.png"),
+                data,
+            )
+        )
+        written.append(
+            _curves(
+                plt,
+                [r for r in records if r["data"] == data and r["chosen"]],
+                os.path.join(out, f"{data}_validation.png"),
+                data,
+            )
+        )
         scaling_path = os.path.join(out, f"{data}_scaling.png")
         written.append(scaling_path if plot_scaling(plt, rows, data, scaling_path) else None)
     return [w for w in written if w]
@@ -213,5 +247,6 @@ def _curves(plt, records: List[Dict[str, Any]], path: str, data: str) -> Optiona
     if not drawn:
         plt.close(fig)
         return None
-    return save_chart(plt, fig, ax, "step", "validation score (mean over tasks)",
-                      f"{data}: validation during training", path)
+    return save_chart(
+        plt, fig, ax, "step", "validation score (mean over tasks)", f"{data}: validation during training", path
+    )

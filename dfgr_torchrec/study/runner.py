@@ -41,11 +41,21 @@ def torchrun(nproc: int) -> Launcher:
     the job dies with the study (:func:`_die_with_parent`)."""
 
     def launch(args: List[str], log_path: str) -> int:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "dfgr_torchrec.recipes.train", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "dfgr_torchrec.recipes.train",
+            *args,
+        ]
         with open(log_path, "a") as log:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent).returncode
+            return subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            ).returncode
 
     return launch
 
@@ -88,10 +98,14 @@ class StudyRunner:
         runs = {f"{r.data}/{r.model}": r for r in self.config.model_runs()}
         for pattern in only:
             if not fnmatch.filter(runs, pattern):
-                raise ValueError(f"--only {pattern!r}: matches none of the study's data/model pairs ({', '.join(runs)})")
+                raise ValueError(
+                    f"--only {pattern!r}: matches none of the study's data/model pairs ({', '.join(runs)})"
+                )
         os.makedirs(self.runs_dir, exist_ok=True)
         if not finished_only:
-            lock_run(self.out, "study", instead="another --out")  # one study per output folder; a report reads alongside
+            lock_run(
+                self.out, "study", instead="another --out"
+            )  # one study per output folder; a report reads alongside
         launch, records = self.launch, []
         try:
             for name, model_run in runs.items():
@@ -120,7 +134,7 @@ class StudyRunner:
         tried = [self._ensure(model_run, c, seeds[0], test=single) for c in stage]
         best = max(range(len(tried)), key=lambda i: _score(tried[i]))
         stage += [candidate(stage[best].point, name, overrides) for name, overrides in variants[1:]]
-        tried += [self._ensure(model_run, c, seeds[0], test=False) for c in stage[len(tried):]]
+        tried += [self._ensure(model_run, c, seeds[0], test=False) for c in stage[len(tried) :]]
         best = max(range(len(tried)), key=lambda i: _score(tried[i]))
         if not single:
             tried[best] = self._ensure_test(model_run, stage[best], seeds[0], tried[best])
@@ -129,11 +143,27 @@ class StudyRunner:
             record["chosen"] = i == best
         return tried + [{**record, "chosen": True} for record in chosen]
 
-    def _args(self, model_run: ModelRun, name: str, params: Dict[str, Any], seed: int,
-              flags: Sequence[str] = (), extra: Sequence[str] = ()) -> List[str]:
+    def _args(
+        self,
+        model_run: ModelRun,
+        name: str,
+        params: Dict[str, Any],
+        seed: int,
+        flags: Sequence[str] = (),
+        extra: Sequence[str] = (),
+    ) -> List[str]:
         """The recipe's arguments for one run of ``model_run`` with ``params`` and ``seed``."""
-        return ["--config", model_run.config, *flags, f"output_dir={self.runs_dir}", f"name={name}",
-                *model_run.overrides, *(f"{k}={json.dumps(v)}" for k, v in params.items()), f"train.seed={seed}", *extra]
+        return [
+            "--config",
+            model_run.config,
+            *flags,
+            f"output_dir={self.runs_dir}",
+            f"name={name}",
+            *model_run.overrides,
+            *(f"{k}={json.dumps(v)}" for k, v in params.items()),
+            f"train.seed={seed}",
+            *extra,
+        ]
 
     def _ensure(self, model_run: ModelRun, candidate: Candidate, seed: int, test: bool) -> Dict[str, Any]:
         name = run_name(model_run, candidate.label, seed)
@@ -141,15 +171,33 @@ class StudyRunner:
         final = os.path.join(run_dir, "metrics_final.json")
         if not os.path.exists(final):
             # an interrupted run resumes from its checkpoint, or starts again if it had none yet
-            self._launch(name, self._args(model_run, name, candidate.params, seed,
-                                          extra=[f"eval.test={str(test).lower()}", "checkpoint.resume=auto"]))
+            self._launch(
+                name,
+                self._args(
+                    model_run,
+                    name,
+                    candidate.params,
+                    seed,
+                    extra=[f"eval.test={str(test).lower()}", "checkpoint.resume=auto"],
+                ),
+            )
         with open(final) as f:
             metrics = json.load(f)
-        return {"name": name, "data": model_run.data, "model": model_run.model, "point": candidate.point,
-                "variant": candidate.variant, "params": candidate.params, "seed": seed, "final": metrics,
-                "train_seconds": _seconds(run_dir)}
+        return {
+            "name": name,
+            "data": model_run.data,
+            "model": model_run.model,
+            "point": candidate.point,
+            "variant": candidate.variant,
+            "params": candidate.params,
+            "seed": seed,
+            "final": metrics,
+            "train_seconds": _seconds(run_dir),
+        }
 
-    def _ensure_test(self, model_run: ModelRun, candidate: Candidate, seed: int, record: Dict[str, Any]) -> Dict[str, Any]:
+    def _ensure_test(
+        self, model_run: ModelRun, candidate: Candidate, seed: int, record: Dict[str, Any]
+    ) -> Dict[str, Any]:
         """The chosen first-seed run was trained without a test: score its best checkpoint now. A
         run whose weights are gone (a study resumed from committed results, which keep metrics, not
         weights) is trained again, with the test at its end."""
@@ -160,15 +208,22 @@ class StudyRunner:
         if not os.path.isdir(os.path.join(run_dir, "best")):
             if self.launch is _not_run:
                 raise _NotRun(name)
-            print(f"{name}: chosen on validation, but its weights are gone: training it again, then testing", flush=True)
+            print(
+                f"{name}: chosen on validation, but its weights are gone: training it again, then testing", flush=True
+            )
             for stale in ("metrics_final.json", "study_run.json"):
                 if os.path.exists(os.path.join(run_dir, stale)):
                     os.remove(os.path.join(run_dir, stale))
-            self._launch(name, self._args(model_run, name, candidate.params, seed,
-                                          extra=["eval.test=true", "train.overwrite=true"]))
+            self._launch(
+                name,
+                self._args(model_run, name, candidate.params, seed, extra=["eval.test=true", "train.overwrite=true"]),
+            )
             return self._ensure(model_run, candidate, seed, test=True)
-        self._launch(name, self._args(model_run, name, candidate.params, seed, flags=["--eval-only", "--split", "test"]),
-                     timed=False)
+        self._launch(
+            name,
+            self._args(model_run, name, candidate.params, seed, flags=["--eval-only", "--split", "test"]),
+            timed=False,
+        )
         return record
 
     def _launch(self, name: str, args: List[str], timed: bool = True) -> None:

@@ -61,8 +61,15 @@ def plot_scaling(plt, rows: List[Dict[str, Any]], data: str, path: str) -> Dict[
         ends = [p[0][0], p[-1][0]]
         ax.plot(ends, [a + b * math.log10(f) for f in ends], "-", color=line.get_color())
     ax.set_xscale("log")
-    save_chart(plt, fig, ax, "training FLOPs (analytic)", "test GAUC (mean over tasks and seeds)",
-               f"{data}: quality against training compute", path)
+    save_chart(
+        plt,
+        fig,
+        ax,
+        "training FLOPs (analytic)",
+        "test GAUC (mean over tasks and seeds)",
+        f"{data}: quality against training compute",
+        path,
+    )
     return fits
 
 

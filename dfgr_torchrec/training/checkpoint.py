@@ -20,14 +20,14 @@ import re
 import shutil
 from typing import Any, Dict, Optional, Tuple
 
-from dfgr_torchrec.training.errors import RunError
-from dfgr_torchrec.training.manifest import write_manifest
-from dfgr_torchrec.training.safe_dcp import UnsafeCheckpoint, safe_load
-
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+
+from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.training.manifest import write_manifest
+from dfgr_torchrec.training.safe_dcp import UnsafeCheckpoint, safe_load
 
 _NAME = re.compile(r"^step-(\d+)$")
 
@@ -67,9 +67,13 @@ def save_checkpoint(
     final = os.path.join(directory, f"step-{step}")
     failed = _agree(_try(lambda: _fresh_folder(tmp)) if rank == 0 else None)
     if failed is None:  # every rank writes its shards and RNG state (DCP reports any rank's failure to all)
-        failed = _agree(_try(lambda: (dcp.save(state, checkpoint_id=tmp), torch.save(_rng_state(), _rng_path(tmp, rank)))))
+        failed = _agree(
+            _try(lambda: (dcp.save(state, checkpoint_id=tmp), torch.save(_rng_state(), _rng_path(tmp, rank))))
+        )
     if failed is None:
-        failed = _agree(_try(lambda: _finish(tmp, final, extra, {**progress, "world_size": world})) if rank == 0 else None)
+        failed = _agree(
+            _try(lambda: _finish(tmp, final, extra, {**progress, "world_size": world})) if rank == 0 else None
+        )
     if failed is not None:
         error = _write_error(tmp, failed)
         if rank == 0:
@@ -113,7 +117,9 @@ def _try(fn) -> Optional[BaseException]:
 def _agree(error: Optional[BaseException]) -> Optional[BaseException]:
     """Collective: the first rank's error (as seen by every rank), or None if no rank failed."""
     errors: list = [None] * dist.get_world_size()
-    dist.all_gather_object(errors, None if error is None else (type(error).__name__, str(error), getattr(error, "errno", None)))
+    dist.all_gather_object(
+        errors, None if error is None else (type(error).__name__, str(error), getattr(error, "errno", None))
+    )
     for found in errors:
         if found is not None:
             name, text, code = found
@@ -121,7 +127,9 @@ def _agree(error: Optional[BaseException]) -> Optional[BaseException]:
     return None
 
 
-def load_checkpoint(path: str, state: Dict[str, Any], weights_only: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def load_checkpoint(
+    path: str, state: Dict[str, Any], weights_only: bool = False
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Loads ``path`` into ``state`` in place (collective); returns ``(extra, progress)``.
 
     ``weights_only`` (evaluation: ``state`` holds the model alone): no data position nor RNG

@@ -39,7 +39,12 @@ class OptimConfig:
         check(self.sparse_lr > 0, "sparse_lr", "a positive learning rate", self.sparse_lr)
         check(self.sparse_weight_decay >= 0, "sparse_weight_decay", "a number >= 0", self.sparse_weight_decay)
         modes = ("decoupled", "l2")
-        check(self.sparse_weight_decay_mode in modes, "sparse_weight_decay_mode", f"one of {modes}", self.sparse_weight_decay_mode)
+        check(
+            self.sparse_weight_decay_mode in modes,
+            "sparse_weight_decay_mode",
+            f"one of {modes}",
+            self.sparse_weight_decay_mode,
+        )
 
 
 @dataclass

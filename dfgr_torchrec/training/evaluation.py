@@ -21,7 +21,11 @@ ITEM_COUNT_SLICES = (("0", 0, 0), ("1-4", 1, 4), ("5-49", 5, 49), ("50+", 50, No
 
 @torch.no_grad()  # not inference_mode: fbgemm's fused CPU lookup dispatches through the autograd key
 def evaluate(
-    score: ScoreFn, batches: Iterable[SequenceBatch], tasks: Sequence[str], split: str, device: torch.device,
+    score: ScoreFn,
+    batches: Iterable[SequenceBatch],
+    tasks: Sequence[str],
+    split: str,
+    device: torch.device,
     item_train_counts: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
     """Collective: every rank calls it with its own batches; rank 0 returns the metrics, the others ``{}``.
@@ -62,7 +66,11 @@ def evaluate(
 
 
 def evaluate_model(
-    model: torch.nn.Module, batches: Iterable[SequenceBatch], tasks: Sequence[str], split: str, device: torch.device,
+    model: torch.nn.Module,
+    batches: Iterable[SequenceBatch],
+    tasks: Sequence[str],
+    split: str,
+    device: torch.device,
     item_train_counts: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
     """:func:`evaluate` with ``model.score_candidates`` in eval mode (dropout off), then back to train mode."""

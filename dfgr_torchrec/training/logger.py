@@ -17,7 +17,6 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from dfgr_torchrec.progress import progress
-
 from dfgr_torchrec.training.memory import peak_memory_mb
 from dfgr_torchrec.training.steps import CountingBatches
 
@@ -74,7 +73,9 @@ class TrainLogger:
         if step % self.log_every != 0:
             return None
         stats = torch.tensor(
-            [self.window_loss, self.window_steps, batches.sequences, batches.tokens], dtype=torch.float64, device=self.device
+            [self.window_loss, self.window_steps, batches.sequences, batches.tokens],
+            dtype=torch.float64,
+            device=self.device,
         )
         dist.all_reduce(stats)
         # each rank's peak: the sharded tables and the data loader differ per rank
@@ -83,9 +84,14 @@ class TrainLogger:
         per_rank = [round(p.item(), 1) for p in peaks]
         elapsed = time.perf_counter() - self.window_start
         record = {
-            "step": step, "epoch": epoch, "loss": stats[0].item() / stats[1].item(),
-            "samples_per_s": stats[2].item() / elapsed, "tokens_per_s": stats[3].item() / elapsed,
-            "lr": lr, "peak_memory_mb": max(per_rank), "peak_memory_mb_per_rank": per_rank,
+            "step": step,
+            "epoch": epoch,
+            "loss": stats[0].item() / stats[1].item(),
+            "samples_per_s": stats[2].item() / elapsed,
+            "tokens_per_s": stats[3].item() / elapsed,
+            "lr": lr,
+            "peak_memory_mb": max(per_rank),
+            "peak_memory_mb_per_rank": per_rank,
         }
         if self.is_main:
             self._write(record)

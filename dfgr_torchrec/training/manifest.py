@@ -24,8 +24,10 @@ def _files(folder: str) -> List[str]:
 
 def write_manifest(folder: str) -> str:
     """``<folder>/manifest.json``: ``{relative path: {"size", "blake2b"}}`` of every file in it."""
-    files = {name: {"size": os.path.getsize(os.path.join(folder, name)), "blake2b": file_digest(os.path.join(folder, name))}
-             for name in _files(folder)}
+    files = {
+        name: {"size": os.path.getsize(os.path.join(folder, name)), "blake2b": file_digest(os.path.join(folder, name))}
+        for name in _files(folder)
+    }
     path = os.path.join(folder, MANIFEST)
     with open(path, "w") as f:
         json.dump({"files": files}, f, indent=1)

@@ -18,13 +18,16 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from dfgr_torchrec.distributed.sharding import combined_optimizer, dense_optimizer
 from dfgr_torchrec.training.config import DECAYS, OptimConfig  # noqa: F401 (their home before training.config)
 
+
 def sparse_optimizer_args(config: OptimConfig) -> Dict[str, object]:
     """The fused table optimizer's settings, as :func:`~dfgr_torchrec.distributed.sharding.shard_model` takes them."""
     keys = ("sparse_optimizer", "sparse_lr", "sparse_weight_decay", "sparse_weight_decay_mode")
     return {key: getattr(config, key) for key in keys}
 
 
-def build_optimizers(dmp: DistributedModelParallel, config: OptimConfig) -> Tuple[KeyedOptimizerWrapper, CombinedOptimizer]:
+def build_optimizers(
+    dmp: DistributedModelParallel, config: OptimConfig
+) -> Tuple[KeyedOptimizerWrapper, CombinedOptimizer]:
     """``(dense AdamW, the combined sparse + clipped dense optimizer)``."""
     dense = dense_optimizer(dmp, lr=config.lr, weight_decay=config.weight_decay)
     clipped = (
@@ -50,5 +53,7 @@ def lr_lambda(config: OptimConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def build_scheduler(dense: torch.optim.Optimizer, config: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    dense: torch.optim.Optimizer, config: OptimConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(dense, lr_lambda(config, total_steps))

@@ -80,9 +80,13 @@ class Preemption:
             signal.setitimer(signal.ITIMER_REAL, self.grace_s)
 
     def _expired(self, signum: int, frame) -> None:
-        print(f"rank {self.rank}: train.preempt_grace_s={self.grace_s:g} s after {self.signal or 'the stop'} "
-              f"ran out: exiting now (status {PREEMPTED_EXIT}; --resume continues from the latest intact "
-              f"checkpoint)", file=sys.stderr, flush=True)
+        print(
+            f"rank {self.rank}: train.preempt_grace_s={self.grace_s:g} s after {self.signal or 'the stop'} "
+            f"ran out: exiting now (status {PREEMPTED_EXIT}; --resume continues from the latest intact "
+            f"checkpoint)",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(PREEMPTED_EXIT)
 
     def timed(self, save: Callable[[], str]) -> str:
@@ -109,8 +113,11 @@ class Preemption:
             self._stop(step, save)
 
     def _wait_for_signal(self, step: int) -> None:
-        print(f"rank {self.rank} pid {os.getpid()}: testing.wait_for_signal_at_step={step}: waiting for a signal",
-              file=sys.stderr, flush=True)
+        print(
+            f"rank {self.rank} pid {os.getpid()}: testing.wait_for_signal_at_step={step}: waiting for a signal",
+            file=sys.stderr,
+            flush=True,
+        )
         for _ in range(_WAIT_POLLS):  # a count, not a clock: every rank polls as often
             if self.requested():
                 return
@@ -122,11 +129,19 @@ class Preemption:
         elapsed = time.perf_counter() - self.since
         expected = max(elapsed, self.step_s) + self.save_s
         if self.rank == 0 and expected > self.grace_s:
-            print(f"preempted at step {step}: the step ({self.step_s:.1f} s) and the last save ({self.save_s:.1f} s) "
-                  f"may not fit train.preempt_grace_s={self.grace_s:g} s: saving anyway", file=sys.stderr, flush=True)
+            print(
+                f"preempted at step {step}: the step ({self.step_s:.1f} s) and the last save ({self.save_s:.1f} s) "
+                f"may not fit train.preempt_grace_s={self.grace_s:g} s: saving anyway",
+                file=sys.stderr,
+                flush=True,
+            )
         path = self.timed(save)
         if self.rank == 0:
-            print(f"preempted at step {step}: checkpoint saved to {path}, resume with --resume "
-                  f"({self.signal or 'signal to another rank'}; {time.perf_counter() - self.since:.1f} s of "
-                  f"train.preempt_grace_s={self.grace_s:g} s)", file=sys.stderr, flush=True)
+            print(
+                f"preempted at step {step}: checkpoint saved to {path}, resume with --resume "
+                f"({self.signal or 'signal to another rank'}; {time.perf_counter() - self.since:.1f} s of "
+                f"train.preempt_grace_s={self.grace_s:g} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         raise Preempted(step, path)

@@ -9,7 +9,13 @@ from typing import Any, Dict
 
 from tabulate import tabulate
 
-METRIC_COLUMNS = (("auc", "AUC"), ("gauc", "GAUC"), ("logloss", "log loss"), ("ne", "NE"), ("calibration", "calibration"))
+METRIC_COLUMNS = (
+    ("auc", "AUC"),
+    ("gauc", "GAUC"),
+    ("logloss", "log loss"),
+    ("ne", "NE"),
+    ("calibration", "calibration"),
+)
 
 
 def _cell(value: Any, note: str = "") -> str:
@@ -22,7 +28,12 @@ def format_metrics(metrics: Dict[str, Any]) -> str:
     """One row per task of ``{"tasks": {task: {"auc": ..., ...}}}``, as written by the recipe; an
     undefined metric reads ``n/a (<reason>)``, e.g. ``n/a (only positives)``."""
     rows = [
-        [task, *(_cell(m.get(key), m.get("notes", {}).get(key, "")) for key, _ in METRIC_COLUMNS), m["count"], m.get("positives", "")]
+        [
+            task,
+            *(_cell(m.get(key), m.get("notes", {}).get(key, "")) for key, _ in METRIC_COLUMNS),
+            m["count"],
+            m.get("positives", ""),
+        ]
         for task, m in metrics["tasks"].items()
     ]
     headers = ["task", *(title for _, title in METRIC_COLUMNS), "candidates", "positives"]
@@ -86,5 +97,9 @@ def short_run_warnings(steps: int, minimum: int = MIN_TRAIN_STEPS) -> Dict[str, 
     for ``metrics_final.json`` and the screen: its metrics are too early to compare models on."""
     if steps >= minimum:
         return {}
-    return {"warnings": [f"this run trained {steps} optimizer steps, fewer than {minimum}: its metrics are too early "
-                         "to mean much; train longer (train.epochs, train.max_steps, a smaller data.batch_size)"]}
+    return {
+        "warnings": [
+            f"this run trained {steps} optimizer steps, fewer than {minimum}: its metrics are too early "
+            "to mean much; train longer (train.epochs, train.max_steps, a smaller data.batch_size)"
+        ]
+    }

@@ -24,8 +24,15 @@ from dfgr_torchrec.training.manifest import checkpoint_problem, newest_intact_ch
 from dfgr_torchrec.training.run_lock import lock_run
 
 # What a run leaves in its directory (a directory holding any of them is used).
-RUN_FILES = ("checkpoints", "best", "train_log.jsonl", "tensorboard", "metrics_final.json", "metrics_eval.json",
-             "config.yaml")
+RUN_FILES = (
+    "checkpoints",
+    "best",
+    "train_log.jsonl",
+    "tensorboard",
+    "metrics_final.json",
+    "metrics_eval.json",
+    "config.yaml",
+)
 # Config keys a checkpoint depends on: its tensors' shapes (model, the data's tables) and its data
 # position (batch size and seed order the batches; the position counts batches).
 RESUME_KEYS = ("model", "data.config", "data.user_id", "data.batch_size", "train.seed")
@@ -50,13 +57,17 @@ class RunDirectory:
                 return found
             if mode == "resume":
                 where = self.checkpoints if os.path.isdir(self.path) else f"{self.path} (no such run directory)"
-                raise RunError(f"--resume: no checkpoint in {where}; check name= and output_dir=, "
-                               f"or start the run without --resume")
+                raise RunError(
+                    f"--resume: no checkpoint in {where}; check name= and output_dir=, "
+                    f"or start the run without --resume"
+                )
             return None
         used = self.used()
         if used and not overwrite:
-            raise RunError(f"{self.path} already holds a run ({', '.join(used)}): continue it with --resume, "
-                           f"replace it with train.overwrite=true, or choose another name=")
+            raise RunError(
+                f"{self.path} already holds a run ({', '.join(used)}): continue it with --resume, "
+                f"replace it with train.overwrite=true, or choose another name="
+            )
         return None
 
     def evaluation_checkpoint(self, checkpoint: Optional[str] = None) -> str:
@@ -70,8 +81,10 @@ class RunDirectory:
             return checkpoint
         found = newest_intact_checkpoint(self.best, self.say) or newest_intact_checkpoint(self.checkpoints, self.say)
         if not found:
-            raise RunError(f"nothing to evaluate: no checkpoint in {self.best} nor {self.checkpoints}; "
-                           f"train the run first (check name= and output_dir=) or pass --checkpoint PATH")
+            raise RunError(
+                f"nothing to evaluate: no checkpoint in {self.best} nor {self.checkpoints}; "
+                f"train the run first (check name= and output_dir=) or pass --checkpoint PATH"
+            )
         return found
 
     def check_same_config(self, config: Dict[str, Any]) -> None:
@@ -82,9 +95,11 @@ class RunDirectory:
             saved = yaml.safe_load(f) or {}
         for key in RESUME_KEYS:
             for path, old, new in _differences(_get(saved, key), _get(config, key), key):
-                raise RunError(f"cannot resume {self.path}: {path} is {new!r} here but {old!r} in {self.config_path}, "
-                               f"and its checkpoint depends on it; set it back, or start a new run "
-                               f"(another name=, or train.overwrite=true)")
+                raise RunError(
+                    f"cannot resume {self.path}: {path} is {new!r} here but {old!r} in {self.config_path}, "
+                    f"and its checkpoint depends on it; set it back, or start a new run "
+                    f"(another name=, or train.overwrite=true)"
+                )
 
     def prepare(self, clear: bool) -> None:
         """Every rank, before the process group: creates the directory and checks it is writable;
@@ -100,8 +115,10 @@ class RunDirectory:
                 f.write("ok")
             os.remove(probe)
         except OSError as e:
-            raise RunError(f"the run directory {self.path} is not writable ({e.strerror or e}): "
-                           f"choose another output_dir= or fix its permissions") from None
+            raise RunError(
+                f"the run directory {self.path} is not writable ({e.strerror or e}): "
+                f"choose another output_dir= or fix its permissions"
+            ) from None
 
 
 def _get(tree: Any, key: str) -> Any:
@@ -126,8 +143,9 @@ class OpenedRun:
     checkpoint: Optional[str]
 
 
-def open_run(run_dir: str, mode: str, config: Dict[str, Any], overwrite: bool = False,
-             checkpoint: Optional[str] = None) -> OpenedRun:
+def open_run(
+    run_dir: str, mode: str, config: Dict[str, Any], overwrite: bool = False, checkpoint: Optional[str] = None
+) -> OpenedRun:
     """Every rank, before the process group and any set-up. ``mode``: fresh | resume | auto | eval.
     Raises :class:`RunError` when the directory does not hold what the mode needs."""
     rank0 = int(os.environ.get("RANK", 0)) == 0

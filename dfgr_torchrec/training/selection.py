@@ -31,7 +31,12 @@ class EvalConfig:
     test: bool = True
 
     def __post_init__(self) -> None:
-        check(isinstance(self.every_steps, int) and self.every_steps >= 0, "every_steps", "an integer >= 0", self.every_steps)
+        check(
+            isinstance(self.every_steps, int) and self.every_steps >= 0,
+            "every_steps",
+            "an integer >= 0",
+            self.every_steps,
+        )
         check(self.metric in METRICS, "metric", f"one of {sorted(METRICS)}", self.metric)
         check(isinstance(self.patience, int) and self.patience >= 0, "patience", "an integer >= 0", self.patience)
         check(self.min_delta >= 0, "min_delta", "a number >= 0", self.min_delta)

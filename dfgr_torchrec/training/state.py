@@ -22,7 +22,11 @@ class TrainState:
     """
 
     def __init__(
-        self, dmp: DistributedModelParallel, optim: OptimConfig, total_steps: int, evaluation: Optional[EvalConfig] = None
+        self,
+        dmp: DistributedModelParallel,
+        optim: OptimConfig,
+        total_steps: int,
+        evaluation: Optional[EvalConfig] = None,
     ) -> None:
         self.dmp = dmp
         self.dense, self.optimizer = build_optimizers(dmp, optim)

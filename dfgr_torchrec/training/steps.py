@@ -10,7 +10,6 @@ from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.training.config import PIPELINES
 
 
-
 class CountingBatches:
     """Iterates batches, counting the sequences and tokens pulled (a pipeline pulls ahead)."""
 

@@ -30,8 +30,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         run(parse_args(argv))
     except SignalException as e:
         name = signal.Signals(e.sigval).name
-        print(f"torchrun: {name}: the workers were told to save a checkpoint and stop; exiting with status "
-              f"{PREEMPTED_EXIT} (requeue, then --resume continues)", file=sys.stderr, flush=True)
+        print(
+            f"torchrun: {name}: the workers were told to save a checkpoint and stop; exiting with status "
+            f"{PREEMPTED_EXIT} (requeue, then --resume continues)",
+            file=sys.stderr,
+            flush=True,
+        )
         return PREEMPTED_EXIT
     except ChildFailedError as e:
         # the first worker to exit 143 makes the agent SIGTERM the others, which may be past their
@@ -40,8 +44,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         codes = {failure.exitcode for failure in e.failures.values()}
         if PREEMPTED_EXIT not in codes or not codes <= {PREEMPTED_EXIT, -signal.SIGTERM}:
             raise
-        print(f"torchrun: the workers were preempted and saved a checkpoint; exiting with status {PREEMPTED_EXIT} "
-              f"(requeue, then --resume continues)", file=sys.stderr, flush=True)
+        print(
+            f"torchrun: the workers were preempted and saved a checkpoint; exiting with status {PREEMPTED_EXIT} "
+            f"(requeue, then --resume continues)",
+            file=sys.stderr,
+            flush=True,
+        )
         return PREEMPTED_EXIT
     return 0
 

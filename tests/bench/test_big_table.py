@@ -16,9 +16,26 @@ def test_big_table_bench_runs_the_demo_path(tmp_path):
     out = tmp_path / "big.json"
     env = dict(os.environ, PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run(
-        [str(pathlib.Path(sys.executable).parent / "dfgr"), "bench", "big-table", "--workdir", str(tmp_path / "work"),
-         "--num-users", "300", "--num-items", "20000", "--steps", "2", "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(pathlib.Path(sys.executable).parent / "dfgr"),
+            "bench",
+            "big-table",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--num-users",
+            "300",
+            "--num-items",
+            "20000",
+            "--steps",
+            "2",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     result = json.loads(out.read_text())
@@ -27,5 +44,7 @@ def test_big_table_bench_runs_the_demo_path(tmp_path):
     assert 5000 < prepared["item_rows"] < 20000 and prepared["peak_rss_mb"] > 0
     assert train["steps"] == 2 and train["tokens_per_s"] > 0
     assert len(train["peak_memory_mb_per_rank"]) == 2 and min(train["peak_memory_mb_per_rank"]) > 100
-    assert result["item_table"]["fp32_mb_per_rank_row_wise"] == pytest.approx(result["item_table"]["fp32_mb"] / 2, abs=0.1)
+    assert result["item_table"]["fp32_mb_per_rank_row_wise"] == pytest.approx(
+        result["item_table"]["fp32_mb"] / 2, abs=0.1
+    )
     assert "item table" in proc.stdout

@@ -15,7 +15,15 @@ import torch
 
 from dfgr_torchrec.bench import gpu
 from dfgr_torchrec.bench.gpu_plan import (
-    FULL, QUICK, Dims, Plan, batch_lengths, evaluate_targets, flop_ratio, kernel_verdicts, speedups,
+    FULL,
+    QUICK,
+    Dims,
+    Plan,
+    batch_lengths,
+    evaluate_targets,
+    flop_ratio,
+    kernel_verdicts,
+    speedups,
     stack_forward_flops,
 )
 
@@ -24,9 +32,11 @@ ABSENT_THERE = ("torchrec", "fbgemm_gpu", "duckdb", "tensorboard", "tabulate")  
 BLOCK = f"import sys\nfor name in {ABSENT_THERE!r}:\n    sys.modules[name] = None  # import raises ImportError\n"
 # Guards far above the toy run's ~20 s, so a busy CI machine cannot skip a section (the guards
 # themselves are tested on their own below).
-TOY = "Plan(seq_lens=(8, 16), tokens=32, ragged=False, dims=Dims(16, 2, 2, 8, 8), form='pointwise', warmup=1, " \
-      "repeats=1, max_cell_s=120.0, matmul_size=64, check_lengths=(5, 1, 0, 7), correctness_budget_s=600.0, " \
-      "timing_budget_s=600.0)"
+TOY = (
+    "Plan(seq_lens=(8, 16), tokens=32, ragged=False, dims=Dims(16, 2, 2, 8, 8), form='pointwise', warmup=1, "
+    "repeats=1, max_cell_s=120.0, matmul_size=64, check_lengths=(5, 1, 0, 7), correctness_budget_s=600.0, "
+    "timing_budget_s=600.0)"
+)
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -46,8 +56,9 @@ def _assert_needs_a_gpu(proc: subprocess.CompletedProcess, json_path: pathlib.Pa
 def test_the_command_needs_a_gpu_and_says_so_in_one_line(tmp_path):
     out = tmp_path / "gpu.json"
     dfgr = pathlib.Path(sys.executable).parent / "dfgr"
-    proc = subprocess.run([str(dfgr), "bench", "gpu", "--json", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [str(dfgr), "bench", "gpu", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     _assert_needs_a_gpu(proc, out)
 
 
@@ -58,8 +69,10 @@ def test_both_entry_points_get_to_the_gpu_check_without_torchrec_fbgemm_duckdb(t
     if entry == "dfgr":
         call = f"from dfgr_torchrec.cli import main\nsys.exit(main(['bench', 'gpu', '--json', {str(out)!r}]))"
     else:
-        call = ("import runpy\nsys.argv = ['gpu', '--json', " + repr(str(out)) + "]\n"
-                "runpy.run_module('dfgr_torchrec.bench.gpu', run_name='__main__')")
+        call = (
+            "import runpy\nsys.argv = ['gpu', '--json', " + repr(str(out)) + "]\n"
+            "runpy.run_module('dfgr_torchrec.bench.gpu', run_name='__main__')"
+        )
     _assert_needs_a_gpu(_python(BLOCK + call), out)
 
 
@@ -80,8 +93,16 @@ def test_the_whole_run_needs_only_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["schema"] == "dfgr-bench-gpu/1" and result["complete"] is True
-    assert set(result) >= {"settings", "environment", "matmul", "correctness", "timing", "targets", "all_passed",
-                           "section_seconds"}
+    assert set(result) >= {
+        "settings",
+        "environment",
+        "matmul",
+        "correctness",
+        "timing",
+        "targets",
+        "all_passed",
+        "section_seconds",
+    }
     assert set(result["section_seconds"]) == {"environment", "matmul", "correctness", "timing", "total"}
     assert {"torch", "triton", "cuda", "load_average", "load_average_end"} <= set(result["environment"])
     correctness = result["correctness"]
@@ -97,8 +118,14 @@ def test_the_whole_run_needs_only_torch(tmp_path):
             assert "error" in row
         else:
             assert row["median_ms"] > 0 and row["peak_mb"] is None and row["tflops"] > 0
-    assert set(result["targets"]) == {"triton_correct", "dfgr_triton_vs_padded", "dfgr_triton_vs_tiled",
-                                      "triton_memory_linear", "triton_matmul_fraction", "dfgr_metagr_speedup_vs_flops"}
+    assert set(result["targets"]) == {
+        "triton_correct",
+        "dfgr_triton_vs_padded",
+        "dfgr_triton_vs_tiled",
+        "triton_memory_linear",
+        "triton_matmul_fraction",
+        "dfgr_metagr_speedup_vs_flops",
+    }
     assert result["targets"]["triton_correct"]["pass"] is False and result["all_passed"] is False
 
 
@@ -143,7 +170,8 @@ def test_stack_flops_are_the_models_flops_without_head_and_merge():
     config = RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(item_vocab_size=10, embedding_dim=48, merge=MergeOp.SUM),
         interaction=InteractionConfig(d_model=48, num_layers=3, num_heads=4, attention_dim=16, linear_dim=8),
-        tasks=[TaskConfig("t")], head_hidden_dims=[],
+        tasks=[TaskConfig("t")],
+        head_hidden_dims=[],
     )
     lengths = torch.tensor([7, 1, 30, 128])
     head = 2 * 48 * 1 * lengths.sum().item()  # d_model -> 1 task, per scored token
@@ -178,17 +206,28 @@ def _rows(plan: Plan, ms: dict, peaks: dict) -> list:
 def test_targets_pass_fail_and_unmeasured():
     plan = _plan()
     ratio = flop_ratio(batch_lengths(4096, plan.tokens, ragged=False), plan.dims)
-    ms = {("dfgr", "triton", 4096): 10.0, ("dfgr", "pytorch", 4096): 60.0, ("dfgr", "tiled", 4096): 14.0,
-          ("metagr", "triton", 4096): 10.0 * ratio * 0.97, ("dfgr", "triton", 1024): 9.0, ("dfgr", "triton", 16384): 11.0}
+    ms = {
+        ("dfgr", "triton", 4096): 10.0,
+        ("dfgr", "pytorch", 4096): 60.0,
+        ("dfgr", "tiled", 4096): 14.0,
+        ("metagr", "triton", 4096): 10.0 * ratio * 0.97,
+        ("dfgr", "triton", 1024): 9.0,
+        ("dfgr", "triton", 16384): 11.0,
+    }
     peaks = {("dfgr", "triton", 1024): 1000.0, ("dfgr", "triton", 16384): 1200.0}
     rows = _rows(plan, ms, peaks)
     flops = stack_forward_flops("dfgr", batch_lengths(4096, plan.tokens, ragged=False), plan.dims) * 3
     matmul = flops / 10e-3 / 1e12 / 0.4  # triton DFGR reaches 40% of it
     targets = evaluate_targets(plan, rows, speedups(rows, plan), matmul, True)
     verdicts = {name: t["pass"] for name, t in targets.items()}
-    assert verdicts == {"triton_correct": True, "dfgr_triton_vs_padded": True, "dfgr_triton_vs_tiled": False,
-                        "triton_memory_linear": True, "triton_matmul_fraction": True,
-                        "dfgr_metagr_speedup_vs_flops": True}
+    assert verdicts == {
+        "triton_correct": True,
+        "dfgr_triton_vs_padded": True,
+        "dfgr_triton_vs_tiled": False,
+        "triton_memory_linear": True,
+        "triton_matmul_fraction": True,
+        "dfgr_metagr_speedup_vs_flops": True,
+    }
     assert targets["dfgr_triton_vs_padded"]["value"] == pytest.approx(6.0)
     assert targets["dfgr_triton_vs_tiled"]["value"] == pytest.approx(1.4)
     assert targets["triton_memory_linear"]["value"] == pytest.approx(1.2)
@@ -198,8 +237,13 @@ def test_targets_pass_fail_and_unmeasured():
     ms[("dfgr", "pytorch", 4096)] = None  # the padded backend ran out of memory
     del ms[("dfgr", "triton", 16384)]
     targets = evaluate_targets(plan, _rows(plan, ms, peaks), [], None, None)
-    for name in ("triton_correct", "dfgr_triton_vs_padded", "triton_memory_linear", "triton_matmul_fraction",
-                 "dfgr_metagr_speedup_vs_flops"):
+    for name in (
+        "triton_correct",
+        "dfgr_triton_vs_padded",
+        "triton_memory_linear",
+        "triton_matmul_fraction",
+        "dfgr_metagr_speedup_vs_flops",
+    ):
         assert targets[name]["pass"] is None and targets[name]["why"] == "not measured"
 
 
@@ -225,7 +269,9 @@ def test_cells_after_an_oom_or_past_the_deadline_are_not_run():
     assert rows[-1]["oom"] is True and "4096" in rows[-1]["inferred"]
     assert [r["users"] for r in rows] == [64, 64, 16, 16, 4, 4]
     assert all(r["tflops"] > 0 for r in rows if "median_ms" in r)
-    assert all(r["skipped"] == "time guard" for r in gpu.run_cells(plan, measure, deadline=-math.inf, log=lambda _: None))
+    assert all(
+        r["skipped"] == "time guard" for r in gpu.run_cells(plan, measure, deadline=-math.inf, log=lambda _: None)
+    )
 
 
 def test_a_bad_shape_is_an_argument_error_before_any_gpu_work(capsys):
@@ -233,7 +279,16 @@ def test_a_bad_shape_is_an_argument_error_before_any_gpu_work(capsys):
 
     assert main(["bench", "gpu", "--tokens", "1000"]) == 2
     assert "multiple of every N" in capsys.readouterr().err
-    args = gpu.argparse.Namespace(quick=True, seq_lens=None, tokens=None, repeats=None, ragged=False,
-                                  correctness_budget_s=None, timing_budget_s=30.0, attention_form="softmax", seed=1)
+    args = gpu.argparse.Namespace(
+        quick=True,
+        seq_lens=None,
+        tokens=None,
+        repeats=None,
+        ragged=False,
+        correctness_budget_s=None,
+        timing_budget_s=30.0,
+        attention_form="softmax",
+        seed=1,
+    )
     plan = gpu.plan_from_args(args)
     assert plan.seq_lens == QUICK["seq_lens"] and plan.timing_budget_s == 30.0 and plan.form == "softmax"

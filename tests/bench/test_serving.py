@@ -13,10 +13,29 @@ PATHS = ("metagr_full", "dfgr_full", "dfgr_cached", "metagr_cached", "dfgr_appen
 
 def test_serving_bench_writes_rows(tmp_path):
     path = tmp_path / "serving.json"
-    rc = main([
-        "bench", "serving", "--seq-lens", "16", "32", "--num-candidates", "2", "4", "--batch-users", "2",
-        "--min-repeats", "2", "--max-repeats", "3", "--target-seconds", "0.01", "--no-compile", "--json", str(path),
-    ])
+    rc = main(
+        [
+            "bench",
+            "serving",
+            "--seq-lens",
+            "16",
+            "32",
+            "--num-candidates",
+            "2",
+            "4",
+            "--batch-users",
+            "2",
+            "--min-repeats",
+            "2",
+            "--max-repeats",
+            "3",
+            "--target-seconds",
+            "0.01",
+            "--no-compile",
+            "--json",
+            str(path),
+        ]
+    )
     assert rc == 0
     result = json.loads(path.read_text())
     assert result["benchmark"] == "serving" and result["threads"] >= 1 and result["torch"]

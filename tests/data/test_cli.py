@@ -7,8 +7,25 @@ from dfgr_torchrec.cli import main
 
 def test_synth_then_prepare(tmp_path, capsys):
     log, config = tmp_path / "log.tsv", tmp_path / "data.yaml"
-    assert main(["data", "synth", "--out", str(log), "--config-out", str(config), "--num-users", "30",
-                 "--num-items", "100", "--max-seq-len", "20"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(log),
+                "--config-out",
+                str(config),
+                "--num-users",
+                "30",
+                "--num-items",
+                "100",
+                "--max-seq-len",
+                "20",
+            ]
+        )
+        == 0
+    )
     text = config.read_text().replace("name:", f"output_dir: {tmp_path / 'prepared'}\nname:", 1)
     config.write_text(text)
     assert "synth" not in capsys.readouterr().err  # no progress bar off a terminal

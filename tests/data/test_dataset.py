@@ -56,7 +56,10 @@ def test_train_ranks_get_equal_disjoint_shares(shared_data):
     shares = [SequenceDataset(data, "train", 32, 64, rank=r, world_size=3, seed=1).rank_users() for r in range(3)]
     assert len({len(s) for s in shares}) == 1
     assert len(np.intersect1d(shares[0], shares[1])) == 0
-    assert sum(len(s) for s in shares) + SequenceDataset(data, "train", 32, 64, world_size=3).dropped_users == data.num_users
+    assert (
+        sum(len(s) for s in shares) + SequenceDataset(data, "train", 32, 64, world_size=3).dropped_users
+        == data.num_users
+    )
     a = SequenceDataset(data, "train", 32, 64, seed=1)
     b = SequenceDataset(data, "train", 32, 64, seed=1)
     b.set_epoch(1)

@@ -71,7 +71,9 @@ def _log(tmp_path, rows, header=HEADER, name="log.tsv"):
 def test_tiny_log_and_variants(tmp_path, tiny_log):
     arrays, report = prepare_both(_config(tmp_path, tiny_log), tmp_path / "a")
     assert report["rows_kept"] == 7 and arrays["vocab_item"].dtype.kind == "U"
-    prepare_both(_config(tmp_path, tiny_log, split={"valid_per_user": 1, "test_per_user": 0, "time_cutoff": 4}), tmp_path / "b")
+    prepare_both(
+        _config(tmp_path, tiny_log, split={"valid_per_user": 1, "test_per_user": 0, "time_cutoff": 4}), tmp_path / "b"
+    )
     prepare_both(_config(tmp_path, tiny_log, vocab={"oov": "hash", "hash_buckets": 4}), tmp_path / "c")
 
 
@@ -93,26 +95,48 @@ def test_headerless_multichar_delimiter_action_feature_and_gzip(tmp_path):
     text = "".join(f"{u}::{i}::{r}::{100 + t}\n" for u in range(3) for t, (i, r) in enumerate(zip("abcdef", "534121")))
     for name, data in (("r.dat", text.encode()), ("r.dat.gz", gzip.compress(text.encode()))):
         (tmp_path / name).write_bytes(data)
-        config = from_dict(DataConfig, {
-            "name": "ml", "output_dir": "unused",
-            "source": {"path": str(tmp_path / name), "format": "delimited", "delimiter": "::", "header": False,
-                       "columns": {"user": 0, "item": 1, "timestamp": 3}},
-            "actions": {"like": {"column": 2, "at_least": 4}}, "action_feature": 2,
-            "split": {"valid_per_user": 1, "test_per_user": 2},
-        })
+        config = from_dict(
+            DataConfig,
+            {
+                "name": "ml",
+                "output_dir": "unused",
+                "source": {
+                    "path": str(tmp_path / name),
+                    "format": "delimited",
+                    "delimiter": "::",
+                    "header": False,
+                    "columns": {"user": 0, "item": 1, "timestamp": 3},
+                },
+                "actions": {"like": {"column": 2, "at_least": 4}},
+                "action_feature": 2,
+                "split": {"valid_per_user": 1, "test_per_user": 2},
+            },
+        )
         arrays, _ = prepare_both(config, tmp_path / f"out-{name}")
         assert arrays["vocab_action"].tolist() == [1, 2, 3, 4, 5]
 
 
 def test_csv_side_features_and_string_equals(tmp_path):
-    rows = [f"u{u},item {i},{t},{'buy' if (u + i) % 3 == 0 else 'pv'},\"cat,{i % 3}\"" for u in range(4) for t, i in enumerate(range(6))]
+    rows = [
+        f'u{u},item {i},{t},{"buy" if (u + i) % 3 == 0 else "pv"},"cat,{i % 3}"'
+        for u in range(4)
+        for t, i in enumerate(range(6))
+    ]
     log = _log(tmp_path, rows, header="user,item,time,behavior,category", name="log.csv")
-    config = from_dict(DataConfig, {
-        "name": "tb", "output_dir": "unused",
-        "source": {"path": str(log), "format": "csv", "columns": {"user": "user", "item": "item", "timestamp": "time"},
-                   "side_features": {"category": "category"}},
-        "actions": {"buy": {"column": "behavior", "equals": "buy"}, "pv": {"column": "behavior", "equals": "pv"}},
-    })
+    config = from_dict(
+        DataConfig,
+        {
+            "name": "tb",
+            "output_dir": "unused",
+            "source": {
+                "path": str(log),
+                "format": "csv",
+                "columns": {"user": "user", "item": "item", "timestamp": "time"},
+                "side_features": {"category": "category"},
+            },
+            "actions": {"buy": {"column": "behavior", "equals": "buy"}, "pv": {"column": "behavior", "equals": "pv"}},
+        },
+    )
     arrays, report = prepare_both(config, tmp_path)
     assert arrays["vocab_category"].tolist() == ["cat,0", "cat,1", "cat,2"] and report["users"] == 4
 
@@ -123,12 +147,24 @@ def test_parquet(tmp_path, tiny_log):
 
     lines = [line.split("\t") for line in tiny_log.read_text().splitlines()]
     header, rows = lines[0], lines[1:]
-    pq.write_table(pa.table({h: [r[k] if h in "ui" else int(r[k]) for r in rows] for k, h in enumerate(header)}), tmp_path / "l.parquet")
+    pq.write_table(
+        pa.table({h: [r[k] if h in "ui" else int(r[k]) for r in rows] for k, h in enumerate(header)}),
+        tmp_path / "l.parquet",
+    )
     prepare_both(_config(tmp_path, tmp_path / "l.parquet", **{"source.format": "parquet"}), tmp_path)
 
 
-BAD_ROWS = ["a\tx", "a\tx\tnoon\t1\t0", "a\tx\t\t1\t0", "\tx\t5\t1\t0", "a\t \t5\t1\t0", "a\tx\t5\tyes\t0",
-            "a\tx\t5\t1\t", "a\tx\t2.5\t1\t0", "a\tx\tinf\t1\t0"]
+BAD_ROWS = [
+    "a\tx",
+    "a\tx\tnoon\t1\t0",
+    "a\tx\t\t1\t0",
+    "\tx\t5\t1\t0",
+    "a\t \t5\t1\t0",
+    "a\tx\t5\tyes\t0",
+    "a\tx\t5\t1\t",
+    "a\tx\t2.5\t1\t0",
+    "a\tx\tinf\t1\t0",
+]
 
 
 @pytest.mark.parametrize("bad_row", BAD_ROWS)
@@ -157,10 +193,20 @@ def test_unsorted_when_required(tmp_path, tiny_log):
 
 @pytest.mark.parametrize("policy", ["keep", "skip", "merge", "error"])
 def test_duplicates(tmp_path, policy):
-    rows = ["a\tx\t1\t1\t0", "a\ty\t2\t0\t0", "a\tx\t1\t0\t1", "a\ty\t2\t0\t0", "a\ty\t2\t1\t0", "a\tz\t3\t0\t0", "a\tw\t4\t1\t1"]
+    rows = [
+        "a\tx\t1\t1\t0",
+        "a\ty\t2\t0\t0",
+        "a\tx\t1\t0\t1",
+        "a\ty\t2\t0\t0",
+        "a\ty\t2\t1\t0",
+        "a\tz\t3\t0\t0",
+        "a\tw\t4\t1\t1",
+    ]
     config = _config(tmp_path, _log(tmp_path, ["", *rows]), **{"source.duplicates": policy})
     if policy == "error":
-        assert ":5: duplicate event (user 'a', item 'x', timestamp 1) first seen at line 3" in errors_of_both(config, tmp_path)
+        assert ":5: duplicate event (user 'a', item 'x', timestamp 1) first seen at line 3" in errors_of_both(
+            config, tmp_path
+        )
     else:
         prepare_both(config, tmp_path)
 
@@ -193,7 +239,10 @@ def test_shard_errors_name_the_shard(tmp_path):
     assert errors_of_both(config, tmp_path / "a").startswith(f"{tmp_path / 's' / '1.tsv'}:4: column timestamp")
     config.source.on_bad_rows = "skip"
     message = errors_of_both(config, tmp_path / "b")
-    assert message.startswith(f"{tmp_path / 's' / '1.tsv'}:3: duplicate event") and f"first seen at {tmp_path / 's' / '0.tsv'}:2" in message
+    assert (
+        message.startswith(f"{tmp_path / 's' / '1.tsv'}:3: duplicate event")
+        and f"first seen at {tmp_path / 's' / '0.tsv'}:2" in message
+    )
 
 
 def test_shard_digest_covers_every_shard(tmp_path, tiny_log):
@@ -224,13 +273,19 @@ def test_byte_order_mark_and_invalid_utf8_alike(tmp_path):
     bom = tmp_path / "bom.tsv"
     bom.write_bytes("\ufeffa\tx\t1\t1\t0\na\ty\t2\t1\t0\na\tz\t3\t0\t0\n".encode())
     columns = {"user": 0, "item": 1, "timestamp": 2}
-    config = _config(tmp_path, bom, **{"source.header": False, "source.columns": columns},
-                     actions={"click": {"column": 3}, "like": {"column": 4}})
+    config = _config(
+        tmp_path,
+        bom,
+        **{"source.header": False, "source.columns": columns},
+        actions={"click": {"column": 3}, "like": {"column": 4}},
+    )
     arrays, _ = prepare_both(config, tmp_path / "bom")
     assert arrays["vocab_user"].tolist() == ["a"]
     bad = tmp_path / "bad.tsv"
     bad.write_bytes(b"u\ti\tt\tclick\tlike\na\tx\t1\t1\t0\na\t\xff\t2\t1\t0\n")
-    assert errors_of_both(_config(tmp_path, bad), tmp_path / "bad").startswith(f"{bad}:3:3: byte 0xff is not valid UTF-8")
+    assert errors_of_both(_config(tmp_path, bad), tmp_path / "bad").startswith(
+        f"{bad}:3:3: byte 0xff is not valid UTF-8"
+    )
 
 
 def _files(path):
@@ -239,14 +294,21 @@ def _files(path):
     return found, _load(path)[1]
 
 
-@pytest.mark.parametrize("overrides", [
-    {"source.duplicates": "merge", "vocab": {"oov": "hash", "hash_buckets": 3}},
-    {"source.duplicates": "skip", "split": {"valid_per_user": 1, "test_per_user": 0, "time_cutoff": 4}},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"source.duplicates": "merge", "vocab": {"oov": "hash", "hash_buckets": 3}},
+        {"source.duplicates": "skip", "split": {"valid_per_user": 1, "test_per_user": 0, "time_cutoff": 4}},
+    ],
+)
 def test_streamed_chunks_write_the_files_of_one_chunk(tmp_path, monkeypatch, overrides):
     """The DuckDB path streams ``sorted`` in DFGR_PREPARE_CHUNK_ROWS rows: chunks of 1, 2 and 5 rows
     (chunks that split users, a last short chunk) give byte-identical files to one chunk."""
-    rows = [f"u{u % 7}\ti{(u * 3 + t) % 11}\t{t % 13}\t{(u + t) % 2}\t{t % 3 == 0:d}" for u in range(23) for t in range(u % 6 + 2)]
+    rows = [
+        f"u{u % 7}\ti{(u * 3 + t) % 11}\t{t % 13}\t{(u + t) % 2}\t{t % 3 == 0:d}"
+        for u in range(23)
+        for t in range(u % 6 + 2)
+    ]
     rows += rows[5:9]  # duplicates
     prepare_both(_config(tmp_path, _log(tmp_path, rows), **overrides), tmp_path / "both")  # the numpy reference
     config = _with_engine(_config(tmp_path, _log(tmp_path, rows), **overrides), "duckdb", str(tmp_path / "p"))

@@ -14,9 +14,16 @@ from dfgr_torchrec.data.prepare import prepare
 @pytest.fixture
 def prepared(tmp_path):
     log = tmp_path / "log.tsv"
-    log.write_text("u\ti\tt\tclick\n" + "".join(f"{u}\t{(u * 7 + t) % 11}\t{t}\t{(u + t) % 2}\n" for u in range(6) for t in range(8)))
-    config = {"name": "tiny", "output_dir": str(tmp_path / "prepared"), "actions": {"click": {"column": "click"}},
-              "source": {"path": str(log), "format": "tsv", "columns": {"user": "u", "item": "i", "timestamp": "t"}}}
+    log.write_text(
+        "u\ti\tt\tclick\n"
+        + "".join(f"{u}\t{(u * 7 + t) % 11}\t{t}\t{(u + t) % 2}\n" for u in range(6) for t in range(8))
+    )
+    config = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "prepared"),
+        "actions": {"click": {"column": "click"}},
+        "source": {"path": str(log), "format": "tsv", "columns": {"user": "u", "item": "i", "timestamp": "t"}},
+    }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     return prepare(load_data_config(str(tmp_path / "tiny.yaml")), progress=False)
 

@@ -98,10 +98,22 @@ def test_versioned_by_config(tmp_path, tiny_log):
     "bad_row, message, reason",
     [
         ("a\tx", r"log\.tsv:3: column .*timestamp", "missing columns"),
-        ("a\tx\tnoon\t1\t0", r"log\.tsv:3: column timestamp \(t\): expected an integer timestamp, got 'noon'", "non-numeric timestamp"),
-        ("a\tx\t\t1\t0", r"log\.tsv:3: column timestamp \(t\): expected an integer timestamp, got an empty field", "missing timestamp"),
+        (
+            "a\tx\tnoon\t1\t0",
+            r"log\.tsv:3: column timestamp \(t\): expected an integer timestamp, got 'noon'",
+            "non-numeric timestamp",
+        ),
+        (
+            "a\tx\t\t1\t0",
+            r"log\.tsv:3: column timestamp \(t\): expected an integer timestamp, got an empty field",
+            "missing timestamp",
+        ),
         ("\tx\t5\t1\t0", r"log\.tsv:3: column user \(u\): expected a user id", "empty user"),
-        ("a\tx\t5\tyes\t0", r"log\.tsv:3: column actions\.click \(click\): expected a number, got 'yes'", "non-numeric action click"),
+        (
+            "a\tx\t5\tyes\t0",
+            r"log\.tsv:3: column actions\.click \(click\): expected a number, got 'yes'",
+            "non-numeric action click",
+        ),
     ],
 )
 def test_bad_rows_error_or_skip(tmp_path, bad_row, message, reason):
@@ -131,7 +143,10 @@ def test_duplicates_error_skip_keep(tmp_path):
 
 
 def test_unsorted_timestamps_when_required(tmp_path, tiny_log):
-    with pytest.raises(BadInputError, match=r"log\.tsv:3: column timestamp \(t\): expected a time >= the user's previous event \(3\), got 1"):
+    with pytest.raises(
+        BadInputError,
+        match=r"log\.tsv:3: column timestamp \(t\): expected a time >= the user's previous event \(3\), got 1",
+    ):
         _prepare(tmp_path, tiny_log, **{"source.require_sorted": True})
 
 
@@ -160,9 +175,15 @@ def test_delimited_headerless_like_movielens(tmp_path):
     log = tmp_path / "ratings.dat"
     log.write_text("1::10::5::100\n1::11::3::101\n1::12::4::102\n1::13::1::103\n")
     config = {
-        "name": "ml", "output_dir": str(tmp_path / "p"),
-        "source": {"path": str(log), "format": "delimited", "delimiter": "::", "header": False,
-                   "columns": {"user": 0, "item": 1, "timestamp": 3}},
+        "name": "ml",
+        "output_dir": str(tmp_path / "p"),
+        "source": {
+            "path": str(log),
+            "format": "delimited",
+            "delimiter": "::",
+            "header": False,
+            "columns": {"user": 0, "item": 1, "timestamp": 3},
+        },
         "actions": {"like": {"column": 2, "at_least": 4}},
         "action_feature": 2,
     }
@@ -195,8 +216,15 @@ def test_official_kuairand_schema_reads_a_log_in_that_layout(tmp_path):
 
 def test_duplicates_merge_into_one_interaction_with_the_union_of_actions(tmp_path):
     # a view-and-cart pattern: (a, x, 1) logged twice, once clicked, once liked; (a, y, 2) three times
-    rows = ["a\tx\t1\t1\t0", "a\ty\t2\t0\t0", "a\tx\t1\t0\t1", "a\ty\t2\t0\t0", "a\ty\t2\t1\t0", "a\tz\t3\t0\t0",
-            "a\tw\t4\t1\t1"]
+    rows = [
+        "a\tx\t1\t1\t0",
+        "a\ty\t2\t0\t0",
+        "a\tx\t1\t0\t1",
+        "a\ty\t2\t0\t0",
+        "a\ty\t2\t1\t0",
+        "a\tz\t3\t0\t0",
+        "a\tw\t4\t1\t1",
+    ]
     log = tmp_path / "log.tsv"
     log.write_text("\n".join(["u\ti\tt\tclick\tlike", *rows]) + "\n")
     _, load, report = _prepare(tmp_path, log, **{"source.duplicates": "merge"})

@@ -42,7 +42,10 @@ def test_present_file_is_not_downloaded(tmp_path, tiny_log):
 def test_unknown_download_name_is_rejected(tmp_path, tiny_log):
     path = tmp_path / "data.yaml"
     path.write_text(yaml.safe_dump(write_config(tmp_path, tiny_log, **{"source.download": "movielens-100m"})))
-    with pytest.raises(ValueError, match=r"data\.yaml: source\.download: expected one of \['movielens-1m', 'synth-demo'\], got 'movielens-100m'"):
+    with pytest.raises(
+        ValueError,
+        match=r"data\.yaml: source\.download: expected one of \['movielens-1m', 'synth-demo'\], got 'movielens-100m'",
+    ):
         load_data_config(str(path))
 
 
@@ -55,7 +58,9 @@ def test_missing_file_without_download_names_the_path(tmp_path):
 
 def test_cli_download_and_ensure_source_use_the_registry(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setitem(sources.DOWNLOADS, "movielens-1m", sources.Download(_fake_fetch(calls), str(tmp_path / "default")))
+    monkeypatch.setitem(
+        sources.DOWNLOADS, "movielens-1m", sources.Download(_fake_fetch(calls), str(tmp_path / "default"))
+    )
 
     out = tmp_path / "ml"
     assert main(["data", "download", "movielens-1m", "--out", str(out)]) == 0

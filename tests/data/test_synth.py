@@ -111,7 +111,9 @@ def test_the_planted_signal_beats_popularity_and_history_matters(tmp_path):
     users, items, actions = rows[:, 0], rows[:, 1], rows[:, 3:]
     clicks = actions[:, 0]
     oracle = synth.replay_probabilities(config, users, items, actions)[:, 0]
-    no_history = synth.replay_probabilities(dataclasses.replace(config, history_weight=0.0), users, items, actions)[:, 0]
+    no_history = synth.replay_probabilities(dataclasses.replace(config, history_weight=0.0), users, items, actions)[
+        :, 0
+    ]
     shown = np.bincount(items, minlength=2000)
     clicked = np.bincount(items, weights=clicks, minlength=2000)
     popularity = shown[items].astype(float)

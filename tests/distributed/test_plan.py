@@ -58,12 +58,12 @@ def test_side_rows_must_name_a_side_feature_of_the_data(capsys):
 
 
 def test_per_user_features_look_up_one_id():
+    import torch
+
     from dfgr_torchrec.config import RankingModelConfig
     from dfgr_torchrec.distributed.sharding import table_pooling_factors
     from dfgr_torchrec.features import DataSchema
     from dfgr_torchrec.models import build_model
-
-    import torch
 
     schema = DataSchema(["like"], 100, user_rows={"user_id": 10})
     model = build_model(RankingModelConfig(), schema, device=torch.device("meta"))

@@ -38,8 +38,12 @@ VARIANTS = {**{name: (cls, False) for name, cls in MODELS.items()}, "dfgr+bias_t
 
 def _config(bias_terms=False):
     return RankingModelConfig(
-        embeddings=SequenceEmbeddingConfig(item_vocab_size=1000, action_vocab_sizes={ACTION_FEATURE: 4}, embedding_dim=16),
-        interaction=InteractionConfig(d_model=16, num_layers=2, num_heads=2, attention_dim=8, linear_dim=8, max_seq_len=32),
+        embeddings=SequenceEmbeddingConfig(
+            item_vocab_size=1000, action_vocab_sizes={ACTION_FEATURE: 4}, embedding_dim=16
+        ),
+        interaction=InteractionConfig(
+            d_model=16, num_layers=2, num_heads=2, attention_dim=8, linear_dim=8, max_seq_len=32
+        ),
         tasks=[TaskConfig("a"), TaskConfig("b")],
         bias_terms=bias_terms,
     )
@@ -58,13 +62,21 @@ def _worker(rank, port, model_name, errors):
         torch.set_num_threads(1)
         cls, bias_terms = VARIANTS[model_name]
         torch.manual_seed(rank)  # a different RNG stream per rank: DDP's constructor makes the replicas equal
-        sharded = shard_model(cls(_config(bias_terms), device=torch.device("meta")), {"item": "row_wise", "action": "table_wise"},
-                              torch.device("cpu"), sparse_lr=0.05)
+        sharded = shard_model(
+            cls(_config(bias_terms), device=torch.device("meta")),
+            {"item": "row_wise", "action": "table_wise"},
+            torch.device("cpu"),
+            sparse_lr=0.05,
+        )
         _assert_replicas_equal(sharded, "after sharding")
         torch.manual_seed(0)
         reference = cls(_config(bias_terms))
-        dmp = shard_model(cls(_config(bias_terms), device=torch.device("meta")), {"item": "row_wise", "action": "table_wise"},
-                          torch.device("cpu"), sparse_lr=0.05)
+        dmp = shard_model(
+            cls(_config(bias_terms), device=torch.device("meta")),
+            {"item": "row_wise", "action": "table_wise"},
+            torch.device("cpu"),
+            sparse_lr=0.05,
+        )
         assert table_sharding_types(dmp) == {"item": "row_wise", "action": "table_wise"}, table_sharding_types(dmp)
         load_unsharded_state(dmp, reference.state_dict())
 
@@ -73,7 +85,10 @@ def _worker(rank, port, model_name, errors):
         with torch.no_grad():
             torch.testing.assert_close(dmp(batch).logits, reference(batch).logits, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(
-                dmp.module.score_candidates(batch).values(), reference.score_candidates(batch).values(), atol=1e-5, rtol=1e-5
+                dmp.module.score_candidates(batch).values(),
+                reference.score_candidates(batch).values(),
+                atol=1e-5,
+                rtol=1e-5,
             )
 
         optimizer = combined_optimizer(dmp, dense_optimizer(dmp, lr=1e-2))
@@ -88,7 +103,9 @@ def _worker(rank, port, model_name, errors):
         assert losses[-1] < 0.9 * losses[0], losses
         _assert_replicas_equal(dmp, "after training on different batches")  # the gradients were averaged
         table_after = [s.tensor for s in dmp.state_dict()[_item_key(dmp)].local_shards()]
-        assert any(not torch.equal(a, b) for a, b in zip(table_before, table_after)), "the fused optimizer updated no row"
+        assert any(not torch.equal(a, b) for a, b in zip(table_before, table_after)), (
+            "the fused optimizer updated no row"
+        )
         dist.destroy_process_group()
     except BaseException:
         errors.put(f"rank {rank}:\n{traceback.format_exc()}")
@@ -151,10 +168,18 @@ def test_fused_weight_decay_shrinks_only_the_rows_looked_up(mode):
                 tables=[EmbeddingConfig(name="t", embedding_dim=4, num_embeddings=10, feature_names=["f"])],
                 device=torch.device("meta"),
             )
-            dmp = shard_model(model, {"t": "table_wise"}, torch.device("cpu"), sparse_lr=0.1,
-                              sparse_weight_decay=wd, sparse_weight_decay_mode=mode)
+            dmp = shard_model(
+                model,
+                {"t": "table_wise"},
+                torch.device("cpu"),
+                sparse_lr=0.1,
+                sparse_weight_decay=wd,
+                sparse_weight_decay_mode=mode,
+            )
             before = dmp.state_dict()["ec.embeddings.t.weight"].local_shards()[0].tensor.clone()
-            kjt = KeyedJaggedTensor.from_lengths_sync(keys=["f"], values=torch.tensor([1, 2]), lengths=torch.tensor([2]))
+            kjt = KeyedJaggedTensor.from_lengths_sync(
+                keys=["f"], values=torch.tensor([1, 2]), lengths=torch.tensor([2])
+            )
             (dmp.module.ec(kjt)["f"].values() * 0.0).sum().backward()
             after = dmp.state_dict()["ec.embeddings.t.weight"].local_shards()[0].tensor
             moved[wd] = (after - before).abs().sum(1)

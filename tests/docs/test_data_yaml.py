@@ -28,8 +28,10 @@ def test_the_readme_data_yaml_loads_and_prepares(tmp_path):
     log = tmp_path / "events.tsv"
     rows = ["user_id\tvideo_id\tts\tcategory_id\tis_click\tlabel\twatch_ratio"]
     for user in range(4):
-        rows += [f"u{user}\tv{(user + t) % 5}\t{1_700_000_000 + 60 * t}\tc{t % 2}\t{t % 2}\t{(t + user) % 2}\t0.{t}"
-                 for t in range(6)]
+        rows += [
+            f"u{user}\tv{(user + t) % 5}\t{1_700_000_000 + 60 * t}\tc{t % 2}\t{t % 2}\t{(t + user) % 2}\t0.{t}"
+            for t in range(6)
+        ]
     log.write_text("\n".join(rows) + "\n")
     tree["source"]["path"], tree["output_dir"] = str(log), str(tmp_path / "prepared")
     path = tmp_path / "mylog.yaml"
@@ -53,8 +55,15 @@ def test_the_data_page_reference_example_loads(tmp_path):
 
 def test_the_data_page_names_every_key_of_the_data_config():
     page = (ROOT / "docs" / "data.md").read_text()
-    classes = [data_config.DataConfig, data_config.SourceConfig, data_config.ColumnsConfig,
-               data_config.ActionConfig, data_config.SplitConfig, data_config.VocabConfig]
+    classes = [
+        data_config.DataConfig,
+        data_config.SourceConfig,
+        data_config.ColumnsConfig,
+        data_config.ActionConfig,
+        data_config.SplitConfig,
+        data_config.VocabConfig,
+    ]
+
     def named(key: str) -> bool:  # `key`, or a dotted path through it: `source.key`, `split.key`, `key.sub`
         return re.search(rf"`(?:[\w<>]+\.)*{key}(?:\.[\w<>]+)*`", page) is not None
 

@@ -17,7 +17,7 @@ def layout_block() -> list:
     block = section.split("```", 2)[1].splitlines()
     start = block.index("dfgr_torchrec/")
     end = next(i for i in range(start + 1, len(block)) if block[i] and not block[i].startswith(" "))
-    return block[start + 1:end]
+    return block[start + 1 : end]
 
 
 def listed_modules() -> dict:
@@ -29,7 +29,7 @@ def listed_modules() -> dict:
         head = line[2:].split(" ", 1)[0] if line.startswith("  ") and not line.startswith("   ") else None
         if head is not None:
             unit = head[:-1] if head.endswith("/") else ""
-        text = line[2 + len(head):] if head is not None and head.endswith("/") else line
+        text = line[2 + len(head) :] if head is not None and head.endswith("/") else line
         listed.setdefault(unit, set()).update(MODULE.findall(text))
     return listed
 

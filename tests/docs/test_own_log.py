@@ -35,7 +35,9 @@ def _write_log(path: Path) -> None:
     for user in range(40):
         for t in range(10):
             item = (user * 7 + t * 3) % 30
-            rows.append(f"u{user}\tv{item}\t{1_700_000_000 + 60 * t}\tc{item % 3}\t{(user + t) % 2}\t{t % 2}\t0.{(user * t) % 10}")
+            rows.append(
+                f"u{user}\tv{item}\t{1_700_000_000 + 60 * t}\tc{item % 3}\t{(user + t) % 2}\t{t % 2}\t0.{(user * t) % 10}"
+            )
     path.parent.mkdir(parents=True)
     path.write_text("\n".join(rows) + "\n")
 
@@ -70,7 +72,11 @@ def test_your_own_log_runs_as_written(tmp_path):
         done = subprocess.run(dfgr + words, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{command}:\n{done.stderr[-3000:]}"
     drafted = load_data_config(str(tmp_path / "configs" / "data" / "drafted.yaml"))
-    assert (drafted.source.columns.user, drafted.source.columns.item, drafted.source.columns.timestamp) == ("user_id", "video_id", "ts")
+    assert (drafted.source.columns.user, drafted.source.columns.item, drafted.source.columns.timestamp) == (
+        "user_id",
+        "video_id",
+        "ts",
+    )
     final = json.loads((tmp_path / "runs" / "mylog" / "metrics_final.json").read_text())
     assert set(final["tasks"]) == {"click", "like", "long_view"}
     [line] = (tmp_path / "scores.jsonl").read_text().splitlines()

@@ -52,9 +52,24 @@ def test_torchx_local_cwd_runs_the_demo(tmp_path):
     env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     torchx = pathlib.Path(sys.executable).parent / "torchx"
     proc = subprocess.run(
-        [str(torchx), "run", "-s", "local_cwd", "--wait", "--log", "./launch/dfgr.py:demo", "--steps", "2",
-         "--models", "dfgr"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(torchx),
+            "run",
+            "-s",
+            "local_cwd",
+            "--wait",
+            "--log",
+            "./launch/dfgr.py:demo",
+            "--steps",
+            "2",
+            "--models",
+            "dfgr",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]

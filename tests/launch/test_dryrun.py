@@ -71,7 +71,11 @@ SHARED = "type=bind,src=/shared/dfgr,dst=/shared/dfgr".split(",")  # what `--mou
 def test_cluster_defaults_retry_and_resume():
     role = components.train(config=CONFIG, j="2x8", gpu=8).roles[0]
     assert role.max_retries == 1  # a lost node restarts the job, which resumes
-    assert "--max_restarts 0" in role.args[-1] and "--resume" in role.args[-1] and "checkpoint.resume=auto" in role.args[-1]
+    assert (
+        "--max_restarts 0" in role.args[-1]
+        and "--resume" in role.args[-1]
+        and "checkpoint.resume=auto" in role.args[-1]
+    )
 
 
 def test_slurm_dryrun_takes_partition_time_and_shared_storage(runner):
@@ -97,7 +101,9 @@ def test_kubernetes_dryrun_takes_namespace_service_account_and_mounts(runner):
 def test_the_component_finds_torchrun_beside_its_interpreter(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # the venv not activated: no torchrun on PATH
     command = components.train(config=CONFIG, j="1x2").roles[0].args[-1]
-    assert command.startswith(f"PATH={pathlib.Path(sys.executable).parent}:\"$PATH\" python -m dfgr_torchrec.training.torchrun ")
+    assert command.startswith(
+        f'PATH={pathlib.Path(sys.executable).parent}:"$PATH" python -m dfgr_torchrec.training.torchrun '
+    )
     monkeypatch.setattr(components.sys, "executable", str(tmp_path / "python"))
     with pytest.raises(ValueError, match="torchrun is neither on PATH nor beside .*activate the project's environment"):
         components.train(config=CONFIG, j="1x2")

@@ -27,8 +27,10 @@ import dfgr as components  # noqa: E402
 from dfgr_torchrec.training.safe_dcp import metadata  # noqa: E402
 from tests.processes import process_tree, wait_for  # noqa: E402
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent"),
+]
 DEBUG = "configs/train/debug.yaml"
 RUN = ["train.max_steps=8", "data.batch_size=8", "checkpoint.every_steps=2", "eval.every_steps=4"]
 TOLERANCE = 1e-5
@@ -48,9 +50,26 @@ def _free_port() -> int:
 
 def _torchx(out, j, *overrides):
     torchx = pathlib.Path(sys.executable).parent / "torchx"
-    cmd = [str(torchx), "run", "-s", "local_cwd", "-cfg", f"log_dir={out}/torchx", "--wait", "--log",
-           "./launch/dfgr.py:train", "--config", DEBUG, "-j", j, "--rdzv_port", str(_free_port()),
-           f"output_dir={out}", *RUN, *overrides]
+    cmd = [
+        str(torchx),
+        "run",
+        "-s",
+        "local_cwd",
+        "-cfg",
+        f"log_dir={out}/torchx",
+        "--wait",
+        "--log",
+        "./launch/dfgr.py:train",
+        "--config",
+        DEBUG,
+        "-j",
+        j,
+        "--rdzv_port",
+        str(_free_port()),
+        f"output_dir={out}",
+        *RUN,
+        *overrides,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "SUCCEEDED" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
     return out / "debug"
@@ -72,7 +91,9 @@ def one_node(tmp_path_factory):
     """``-j 1x2`` through TorchX: its test metrics (and the log's memory of both ranks)."""
     run = _torchx(tmp_path_factory.mktemp("one_node"), "1x2")
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert len(log[-1]["peak_memory_mb_per_rank"]) == 2 and log[-1]["peak_memory_mb"] == max(log[-1]["peak_memory_mb_per_rank"])
+    assert len(log[-1]["peak_memory_mb_per_rank"]) == 2 and log[-1]["peak_memory_mb"] == max(
+        log[-1]["peak_memory_mb_per_rank"]
+    )
     return _test_metrics(run)
 
 
@@ -86,10 +107,18 @@ def test_two_nodes_train_to_the_metrics_of_one(one_node, tmp_path):
 
 def _node_command(out, port, node, attempt):
     """The component's torchrun command for ``node`` of a 2x1 job, its TorchX macros filled in."""
-    app = components.train(*RUN, f"output_dir={out}", "testing.stall_at_step=5", "train.collective_timeout_s=300",
-                           config=DEBUG, j="2x1", rdzv_port=port)
-    role = specs.macros.Values(img_root=str(ROOT), app_id=f"lost-node-{attempt}", replica_id=str(node),
-                               rank0_env="TORCHX_RANK0_HOST").apply(app.roles[0])
+    app = components.train(
+        *RUN,
+        f"output_dir={out}",
+        "testing.stall_at_step=5",
+        "train.collective_timeout_s=300",
+        config=DEBUG,
+        j="2x1",
+        rdzv_port=port,
+    )
+    role = specs.macros.Values(
+        img_root=str(ROOT), app_id=f"lost-node-{attempt}", replica_id=str(node), rank0_env="TORCHX_RANK0_HOST"
+    ).apply(app.roles[0])
     return [role.entrypoint, *role.args], {**_env(), **role.env, "TORCHX_RANK0_HOST": "127.0.0.1"}
 
 

@@ -11,7 +11,9 @@ from dfgr_torchrec.models import build_model
 def _config(**embeddings):
     return RankingModelConfig(
         type="bias",
-        embeddings=SequenceEmbeddingConfig(item_vocab_size=200, action_vocab_sizes={"action": 4}, embedding_dim=16, **embeddings),
+        embeddings=SequenceEmbeddingConfig(
+            item_vocab_size=200, action_vocab_sizes={"action": 4}, embedding_dim=16, **embeddings
+        ),
         tasks=[TaskConfig("a"), TaskConfig("b")],
     )
 
@@ -27,7 +29,8 @@ def test_logits_are_the_sum_of_the_biases():
 
     f = batch.features
     batch.features = KeyedJaggedTensor.from_lengths_sync(
-        keys=[*f.keys(), "user_id"], values=torch.cat([f.values(), torch.tensor([1, 2, 3])]),
+        keys=[*f.keys(), "user_id"],
+        values=torch.cat([f.values(), torch.tensor([1, 2, 3])]),
         lengths=torch.cat([f.lengths(), torch.ones(3, dtype=torch.int64)]),
     )
     tables = {name: t.weight for name, t in model.embedding.collection.embeddings.items()}

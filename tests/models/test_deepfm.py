@@ -50,6 +50,6 @@ def test_it_learns_the_planted_signal():
 
 @pytest.mark.skipif(not HAS_DATA, reason="../shared/data is absent")
 @pytest.mark.parametrize("registered", [("deepfm", DeepFMModel)], indirect=True)
-def test_a_registered_type_trains_one_step_through_the_recipe(registered, tmp_path):
+def test_a_registered_type_trains_one_step_through_the_recipe(registered, tmp_path):  # noqa: F811 (the fixture, imported)
     module = train_one_step_through_the_recipe(registered, tmp_path)
     assert isinstance(module, MODELS[registered])

@@ -144,9 +144,13 @@ CAND_TIMES = [[20, 30, 35, 50], [5, 5], [4]]
 def _batch(history=None, cands=None, cand_times=None):
     history, cands, cand_times = history or HISTORY, cands or CANDS, cand_times or CAND_TIMES
     return make_sequence_batch(
-        history=history, timestamps=TIMES, labels=[[[0.0, 1.0]] * len(t) for t in TIMES],
-        candidates={"item_id": cands}, candidate_timestamps=cand_times,
-        candidate_labels=[[[0.0, 0.0]] * len(c) for c in cands], num_tasks=2,
+        history=history,
+        timestamps=TIMES,
+        labels=[[[0.0, 1.0]] * len(t) for t in TIMES],
+        candidates={"item_id": cands},
+        candidate_timestamps=cand_times,
+        candidate_labels=[[[0.0, 0.0]] * len(c) for c in cands],
+        num_tasks=2,
     )
 
 
@@ -245,11 +249,17 @@ def din_type():
 
 
 def _recipe(din_type, tmp_path, *overrides):
-    return TrainRecipe(load_train_config(
-        str(ROOT / "configs/train/debug.yaml"),
-        [f"model.type={din_type}", f"output_dir={tmp_path}",
-         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}", *overrides],
-    ))
+    return TrainRecipe(
+        load_train_config(
+            str(ROOT / "configs/train/debug.yaml"),
+            [
+                f"model.type={din_type}",
+                f"output_dir={tmp_path}",
+                f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}",
+                *overrides,
+            ],
+        )
+    )
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")

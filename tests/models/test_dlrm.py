@@ -37,7 +37,8 @@ def tiny_batch(seed=0, user_features=False):
     if user_features:  # one user id per user
         f = batch.features
         batch.features = KeyedJaggedTensor.from_lengths_sync(
-            keys=[*f.keys(), "user_id"], values=torch.cat([f.values(), torch.tensor([1, 2, 3])]),
+            keys=[*f.keys(), "user_id"],
+            values=torch.cat([f.values(), torch.tensor([1, 2, 3])]),
             lengths=torch.cat([f.lengths(), torch.ones(3, dtype=torch.int64)]),
         )
     return batch
@@ -112,8 +113,12 @@ def train_one_step_through_the_recipe(model_type, tmp_path):
     """One recipe step of ``model_type`` on the debug config; returns the trained module."""
     config = load_train_config(
         str(ROOT / "configs/train/debug.yaml"),
-        [f"model.type={model_type}", "train.max_steps=1", f"output_dir={tmp_path}",
-         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}"],
+        [
+            f"model.type={model_type}",
+            "train.max_steps=1",
+            f"output_dir={tmp_path}",
+            f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}",
+        ],
     )
     recipe = TrainRecipe(config)
     try:

@@ -10,8 +10,14 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch, make_sequence_batch
-from dfgr_torchrec.config import InteractionConfig, MaskMode, RankingModelConfig, SequenceEmbeddingConfig
-from dfgr_torchrec.config import TaskConfig, UserContext
+from dfgr_torchrec.config import (
+    InteractionConfig,
+    MaskMode,
+    RankingModelConfig,
+    SequenceEmbeddingConfig,
+    TaskConfig,
+    UserContext,
+)
 from dfgr_torchrec.data.synthetic import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.metrics import auc
@@ -31,8 +37,14 @@ def _config(mode=MaskMode.POSITION, num_items=NUM_ITEMS, num_tasks=NUM_TASKS, d=
             item_vocab_size=num_items, action_vocab_sizes={ACTION_FEATURE: 2**num_tasks}, embedding_dim=d
         ),
         interaction=InteractionConfig(
-            d_model=d, num_layers=layers, num_heads=2, attention_dim=8, linear_dim=8, mask_mode=mode,
-            max_seq_len=32, num_time_buckets=16,
+            d_model=d,
+            num_layers=layers,
+            num_heads=2,
+            attention_dim=8,
+            linear_dim=8,
+            mask_mode=mode,
+            max_seq_len=32,
+            num_time_buckets=16,
         ),
         tasks=[TaskConfig(f"task{t}") for t in range(num_tasks)],
         head_hidden_dims=[d],
@@ -164,7 +176,7 @@ def test_session_candidates_never_see_history_at_or_after_their_time():
     times = batch.candidate_timestamps.clone()
     for u in range(len(h_off) - 1):  # requests in the middle of the history
         picks = torch.randint(h_off[u], h_off[u + 1], (c_off[u + 1] - c_off[u],), generator=g)
-        times[c_off[u]:c_off[u + 1]] = batch.timestamps[picks]
+        times[c_off[u] : c_off[u + 1]] = batch.timestamps[picks]
     batch = dataclasses.replace(batch, candidate_timestamps=times)
     seen = unseen = 0
     with torch.no_grad():
@@ -193,9 +205,12 @@ def _resplit(batch: SequenceBatch, context_token=False) -> SequenceBatch:
         users = {USER_FEATURE: [[u] for u in batch.features[USER_FEATURE].values().tolist()]}
     return make_sequence_batch(
         history={ITEM_FEATURE: pick(items, head), ACTION_FEATURE: pick(actions, head), **users},
-        timestamps=pick(times, head), labels=pick(labels, head),
-        candidates={ITEM_FEATURE: pick(items, rows)}, candidate_timestamps=pick(times, rows),
-        candidate_labels=pick(labels, rows), num_tasks=NUM_TASKS,
+        timestamps=pick(times, head),
+        labels=pick(labels, head),
+        candidates={ITEM_FEATURE: pick(items, rows)},
+        candidate_timestamps=pick(times, rows),
+        candidate_labels=pick(labels, rows),
+        num_tasks=NUM_TASKS,
     )
 
 
@@ -243,8 +258,9 @@ def test_it_learns_the_planted_signal():
         scores = model.eval().score_candidates(held_out).values()
     score = auc(scores[:, 0], held_out.candidate_labels[:, 0])
     # the true item biases alone (no history) reach ~0.56: the model reads the user's past actions
-    popularity = auc(world.item_bias[held_out.features[candidate_feature(ITEM_FEATURE)].values(), 0],
-                     held_out.candidate_labels[:, 0])
+    popularity = auc(
+        world.item_bias[held_out.features[candidate_feature(ITEM_FEATURE)].values(), 0], held_out.candidate_labels[:, 0]
+    )
     assert score > 0.7 and score > popularity + 0.1, (score, popularity, time.monotonic() - start)
 
 
@@ -266,8 +282,13 @@ def test_one_training_step_through_the_recipe(hstu_type, tmp_path, users):
 
     config = load_train_config(
         str(ROOT / "configs/train/debug.yaml"),
-        [f"model.type={hstu_type}", "train.max_steps=1", f"output_dir={tmp_path}",
-         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}", *users],
+        [
+            f"model.type={hstu_type}",
+            "train.max_steps=1",
+            f"output_dir={tmp_path}",
+            f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}",
+            *users,
+        ],
     )
     recipe = TrainRecipe(config)
     try:

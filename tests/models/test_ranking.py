@@ -34,8 +34,15 @@ def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=Fal
             item_vocab_size=NUM_ITEMS, action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS}, embedding_dim=D
         ),
         interaction=InteractionConfig(
-            d_model=D, num_layers=2, num_heads=2, attention_dim=8, linear_dim=8, mask_mode=mode, attention_form=form,
-            max_seq_len=32, num_time_buckets=16,
+            d_model=D,
+            num_layers=2,
+            num_heads=2,
+            attention_dim=8,
+            linear_dim=8,
+            mask_mode=mode,
+            attention_form=form,
+            max_seq_len=32,
+            num_time_buckets=16,
         ),
         tasks=[TaskConfig("like"), TaskConfig("follow", weight=0.5)],
         head_hidden_dims=[16],
@@ -183,7 +190,9 @@ def test_candidates_are_scored_independently(cls, mode, bias_terms, user_context
                 candidate_timestamps=batch.candidate_timestamps[c : c + 1],
                 candidate_labels=batch.candidate_labels[c : c + 1],
             )
-            torch.testing.assert_close(model.score_candidates(alone).values()[0], together.values()[c], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                model.score_candidates(alone).values()[0], together.values()[c], atol=1e-5, rtol=1e-5
+            )
 
 
 @pytest.mark.parametrize("cls", MODELS)
@@ -198,7 +207,7 @@ def test_a_context_token_carries_the_user_and_leaves_the_item_tokens_alone(cls):
         with torch.no_grad():
             items = [model.embedding(b.features).items.values() for b in (batch, other)]
             assert items_move != torch.equal(items[0], items[1]), user_context
-            for run in (lambda b: model(b).logits, lambda b: model.score_candidates(b).values()):
+            for run in (lambda b: model(b).logits, lambda b: model.score_candidates(b).values()):  # noqa: B023 (run now)
                 changed = (run(batch) - run(other)).abs().amax(dim=1) > 1e-6
                 assert bool(changed.all()), user_context
 
@@ -210,9 +219,13 @@ def test_a_user_without_history_is_scored_from_the_context_token(cls, mode):
     scores = []
     for user in (1, 2):
         batch = make_sequence_batch(
-            history={ITEM_FEATURE: [[]], ACTION_FEATURE: [[]], USER_FEATURE: [[user]]}, timestamps=[[]], labels=[[]],
-            candidates={ITEM_FEATURE: [[3, 4]]}, candidate_timestamps=[[100, 100]],
-            candidate_labels=[[[0.0] * NUM_TASKS] * 2], num_tasks=NUM_TASKS,
+            history={ITEM_FEATURE: [[]], ACTION_FEATURE: [[]], USER_FEATURE: [[user]]},
+            timestamps=[[]],
+            labels=[[]],
+            candidates={ITEM_FEATURE: [[3, 4]]},
+            candidate_timestamps=[[100, 100]],
+            candidate_labels=[[[0.0] * NUM_TASKS] * 2],
+            num_tasks=NUM_TASKS,
         )
         with torch.no_grad():
             scores.append(model.score_candidates(batch).values())
@@ -295,9 +308,15 @@ def test_a_context_token_trains_through_the_recipe_pipeline(kind, tmp_path):
 
     config = load_train_config(
         str(ROOT / "configs/train/debug.yaml"),
-        [f"model.type={kind}", "train.max_steps=2", f"output_dir={tmp_path}", "data.user_id=true",
-         "model.embeddings.user_context=token", "model.bias_terms=true",
-         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}"],
+        [
+            f"model.type={kind}",
+            "train.max_steps=2",
+            f"output_dir={tmp_path}",
+            "data.user_id=true",
+            "model.embeddings.user_context=token",
+            "model.bias_terms=true",
+            f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}",
+        ],
     )
     recipe = TrainRecipe(config)
     try:

@@ -24,7 +24,9 @@ class ItemOnlyRanker(nn.Module):
 
     def __init__(self, config: RankingModelConfig, device=None) -> None:
         super().__init__()
-        self.embedding = SequenceEmbedding(config.embeddings, config.embeddings.embedding_dim, merge_tokens=False, device=device)
+        self.embedding = SequenceEmbedding(
+            config.embeddings, config.embeddings.embedding_dim, merge_tokens=False, device=device
+        )
         self.head = nn.Linear(config.embeddings.embedding_dim, len(config.tasks), device=device)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 
@@ -49,8 +51,12 @@ def toy_type():
 def test_a_registered_toy_model_trains_one_step_through_the_recipe(toy_type, tmp_path):
     config = load_train_config(
         str(ROOT / "configs/train/debug.yaml"),
-        [f"model.type={toy_type}", "train.max_steps=1", f"output_dir={tmp_path}",
-         f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}"],
+        [
+            f"model.type={toy_type}",
+            "train.max_steps=1",
+            f"output_dir={tmp_path}",
+            f"data.config={ROOT / 'configs/data/kuairand-sample.yaml'}",
+        ],
     )
     recipe = TrainRecipe(config)
     try:

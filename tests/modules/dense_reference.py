@@ -136,7 +136,9 @@ def metagr_score(module, items, actions, candidates, h_lengths, c_lengths, h_tim
     users = len(h_lengths)
     ht = _split(h_times, h_lengths) if h_times is not None else [None] * users
     ct = _split(c_times, c_lengths) if c_times is not None else [None] * users
-    for it, ac, c, th, tc in zip(_split(items, h_lengths), _split(actions, h_lengths), _split(candidates, c_lengths), ht, ct):
+    for it, ac, c, th, tc in zip(
+        _split(items, h_lengths), _split(actions, h_lengths), _split(candidates, c_lengths), ht, ct
+    ):
         n, m = it.shape[0], c.shape[0]
         th = None if th is None else th.tolist()
         tc = None if tc is None else tc.tolist()
@@ -147,7 +149,9 @@ def metagr_score(module, items, actions, candidates, h_lengths, c_lengths, h_tim
         for i in range(n):
             tokens += [ie[i], ae[i]]
             token_keys += [2 * keys[i], 2 * keys[i] + 1]
-        x = torch.cat([torch.stack(tokens) if tokens else it.new_zeros(0, it.shape[1]), _encode(module, c, c_positions, c_gaps)])
+        x = torch.cat(
+            [torch.stack(tokens) if tokens else it.new_zeros(0, it.shape[1]), _encode(module, c, c_positions, c_gaps)]
+        )
         key = torch.tensor(token_keys, dtype=torch.int64)
         c_key = 2 * torch.tensor(c_keys, dtype=torch.int64)
         visible = torch.zeros(2 * n + m, 2 * n + m, dtype=torch.bool)

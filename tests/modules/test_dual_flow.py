@@ -15,8 +15,16 @@ D = 16
 def _module(form, mode, **overrides):
     torch.manual_seed(0)
     cfg = InteractionConfig(
-        d_model=D, num_layers=2, num_heads=2, attention_dim=4, linear_dim=4, attention_form=form, mask_mode=mode,
-        max_seq_len=8, num_time_buckets=8, **overrides,
+        d_model=D,
+        num_layers=2,
+        num_heads=2,
+        attention_dim=4,
+        linear_dim=4,
+        attention_form=form,
+        mask_mode=mode,
+        max_seq_len=8,
+        num_time_buckets=8,
+        **overrides,
     )
     return DualFlowInteraction(cfg)
 
@@ -32,7 +40,12 @@ def _assert_grads_match(module, inputs_a, inputs_b, out_a, out_b):
     grads_b = torch.autograd.grad(out_b, inputs_b + params, grad, allow_unused=True)
     for i, (ga, gb) in enumerate(zip(grads_a, grads_b)):
         if ga is None or gb is None:
-            assert ga is None and gb is None or (ga is None and gb.abs().max() == 0) or (gb is None and ga.abs().max() == 0), i
+            assert (
+                ga is None
+                and gb is None
+                or (ga is None and gb.abs().max() == 0)
+                or (gb is None and ga.abs().max() == 0)
+            ), i
             continue
         torch.testing.assert_close(ga, gb, atol=2e-5, rtol=1e-4)
 
@@ -65,9 +78,15 @@ def test_scoring_pass_equals_dense_attention(form, mode):
     candidates = torch.randn(sum(CANDIDATES), D)
     h_times = sorted_times_with_sessions(LENGTHS)
     # candidates at request time, one of them tied with the last history session
-    c_times = torch.cat([torch.full((m,), int(t.max()) + (0 if i == 0 else 5)) for i, (m, t) in enumerate(
-        zip(CANDIDATES, torch.split(h_times, LENGTHS)))])
-    out = module.score(_jt(history, LENGTHS), _jt(candidates, CANDIDATES), _jt(h_times, LENGTHS), _jt(c_times, CANDIDATES))
+    c_times = torch.cat(
+        [
+            torch.full((m,), int(t.max()) + (0 if i == 0 else 5))
+            for i, (m, t) in enumerate(zip(CANDIDATES, torch.split(h_times, LENGTHS)))
+        ]
+    )
+    out = module.score(
+        _jt(history, LENGTHS), _jt(candidates, CANDIDATES), _jt(h_times, LENGTHS), _jt(c_times, CANDIDATES)
+    )
     ref = dense_reference.dual_flow_score(module, history, candidates, LENGTHS, CANDIDATES, h_times, c_times)
     torch.testing.assert_close(out.values(), ref, atol=1e-5, rtol=1e-5)
     assert out.lengths().tolist() == CANDIDATES
@@ -118,7 +137,8 @@ def test_reference_kernel_gives_the_same_module_output():
     torch.testing.assert_close(
         fast(_jt(real, LENGTHS), _jt(fake, LENGTHS), times).values(),
         slow(_jt(real, LENGTHS), _jt(fake, LENGTHS), times).values(),
-        atol=1e-5, rtol=1e-5,
+        atol=1e-5,
+        rtol=1e-5,
     )
 
 
@@ -128,7 +148,9 @@ def test_the_pointwise_normaliser_divides_the_attention():
     q, k, v = torch.randn(9, 2, 4), torch.randn(9, 2, 4), torch.randn(9, 2, 4)
     outs = []
     for scale in (None, 4):
-        cfg = InteractionConfig(d_model=D, num_heads=2, attention_dim=4, linear_dim=4, max_seq_len=8, attention_scale_len=scale)
+        cfg = InteractionConfig(
+            d_model=D, num_heads=2, attention_dim=4, linear_dim=4, max_seq_len=8, attention_scale_len=scale
+        )
         block = DualFlowInteraction(cfg).blocks[0]
         offsets = torch.tensor([0, 3, 9])
         positions = torch.tensor([0, 1, 2, 0, 1, 2, 3, 4, 5])

@@ -80,8 +80,12 @@ def test_meta_device_allocates_nothing():
 
 def test_embedding_dropout_only_in_training():
     cfg = SequenceEmbeddingConfig(
-        item_vocab_size=20, action_vocab_sizes={"click": 2, "like": 2}, item_side_vocab_sizes={"category": 5},
-        user_vocab_sizes={"user_id": 7}, embedding_dim=8, dropout=0.5,
+        item_vocab_size=20,
+        action_vocab_sizes={"click": 2, "like": 2},
+        item_side_vocab_sizes={"category": 5},
+        user_vocab_sizes={"user_id": 7},
+        embedding_dim=8,
+        dropout=0.5,
     )
     torch.manual_seed(0)
     emb = SequenceEmbedding(cfg, d_model=8)

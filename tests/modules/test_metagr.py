@@ -15,8 +15,15 @@ D = 16
 def _module(form, mode):
     torch.manual_seed(0)
     cfg = InteractionConfig(
-        d_model=D, num_layers=2, num_heads=2, attention_dim=4, linear_dim=4, attention_form=form, mask_mode=mode,
-        max_seq_len=8, num_time_buckets=8,
+        d_model=D,
+        num_layers=2,
+        num_heads=2,
+        attention_dim=4,
+        linear_dim=4,
+        attention_form=form,
+        mask_mode=mode,
+        max_seq_len=8,
+        num_time_buckets=8,
     )
     return MetaGRInteraction(cfg)
 
@@ -47,10 +54,17 @@ def test_scoring_pass_equals_dense_attention(form, mode):
     items, actions = torch.randn(sum(LENGTHS), D), torch.randn(sum(LENGTHS), D)
     candidates = torch.randn(sum(CANDIDATES), D)
     h_times = sorted_times_with_sessions(LENGTHS)
-    c_times = torch.cat([torch.full((m,), int(t.max()) + (0 if i == 0 else 5)) for i, (m, t) in enumerate(
-        zip(CANDIDATES, torch.split(h_times, LENGTHS)))])
+    c_times = torch.cat(
+        [
+            torch.full((m,), int(t.max()) + (0 if i == 0 else 5))
+            for i, (m, t) in enumerate(zip(CANDIDATES, torch.split(h_times, LENGTHS)))
+        ]
+    )
     out = module.score(
-        _jt(items, LENGTHS), _jt(actions, LENGTHS), _jt(candidates, CANDIDATES), _jt(h_times, LENGTHS),
+        _jt(items, LENGTHS),
+        _jt(actions, LENGTHS),
+        _jt(candidates, CANDIDATES),
+        _jt(h_times, LENGTHS),
         _jt(c_times, CANDIDATES),
     )
     ref = dense_reference.metagr_score(module, items, actions, candidates, LENGTHS, CANDIDATES, h_times, c_times)

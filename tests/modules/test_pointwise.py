@@ -58,7 +58,7 @@ def test_candidates_pool_the_history_they_may_see():
     for session in (False, True):
         samples = candidate_samples(emb, h_times, c_times, session)
         h_start, row = 0, 0
-        for b, (n, m) in enumerate(zip(LENGTHS, CANDIDATES)):
+        for n, m in zip(LENGTHS, CANDIDATES):
             for _ in range(m):
                 rows = [h_start + j for j in range(n) if (not session or h_times[h_start + j] < c_times[row])]
                 torch.testing.assert_close(samples.history_items[row], _brute_mean(emb.items.values(), rows))

@@ -43,8 +43,15 @@ def reference_layer(layer: STULayer, x: torch.Tensor, visible: torch.Tensor, n: 
 
 def _config(num_layers=1, form=AttentionForm.POINTWISE, mode=MaskMode.POSITION):
     return InteractionConfig(
-        d_model=D, num_layers=num_layers, num_heads=H, attention_dim=DQK, linear_dim=DV, attention_form=form,
-        mask_mode=mode, max_seq_len=16, num_time_buckets=8,
+        d_model=D,
+        num_layers=num_layers,
+        num_heads=H,
+        attention_dim=DQK,
+        linear_dim=DV,
+        attention_form=form,
+        mask_mode=mode,
+        max_seq_len=16,
+        num_time_buckets=8,
     )
 
 
@@ -82,7 +89,7 @@ def test_layer_self_attention_equals_dense_reference(form, mode):
     n = max(LENGTHS)
     out = layer(x, AttentionSpec(offsets, offsets, keys, keys, strict=False), scale_len=n)
     expected = []
-    for user, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist())):
+    for s, e in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
         visible = keys[s:e].unsqueeze(0) <= keys[s:e].unsqueeze(1)  # [query, key]
         expected.append(reference_layer(layer, x[s:e], visible, n, form))
     _assert_same(layer, out, torch.cat(expected), [x])
@@ -112,8 +119,12 @@ def test_stack_of_history_and_targets_equals_dense_reference(form, mode):
     targets = torch.randn(int(t_lengths.sum()), D, requires_grad=True)
     h_times = sorted_times_with_sessions(LENGTHS)
     # each target at a time inside or after its user's history, so session masks cut the history
-    t_times = torch.cat([h_times[s:e][torch.randint(0, e - s, (m,))] + torch.randint(0, 2, (m,)) * 3
-                         for s, e, m in zip(h_offsets[:-1].tolist(), h_offsets[1:].tolist(), CANDIDATES)])
+    t_times = torch.cat(
+        [
+            h_times[s:e][torch.randint(0, e - s, (m,))] + torch.randint(0, 2, (m,)) * 3
+            for s, e, m in zip(h_offsets[:-1].tolist(), h_offsets[1:].tolist(), CANDIDATES)
+        ]
+    )
     if mode == MaskMode.POSITION:
         h_keys = torch.cat([torch.arange(n) for n in LENGTHS])
         t_keys = torch.repeat_interleave(h_lengths, t_lengths)
@@ -121,7 +132,8 @@ def test_stack_of_history_and_targets_equals_dense_reference(form, mode):
         h_keys, t_keys = h_times, t_times
     n = max(a + b for a, b in zip(LENGTHS, CANDIDATES))
     out = stack(
-        history, targets,
+        history,
+        targets,
         AttentionSpec(h_offsets, h_offsets, h_keys, h_keys, strict=False),
         AttentionSpec(t_offsets, h_offsets, t_keys, h_keys, strict=True),
         scale_len=n,
@@ -133,7 +145,7 @@ def test_stack_of_history_and_targets_equals_dense_reference(form, mode):
         visible = _user_mask(h_keys[hs:he].tolist(), t_keys[ts:te].tolist())
         for layer in stack.layers:
             x = reference_layer(layer, x, visible, n, form)
-        expected.append(x[he - hs:])
+        expected.append(x[he - hs :])
     _assert_same(stack, out, torch.cat(expected), [history, targets])
 
 
@@ -149,7 +161,7 @@ def _dense_interaction(model: HSTUInteraction, items, actions, h_times, cands, c
     visible = _user_mask(h_keys, c_keys)
     for layer in model.stack.layers:
         x = reference_layer(layer, x, visible, n, model.config.attention_form)
-    return model.output_norm(x[items.shape[0]:])
+    return model.output_norm(x[items.shape[0] :])
 
 
 @pytest.mark.parametrize("mode", list(MaskMode))
@@ -160,20 +172,36 @@ def test_interaction_score_equals_dense_reference(mode):
     cands = torch.randn(int(c_lengths.sum()), 5)
     h_times = sorted_times_with_sessions(LENGTHS)
     h_off, c_off = lengths_to_offsets(h_lengths).tolist(), lengths_to_offsets(c_lengths).tolist()
-    c_times = torch.cat([h_times[h_off[u]:h_off[u + 1]][torch.randint(0, LENGTHS[u], (m,))] + 2
-                         for u, m in enumerate(CANDIDATES)])
+    c_times = torch.cat(
+        [h_times[h_off[u] : h_off[u + 1]][torch.randint(0, LENGTHS[u], (m,))] + 2 for u, m in enumerate(CANDIDATES)]
+    )
     out = model.score(
-        *(JaggedTensor(values=v, lengths=n) for v, n in
-          [(items, h_lengths), (actions, h_lengths), (cands, c_lengths), (h_times, h_lengths), (c_times, c_lengths)]),
+        *(
+            JaggedTensor(values=v, lengths=n)
+            for v, n in [
+                (items, h_lengths),
+                (actions, h_lengths),
+                (cands, c_lengths),
+                (h_times, h_lengths),
+                (c_times, c_lengths),
+            ]
+        ),
     )
     n = max(a + b for a, b in zip(LENGTHS, CANDIDATES))
-    expected = torch.cat([
-        _dense_interaction(
-            model, items[h_off[u]:h_off[u + 1]], actions[h_off[u]:h_off[u + 1]], h_times[h_off[u]:h_off[u + 1]].tolist(),
-            cands[c_off[u]:c_off[u + 1]], c_times[c_off[u]:c_off[u + 1]].tolist(), n,
-        )
-        for u in range(len(LENGTHS))
-    ])
+    expected = torch.cat(
+        [
+            _dense_interaction(
+                model,
+                items[h_off[u] : h_off[u + 1]],
+                actions[h_off[u] : h_off[u + 1]],
+                h_times[h_off[u] : h_off[u + 1]].tolist(),
+                cands[c_off[u] : c_off[u + 1]],
+                c_times[c_off[u] : c_off[u + 1]].tolist(),
+                n,
+            )
+            for u in range(len(LENGTHS))
+        ]
+    )
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=1e-4)
 
 

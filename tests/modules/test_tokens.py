@@ -40,12 +40,15 @@ class _MyRanker(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        tables = [EmbeddingConfig(name=n, embedding_dim=16, num_embeddings=rows, feature_names=[n])
-                  for n, rows in (("item", 100), ("action", 4))]
+        tables = [
+            EmbeddingConfig(name=n, embedding_dim=16, num_embeddings=rows, feature_names=[n])
+            for n, rows in (("item", 100), ("action", 4))
+        ]
         self.tables = EmbeddingCollection(tables=tables, device=torch.device("meta"))  # DMP allocates them
         self.tokens = DualFlowTokens(dim=16)
-        self.interaction = DualFlowInteraction(InteractionConfig(d_model=16, num_layers=1, num_heads=2,
-                                                                 attention_dim=8, linear_dim=8))
+        self.interaction = DualFlowInteraction(
+            InteractionConfig(d_model=16, num_layers=1, num_heads=2, attention_dim=8, linear_dim=8)
+        )
         self.head = torch.nn.Linear(16, 1)
 
     def forward(self, features: KeyedJaggedTensor, labels: torch.Tensor) -> torch.Tensor:
@@ -68,7 +71,9 @@ def test_the_interaction_trains_without_timestamps_under_dmp(tmp_path):
             total = int(lengths.sum())
             features = KeyedJaggedTensor.from_lengths_sync(
                 keys=["item", "action"],
-                values=torch.cat([torch.randint(0, 100, (total,), generator=g), torch.randint(0, 4, (total,), generator=g)]),
+                values=torch.cat(
+                    [torch.randint(0, 100, (total,), generator=g), torch.randint(0, 4, (total,), generator=g)]
+                ),
                 lengths=torch.cat([lengths, lengths]),
             )
             loss = dmp(features, torch.randint(0, 2, (total,), generator=g).float())

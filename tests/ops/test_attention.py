@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel
-from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
+from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel, AttentionSpec, jagged_attention
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, positions_in_sequence
 from tests.ops.compare import assert_same_outputs_and_grads
 
@@ -126,7 +125,10 @@ def test_auto_kernel_is_tiled_from_the_measured_length(monkeypatch):
     cuda = torch.device("cuda")
     assert attention.resolve_kernel(auto, spec([7, 3]), cuda) == attention.AttentionKernel.PYTORCH
     assert attention.resolve_kernel(auto, spec([8, 3]), cuda) == attention.AttentionKernel.TILED
-    assert attention.resolve_kernel(attention.AttentionKernel.REFERENCE, spec([8]), cpu) == attention.AttentionKernel.REFERENCE
+    assert (
+        attention.resolve_kernel(attention.AttentionKernel.REFERENCE, spec([8]), cpu)
+        == attention.AttentionKernel.REFERENCE
+    )
     calls = []
     monkeypatch.setattr("dfgr_torchrec.ops.tiled.tiled_attention", lambda *a, **k: calls.append("tiled"))
     monkeypatch.setattr("dfgr_torchrec.ops.pytorch.padded_attention", lambda *a, **k: calls.append("pytorch"))

@@ -34,7 +34,10 @@ def test_the_pure_torch_helpers_equal_fbgemm_forward_and_backward():
     for max_len in (5, 7, 2):  # 2 cuts the longer sequences, as fbgemm does
         values = torch.randn(9, 2, 3, requires_grad=True)
         ours = values.detach().clone().requires_grad_(True)
-        padded, torch_padded = to_padded(values, offsets, max_len, -1.0), jagged.torch_to_padded(ours, offsets, max_len, -1.0)
+        padded, torch_padded = (
+            to_padded(values, offsets, max_len, -1.0),
+            jagged.torch_to_padded(ours, offsets, max_len, -1.0),
+        )
         assert torch.equal(torch_padded, padded)
         grad = torch.randn_like(padded)
         padded.backward(grad)

@@ -73,8 +73,11 @@ def test_unsorted_keys_stay_correct(form, strict):
     g = torch.Generator().manual_seed(5)
     spec = _spec(Q_LENGTHS, KV_LENGTHS, strict, False)
     spec = AttentionSpec(
-        spec.q_offsets, spec.kv_offsets, torch.randint(0, 9, (spec.q_total,), generator=g),
-        torch.randint(0, 9, (spec.kv_total,), generator=g), strict=strict,
+        spec.q_offsets,
+        spec.kv_offsets,
+        torch.randint(0, 9, (spec.q_total,), generator=g),
+        torch.randint(0, 9, (spec.kv_total,), generator=g),
+        strict=strict,
     )
     _compare(spec, form, True, 3, 4)
 
@@ -150,11 +153,19 @@ def test_training_peak_memory_is_below_the_padded_kernel():
     peaks = {}
     for kernel in (AttentionKernel.PYTORCH, AttentionKernel.TILED):
         step(kernel)  # warm: the spec caches the padded mask / the tile plan
-        peaks[kernel] = measure_peak(lambda: step(kernel), torch.device("cpu"))[1]
+        peaks[kernel] = measure_peak(lambda: step(kernel), torch.device("cpu"))[1]  # noqa: B023 (run now)
     if peaks[AttentionKernel.PYTORCH] is None:
         pytest.skip("no RSS high-water mark on this platform")
     assert peaks[AttentionKernel.TILED] < peaks[AttentionKernel.PYTORCH] / 4, peaks
 
 
 def test_default_tile_grows_with_the_sequence_up_to_the_cap():
-    assert [tiled.default_tile(n) for n in (1, 1024, 2048, 2049, 4096, 8192, 10**6)] == [256, 256, 256, 512, 512, 1024, 1024]
+    assert [tiled.default_tile(n) for n in (1, 1024, 2048, 2049, 4096, 8192, 10**6)] == [
+        256,
+        256,
+        256,
+        512,
+        512,
+        1024,
+        1024,
+    ]

@@ -67,8 +67,10 @@ def test_candidates_over_a_longer_history_with_uneven_blocks(form):
     c_keys = torch.cat([torch.full((m,), n + 1) for n, m in zip(h_len, c_len)])
     spec = AttentionSpec(c_off, h_off, c_keys, h_keys, strict=True)
     fast_in = {
-        "q": torch.randn(7, 3, 5, generator=g), "k": torch.randn(26, 3, 5, generator=g),
-        "v": torch.randn(26, 3, 6, generator=g), "self_k": torch.randn(7, 3, 5, generator=g),
+        "q": torch.randn(7, 3, 5, generator=g),
+        "k": torch.randn(26, 3, 5, generator=g),
+        "v": torch.randn(26, 3, 6, generator=g),
+        "self_k": torch.randn(7, 3, 5, generator=g),
         "self_v": torch.randn(7, 3, 6, generator=g),
     }
     fast_in = {n: t.requires_grad_(True) for n, t in fast_in.items()}
@@ -84,8 +86,11 @@ def test_unsorted_keys_stay_correct(form):
     g = torch.Generator().manual_seed(5)
     base = _spec(Q_LENGTHS, KV_LENGTHS, True, False)
     spec = AttentionSpec(
-        base.q_offsets, base.kv_offsets, torch.randint(0, 40, (base.q_total,), generator=g),
-        torch.randint(0, 40, (base.kv_total,), generator=g), strict=True,
+        base.q_offsets,
+        base.kv_offsets,
+        torch.randint(0, 40, (base.q_total,), generator=g),
+        torch.randint(0, 40, (base.kv_total,), generator=g),
+        strict=True,
     )
     _compare(spec, form, True)
 
@@ -98,8 +103,12 @@ def test_the_dispatcher_runs_it_and_non_contiguous_views_work():
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn(16, 2, 4, generator=g)
     q, k, v = qkv[0::2], qkv[1::2], torch.randn(8, 2, 4, generator=g)
-    out = jagged_attention(q, k, v, spec, form="softmax", scale_len=8, self_k=k, self_v=v, kernel=AttentionKernel.TRITON)
-    ref = jagged_attention(q, k, v, spec, form="softmax", scale_len=8, self_k=k, self_v=v, kernel=AttentionKernel.REFERENCE)
+    out = jagged_attention(
+        q, k, v, spec, form="softmax", scale_len=8, self_k=k, self_v=v, kernel=AttentionKernel.TRITON
+    )
+    ref = jagged_attention(
+        q, k, v, spec, form="softmax", scale_len=8, self_k=k, self_v=v, kernel=AttentionKernel.REFERENCE
+    )
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 

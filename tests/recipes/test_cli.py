@@ -24,7 +24,10 @@ def test_train_then_eval_the_checkpoint(tmp_path):
     assert final["selected_step"] == 21 and final["valid"]["split"] == "valid"  # one epoch: validated at its end
     log = [json.loads(line) for line in (tmp_path / "debug" / "train_log.jsonl").read_text().splitlines()]
     assert {"loss", "samples_per_s", "tokens_per_s", "peak_memory_mb", "lr"} <= set(log[0])
-    assert len(log[0]["peak_memory_mb_per_rank"]) == 1 and log[0]["peak_memory_mb"] == log[0]["peak_memory_mb_per_rank"][0] > 100
+    assert (
+        len(log[0]["peak_memory_mb_per_rank"]) == 1
+        and log[0]["peak_memory_mb"] == log[0]["peak_memory_mb_per_rank"][0] > 100
+    )
     # not a terminal: no progress bar, one stdout line per logged step (21 steps, log_every 5)
     assert "epoch 0:" not in train.stderr and "it/s" not in train.stderr
     step_lines = [line for line in train.stdout.splitlines() if line.startswith("step ") and " loss " in line]
@@ -50,8 +53,14 @@ def test_bad_override_is_a_clear_error(tmp_path):
 def test_sparse_dist_pipeline_trains_like_the_base_loop(tmp_path):
     finals = []
     for pipeline in ("sparse_dist", "base"):
-        out = _dfgr("train", "--config", "configs/train/debug.yaml", f"output_dir={tmp_path / pipeline}",
-                    "train.epochs=1", f"train.pipeline={pipeline}")
+        out = _dfgr(
+            "train",
+            "--config",
+            "configs/train/debug.yaml",
+            f"output_dir={tmp_path / pipeline}",
+            "train.epochs=1",
+            f"train.pipeline={pipeline}",
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         finals.append(json.loads((tmp_path / pipeline / "debug" / "metrics_final.json").read_text())["tasks"])
     for task in finals[0]:

@@ -31,8 +31,16 @@ def dfgr(*args, timeout=300):
 
 
 def torchrun(*args, nproc=2, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "dfgr_torchrec.recipes.train", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "dfgr_torchrec.recipes.train",
+        *map(str, args),
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -61,6 +69,7 @@ def run_copy(trained, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(trained[0], out)
     return out, out / "debug"
+
 
 HEADER = "u\ti\tt\tclick"
 ROWS = ["a\tx\t1\t1", "a\ty\t2\t0", "a\tz\t3\t1", "a\tw\t4\t0", "b\tx\t1\t0", "b\ty\t2\t1", "b\tz\t3\t0", "b\tw\t4\t1"]
@@ -104,4 +113,4 @@ def prepare(capsys, config, *extra):
 
 def report_of(out: str) -> dict:
     """The report ``dfgr data prepare`` prints after its first line."""
-    return json.loads(out[out.index("\n{") + 1:])
+    return json.loads(out[out.index("\n{") + 1 :])

@@ -47,8 +47,12 @@ def test_no_intact_checkpoint_is_refused_naming_them(run_copy):
     with pytest.raises(RunError, match="no intact checkpoint in"):
         newest_intact_checkpoint(str(run / "checkpoints"), lambda message: None)
     result = dfgr("train", "--config", DEBUG, "--resume", f"output_dir={out}", *SMALL)
-    clean_error(result, f"no intact checkpoint in {run / 'checkpoints'}", str(run / "checkpoints" / "step-4" / "extra.pt"),
-                str(run / "checkpoints" / "step-2" / ".metadata"))
+    clean_error(
+        result,
+        f"no intact checkpoint in {run / 'checkpoints'}",
+        str(run / "checkpoints" / "step-4" / "extra.pt"),
+        str(run / "checkpoints" / "step-2" / ".metadata"),
+    )
 
 
 @needs_data
@@ -59,7 +63,10 @@ def test_resume_from_a_damaged_latest_continues_and_logs_each_step_once(run_copy
     _truncate(str(run / "checkpoints" / "step-4" / "rng-rank0.pt"))
     result = dfgr("train", "--config", DEBUG, "--resume", f"output_dir={out}", *SMALL)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"checkpoint {run / 'checkpoints' / 'step-4'} is damaged: {run / 'checkpoints' / 'step-4' / 'rng-rank0.pt'}" in result.stdout
+    assert (
+        f"checkpoint {run / 'checkpoints' / 'step-4'} is damaged: {run / 'checkpoints' / 'step-4' / 'rng-rank0.pt'}"
+        in result.stdout
+    )
     assert f"resumed from {run / 'checkpoints' / 'step-2'}" in result.stdout
     steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # steps 3 and 4 were logged by the first run too: kept once
@@ -78,11 +85,19 @@ def test_a_full_disk_is_said_plainly(tmp_path):
         result = dfgr("train", "--config", DEBUG, f"output_dir={full}", *SMALL)
     finally:
         subprocess.run(["umount", str(full)], check=True)
-    clean_error(result, f"cannot write checkpoint {full / 'debug' / 'checkpoints' / '.tmp-step-2'}: no space left on device")
+    clean_error(
+        result, f"cannot write checkpoint {full / 'debug' / 'checkpoints' / '.tmp-step-2'}: no space left on device"
+    )
 
 
-WARNINGS = ("TopologyFactory", "HeuristicalStorageReservation", "dense tensor size", "broadcast_buffers",
-            "is_fx_tracing", "ShardedTensor")
+WARNINGS = (
+    "TopologyFactory",
+    "HeuristicalStorageReservation",
+    "dense tensor size",
+    "broadcast_buffers",
+    "is_fx_tracing",
+    "ShardedTensor",
+)
 
 
 def test_a_run_prints_no_library_warnings(trained):

@@ -85,8 +85,10 @@ def test_bench_prepare_refuses_a_missing_config_before_starting_its_child(tmp_pa
 
 def test_bench_prepare_reports_the_logs_error_in_one_line(tmp_path):
     config = tmp_path / "data.yaml"
-    config.write_text(f"name: x\nsource: {{path: {tmp_path / 'nope.tsv'}, format: tsv, "
-                      "columns: {user: u, item: i, timestamp: t}}\nactions: {c: {column: c}}\n")
+    config.write_text(
+        f"name: x\nsource: {{path: {tmp_path / 'nope.tsv'}, format: tsv, "
+        "columns: {user: u, item: i, timestamp: t}}\nactions: {c: {column: c}}\n"
+    )
     result = dfgr("bench", "prepare", "--config", config)
     clean_error(result, f"{tmp_path / 'nope.tsv'}: no such file (source.path)", "the duckdb run failed")
 
@@ -98,12 +100,16 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
 
     from .conftest import ROOT, env
 
-    code = ("import sys; from dfgr_torchrec import cli\n"
-            "def run(args):\n    [print('x' * 100) for _ in range(100000)]\n"
-            "parser = cli.build_parser(['demo']); cli.build_parser = lambda argv: parser\n"
-            "parser._subparsers._group_actions[0].choices['demo'].set_defaults(run=run)\n"
-            "sys.exit(cli.main(['demo']))")
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    code = (
+        "import sys; from dfgr_torchrec import cli\n"
+        "def run(args):\n    [print('x' * 100) for _ in range(100000)]\n"
+        "parser = cli.build_parser(['demo']); cli.build_parser = lambda argv: parser\n"
+        "parser._subparsers._group_actions[0].choices['demo'].set_defaults(run=run)\n"
+        "sys.exit(cli.main(['demo']))"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     child.stdout.readline()
     child.stdout.close()
     child.wait(60)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.reliability.conftest import HEADER, ROWS, prepare, report_of, write_log, write_yaml
+from tests.reliability.conftest import HEADER, ROWS, prepare, report_of, write_yaml
 
 TEXT = "\n".join([HEADER, *ROWS]) + "\n"
 
@@ -75,17 +75,28 @@ def test_command_line_exit_2_and_no_traceback(tmp_path):
     config = write_yaml(tmp_path, folder, actions={"click": "click"}, name="bad.yaml")
     dir_config = write_yaml(tmp_path, folder, name="dir.yaml")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    for path, message in ((config, "bad.yaml: actions.click: expected a mapping"), (dir_config, "logs: a folder with no log files in it")):
-        done = subprocess.run([sys.executable, "-m", "dfgr_torchrec.cli", "data", "prepare", "--config", str(path)],
-                              capture_output=True, text=True, timeout=240, env=env)
+    for path, message in (
+        (config, "bad.yaml: actions.click: expected a mapping"),
+        (dir_config, "logs: a folder with no log files in it"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "dfgr_torchrec.cli", "data", "prepare", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=env,
+        )
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "python"])
-@pytest.mark.parametrize("size, message", [
-    (20 << 20, "log.tsv:1: NUL bytes and no line break in 16,777,216 characters: not a delimited text log"),
-    (1 << 20, "field larger than field limit (131072); not a delimited text log"),
-])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        (20 << 20, "log.tsv:1: NUL bytes and no line break in 16,777,216 characters: not a delimited text log"),
+        (1 << 20, "field larger than field limit (131072); not a delimited text log"),
+    ],
+)
 def test_a_file_of_nul_bytes_is_refused_at_once(tmp_path, capsys, engine, size, message):
     log = tmp_path / "log.tsv"
     log.write_bytes(b"\0" * size)  # the 2 GB case read the whole "line" (50 s, 4.3 GB) before failing

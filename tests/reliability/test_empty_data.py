@@ -15,16 +15,23 @@ def test_split_sizes_longer_than_every_history(tmp_path, capsys):
     code, _, err = prepare(capsys, config)
     assert code == 2
     assert "the training split is empty" in err and "8 rows read, 0 kept" in err
-    assert ("8 by 'user with too few interactions' (each user needs split.min_train_per_user + "
-            "split.valid_per_user + split.test_per_user = 11 interactions)") in err
+    assert (
+        "8 by 'user with too few interactions' (each user needs split.min_train_per_user + "
+        "split.valid_per_user + split.test_per_user = 11 interactions)"
+    ) in err
 
 
 def test_time_cutoff_after_every_event(tmp_path, capsys):
-    config = write_yaml(tmp_path, write_log(tmp_path), split={"valid_per_user": 1, "test_per_user": 0, "time_cutoff": 100})
+    config = write_yaml(
+        tmp_path, write_log(tmp_path), split={"valid_per_user": 1, "test_per_user": 0, "time_cutoff": 100}
+    )
     code, _, err = prepare(capsys, config)
     assert code == 2
     assert "the test split is empty" in err
-    assert "no event at or after split.time_cutoff (100 = 100 in source.timestamp_unit 's'); the latest kept event is at 4" in err
+    assert (
+        "no event at or after split.time_cutoff (100 = 100 in source.timestamp_unit 's'); the latest kept event is at 4"
+        in err
+    )
 
 
 def test_time_cutoff_date_after_every_event(tmp_path, capsys):
@@ -35,7 +42,9 @@ def test_time_cutoff_date_after_every_event(tmp_path, capsys):
 
 
 def test_time_cutoff_before_every_event(tmp_path, capsys):
-    config = write_yaml(tmp_path, write_log(tmp_path), split={"valid_per_user": 0, "test_per_user": 0, "time_cutoff": 0})
+    config = write_yaml(
+        tmp_path, write_log(tmp_path), split={"valid_per_user": 0, "test_per_user": 0, "time_cutoff": 0}
+    )
     code, _, err = prepare(capsys, config)
     assert code == 2
     assert "the training split is empty" in err

@@ -56,24 +56,29 @@ def _pickled_weight(marker):
         meta["use_pickle"] = True
         entries[f"scoring/data/weights/{meta['path_name']}"] = _pickled(Marker(marker))
         entries[WEIGHTS_CONFIG] = json.dumps(config).encode()
+
     return change
 
 
 def _pickled_sample_inputs(marker):
     def change(entries):
         entries["scoring/data/sample_inputs/model.pt"] = _pickled(((Marker(marker),), {}))
+
     return change
 
 
 def _extra_entry(marker):
     def change(entries):
         entries["scoring/extra/notes.bin"] = b"anything"
+
     return change
 
 
-HOSTILE = {"use_pickle weight": (_pickled_weight, "use_pickle"),
-           "pickled sample inputs": (_pickled_sample_inputs, "sample_inputs/model.pt"),
-           "unexpected entry": (_extra_entry, "scoring/extra/notes.bin")}
+HOSTILE = {
+    "use_pickle weight": (_pickled_weight, "use_pickle"),
+    "pickled sample inputs": (_pickled_sample_inputs, "sample_inputs/model.pt"),
+    "unexpected entry": (_extra_entry, "scoring/extra/notes.bin"),
+}
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
@@ -91,7 +96,9 @@ def test_dfgr_score_refuses_a_hostile_program_in_one_line(copy, tmp_path, capsys
     marker = tmp_path / "pwned"
     _rewrite_program(copy, _pickled_weight(marker))
     (tmp_path / "req.jsonl").write_text(good_line() + "\n")
-    code, out, err = run(capsys, "score", "--model", copy, "--input", tmp_path / "req.jsonl", "--output", tmp_path / "s.jsonl")
+    code, out, err = run(
+        capsys, "score", "--model", copy, "--input", tmp_path / "req.jsonl", "--output", tmp_path / "s.jsonl"
+    )
     assert not marker.exists()
     assert code == 2 and "scoring.pt2" in err and "use_pickle" in err and len(err.strip().splitlines()) == 1
 
@@ -105,8 +112,12 @@ def test_the_exporter_writes_only_entries_the_loader_accepts(artifact):
     check_program(f"{artifact}/scoring.pt2")  # what export writes passes the loader's check
 
 
-@pytest.mark.parametrize("allow_native, listed, loaded", [(False, True, False), (True, False, False), (True, True, True)])
-def test_the_aoti_package_loads_only_when_native_code_is_allowed_and_listed(copy, monkeypatch, allow_native, listed, loaded):
+@pytest.mark.parametrize(
+    "allow_native, listed, loaded", [(False, True, False), (True, False, False), (True, True, True)]
+)
+def test_the_aoti_package_loads_only_when_native_code_is_allowed_and_listed(
+    copy, monkeypatch, allow_native, listed, loaded
+):
     """The package is a shared library: the default serves the exported program instead."""
     (copy / "scoring_aoti.pt2").write_bytes(b"a shared library would run here")
     resign(copy, drop=() if listed else ("scoring_aoti.pt2",))
@@ -116,8 +127,10 @@ def test_the_aoti_package_loads_only_when_native_code_is_allowed_and_listed(copy
     assert bool(calls) == loaded
 
 
-@pytest.mark.parametrize("name", ["weights.pt", "vocab/vocab_item.npy", "vocab/vocab_category.json",
-                                  "vocab/vocabularies.json", "scoring.pt2"])
+@pytest.mark.parametrize(
+    "name",
+    ["weights.pt", "vocab/vocab_item.npy", "vocab/vocab_category.json", "vocab/vocabularies.json", "scoring.pt2"],
+)
 def test_a_file_the_manifest_does_not_list_is_refused(copy, name):
     resign(copy, drop=(name,))
     with pytest.raises(ValueError) as error:
@@ -150,15 +163,21 @@ def _more_layers(artifact):
 
 
 def _object_vocabulary(artifact):
-    np.save(artifact / "vocab" / "vocab_item.npy", np.array([Marker(artifact / "pwned"), "x"], dtype=object), allow_pickle=True)
+    np.save(
+        artifact / "vocab" / "vocab_item.npy",
+        np.array([Marker(artifact / "pwned"), "x"], dtype=object),
+        allow_pickle=True,
+    )
     resign(artifact)
 
 
-POOR = {"truncated weights": (_truncate_weights, ["weights.pt", "not a readable state_dict"]),
-        "garbage after the manifest": (_garbage_after_manifest, ["artifact.json", "line "]),
-        "no files key": (_no_files_key, ["artifact.json", "'files'"]),
-        "changed num_layers": (_more_layers, ["weights.pt", "missing from the file", "'"]),
-        "object-dtype vocabulary": (_object_vocabulary, ["vocab_item.npy", "not a plain array"])}
+POOR = {
+    "truncated weights": (_truncate_weights, ["weights.pt", "not a readable state_dict"]),
+    "garbage after the manifest": (_garbage_after_manifest, ["artifact.json", "line "]),
+    "no files key": (_no_files_key, ["artifact.json", "'files'"]),
+    "changed num_layers": (_more_layers, ["weights.pt", "missing from the file", "'"]),
+    "object-dtype vocabulary": (_object_vocabulary, ["vocab_item.npy", "not a plain array"]),
+}
 
 
 @pytest.mark.parametrize("case", list(POOR))
@@ -166,7 +185,9 @@ def test_a_damaged_artifact_is_one_line_naming_the_file(copy, tmp_path, capsys, 
     damage, words = POOR[case]
     damage(copy)
     (tmp_path / "req.jsonl").write_text(good_line() + "\n")
-    code, out, err = run(capsys, "score", "--model", copy, "--input", tmp_path / "req.jsonl", "--output", tmp_path / "s.jsonl")
+    code, out, err = run(
+        capsys, "score", "--model", copy, "--input", tmp_path / "req.jsonl", "--output", tmp_path / "s.jsonl"
+    )
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
     for word in words:

@@ -43,11 +43,32 @@ def _plant(run, marker, name):
 
 COMMANDS = {
     "eval": lambda out: ("eval", "--config", DEBUG, f"output_dir={out}"),
-    "resume": lambda out: ("train", "--config", DEBUG, "--resume", f"output_dir={out}", *SMALL[:-1], "train.max_steps=6"),
-    "export": lambda out: ("export", "--config", DEBUG, "--no-compile", "--out", str(out / "artifact"), f"output_dir={out}"),
+    "resume": lambda out: (
+        "train",
+        "--config",
+        DEBUG,
+        "--resume",
+        f"output_dir={out}",
+        *SMALL[:-1],
+        "train.max_steps=6",
+    ),
+    "export": lambda out: (
+        "export",
+        "--config",
+        DEBUG,
+        "--no-compile",
+        "--out",
+        str(out / "artifact"),
+        f"output_dir={out}",
+    ),
 }
-CASES = [(".metadata", "eval"), (".metadata", "resume"), (".metadata", "export"),
-         ("extra.pt", "resume"), ("rng-rank0.pt", "resume")]
+CASES = [
+    (".metadata", "eval"),
+    (".metadata", "resume"),
+    (".metadata", "export"),
+    ("extra.pt", "resume"),
+    ("rng-rank0.pt", "resume"),
+]
 
 
 @pytest.mark.slow
@@ -63,7 +84,9 @@ def test_a_hostile_checkpoint_is_refused_and_runs_nothing(run_copy, tmp_path, na
 
 def test_the_safe_reader_reads_a_real_checkpoint_and_names_what_it_refuses(trained, tmp_path):
     run = trained[0] / "debug" / "checkpoints" / "step-4"
-    assert "model.embedding.collection.embeddings.item.weight" in SafeReader(str(run)).read_metadata().state_dict_metadata
+    assert (
+        "model.embedding.collection.embeddings.item.weight" in SafeReader(str(run)).read_metadata().state_dict_metadata
+    )
     copy = tmp_path / "ck"
     copy.mkdir()
     real = pickle.loads((run / ".metadata").read_bytes())

@@ -20,8 +20,13 @@ def _metrics():
     labels = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 1.0]])  # "like" is all positive
     users = torch.tensor([0, 0, 1, 1])
     tasks = ranking_metrics(logits, labels, users, ["click", "like"])
-    return {"split": "test", "candidates": 4, "tasks": tasks, "selected_step": 3,
-            "selection": {"score": float("nan"), "history": [{"step": 3, "score": float("nan")}]}}
+    return {
+        "split": "test",
+        "candidates": 4,
+        "tasks": tasks,
+        "selected_step": 3,
+        "selection": {"score": float("nan"), "history": [{"step": 3, "score": float("nan")}]},
+    }
 
 
 def test_metrics_file_is_strict_json_with_reasons(tmp_path, capsys):

@@ -10,11 +10,20 @@ from .conftest import DEBUG, dfgr, write_log, write_yaml
 def test_a_run_whose_validation_has_one_class_finishes_with_null_metrics(tmp_path):
     rows = [f"u{u}\ti{(3 * u + k) % 17}\t{k + 1}\t1" for u in range(24) for k in range(8)]  # every click is 1
     data = write_yaml(tmp_path, write_log(tmp_path, rows))
-    result = dfgr("train", "--config", DEBUG, f"output_dir={tmp_path / 'runs'}", f"data.config={data}",
-                  "train.max_steps=2", "data.batch_size=8")
+    result = dfgr(
+        "train",
+        "--config",
+        DEBUG,
+        f"output_dir={tmp_path / 'runs'}",
+        f"data.config={data}",
+        "train.max_steps=2",
+        "data.batch_size=8",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert "validation auc undefined (every task of the validation split has one class) (best none yet)" in result.stdout
+    assert (
+        "validation auc undefined (every task of the validation split has one class) (best none yet)" in result.stdout
+    )
     final = json.loads((tmp_path / "runs" / "debug" / "metrics_final.json").read_text())
     click = final["tasks"]["click"]
     assert click["auc"] is None and click["notes"]["auc"] == "only positives"

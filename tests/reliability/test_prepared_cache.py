@@ -60,7 +60,9 @@ def test_opening_a_damaged_copy_names_the_file(tmp_path, capsys):
     _, out, _ = prepare(capsys, write_yaml(tmp_path, write_log(tmp_path)))
     path = _prepared(out)
     os.truncate(f"{path}/labels.npy", 10)
-    with pytest.raises(ValueError, match=r"not an intact prepared data set: .*labels\.npy: 10 bytes, \d+ when it was written"):
+    with pytest.raises(
+        ValueError, match=r"not an intact prepared data set: .*labels\.npy: 10 bytes, \d+ when it was written"
+    ):
         PreparedData(path)
 
 

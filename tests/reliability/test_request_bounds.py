@@ -100,11 +100,27 @@ def test_parsed_requests_are_accepted_and_anything_else_is_a_line_error(artifact
 
 
 def test_dfgr_score_reports_bad_lines_by_number_and_scores_the_rest(artifact, tmp_path, capsys):
-    lines = [good_line("a").encode(), b'{"user": "b\xff"}', b"[" * 100_000, good_line("c").encode() * 300,
-             _request(candidates=[_candidate("y", 2**70)]).encode(), good_line("d").encode()]
+    lines = [
+        good_line("a").encode(),
+        b'{"user": "b\xff"}',
+        b"[" * 100_000,
+        good_line("c").encode() * 300,
+        _request(candidates=[_candidate("y", 2**70)]).encode(),
+        good_line("d").encode(),
+    ]
     (tmp_path / "req.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    code, out, err = run(capsys, "score", "--model", artifact, "--input", tmp_path / "req.jsonl",
-                         "--output", tmp_path / "s.jsonl", "--max-line-bytes", 150_000)
+    code, out, err = run(
+        capsys,
+        "score",
+        "--model",
+        artifact,
+        "--input",
+        tmp_path / "req.jsonl",
+        "--output",
+        tmp_path / "s.jsonl",
+        "--max-line-bytes",
+        150_000,
+    )
     assert code == 2, err
     for line, words in [(2, "not UTF-8"), (3, "nested too deeply"), (4, "--max-line-bytes"), (5, "beyond int64")]:
         assert f"line {line}: " in out and words in out.split(f"line {line}: ")[1].splitlines()[0], (line, out)
@@ -116,8 +132,16 @@ def test_an_unwritable_output_is_refused_before_any_request_is_scored(artifact, 
     (tmp_path / "req.jsonl").write_text(good_line() + "\n")
     (tmp_path / "a-file").write_text("")
     monkeypatch.setattr(Ranker, "score_lines", lambda *a: pytest.fail("scored before --output was checked"))
-    code, out, err = run(capsys, "score", "--model", artifact, "--input", tmp_path / "req.jsonl",
-                         "--output", tmp_path / "a-file" / "s.jsonl")
+    code, out, err = run(
+        capsys,
+        "score",
+        "--model",
+        artifact,
+        "--input",
+        tmp_path / "req.jsonl",
+        "--output",
+        tmp_path / "a-file" / "s.jsonl",
+    )
     assert code == 2 and "--output" in err and "cannot be written" in err and len(err.strip().splitlines()) == 1
 
 

@@ -16,9 +16,16 @@ from tests.reliability.conftest import DEBUG, ROOT, SMALL, clean_error, dfgr, en
 
 def test_a_second_process_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from dfgr_torchrec.training.run_lock import lock_run; lock_run({str(tmp_path)!r}, "
-         "'training run'); print('locked', flush=True); import time; time.sleep(600)"],
-        cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from dfgr_torchrec.training.run_lock import lock_run; lock_run({str(tmp_path)!r}, "
+            "'training run'); print('locked', flush=True); import time; time.sleep(600)",
+        ],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -38,8 +45,21 @@ def test_a_second_process_is_refused_and_the_lock_dies_with_its_holder(tmp_path)
 def test_a_second_train_or_eval_into_a_running_run_is_refused(tmp_path):
     """The first run stalls at step 1 (a test hook); a second train and an eval are refused in one line."""
     first = subprocess.Popen(
-        [sys.executable, "-m", "dfgr_torchrec.cli", "train", "--config", DEBUG, f"output_dir={tmp_path}",
-         *SMALL, "testing.stall_at_step=1"], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dfgr_torchrec.cli",
+            "train",
+            "--config",
+            DEBUG,
+            f"output_dir={tmp_path}",
+            *SMALL,
+            "testing.stall_at_step=1",
+        ],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         lock = tmp_path / "debug" / LOCK_FILE

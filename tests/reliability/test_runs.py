@@ -34,7 +34,10 @@ def test_new_run_into_a_used_directory_is_refused(run_copy):
     log = (run / "train_log.jsonl").read_text()
     result = dfgr("train", "--config", DEBUG, f"output_dir={out}", *SMALL)
     clean_error(result, f"{run} already holds a run", "--resume", "train.overwrite=true")
-    assert (run / "train_log.jsonl").read_text() == log and sorted(os.listdir(run / "checkpoints")) == ["step-2", "step-4"]
+    assert (run / "train_log.jsonl").read_text() == log and sorted(os.listdir(run / "checkpoints")) == [
+        "step-2",
+        "step-4",
+    ]
 
 
 @needs_data
@@ -74,11 +77,20 @@ def test_unwritable_run_directory_is_named_at_start(tmp_path):
 @needs_data
 def test_a_stalled_rank_ends_the_job_naming_rank_and_step_then_one_process_evaluates(tmp_path):
     start = time.perf_counter()
-    result = torchrun("--config", DEBUG, f"output_dir={tmp_path}", *SMALL, "train.max_steps=6",
-                      "train.collective_timeout_s=5", "testing.stall_at_step=2")
+    result = torchrun(
+        "--config",
+        DEBUG,
+        f"output_dir={tmp_path}",
+        *SMALL,
+        "train.max_steps=6",
+        "train.collective_timeout_s=5",
+        "testing.stall_at_step=2",
+    )
     assert result.returncode != 0
     assert "rank 0, after step 2: a collective got no answer within train.collective_timeout_s=5 s" in result.stderr
-    assert 'File "' + str(tmp_path) not in result.stderr and "dfgr_torchrec/" not in result.stderr  # no traceback of ours
+    assert (
+        'File "' + str(tmp_path) not in result.stderr and "dfgr_torchrec/" not in result.stderr
+    )  # no traceback of ours
     assert time.perf_counter() - start < 120  # not gloo's 30 minutes
     # its step-2 checkpoint was written by 2 processes: evaluation needs the weights only, so 1 process may load it
     evaluated = dfgr("eval", "--config", DEBUG, f"output_dir={tmp_path}", "--split", "valid")

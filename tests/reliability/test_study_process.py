@@ -17,11 +17,17 @@ from .conftest import DEBUG, ROOT, clean_error, dfgr, env, needs_data
 @needs_data
 def test_a_study_owns_its_folder_and_its_jobs_die_with_it(tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({
-        "name": "orphans", "nproc": 1, "seeds": [0],
-        "common": ["testing.stall_at_step=1", "data.batch_size=8"],  # the job sleeps at step 1
-        "datasets": {"kuairand": {"dfgr": DEBUG}},
-    }))
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "name": "orphans",
+                "nproc": 1,
+                "seeds": [0],
+                "common": ["testing.stall_at_step=1", "data.batch_size=8"],  # the job sleeps at step 1
+                "datasets": {"kuairand": {"dfgr": DEBUG}},
+            }
+        )
+    )
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "dfgr_torchrec.cli", "study", "--config", str(study), "--out", str(out)]
     parent = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

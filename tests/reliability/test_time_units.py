@@ -7,8 +7,16 @@ from dfgr_torchrec.data.time_units import unit_counts
 from tests.reliability.conftest import prepare, write_log, write_yaml
 
 SECONDS, MILLIS = 1_700_000_000, 1_700_000_000_000
-MIXED = [f"a\tx\t{SECONDS + 1}\t1", f"a\ty\t{SECONDS + 2}\t0", f"a\tz\t{MILLIS + 3000}\t1", f"a\tw\t{MILLIS + 4000}\t0",
-         f"b\tx\t{MILLIS + 1000}\t0", f"b\ty\t{MILLIS + 2000}\t1", f"b\tz\t{MILLIS + 3000}\t0", f"b\tw\t{MILLIS + 4000}\t1"]
+MIXED = [
+    f"a\tx\t{SECONDS + 1}\t1",
+    f"a\ty\t{SECONDS + 2}\t0",
+    f"a\tz\t{MILLIS + 3000}\t1",
+    f"a\tw\t{MILLIS + 4000}\t0",
+    f"b\tx\t{MILLIS + 1000}\t0",
+    f"b\ty\t{MILLIS + 2000}\t1",
+    f"b\tz\t{MILLIS + 3000}\t0",
+    f"b\tw\t{MILLIS + 4000}\t1",
+]
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "python"])

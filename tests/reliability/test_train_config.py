@@ -47,9 +47,11 @@ def test_help_is_fast():
 
 
 def test_building_the_parser_imports_no_torch():
-    code = ("import sys; from dfgr_torchrec.cli import build_parser; build_parser(); "
-            "build_parser(['train', '--config', 'x']); build_parser(['eval', '--config', 'x']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from dfgr_torchrec.cli import build_parser; build_parser(); "
+        "build_parser(['train', '--config', 'x']); build_parser(['eval', '--config', 'x']); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -72,8 +74,10 @@ def _fake_run(out, *overrides):
 
 @pytest.mark.parametrize(
     "changed, key",
-    [(["model.embeddings.embedding_dim=32", "model.interaction.d_model=32"], "model.embeddings.embedding_dim"),
-     (["data.batch_size=16"], "data.batch_size")],
+    [
+        (["model.embeddings.embedding_dim=32", "model.interaction.d_model=32"], "model.embeddings.embedding_dim"),
+        (["data.batch_size=16"], "data.batch_size"),
+    ],
 )
 def test_resume_with_a_changed_config_names_the_key(tmp_path, changed, key):
     run = _fake_run(tmp_path)

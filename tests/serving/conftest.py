@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dfgr_torchrec.data.config import from_dict, DataConfig
+from dfgr_torchrec.data.config import DataConfig, from_dict
 from dfgr_torchrec.data.prepare import prepare
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -15,9 +15,18 @@ SHARED = ROOT.parent / "shared" / "data"
 
 # user, item, time, category, click, like, rating; c7 / z only appear late (validation / test)
 ROWS = [
-    ("a", "x", 1, "c1", 1, 0, 3), ("a", "y", 2, "c2", 1, 1, 5), ("a", "z", 3, "c7", 0, 0, 1), ("a", "q", 4, "c1", 1, 1, 4),
-    ("b", "y", 1, "c2", 0, 0, 2), ("b", "x", 2, "c1", 1, 1, 4), ("b", "w", 3, "c1", 1, 0, 3), ("b", "v", 9, "c9", 0, 1, 5),
-    ("c", "q", 5, "c1", 1, 1, 5), ("c", "x", 6, "c1", 0, 0, 1), ("c", "y", 7, "c2", 1, 0, 3), ("c", "u", 8, "c3", 1, 1, 4),
+    ("a", "x", 1, "c1", 1, 0, 3),
+    ("a", "y", 2, "c2", 1, 1, 5),
+    ("a", "z", 3, "c7", 0, 0, 1),
+    ("a", "q", 4, "c1", 1, 1, 4),
+    ("b", "y", 1, "c2", 0, 0, 2),
+    ("b", "x", 2, "c1", 1, 1, 4),
+    ("b", "w", 3, "c1", 1, 0, 3),
+    ("b", "v", 9, "c9", 0, 1, 5),
+    ("c", "q", 5, "c1", 1, 1, 5),
+    ("c", "x", 6, "c1", 0, 0, 1),
+    ("c", "y", 7, "c2", 1, 0, 3),
+    ("c", "u", 8, "c3", 1, 1, 4),
 ]
 
 
@@ -33,8 +42,12 @@ def prepare_tiny(tmp_path: pathlib.Path, **extra) -> str:
     config = {
         "name": "serving-tiny",
         "output_dir": str(tmp_path / "prepared"),
-        "source": {"path": str(log), "format": "tsv", "columns": {"user": "u", "item": "i", "timestamp": "t"},
-                   "side_features": {"category": "cat"}},
+        "source": {
+            "path": str(log),
+            "format": "tsv",
+            "columns": {"user": "u", "item": "i", "timestamp": "t"},
+            "side_features": {"category": "cat"},
+        },
         "actions": {"click": {"column": "click"}, "like": {"column": "like"}},
         "split": {"valid_per_user": 1, "test_per_user": 1},
         **extra,
@@ -60,9 +73,22 @@ def tiny_run(tmp_path_factory):
     if not SHARED.exists():
         pytest.skip("../shared/data is absent")
     out = tmp_path_factory.mktemp("serving-run")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "dfgr_torchrec.recipes.train", "--config", "configs/train/debug.yaml", f"output_dir={out}",
-           "train.max_steps=4", "data.batch_size=8", "eval.every_steps=2", "train.log_every=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "dfgr_torchrec.recipes.train",
+        "--config",
+        "configs/train/debug.yaml",
+        f"output_dir={out}",
+        "train.max_steps=4",
+        "data.batch_size=8",
+        "eval.every_steps=2",
+        "train.log_every=2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

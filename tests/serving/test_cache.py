@@ -8,8 +8,11 @@ from dfgr_torchrec.serving.history import HistoryState
 def _state(n, d=4, layers=2):
     t = torch.zeros(n, d)
     return HistoryState(
-        tokens=t, timestamps=torch.zeros(n, dtype=torch.int64), order_keys=torch.arange(n),
-        keys=torch.zeros(layers, n, 1, d), values=torch.zeros(layers, n, 1, d),
+        tokens=t,
+        timestamps=torch.zeros(n, dtype=torch.int64),
+        order_keys=torch.arange(n),
+        keys=torch.zeros(layers, n, 1, d),
+        values=torch.zeros(layers, n, 1, d),
     )
 
 

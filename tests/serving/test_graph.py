@@ -37,7 +37,10 @@ def test_the_eager_graph_equals_the_cached_scores(cls, mode, form):
 # (the slow AOTInductor test and `dfgr bench serving` check the compiled form).
 @pytest.mark.parametrize(
     "cls,mode,form",
-    [(DFGRRankingModel, MaskMode.SESSION, AttentionForm.POINTWISE), (MetaGRRankingModel, MaskMode.POSITION, AttentionForm.SOFTMAX)],
+    [
+        (DFGRRankingModel, MaskMode.SESSION, AttentionForm.POINTWISE),
+        (MetaGRRankingModel, MaskMode.POSITION, AttentionForm.SOFTMAX),
+    ],
 )
 def test_the_exported_program_equals_the_cached_scores(cls, mode, form):
     model = _model(cls, mode, form)

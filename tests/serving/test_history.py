@@ -34,8 +34,16 @@ def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, kernel=Att
             embedding_dim=D,
         ),
         interaction=InteractionConfig(
-            d_model=D, num_layers=3, num_heads=2, attention_dim=8, linear_dim=8, mask_mode=mode,
-            attention_form=form, max_seq_len=max_seq_len, num_time_buckets=16, kernel=kernel,
+            d_model=D,
+            num_layers=3,
+            num_heads=2,
+            attention_dim=8,
+            linear_dim=8,
+            mask_mode=mode,
+            attention_form=form,
+            max_seq_len=max_seq_len,
+            num_time_buckets=16,
+            kernel=kernel,
         ),
         tasks=[TaskConfig("like"), TaskConfig("follow")],
         head_hidden_dims=[16],
@@ -56,14 +64,16 @@ def _users(lengths, candidates, seed=0):
     for u, (n, m) in enumerate(zip(lengths, candidates)):
         times = (1000 + torch.cumsum(torch.randint(0, 3, (n,), generator=g) * 10, 0)).tolist()
         last = times[-1] if times else 1000
-        users.append(dict(
-            user=u % NUM_USERS,
-            items=torch.randint(1, NUM_ITEMS, (n,), generator=g).tolist(),
-            actions=torch.randint(0, 2**NUM_TASKS, (n,), generator=g).tolist(),
-            times=times,
-            cand_items=torch.randint(1, NUM_ITEMS, (m,), generator=g).tolist(),
-            cand_times=torch.randint(1000, last + 20, (m,), generator=g).tolist(),
-        ))
+        users.append(
+            dict(
+                user=u % NUM_USERS,
+                items=torch.randint(1, NUM_ITEMS, (n,), generator=g).tolist(),
+                actions=torch.randint(0, 2**NUM_TASKS, (n,), generator=g).tolist(),
+                times=times,
+                cand_items=torch.randint(1, NUM_ITEMS, (m,), generator=g).tolist(),
+                cand_times=torch.randint(1000, last + 20, (m,), generator=g).tolist(),
+            )
+        )
     return users
 
 
@@ -88,12 +98,7 @@ def _candidates_only(users):
     return _batch(users, history=slice(0, 0))
 
 
-CASES = [
-    (cls, mode, form)
-    for cls in MODELS
-    for mode in MaskMode
-    for form in AttentionForm
-]
+CASES = [(cls, mode, form) for cls in MODELS for mode in MaskMode for form in AttentionForm]
 
 
 @pytest.mark.parametrize("cls,mode,form", CASES)
@@ -191,7 +196,10 @@ def test_state_bytes_and_prefix():
     users = _users([5], [1])
     state = CachedScorer(model).encode(_batch(users))[0]
     assert state.order_keys.shape[0] == 10  # two tokens per interaction
-    expected = sum(t.numel() * t.element_size() for t in [state.tokens, state.timestamps, state.order_keys, state.keys, state.values])
+    expected = sum(
+        t.numel() * t.element_size()
+        for t in [state.tokens, state.timestamps, state.order_keys, state.keys, state.values]
+    )
     assert state.nbytes == expected
     prefix = state.truncated(2)
     assert isinstance(prefix, HistoryState) and prefix.num_interactions == 2 and prefix.keys.shape[1] == 4

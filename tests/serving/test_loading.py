@@ -13,7 +13,11 @@ from dfgr_torchrec.data.prepare import find_prepared
 from dfgr_torchrec.metrics import ranking_metrics
 from dfgr_torchrec.recipes.config import load_train_config
 from dfgr_torchrec.serving.loading import (
-    CheckpointMismatch, checkpoint_path, load_model_for_inference, prepared_data_of, resolve_model_config,
+    CheckpointMismatch,
+    checkpoint_path,
+    load_model_for_inference,
+    prepared_data_of,
+    resolve_model_config,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -28,8 +28,9 @@ def test_a_bf16_artifact_scores_close_to_fp32_and_records_its_error(tmp_path, ki
     vocabs = Vocabularies.from_prepared(prepare_tiny(tmp_path, vocab={"oov": "hash", "hash_buckets": 4}))
     model = _model(vocabs, kind=kind)
     line = _line("a", HISTORY)
-    out = write_artifact(model, vocabs, str(tmp_path / "bf16"), compile=False, precision="bf16",
-                         check_batches=[_batch(vocabs, line)])
+    out = write_artifact(
+        model, vocabs, str(tmp_path / "bf16"), compile=False, precision="bf16", check_batches=[_batch(vocabs, line)]
+    )
     manifest = read_manifest(out)
     error = manifest["precision_error"]
     assert manifest["precision"] == "bf16" and error["users"] == 1 and error["scores"] == 3 * 2

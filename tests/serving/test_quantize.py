@@ -15,8 +15,11 @@ def _model():
     torch.manual_seed(0)
     config = RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(item_vocab_size=50, action_vocab_sizes={"action": 4}, embedding_dim=16),
-        interaction=InteractionConfig(d_model=16, num_layers=1, num_heads=1, attention_dim=8, linear_dim=8, max_seq_len=16),
-        tasks=[TaskConfig("click"), TaskConfig("like")], head_hidden_dims=[8],
+        interaction=InteractionConfig(
+            d_model=16, num_layers=1, num_heads=1, attention_dim=8, linear_dim=8, max_seq_len=16
+        ),
+        tasks=[TaskConfig("click"), TaskConfig("like")],
+        head_hidden_dims=[8],
     )
     model = build_model(config, device=torch.device("cpu")).eval()
     for table in model.embedding.collection.embeddings.values():
@@ -26,16 +29,23 @@ def _model():
 
 def _batch():
     return make_sequence_batch(
-        history={"item_id": [[1, 2, 3], [4, 49]], "action": [[0, 3, 1], [2, 2]]}, timestamps=[[1, 2, 3], [5, 9]],
-        labels=[[[0, 0]] * 3, [[0, 0]] * 2], candidates={"item_id": [[5, 6], [7]]},
-        candidate_timestamps=[[4, 4], [10]], candidate_labels=[[[0, 0]] * 2, [[0, 0]]], num_tasks=2,
+        history={"item_id": [[1, 2, 3], [4, 49]], "action": [[0, 3, 1], [2, 2]]},
+        timestamps=[[1, 2, 3], [5, 9]],
+        labels=[[[0, 0]] * 3, [[0, 0]] * 2],
+        candidates={"item_id": [[5, 6], [7]]},
+        candidate_timestamps=[[4, 4], [10]],
+        candidate_labels=[[[0, 0]] * 2, [[0, 0]]],
+        num_tasks=2,
     )
 
 
 def test_lookups_within_int8_tolerance_of_fp32():
     collection = _model().embedding.collection
-    kjt = KeyedJaggedTensor(keys=["item_id", "cand_item_id", "action"], values=torch.tensor([0, 1, 7, 49, 3, 3, 2, 8, 0, 1, 2, 3]),
-                            lengths=torch.tensor([4, 4, 4]))
+    kjt = KeyedJaggedTensor(
+        keys=["item_id", "cand_item_id", "action"],
+        values=torch.tensor([0, 1, 7, 49, 3, 3, 2, 8, 0, 1, 2, 3]),
+        lengths=torch.tensor([4, 4, 4]),
+    )
     quantized = quantize_collection(collection)
     fp32, int8 = collection(kjt), quantized(kjt)
     for key in fp32:

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from dfgr_torchrec.config import (
-    InteractionConfig, MaskMode, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig, UserContext,
+    InteractionConfig,
+    MaskMode,
+    RankingModelConfig,
+    SequenceEmbeddingConfig,
+    TaskConfig,
+    UserContext,
 )
 from dfgr_torchrec.features import ACTION_FEATURE, USER_FEATURE
 from dfgr_torchrec.models import build_model
@@ -31,8 +36,16 @@ def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False, user_c
             embedding_dim=8,
             user_context=user_context,
         ),
-        interaction=InteractionConfig(d_model=8, num_layers=2, num_heads=2, attention_dim=4, linear_dim=4,
-                                      max_seq_len=6, num_time_buckets=8, mask_mode=mode),
+        interaction=InteractionConfig(
+            d_model=8,
+            num_layers=2,
+            num_heads=2,
+            attention_dim=4,
+            linear_dim=4,
+            max_seq_len=6,
+            num_time_buckets=8,
+            mask_mode=mode,
+        ),
         tasks=[TaskConfig("click"), TaskConfig("like")],
         head_hidden_dims=[8],
         bias_terms=bias_terms,
@@ -54,8 +67,13 @@ def _candidate(item, t, cat="c1"):
     return {"item": item, "category": cat, "timestamp": t}
 
 
-HISTORY = [_interaction("x", 1, click=1), _interaction("y", 2, "c2", like=1), _interaction("q", 4, click=1, like=1),
-           _interaction("w", 5), _interaction("unseen-item", 6, "c9", click=1)]
+HISTORY = [
+    _interaction("x", 1, click=1),
+    _interaction("y", 2, "c2", like=1),
+    _interaction("q", 4, click=1, like=1),
+    _interaction("w", 5),
+    _interaction("unseen-item", 6, "c9", click=1),
+]
 CANDIDATES = [_candidate("y", 7, "c2"), _candidate("u", 7, "c3"), _candidate("x", 8)]
 
 
@@ -124,8 +142,13 @@ def test_a_longer_history_slides_the_window_and_a_changed_history_is_encoded_aga
 def test_bad_lines_are_reported_by_number_and_the_rest_scored(artifact):
     out, _, _ = artifact
     ranker = Ranker.load(out)
-    lines = [_line("a", HISTORY), "{not json", _line("b", HISTORY, candidates=[]), _line("c", HISTORY[:2]),
-             json.dumps({"history": [_interaction("x", 1, bogus=1)], "candidates": CANDIDATES})]
+    lines = [
+        _line("a", HISTORY),
+        "{not json",
+        _line("b", HISTORY, candidates=[]),
+        _line("c", HISTORY[:2]),
+        json.dumps({"history": [_interaction("x", 1, bogus=1)], "candidates": CANDIDATES}),
+    ]
     results, errors = ranker.score_lines(lines)
     assert [r["line"] for r in results] == [1, 4]
     assert [e.line for e in errors] == [2, 3, 5]
@@ -210,8 +233,15 @@ def test_a_context_token_model_serves_as_it_scores_from_empty_to_sliding_histori
     late = [_candidate("y", 11, "c2"), _candidate("u", 12, "c3")]
     later = [{**x, "timestamp": x["timestamp"] + 100} for x in longer]  # far from the empty state's time
     later_candidates = [{**c, "timestamp": c["timestamp"] + 100} for c in late]
-    lines = [_line("a", []), _line("a", HISTORY[:1]), _line("a", HISTORY[:3]), _line("a", HISTORY),
-             _line("a", longer, late), _line("b", []), _line("b", later[:2], later_candidates)]
+    lines = [
+        _line("a", []),
+        _line("a", HISTORY[:1]),
+        _line("a", HISTORY[:3]),
+        _line("a", HISTORY),
+        _line("a", longer, late),
+        _line("b", []),
+        _line("b", later[:2], later_candidates),
+    ]
     for compiled in (True, False):
         ranker = Ranker.load(out, compiled=compiled)
         results, errors = ranker.score_lines(lines)

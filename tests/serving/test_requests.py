@@ -4,14 +4,22 @@ import pytest
 
 from dfgr_torchrec.config import RankingModelConfig
 from dfgr_torchrec.serving.requests import (
-    RequestError, RequestSchema, encode_request, needs_timestamps, parse_request, parse_requests, read_requests,
+    RequestError,
+    RequestSchema,
+    encode_request,
+    needs_timestamps,
+    parse_request,
+    parse_requests,
+    read_requests,
 )
 from dfgr_torchrec.serving.vocab import Vocabularies
 
 GOOD = {
     "user": "b",
-    "history": [{"item": "x", "category": "c1", "actions": {"click": 1, "like": 1}, "timestamp": 1},
-                {"item": "nope", "category": "c1", "actions": {"like": 1}, "timestamp": 2}],
+    "history": [
+        {"item": "x", "category": "c1", "actions": {"click": 1, "like": 1}, "timestamp": 1},
+        {"item": "nope", "category": "c1", "actions": {"like": 1}, "timestamp": 2},
+    ],
     "candidates": [{"item": "y", "category": "c2", "timestamp": 3}, {"item": "x", "category": "c-new", "timestamp": 3}],
 }
 SCHEMA = RequestSchema(side=["category"], tasks=["click", "like"])
@@ -45,16 +53,37 @@ BAD = [
     ("[1, 2]", "expected a JSON object"),
     (_line(candidates=[]), "candidates: empty"),
     (_line(candidates="x"), "candidates: expected a list"),
-    (_line(history=[{"item": "x", "category": "c1", "actions": {"like": 1}, "timestamp": 5},
-                    {"item": "y", "category": "c1", "actions": {"like": 1}, "timestamp": 4}]), r"history\[1\].timestamp: 4 is before"),
-    (_line(history=[{"item": "x", "category": "c1", "actions": {"lik": 1}, "timestamp": 1}]),
-     r"history\[0\].actions: unknown task name\(s\) \['lik'\]; the known tasks are \['click', 'like'\]"),
-    (_line(history=[{"item": "x", "category": "c1", "actions": {"like": 1}, "timestamp": "1"}]), r"history\[0\].timestamp: expected an integer"),
+    (
+        _line(
+            history=[
+                {"item": "x", "category": "c1", "actions": {"like": 1}, "timestamp": 5},
+                {"item": "y", "category": "c1", "actions": {"like": 1}, "timestamp": 4},
+            ]
+        ),
+        r"history\[1\].timestamp: 4 is before",
+    ),
+    (
+        _line(history=[{"item": "x", "category": "c1", "actions": {"lik": 1}, "timestamp": 1}]),
+        r"history\[0\].actions: unknown task name\(s\) \['lik'\]; the known tasks are \['click', 'like'\]",
+    ),
+    (
+        _line(history=[{"item": "x", "category": "c1", "actions": {"like": 1}, "timestamp": "1"}]),
+        r"history\[0\].timestamp: expected an integer",
+    ),
     (_line(history=[{"item": "x", "category": "c1", "actions": {"like": 1}}]), r"history\[0\].timestamp: missing"),
-    (_line(candidates=[{"item": "x", "timestamp": 1}]), r"candidates\[0\]: missing item side feature\(s\) \['category'\]"),
+    (
+        _line(candidates=[{"item": "x", "timestamp": 1}]),
+        r"candidates\[0\]: missing item side feature\(s\) \['category'\]",
+    ),
     (_line(candidates=[{"item": 1.5, "category": "c1", "timestamp": 1}]), r"candidates\[0\].item: expected an id"),
-    (_line(candidates=[{"item": "x", "category": "c1", "timestamp": 1, "colour": "red"}]), r"unexpected key\(s\) \['colour'\]"),
-    (_line(history=[{"item": "x", "category": "c1", "actions": {"like": 2}, "timestamp": 1}]), "actions.like: expected 0 or 1"),
+    (
+        _line(candidates=[{"item": "x", "category": "c1", "timestamp": 1, "colour": "red"}]),
+        r"unexpected key\(s\) \['colour'\]",
+    ),
+    (
+        _line(history=[{"item": "x", "category": "c1", "actions": {"like": 2}, "timestamp": 1}]),
+        "actions.like: expected 0 or 1",
+    ),
     (_line(history=[{"item": "x", "category": "c1", "timestamp": 1}]), r"history\[0\].actions: expected an object"),
 ]
 
@@ -82,8 +111,10 @@ def test_read_requests_file(hashed, tmp_path):
 
 def test_timestamps_optional_when_the_model_reads_no_times(hashed):
     schema = RequestSchema(side=["category"], tasks=["click", "like"], needs_timestamps=False)
-    body = {"history": [{"item": "x", "category": "c1", "actions": {"like": 1}}],
-            "candidates": [{"item": "y", "category": "c2"}]}
+    body = {
+        "history": [{"item": "x", "category": "c1", "actions": {"like": 1}}],
+        "candidates": [{"item": "y", "category": "c2"}],
+    }
     encoded = encode_request(parse_request(json.dumps(body), 1, schema), Vocabularies.from_prepared(hashed))
     assert encoded.history_timestamps.tolist() == [0]
     config = RankingModelConfig()
@@ -95,9 +126,13 @@ def test_timestamps_optional_when_the_model_reads_no_times(hashed):
 def test_action_feature_requests(with_action_feature):
     vocabs = Vocabularies.from_prepared(with_action_feature)
     schema = RequestSchema.of(vocabs, needs_timestamps=True)
-    body = {"history": [{"item": "x", "category": "c1", "action": 5, "timestamp": 1},
-                        {"item": "x", "category": "c1", "action": "9", "timestamp": 2}],
-            "candidates": [{"item": "y", "category": "c2", "timestamp": 3}]}
+    body = {
+        "history": [
+            {"item": "x", "category": "c1", "action": 5, "timestamp": 1},
+            {"item": "x", "category": "c1", "action": "9", "timestamp": 2},
+        ],
+        "candidates": [{"item": "y", "category": "c2", "timestamp": 3}],
+    }
     encoded = encode_request(parse_request(json.dumps(body), 1, schema), vocabs)
     assert encoded.history_actions.tolist() == [int(vocabs.action.rows(["5"])[0][0]), 0]
     assert encoded.unknown["action"] == 1

@@ -17,12 +17,33 @@ def _dfgr(*args, timeout=600):
 
 @pytest.mark.slow
 def test_export_replay_score_reproduces_the_recipes_test_metrics(tiny_run, tmp_path):
-    artifact, requests, labels, scores = (str(tmp_path / n) for n in ("artifact", "req.jsonl", "labels.jsonl", "scores.jsonl"))
-    exported = _dfgr("export", "--config", "configs/train/debug.yaml", f"output_dir={tiny_run.parent}", "--out", artifact, "--no-compile")
+    artifact, requests, labels, scores = (
+        str(tmp_path / n) for n in ("artifact", "req.jsonl", "labels.jsonl", "scores.jsonl")
+    )
+    exported = _dfgr(
+        "export",
+        "--config",
+        "configs/train/debug.yaml",
+        f"output_dir={tiny_run.parent}",
+        "--out",
+        artifact,
+        "--no-compile",
+    )
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "exported dfgr" in exported.stdout
-    replay = [sys.executable, "-m", "dfgr_torchrec.serving.replay", "--config", "configs/train/debug.yaml",
-              "--split", "test", "--out", requests, "--labels", labels]
+    replay = [
+        sys.executable,
+        "-m",
+        "dfgr_torchrec.serving.replay",
+        "--config",
+        "configs/train/debug.yaml",
+        "--split",
+        "test",
+        "--out",
+        requests,
+        "--labels",
+        labels,
+    ]
     assert subprocess.run(replay, cwd=ROOT, capture_output=True, text=True, timeout=300).returncode == 0
     good = sum(1 for _ in open(requests))
     with open(requests, "a") as f:  # two bad lines among the good ones
@@ -36,7 +57,17 @@ def test_export_replay_score_reproduces_the_recipes_test_metrics(tiny_run, tmp_p
     assert sum(1 for _ in open(scores)) == good
 
     tasks = json.loads((tiny_run / "metrics_final.json").read_text())["tasks"]
-    evaluate = [sys.executable, "-m", "dfgr_torchrec.serving.replay", "--evaluate", scores, "--labels", labels, "--tasks", *tasks]
+    evaluate = [
+        sys.executable,
+        "-m",
+        "dfgr_torchrec.serving.replay",
+        "--evaluate",
+        scores,
+        "--labels",
+        labels,
+        "--tasks",
+        *tasks,
+    ]
     result = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True, timeout=300)
     ours = json.loads(result.stdout)
     for task, metrics in tasks.items():

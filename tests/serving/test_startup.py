@@ -11,9 +11,17 @@ import pytest
 from tests.reliability.serving_artifact import build_artifact, good_line
 from tests.serving.conftest import ROOT
 
-NOT_FOR_SERVING = ("dfgr_torchrec.training", "dfgr_torchrec.data.prepare", "dfgr_torchrec.study",
-                   "dfgr_torchrec.recipes.train", "dfgr_torchrec.recipes.config", "dfgr_torchrec.distributed",
-                   "dfgr_torchrec.bench", "dfgr_torchrec.serving.export", "dfgr_torchrec.serving.loading")
+NOT_FOR_SERVING = (
+    "dfgr_torchrec.training",
+    "dfgr_torchrec.data.prepare",
+    "dfgr_torchrec.study",
+    "dfgr_torchrec.recipes.train",
+    "dfgr_torchrec.recipes.config",
+    "dfgr_torchrec.distributed",
+    "dfgr_torchrec.bench",
+    "dfgr_torchrec.serving.export",
+    "dfgr_torchrec.serving.loading",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +34,12 @@ def requests(tmp_path_factory):
 
 
 def _modules_after_score(artifact, path, *flags):
-    code = ("import json, sys\nfrom dfgr_torchrec.cli import main\n"
-            f"rc = main(['score', '--model', {str(artifact)!r}, '--input', {str(path)!r}, "
-            f"'--output', {str(path) + '.out'!r}, *{list(flags)!r}])\n"
-            "print(json.dumps({'rc': rc, 'modules': sorted(sys.modules)}))")
+    code = (
+        "import json, sys\nfrom dfgr_torchrec.cli import main\n"
+        f"rc = main(['score', '--model', {str(artifact)!r}, '--input', {str(path)!r}, "
+        f"'--output', {str(path) + '.out'!r}, *{list(flags)!r}])\n"
+        "print(json.dumps({'rc': rc, 'modules': sorted(sys.modules)}))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -43,4 +53,3 @@ def test_score_imports_no_training_data_preparation_or_study_code(requests, flag
     assert "dfgr_torchrec.serving.ranker" in modules  # it did load the serving code
     loaded = [m for m in modules if any(m == name or m.startswith(name + ".") for name in NOT_FOR_SERVING)]
     assert not loaded, f"dfgr score imported {loaded}"
-

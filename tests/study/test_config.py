@@ -32,14 +32,17 @@ def test_variants_keep_their_order_and_default_to_one_empty_variant():
     assert StudyConfig(name="none", datasets=DATASETS).variant_list() == [("", {})]
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"grid": {"optim.lr": [1]}, "points": [{"optim.lr": 1}]}, "points"),
-    ({"points": ["optim.lr=1"]}, r"points\[0\]"),
-    ({"grid": {"optim.lr": []}}, r"grid\.optim\.lr"),
-    ({"variants": {"no user": {"data.user_id": False}}}, r"variants\.no user"),
-    ({"variants": {"no_user_id": {}}}, r"variants\.no_user_id"),
-    ({"variants": ["data.user_id=false"]}, "variants"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"grid": {"optim.lr": [1]}, "points": [{"optim.lr": 1}]}, "points"),
+        ({"points": ["optim.lr=1"]}, r"points\[0\]"),
+        ({"grid": {"optim.lr": []}}, r"grid\.optim\.lr"),
+        ({"variants": {"no user": {"data.user_id": False}}}, r"variants\.no user"),
+        ({"variants": {"no_user_id": {}}}, r"variants\.no_user_id"),
+        ({"variants": ["data.user_id=false"]}, "variants"),
+    ],
+)
 def test_bad_study_configs_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         StudyConfig(name="bad", datasets=DATASETS, **kwargs)
@@ -59,7 +62,13 @@ def test_every_run_of_the_shipped_studies_builds_a_valid_training_config(path, m
             for _, variant in config.variant_list():
                 params = [f"{k}={json.dumps(v)}" for k, v in {**point, **variant}.items()]
                 train = load_train_config(run.config, [*run.overrides, *params])
-                model = dataclasses.replace(train.model, embeddings=dataclasses.replace(
-                    train.model.embeddings, item_vocab_size=10, user_vocab_sizes={"user_id": 3} if train.data.user_id else {}))
+                model = dataclasses.replace(
+                    train.model,
+                    embeddings=dataclasses.replace(
+                        train.model.embeddings,
+                        item_vocab_size=10,
+                        user_vocab_sizes={"user_id": 3} if train.data.user_id else {},
+                    ),
+                )
                 model.tasks = model.tasks or [TaskConfig("click")]
                 build_model(model, device=torch.device("meta"))

@@ -12,9 +12,26 @@ def test_mean_std_cells():
 
 
 def _row(model, seed, task, auc, positives):
-    return {"data": "d", "model": model, "seed": seed, "params": {}, "point": 0, "variant": None, "chosen": True,
-            "split": "test", "task": task, "auc": auc, "gauc": auc, "logloss": 0.5, "ne": 0.9, "calibration": 1.0,
-            "candidates": 10, "positives": positives, "selected_step": 5, "train_seconds": 1.0}
+    return {
+        "data": "d",
+        "model": model,
+        "seed": seed,
+        "params": {},
+        "point": 0,
+        "variant": None,
+        "chosen": True,
+        "split": "test",
+        "task": task,
+        "auc": auc,
+        "gauc": auc,
+        "logloss": 0.5,
+        "ne": 0.9,
+        "calibration": 1.0,
+        "candidates": 10,
+        "positives": positives,
+        "selected_step": 5,
+        "train_seconds": 1.0,
+    }
 
 
 def test_summary_shows_each_tasks_test_positives_and_leaves_them_out_for_runs_without_the_count():

@@ -24,8 +24,11 @@ def _launcher(runs_dir, score, launched):
             with open(os.path.join(run_dir, "metrics_eval.json"), "w") as f:
                 json.dump({"split": "test", "tasks": {}}, f)
             return 0
-        final = {"split": "test" if overrides["eval.test"] == "true" else "valid", "tasks": {},
-                 "selection": {"score": score(overrides)}}
+        final = {
+            "split": "test" if overrides["eval.test"] == "true" else "valid",
+            "tasks": {},
+            "selection": {"score": score(overrides)},
+        }
         with open(os.path.join(run_dir, "metrics_final.json"), "w") as f:
             json.dump(final, f)
         return 0
@@ -35,8 +38,13 @@ def _launcher(runs_dir, score, launched):
 
 @pytest.mark.parametrize("user_id_gain, chosen", [(0.05, "p1-no_user_id"), (-0.05, "p1")])
 def test_other_variants_are_tried_at_the_best_grid_point_and_the_best_is_seeded(tmp_path, user_id_gain, chosen):
-    config = StudyConfig(name="v", datasets={"kuairand": {"dfgr": "configs/train/debug.yaml"}}, seeds=[0, 1, 2],
-                         grid={"optim.lr": [0.001, 0.01]}, variants=VARIANTS)
+    config = StudyConfig(
+        name="v",
+        datasets={"kuairand": {"dfgr": "configs/train/debug.yaml"}},
+        seeds=[0, 1, 2],
+        grid={"optim.lr": [0.001, 0.01]},
+        variants=VARIANTS,
+    )
 
     def score(o):  # the larger lr wins the grid; dropping the user id adds user_id_gain
         return float(o["optim.lr"]) + (user_id_gain if o["data.user_id"] == "false" else 0.0)
@@ -44,7 +52,11 @@ def test_other_variants_are_tried_at_the_best_grid_point_and_the_best_is_seeded(
     launched = []
     records = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), score, launched)).run()
     names = [a for args in launched for a in args if a.startswith("name=")]
-    first_seed = ["name=kuairand__dfgr__p0__s0", "name=kuairand__dfgr__p1__s0", "name=kuairand__dfgr__p1-no_user_id__s0"]
+    first_seed = [
+        "name=kuairand__dfgr__p0__s0",
+        "name=kuairand__dfgr__p1__s0",
+        "name=kuairand__dfgr__p1-no_user_id__s0",
+    ]
     assert names[:3] == first_seed  # the variant only at the grid's best point (p1), never at p0
     assert names[3:] == [f"name=kuairand__dfgr__{chosen}__s{s}" for s in (0, 1, 2)]
     assert "--eval-only" in launched[3]  # the chosen first-seed run's best checkpoint, tested once

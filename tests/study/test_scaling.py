@@ -9,8 +9,16 @@ from dfgr_torchrec.study.scaling import fit_r2, log_linear_fit, plot_scaling, sc
 
 
 def _row(model, flops, gauc, seed=0, task="like", split="test", chosen=True):
-    return {"data": "ml", "model": model, "train_flops": flops, "gauc": gauc, "seed": seed, "task": task,
-            "split": split, "chosen": chosen}
+    return {
+        "data": "ml",
+        "model": model,
+        "train_flops": flops,
+        "gauc": gauc,
+        "seed": seed,
+        "task": task,
+        "split": split,
+        "chosen": chosen,
+    }
 
 
 ROWS = [
@@ -31,7 +39,9 @@ def test_points_average_seeds_and_the_fit_is_least_squares():
     a, b = log_linear_fit(points["dfgr"])
     assert b == pytest.approx(0.045) and a + b * 13 == pytest.approx(0.6533333, abs=1e-6)
     # dfgr: 0.61, 0.65, 0.70 against 0.6083, 0.6533, 0.6983 on the line: R^2 = 1 - 0.0000167 / 0.004067
-    assert fit_r2(points["dfgr"], a, b) == pytest.approx(1 - (2 * (0.61 - 0.6083333) ** 2 + (0.65 - 0.6533333) ** 2) / 0.0040667, abs=1e-4)
+    assert fit_r2(points["dfgr"], a, b) == pytest.approx(
+        1 - (2 * (0.61 - 0.6083333) ** 2 + (0.65 - 0.6533333) ** 2) / 0.0040667, abs=1e-4
+    )
     a, b = log_linear_fit(points["metagr"])  # two points: the line through them
     assert fit_r2(points["metagr"], a, b) == pytest.approx(1.0)
     assert a + b * math.log10(2e12) == pytest.approx(0.58) and a + b * math.log10(2e14) == pytest.approx(0.66)

@@ -18,14 +18,18 @@ pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), 
 
 def _study(tmp_path):
     config = {
-        "name": "trimmed", "nproc": 1, "seeds": [0, 1],
+        "name": "trimmed",
+        "nproc": 1,
+        "seeds": [0, 1],
         "common": ["train.max_steps=12", "eval.every_steps=6"],
         "grid": {"optim.lr": [0.001, 0.01], "model.embeddings.dropout": [0.0]},  # a model key too
         "variants": {"user_id": {"data.user_id": True}, "no_user_id": {"data.user_id": False}},
-        "datasets": {"kuairand": {
-            "dfgr": "configs/train/debug.yaml",
-            "bias": ["configs/train/debug.yaml", "model.type=bias"],
-        }},
+        "datasets": {
+            "kuairand": {
+                "dfgr": "configs/train/debug.yaml",
+                "bias": ["configs/train/debug.yaml", "model.type=bias"],
+            }
+        },
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))  # variants keep their order
@@ -52,11 +56,12 @@ def test_trimmed_study_chooses_on_validation_and_resumes(tmp_path, monkeypatch, 
         (best,) = chosen
         assert means[best] == max(means.values())
         assert {json.dumps(r["params"]["data.user_id"]) for r in mine if (r["point"], r["variant"]) == best} == {
-            "true" if best[1] == "user_id" else "false"}
+            "true" if best[1] == "user_id" else "false"
+        }
         tested = {(r["point"], r["variant"], r["seed"]) for r in mine if r["split"] == "test"}
         assert tested == {(*best, 0), (*best, 1)}  # the other candidates never touched the test split
         flops = {r["train_flops"] for r in mine}
-        assert (all(f > 0 for f in flops) if model == "dfgr" else flops == {None})  # counted for generative models
+        assert all(f > 0 for f in flops) if model == "dfgr" else flops == {None}  # counted for generative models
     summary = (out / "summary.md").read_text()
     assert "| dfgr | 2 |" in summary and "| bias | 2 |" in summary
     assert (out / "kuairand_test_auc.png").stat().st_size > 0 and (out / "kuairand_validation.png").exists()

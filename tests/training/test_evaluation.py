@@ -23,15 +23,20 @@ pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), 
 
 def test_metrics_by_item_train_count_are_those_of_the_sliced_candidates():
     world = SyntheticSequences(num_items=300, num_tasks=2, seed=5)
-    batches = [dataclasses.replace(world.batch(8, 3, 10, 6, torch.Generator().manual_seed(i)),
-                                   user_ids=torch.arange(8) + 8 * i) for i in range(4)]
+    batches = [
+        dataclasses.replace(
+            world.batch(8, 3, 10, 6, torch.Generator().manual_seed(i)), user_ids=torch.arange(8) + 8 * i
+        )
+        for i in range(4)
+    ]
     counts = torch.randint(0, 80, (300,), generator=torch.Generator().manual_seed(0))
     counts[::7] = 0  # some cold items
 
     def score(batch):  # any deterministic score of the candidate
         items = batch.features["cand_item_id"].values().float()
-        return JaggedTensor(values=torch.stack([torch.sin(items), torch.cos(items * 0.3)], dim=1),
-                            lengths=batch.candidate_lengths)
+        return JaggedTensor(
+            values=torch.stack([torch.sin(items), torch.cos(items * 0.3)], dim=1), lengths=batch.candidate_lengths
+        )
 
     if not dist.is_initialized():
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -56,9 +61,21 @@ def test_metrics_by_item_train_count_are_those_of_the_sliced_candidates():
 
 
 def _train(out, *overrides, nproc):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "dfgr_torchrec.recipes.train", "--config", "configs/train/debug.yaml",
-           "data.config=configs/data/taobao-sample.yaml", "train.epochs=1", f"output_dir={out}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "dfgr_torchrec.recipes.train",
+        "--config",
+        "configs/train/debug.yaml",
+        "data.config=configs/data/taobao-sample.yaml",
+        "train.epochs=1",
+        f"output_dir={out}",
+        *overrides,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 

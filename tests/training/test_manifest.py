@@ -24,8 +24,10 @@ def test_manifests_with_the_older_256_bit_digests_still_verify(tmp_path):
     """Checkpoints written before the digest became 128-bit must not read as damaged."""
     step = _checkpoint(tmp_path)
     files = {
-        name: {"size": (step / name).stat().st_size,
-               "blake2b": hashlib.blake2b((step / name).read_bytes(), digest_size=32).hexdigest()}
+        name: {
+            "size": (step / name).stat().st_size,
+            "blake2b": hashlib.blake2b((step / name).read_bytes(), digest_size=32).hexdigest(),
+        }
         for name in (".metadata", "__0_0.distcp")
     }
     (step / MANIFEST).write_text(json.dumps({"files": files}))

@@ -6,8 +6,21 @@ import sys
 
 
 def test_report_prints_a_table_without_importing_torch(tmp_path):
-    metrics = {"split": "test", "candidates": 3, "tasks": {"like": {
-        "auc": 0.75, "gauc": 0.7, "logloss": 0.5, "ne": 0.8, "calibration": 1.01, "count": 3, "positives": 2}}}
+    metrics = {
+        "split": "test",
+        "candidates": 3,
+        "tasks": {
+            "like": {
+                "auc": 0.75,
+                "gauc": 0.7,
+                "logloss": 0.5,
+                "ne": 0.8,
+                "calibration": 1.01,
+                "count": 3,
+                "positives": 2,
+            }
+        },
+    }
     path = tmp_path / "metrics_final.json"
     path.write_text(json.dumps(metrics))
     code = (
@@ -25,8 +38,13 @@ def test_slices_by_item_count_print_a_row_each_with_the_mean_over_defined_tasks(
     from dfgr_torchrec.training.report import format_slices
 
     task = lambda auc, count: {"auc": auc, "count": count}  # noqa: E731
-    metrics = {"tasks": {"a": {}, "b": {}}, "by_item_train_count": {
-        "0": {"a": task(0.6, 4), "b": task(None, 4)}, "5-49": {"a": task(0.7, 9), "b": task(0.9, 9)}}}
+    metrics = {
+        "tasks": {"a": {}, "b": {}},
+        "by_item_train_count": {
+            "0": {"a": task(0.6, 4), "b": task(None, 4)},
+            "5-49": {"a": task(0.7, 9), "b": task(0.9, 9)},
+        },
+    }
     lines = format_slices(metrics).splitlines()
     assert lines[0].split()[:3] == ["item's", "training", "count"]
     assert lines[2].split() == ["0", "4", "0.6000", "0.6000", "n/a"]  # the mean skips the undefined task

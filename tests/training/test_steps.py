@@ -13,9 +13,21 @@ pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), 
 
 
 def _train(out, pipeline):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "dfgr_torchrec.recipes.train", "--config", "configs/train/debug.yaml", f"output_dir={out}",
-           "eval.every_steps=5", "data.num_workers=0", f"train.pipeline={pipeline}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "dfgr_torchrec.recipes.train",
+        "--config",
+        "configs/train/debug.yaml",
+        f"output_dir={out}",
+        "eval.every_steps=5",
+        "data.num_workers=0",
+        f"train.pipeline={pipeline}",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
