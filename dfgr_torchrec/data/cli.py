@@ -71,19 +71,28 @@ def summary(report: dict, path: str) -> str:
 
     dropped = ", ".join(f"{n(c)} {reason}" for reason, c in report["rows_dropped"].items()) or "none"
     tasks = list(report["per_action"])
-    rows = [[split, n(count), *(n(report["positives"][split][t]) for t in tasks)] for split, count in report["split"].items()]
+    rows = [
+        [split, n(count), *(n(report["positives"][split][t]) for t in tasks)]
+        for split, count in report["split"].items()
+    ]
     lengths = report["sequence_length"]
     unseen = ", ".join(f"{name} {n(c)}" for name, c in report["unseen_in_training"].items()) or "none"
-    return "\n".join([
-        f"{report['name']}: {n(report['rows_read'])} rows read, {n(report['rows_kept'])} kept (dropped: {dropped}); "
-        f"{n(report['users'])} users, {n(report['items'])} items",
-        tabulate(rows, headers=["split", "interactions", *(f"positives {t}" for t in tasks)], disable_numparse=True,
-                 colalign=("left", *["right"] * (1 + len(tasks)))),
-        f"history length: min {lengths['min']}, median {lengths['p50']:g}, p90 {lengths['p90']:g}, max {lengths['max']}; "
-        f"valid/test ids unseen in training: {unseen}",
-        *(f"warning: {w}" for w in report.get("warnings", [])),
-        f"report: {path}/report.json (--json prints it)",
-    ])
+    return "\n".join(
+        [
+            f"{report['name']}: {n(report['rows_read'])} rows read, {n(report['rows_kept'])} kept (dropped: {dropped}); "
+            f"{n(report['users'])} users, {n(report['items'])} items",
+            tabulate(
+                rows,
+                headers=["split", "interactions", *(f"positives {t}" for t in tasks)],
+                disable_numparse=True,
+                colalign=("left", *["right"] * (1 + len(tasks))),
+            ),
+            f"history length: min {lengths['min']}, median {lengths['p50']:g}, p90 {lengths['p90']:g}, max {lengths['max']}; "
+            f"valid/test ids unseen in training: {unseen}",
+            *(f"warning: {w}" for w in report.get("warnings", [])),
+            f"report: {path}/report.json (--json prints it)",
+        ]
+    )
 
 
 def run_synth(args: argparse.Namespace) -> None:
