@@ -3,7 +3,14 @@ job (by their command line, or the whole tree below one pid) from /proc."""
 
 import os
 import pathlib
+import sys
 import time
+
+
+def recipe_torchrun(*args, nproc=2) -> list:
+    """The command line of the training recipe under ``torchrun --standalone`` with ``nproc`` processes."""
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [*run, "-m", "dfgr_torchrec.recipes.train", *map(str, args)]
 
 
 def wait_for(predicate, timeout, what):

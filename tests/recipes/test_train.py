@@ -4,9 +4,10 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
+
+from tests.processes import recipe_torchrun
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -17,20 +18,7 @@ COMMON = ["checkpoint.every_steps=5", "checkpoint.keep=2", "train.epochs=2", "da
 
 def _torchrun(out, *extra, nproc=2, env_extra=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "dfgr_torchrec.recipes.train",
-        "--config",
-        "configs/train/debug.yaml",
-        f"output_dir={out}",
-        *COMMON,
-        *extra,
-    ]
+    cmd = recipe_torchrun("--config", "configs/train/debug.yaml", f"output_dir={out}", *COMMON, *extra, nproc=nproc)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

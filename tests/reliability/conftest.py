@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from dfgr_torchrec.cli import main
+from tests.processes import recipe_torchrun
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -31,16 +32,7 @@ def dfgr(*args, timeout=300):
 
 
 def torchrun(*args, nproc=2, timeout=300):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "dfgr_torchrec.recipes.train",
-        *map(str, args),
-    ]
+    cmd = recipe_torchrun(*args, nproc=nproc)
     return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
 
 

@@ -3,12 +3,12 @@
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
 from dfgr_torchrec.data.config import DataConfig, from_dict
 from dfgr_torchrec.data.prepare import prepare
+from tests.processes import recipe_torchrun
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -73,14 +73,7 @@ def tiny_run(tmp_path_factory):
     if not SHARED.exists():
         pytest.skip("../shared/data is absent")
     out = tmp_path_factory.mktemp("serving-run")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "dfgr_torchrec.recipes.train",
+    cmd = recipe_torchrun(
         "--config",
         "configs/train/debug.yaml",
         f"output_dir={out}",
@@ -88,7 +81,7 @@ def tiny_run(tmp_path_factory):
         "data.batch_size=8",
         "eval.every_steps=2",
         "train.log_every=2",
-    ]
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from dfgr_torchrec.data.synthetic import SyntheticSequences
 from dfgr_torchrec.metrics import ranking_metrics
 from dfgr_torchrec.training.evaluation import ITEM_COUNT_SLICES, evaluate
+from tests.processes import recipe_torchrun
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
@@ -61,21 +61,15 @@ def test_metrics_by_item_train_count_are_those_of_the_sliced_candidates():
 
 
 def _train(out, *overrides, nproc):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "dfgr_torchrec.recipes.train",
+    cmd = recipe_torchrun(
         "--config",
         "configs/train/debug.yaml",
         "data.config=configs/data/taobao-sample.yaml",
         "train.epochs=1",
         f"output_dir={out}",
         *overrides,
-    ]
+        nproc=nproc,
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 

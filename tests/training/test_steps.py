@@ -4,30 +4,24 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
+
+from tests.processes import recipe_torchrun
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
 
 
 def _train(out, pipeline):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "dfgr_torchrec.recipes.train",
+    cmd = recipe_torchrun(
         "--config",
         "configs/train/debug.yaml",
         f"output_dir={out}",
         "eval.every_steps=5",
         "data.num_workers=0",
         f"train.pipeline={pipeline}",
-    ]
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
