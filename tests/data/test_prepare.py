@@ -205,7 +205,9 @@ def test_every_shipped_data_config_is_valid():
 
 def test_official_kuairand_schema_reads_a_log_in_that_layout(tmp_path):
     header = "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,long_view,is_profile_enter"
-    rows = [f"1,{v},20220408,800,{1000 + v},1,{v % 2},1,1,1,{1 - v % 2},1,1" for v in range(12)]  # every task has positives
+    rows = [
+        f"1,{v},20220408,800,{1000 + v},1,{v % 2},1,1,1,{1 - v % 2},1,1" for v in range(12)
+    ]  # every task has positives
     log = tmp_path / "log.csv"
     log.write_text("\n".join([header, *rows]) + "\n")
     config = load_data_config("configs/data/kuairand-official.yaml")
