@@ -58,6 +58,15 @@ BUILTIN_MODELS = {
     "din": "dfgr_torchrec.models.din:DINModel",
 }
 BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms``
+# The one registry every check asks (the CLI, the recipe, ``build_model``), torch-free: the
+# built-in types and those ``dfgr_torchrec.models.register_model`` added in this process.
+MODEL_TYPES: Dict[str, Any] = dict(BUILTIN_MODELS)
+
+
+def check_model_type(name: Any) -> None:
+    """``model.type`` must name a built-in or registered type (the same answer whatever is imported)."""
+    if name not in MODEL_TYPES:
+        raise ValueError(f"model.type: expected one of {sorted(MODEL_TYPES)}, got {name!r}")
 
 
 def check(condition: bool, key: str, expected: str, value: Any) -> None:

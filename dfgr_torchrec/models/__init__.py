@@ -21,7 +21,7 @@ from typing import Dict, Optional, Type
 import torch
 from torch import nn
 
-from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, fill_from_data
+from dfgr_torchrec.config import BUILTIN_MODELS, MODEL_TYPES, RankingModelConfig, check_model_type, fill_from_data
 from dfgr_torchrec.features import DataSchema
 from dfgr_torchrec.models.ranking import RankingOutput
 
@@ -38,12 +38,7 @@ def register_model(name: str, cls: Type[nn.Module]) -> None:
     """Makes ``cls`` buildable as ``model.type: <name>``."""
     if name in MODELS and MODELS[name] is not cls:
         raise ValueError(f"model type {name!r} is already registered to {MODELS[name].__name__}")
-    MODELS[name] = cls
-
-
-def check_model_type(name: str) -> None:
-    if name not in MODELS:
-        raise ValueError(f"model.type: expected one of {sorted(MODELS)}, got {name!r}")
+    MODELS[name] = MODEL_TYPES[name] = cls
 
 
 def build_model(
@@ -51,6 +46,8 @@ def build_model(
 ) -> nn.Module:
     """Builds ``config.type``, sized from ``schema`` when given (else the config must be complete)."""
     check_model_type(config.type)
+    if config.type not in MODELS:  # registered, then removed from this table
+        raise ValueError(f"model.type: {config.type!r} is registered but has no class here")
     if schema is not None:
         config = fill_from_data(config, schema)
     return MODELS[config.type](config, device=device)

@@ -13,13 +13,12 @@ import copy
 import dataclasses
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Literal, Mapping, Sequence, Union
 
 import yaml
 
-from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, check, from_dict, parse_yaml, to_plain
+from dfgr_torchrec.config import RankingModelConfig, check, check_model_type, from_dict, parse_yaml, to_plain
 from dfgr_torchrec.recipes.types import check_types
 from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
 from dfgr_torchrec.training.length import RunLength, plan_length
@@ -152,11 +151,7 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, Mapping):
                 setattr(self, key, from_dict(cls, value, key))
-        registry = sys.modules.get("dfgr_torchrec.models")  # imported: user code may have registered types
-        if registry is not None:
-            registry.check_model_type(self.model.type)
-        else:  # the command line: the built-in types, known without importing torch
-            check(self.model.type in BUILTIN_MODELS, "model.type", f"one of {sorted(BUILTIN_MODELS)}", self.model.type)
+        check_model_type(self.model.type)  # built-in or registered: one answer whatever is imported
         positions = self.model.interaction.max_seq_len
         check(
             positions >= self.data.max_seq_len,
