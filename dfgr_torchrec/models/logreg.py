@@ -15,11 +15,14 @@ the recipe like any model, the checkpoint selected on validation):
 
 **The statistics hand-off.** The item rates come from the training split only: the model cannot
 compute them from a batch, so :func:`dfgr_torchrec.models.build_model` takes the prepared data
-(``data=``) and calls the model's ``fit_training_data(data)`` hook, which counts the training rows
-(``PreparedData.split == TRAIN``) once. The recipe builds its model that way before sharding, on every
-rank, from the same prepared folder, so the statistics are identical on every rank; ``dfgr eval``
-and resumed runs build them again from the prepared data the run recorded. They are plain tensors,
-not parameters or buffers: no optimizer, checkpoint or data-parallel broadcast sees them.
+(``data=``) and calls the model's ``fit_training_data(data)`` hook. The hook counts the training
+rows (``PreparedData.item_train_counts``, ``item_train_label_sums``, ``train_label_means``), then
+fits the weights in closed form on ``PreparedData.whole_training_histories()``: the data layer does
+the reading, this module never imports it. The recipe builds its model that way before sharding,
+on every rank, from the same prepared folder, so the statistics are identical on every rank (and
+DDP starts every replica from rank 0's weights); ``dfgr eval`` and resumed runs build them again
+from the prepared data the run recorded. They are plain tensors, not parameters or buffers: no
+optimizer, checkpoint or data-parallel broadcast sees them.
 
 A training sample's own row is in those counts, so in ``forward`` (whose samples are training rows:
 the train split yields nothing else) it is left out of its item's statistics (leave-one-out); a
@@ -43,7 +46,6 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig
-from dfgr_torchrec.data.prepare import TRAIN
 from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
 from dfgr_torchrec.models.ranking import RankingOutput
@@ -70,19 +72,12 @@ class TrainingRates:
     global_rate: torch.Tensor
 
     @classmethod
-    def of(cls, data, num_tasks: int) -> "TrainingRates":
-        """Counts the training rows of a :class:`~dfgr_torchrec.data.dataset.PreparedData`."""
-        train = np.asarray(data.split) == TRAIN
-        items = np.asarray(data.item)[train].astype(np.int64)
-        labels = np.asarray(data.labels)[train].astype(np.float64).reshape(len(items), num_tasks)
-        size = int(data.meta["item_rows"])
-        rows = np.bincount(items, minlength=size).astype(np.float64)
-        positives = np.stack([np.bincount(items, weights=labels[:, t], minlength=size) for t in range(num_tasks)], 1)
-        mean = labels.mean(0) if len(items) else np.full(num_tasks, 0.5)
+    def of(cls, data) -> "TrainingRates":
+        """The counts of a :class:`~dfgr_torchrec.data.dataset.PreparedData`'s training split."""
         return cls(
-            rows=torch.from_numpy(rows),
-            positives=torch.from_numpy(positives.reshape(size, num_tasks)),
-            global_rate=torch.from_numpy(np.clip(mean, RATE_EPS, 1 - RATE_EPS)),
+            rows=torch.from_numpy(data.item_train_counts().astype(np.float64)),
+            positives=torch.from_numpy(data.item_train_label_sums()),
+            global_rate=torch.from_numpy(np.clip(data.train_label_means(), RATE_EPS, 1 - RATE_EPS)),
         )
 
     def to(self, device: torch.device) -> "TrainingRates":
@@ -166,12 +161,10 @@ class RateFeatures(nn.Module):
 
 
 def training_features(features: RateFeatures, data) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(x [rows, 4 * tasks], labels [rows, tasks])`` of every training row of ``data`` as
-    ``forward`` sees it (leave-one-out), each user's whole training history visible."""
-    from dfgr_torchrec.data.dataset import SequenceDataset  # the data layer imports no model
-
-    longest = max(1, int(data.counts[TRAIN].max())) if data.num_users else 1
-    dataset = SequenceDataset(data, "train", batch_size=1024, max_seq_len=longest, shuffle=False)
+    """``(x [rows, 4 * tasks], labels [rows, tasks])`` of every training row of ``data`` (a
+    ``PreparedData``) as ``forward`` sees it (leave-one-out), each user's whole training history
+    visible."""
+    dataset = data.whole_training_histories()
     xs, ys = [], []
     for users in dataset.batch_users():
         batch = dataset.make_batch(users)
@@ -227,7 +220,7 @@ class LogRegModel(PointwiseRankingModel):
     def fit_training_data(self, data) -> None:
         """The statistics hand-off (module docstring): counts ``data``'s training split, then fits
         the weights on its rows; on a meta model they wait for :meth:`reset_parameters`."""
-        self.features.fit(TrainingRates.of(data, self.num_tasks))
+        self.features.fit(TrainingRates.of(data))
         x, y = training_features(self.features, data)
         start = self.naive_bayes()
         self.fitted = fit_logistic(x, y, *start) if len(x) else start
