@@ -67,7 +67,7 @@ class TrainRecipe:
         elif self.env.is_main:
             record_prepared(c.run_dir, self.data.path)
         torch.manual_seed(c.train.seed)
-        model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"))
+        model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"), data=self.data)
         factors = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len), tables=c.sharding)
         optim = sparse_optimizer_args(c.optim)
         self.dmp = shard_model(model, c.sharding, self.env.device, pooling_factors=factors, **optim)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dfgr_torchrec.config import BUILTIN_MODELS
 from dfgr_torchrec.study.config import load_study_config
 from dfgr_torchrec.study.runner import StudyRunner
 
@@ -38,6 +39,9 @@ LAUNCH_KEYS |= {"train.crash_at_step", "train.stall_at_step", "train.wait_for_si
 ADDED_KEYS = {"train.steps": 0, "train.min_steps": 0}
 # keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
 UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
+# model.rate_prior came with logreg, the one type that reads it: the runs before it recorded none
+for kind in set(BUILTIN_MODELS) - {"logreg"}:
+    UNREAD.setdefault(kind, set()).add("model.rate_prior")
 # the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
 RUN_NAME = re.compile(r"(?P<data>.+?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
 
