@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--isolate", action="store_true", help="each kernel/model path in its own process (the stable protocol)"
     )
     parser.add_argument("--runs", type=int, default=3, help="with --isolate: how many times each path runs")
+    parser.add_argument(
+        "--contend", action="store_true", help="with --isolate: a matmul loop in another process throughout"
+    )
 
 
 def _config(args: argparse.Namespace, max_len: int, kernel: str = "pytorch") -> RankingModelConfig:
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # other work on the machine skews times
-        "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run", "isolate", "runs")},
+        "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run", "isolate", "runs", "contend")},
         "model_config": asdict(_config(args, max(args.seq_lens), args.kernels[0])),
         "memory_note": "peak_mb: CUDA max_memory_allocated, or on CPU the rise of the process RSS high-water mark",
         "flops_note": "train_gflops: analytic training FLOPs (models/flops.training_flops) / median train time; "

@@ -5,7 +5,9 @@ N) page-faults them every step, so its system time equals its user time, and it 
 runs after it. Here every (kernel, model) path runs in a fresh child process (the in-process
 bench, warm-up included), the whole set ``--runs`` times in turn; the result holds per path the
 median over runs, the spread ``(max - min) / median``, and the child's user and system CPU
-seconds (``wait4``'s rusage), beside the matmul peak each child measured.
+seconds (``wait4``'s rusage), beside the matmul peak each child measured. ``--contend`` runs a
+matmul loop (as many threads as torch uses) in another process throughout: how a path degrades
+when a second job shares the cores.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any, Dict, List
 
 PASSED = ("seq_lens", "num_candidates", "batch_size", "repeats", "warmup", "d_model", "num_layers", "num_heads")
 PASSED += ("attention_form", "mask_mode", "device", "seed")
+# what --contend runs beside the measurements: another job's dense work, until it is stopped
+CONTENDER = "import torch\na = torch.randn(512, 512)\nwhile True:\n    (a @ a).relu_().sum()"
 PATH_FIELDS = ("train_ms", "infer_ms", "train_peak_mb", "infer_peak_mb", "train_gflops")
 
 
@@ -79,13 +83,21 @@ def run_isolated(args: argparse.Namespace) -> Dict[str, Any]:
     from dfgr_torchrec.bench.output import write_json
 
     results: Dict[tuple, List[Dict[str, Any]]] = {(k, m): [] for k in args.kernels for m in args.models}
-    for run in range(args.runs):
-        for kernel, model in results:
-            print(f"run {run + 1}/{args.runs}: {kernel} {model}", flush=True)
-            results[(kernel, model)].append(run_path(child_command(args, kernel, model, "-")))
+    contender = subprocess.Popen([sys.executable, "-c", CONTENDER]) if args.contend else None
+    try:
+        for run in range(args.runs):
+            for kernel, model in results:
+                print(f"run {run + 1}/{args.runs}: {kernel} {model}", flush=True)
+                results[(kernel, model)].append(run_path(child_command(args, kernel, model, "-")))
+    finally:
+        if contender is not None:
+            contender.kill()
+            contender.wait()
     result = {
         "benchmark": "attention",
-        "protocol": f"isolated: each kernel/model path in its own process, {args.runs} runs in turn",
+        "protocol": f"isolated: each kernel/model path in its own process, {args.runs} runs in turn"
+        + (", a matmul loop in another process throughout (--contend)" if args.contend else ""),
+        "environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run")},
         "rows": summarise(results, args.seq_lens),
