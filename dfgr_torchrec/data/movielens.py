@@ -166,3 +166,24 @@ def _write_ratings(text: str, movie_ids: Dict[str, int], path: str, where: str) 
 def _count_lines(path: str) -> int:
     with open(path, "rb") as f:
         return sum(1 for _ in f)
+
+
+SLICE_EVERY = 6  # movielens-1m-1k keeps every sixth user by id (1, 7, 13, ...): 1,007 of 6,040
+
+
+def slice_movielens_1m(out_dir: str, force: bool = False, every: int = SLICE_EVERY) -> str:
+    """``ratings.dat`` of the users whose id is 1 modulo ``every`` (a fixed rule, no sampling):
+    a small log with MovieLens-1M's item set and history lengths, for the small-log protocol.
+    Downloads MovieLens-1M into its own folder first when it is missing."""
+    from dfgr_torchrec.data.sources import download
+
+    target = os.path.join(out_dir, "ratings.dat")
+    if os.path.exists(target) and not force:
+        return out_dir
+    full = os.path.join(download("movielens-1m"), "ratings.dat")
+    with atomic_directory(out_dir) as tmp, open(full) as src, open(os.path.join(tmp, "ratings.dat"), "w") as dst:
+        for line in src:
+            if int(line.split("::", 1)[0]) % every == 1:
+                dst.write(line)
+    return out_dir
+

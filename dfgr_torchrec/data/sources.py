@@ -34,6 +34,12 @@ def _movielens_1m(out_dir: str, force: bool) -> str:
     return download_movielens_1m(out_dir, force=force)
 
 
+def _movielens_1m_1k(out_dir: str, force: bool) -> str:
+    from dfgr_torchrec.data.movielens import slice_movielens_1m
+
+    return slice_movielens_1m(out_dir, force=force)
+
+
 SYNTH_DEMO = {"num_users": 2000, "num_items": 5000, "min_seq_len": 10, "max_seq_len": 128, "seed": 0}
 
 
@@ -51,6 +57,7 @@ def _synth_demo(out_dir: str, force: bool) -> str:
 
 DOWNLOADS: Dict[str, Download] = {
     "movielens-1m": Download(_movielens_1m, "data/raw/movielens-1m"),
+    "movielens-1m-1k": Download(_movielens_1m_1k, "data/raw/movielens-1m-1k"),
     "synth-demo": Download(_synth_demo, "data/raw/synth-demo"),
 }
 
