@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -12,12 +13,15 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.modules import context_token as context_ops
+from dfgr_torchrec.modules import repeat as repeat_ops
 from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
+from dfgr_torchrec.modules.repeat import RepeatEmbedding
 
 
 @dataclass
@@ -52,6 +56,63 @@ class _GenerativeRankingModel(nn.Module):
         self.head = MultiTaskHead(config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device)
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
+        actions = config.embeddings.action_vocab_sizes
+        self.repeat_action = next(iter(actions))  # the action feature whose id the repeat feature embeds
+        self.repeat = (
+            RepeatEmbedding(actions[self.repeat_action], config.embeddings.embedding_dim, device=device)
+            if config.embeddings.repeat_feature
+            else None
+        )
+
+    def history_repeat(self, batch: SequenceBatch) -> Optional[torch.Tensor]:
+        """``[T, e]`` the repeat embedding of every history interaction as a fake-flow (item) token,
+        None without ``embeddings.repeat_feature``."""
+        if self.repeat is None:
+            return None
+        items = batch.features[ITEM_FEATURE]
+        times = batch.timestamps if self.interaction.session_mode else None
+        actions = batch.features[self.repeat_action].values()
+        return self.repeat(repeat_ops.history_codes(items.values(), actions, items.lengths(), times))
+
+    def candidate_repeat(
+        self,
+        h_items: torch.Tensor,
+        h_actions: torch.Tensor,
+        h_lengths: torch.Tensor,
+        h_times: Optional[torch.Tensor],
+        c_items: torch.Tensor,
+        c_lengths: torch.Tensor,
+        c_times: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """``[M, e]`` the repeat embedding of candidates after the histories (item and action rows per
+        history interaction; times read in session mode only)."""
+        session = self.interaction.session_mode
+        codes = repeat_ops.candidate_codes(
+            h_items,
+            h_actions,
+            h_lengths,
+            h_times if session else None,
+            c_items,
+            c_lengths,
+            c_times if session else None,
+        )
+        return self.repeat(codes)
+
+    def batch_candidate_repeat(self, batch: SequenceBatch) -> Optional[torch.Tensor]:
+        """:meth:`candidate_repeat` of ``batch``'s candidates after its histories (None when off)."""
+        if self.repeat is None:
+            return None
+        items, candidates = batch.features[ITEM_FEATURE], batch.features[candidate_feature(ITEM_FEATURE)]
+        actions = batch.features[self.repeat_action].values()
+        return self.candidate_repeat(
+            items.values(),
+            actions,
+            items.lengths(),
+            batch.timestamps,
+            candidates.values(),
+            candidates.lengths(),
+            batch.candidate_timestamps,
+        )
 
     def context_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``[B, d]`` the users' context tokens when ``embeddings.user_context`` is ``"token"``
@@ -111,7 +172,9 @@ class DFGRRankingModel(_GenerativeRankingModel):
         items, actions = emb.items.values(), emb.actions.values()
         lengths = emb.items.lengths()
         real = JaggedTensor(values=self.embedding.merge(items, actions), lengths=lengths)
-        fake = JaggedTensor(values=self.embedding.merge_placeholder(items), lengths=lengths)
+        fake = JaggedTensor(
+            values=self.embedding.merge_placeholder(_plus(items, self.history_repeat(batch))), lengths=lengths
+        )
         times = batch.history_timestamps()
         context = self.context_token(emb.users)
         if context is None:
@@ -133,7 +196,9 @@ class DFGRRankingModel(_GenerativeRankingModel):
         if context is not None:
             context_times = context_ops.context_timestamps(history_times, candidate_times)
             history, history_times, _ = context_ops.with_context_token(history, context, history_times, context_times)
-        candidates = self.embedding.merge_placeholder(emb.candidates.values())
+        candidates = self.embedding.merge_placeholder(
+            _plus(emb.candidates.values(), self.batch_candidate_repeat(batch))
+        )
         states = self.interaction.score(
             history,
             JaggedTensor(values=candidates, lengths=emb.candidates.lengths()),
@@ -174,18 +239,34 @@ class MetaGRRankingModel(_GenerativeRankingModel):
             return emb.items, emb.actions, times, None
         return context_ops.with_context_interaction(emb.items, emb.actions, context, times, candidate_times)
 
-    def forward(self, batch: SequenceBatch) -> RankingOutput:
+    def _embed(self, batch: SequenceBatch, candidates: bool):
+        """The looked-up embeddings, the repeat embedding added to the item tokens (and candidates)."""
         emb = self.embedding(batch.features)
+        if self.repeat is None:
+            return emb
+        items = JaggedTensor(values=emb.items.values() + self.history_repeat(batch), lengths=emb.items.lengths())
+        if not candidates:
+            return dataclasses.replace(emb, items=items)
+        cands = emb.candidates
+        cands = JaggedTensor(values=cands.values() + self.batch_candidate_repeat(batch), lengths=cands.lengths())
+        return dataclasses.replace(emb, items=items, candidates=cands)
+
+    def forward(self, batch: SequenceBatch) -> RankingOutput:
+        emb = self._embed(batch, candidates=False)
         items, actions, times, kept = self._with_context(emb, batch.history_timestamps(), None)
         states = self.interaction(items, actions, times).values()
         return self._output(states if kept is None else states[kept], batch)
 
     def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
-        emb = self.embedding(batch.features)
+        emb = self._embed(batch, candidates=True)
         candidate_times = batch.candidate_timestamps_jagged()
         items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
         states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
         return JaggedTensor(
             values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths()
         )
+
+
+def _plus(values: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:
+    return values if extra is None else values + extra
