@@ -186,7 +186,7 @@ class SequenceEmbeddingConfig:
             token and candidate (MetaGR: every item token) whose item occurs earlier in the user's
             history: the action of the latest earlier occurrence plus a log2 bucket of how many
             interactions ago it was (a token sees only strictly earlier interactions, never its own
-            label). Off by default; see docs/model.md ("Repeat feature").
+            label). Off by default; see docs/architecture.md ("The repeat feature").
     """
 
     item_vocab_size: Optional[int] = None
