@@ -58,7 +58,7 @@ BUILTIN_MODELS = {
     "din": "dfgr_torchrec.models.din:DINModel",
 }
 BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms``
-REPEAT_FEATURE_MODELS = ("dfgr", "metagr")  # the types that read ``model.embeddings.repeat_feature``
+REPEAT_FEATURE_MODELS = ("dfgr", "metagr", "dlrm", "dcn", "deepfm")  # the types that read ``embeddings.repeat_feature``
 
 
 def check(condition: bool, key: str, expected: str, value: Any) -> None:
@@ -182,8 +182,9 @@ class SequenceEmbeddingConfig:
             and candidate token) or ``"token"`` (one context token before the history, which
             every history token and candidate attends to, as generative-recommenders prepends
             its contextual features). The pointwise models always keep them as a feature.
-        repeat_feature: DFGR and MetaGR only: add a learned "repeat" embedding to every fake-flow
-            token and candidate (MetaGR: every item token) whose item occurs earlier in the user's
+        repeat_feature: DFGR, MetaGR, DLRM, DCN and DeepFM: add a learned "repeat" embedding to every
+            fake-flow token and candidate (MetaGR: every item token; the pointwise models: every
+            sample's target) whose item occurs earlier in the user's
             history: the action of the latest earlier occurrence plus a log2 bucket of how many
             interactions ago it was (a token sees only strictly earlier interactions, never its own
             label). Off by default; see docs/architecture.md ("The repeat feature").

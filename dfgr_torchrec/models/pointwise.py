@@ -7,6 +7,7 @@ the sharded tables are the same as DFGR's, so every model sees the same inputs a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -19,6 +20,7 @@ from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss
 from dfgr_torchrec.modules.pointwise import PointwiseSamples, TrainingSampler, candidate_samples
+from dfgr_torchrec.modules.repeat import RepeatFeature
 
 
 class PointwiseRankingModel(nn.Module):
@@ -46,6 +48,8 @@ class PointwiseRankingModel(nn.Module):
         self.session = config.interaction.mask_mode == MaskMode.SESSION
         self.sampler = TrainingSampler(self.session)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
+        # embeddings.repeat_feature (dlrm, dcn, deepfm): added to the target's embedding
+        self.repeat = RepeatFeature(tables, self.session, device) if tables.repeat_feature else None
 
     def logits(self, samples: PointwiseSamples) -> torch.Tensor:
         """``[S, num_tasks]`` logits of the samples."""
@@ -53,7 +57,12 @@ class PointwiseRankingModel(nn.Module):
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
-        logits = self.logits(self.sampler(emb, batch.timestamps))
+        samples = self.sampler(emb, batch.timestamps)
+        if self.repeat is not None:
+            samples = dataclasses.replace(
+                samples, target=samples.target + self.repeat.history(batch.features, batch.timestamps)
+            )
+        logits = self.logits(samples)
         loss, task_losses = self.loss(logits, batch.labels)
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
 
@@ -61,4 +70,7 @@ class PointwiseRankingModel(nn.Module):
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self.embedding(batch.features)
         samples = candidate_samples(emb, batch.timestamps, batch.candidate_timestamps, self.session)
+        if self.repeat is not None:
+            extra = self.repeat.candidates(batch.features, batch.timestamps, batch.candidate_timestamps)
+            samples = dataclasses.replace(samples, target=samples.target + extra)
         return JaggedTensor(values=self.logits(samples), lengths=emb.candidates.lengths())

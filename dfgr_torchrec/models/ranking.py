@@ -12,16 +12,14 @@ from torchrec import KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig
-from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
+from dfgr_torchrec.config import MaskMode, RankingModelConfig
 from dfgr_torchrec.modules import context_token as context_ops
-from dfgr_torchrec.modules import repeat as repeat_ops
 from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
-from dfgr_torchrec.modules.repeat import RepeatEmbedding
+from dfgr_torchrec.modules.repeat import RepeatFeature
 
 
 @dataclass
@@ -56,63 +54,19 @@ class _GenerativeRankingModel(nn.Module):
         self.head = MultiTaskHead(config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device)
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
-        actions = config.embeddings.action_vocab_sizes
-        self.repeat_action = next(iter(actions))  # the action feature whose id the repeat feature embeds
-        self.repeat = (
-            RepeatEmbedding(actions[self.repeat_action], config.embeddings.embedding_dim, device=device)
-            if config.embeddings.repeat_feature
-            else None
-        )
+        session = config.interaction.mask_mode == MaskMode.SESSION
+        self.repeat = RepeatFeature(config.embeddings, session, device) if config.embeddings.repeat_feature else None
 
     def history_repeat(self, batch: SequenceBatch) -> Optional[torch.Tensor]:
         """``[T, e]`` the repeat embedding of every history interaction as a fake-flow (item) token,
         None without ``embeddings.repeat_feature``."""
-        if self.repeat is None:
-            return None
-        items = batch.features[ITEM_FEATURE]
-        times = batch.timestamps if self.interaction.session_mode else None
-        actions = batch.features[self.repeat_action].values()
-        return self.repeat(repeat_ops.history_codes(items.values(), actions, items.lengths(), times))
-
-    def candidate_repeat(
-        self,
-        h_items: torch.Tensor,
-        h_actions: torch.Tensor,
-        h_lengths: torch.Tensor,
-        h_times: Optional[torch.Tensor],
-        c_items: torch.Tensor,
-        c_lengths: torch.Tensor,
-        c_times: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        """``[M, e]`` the repeat embedding of candidates after the histories (item and action rows per
-        history interaction; times read in session mode only)."""
-        session = self.interaction.session_mode
-        codes = repeat_ops.candidate_codes(
-            h_items,
-            h_actions,
-            h_lengths,
-            h_times if session else None,
-            c_items,
-            c_lengths,
-            c_times if session else None,
-        )
-        return self.repeat(codes)
+        return None if self.repeat is None else self.repeat.history(batch.features, batch.timestamps)
 
     def batch_candidate_repeat(self, batch: SequenceBatch) -> Optional[torch.Tensor]:
-        """:meth:`candidate_repeat` of ``batch``'s candidates after its histories (None when off)."""
+        """``[M, e]`` the repeat embedding of ``batch``'s candidates after its histories (None when off)."""
         if self.repeat is None:
             return None
-        items, candidates = batch.features[ITEM_FEATURE], batch.features[candidate_feature(ITEM_FEATURE)]
-        actions = batch.features[self.repeat_action].values()
-        return self.candidate_repeat(
-            items.values(),
-            actions,
-            items.lengths(),
-            batch.timestamps,
-            candidates.values(),
-            candidates.lengths(),
-            batch.candidate_timestamps,
-        )
+        return self.repeat.candidates(batch.features, batch.timestamps, batch.candidate_timestamps)
 
     def context_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``[B, d]`` the users' context tokens when ``embeddings.user_context`` is ``"token"``

@@ -24,7 +24,10 @@ from typing import Optional
 import torch
 import torch.fx
 from torch import nn
+from torchrec import KeyedJaggedTensor
 
+from dfgr_torchrec.config import SequenceEmbeddingConfig
+from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, positions_in_sequence
 from dfgr_torchrec.ops.repeat import log_gap_buckets, previous_occurrence
 
@@ -101,3 +104,57 @@ def candidate_codes(
     else:
         h_keys, c_keys = h_times, c_times
     return _codes(h_items, h_actions, h_lengths, h_keys, c_items, c_lengths, c_keys, per_candidate)
+
+
+class RepeatFeature(nn.Module):
+    """The repeat embedding of a model's query tokens from a batch's features (KJT keys
+    ``item_id``, ``cand_item_id`` and the first action feature).
+
+    Args:
+        config: the model's embeddings (the first action feature's rows, the width).
+        session: ``mask_mode`` is ``session`` (earlier = strictly earlier time).
+    """
+
+    def __init__(self, config: SequenceEmbeddingConfig, session: bool, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        self.action_feature = next(iter(config.action_vocab_sizes))
+        self.session = session
+        self.embedding = RepeatEmbedding(config.action_vocab_sizes[self.action_feature], config.embedding_dim, device)
+
+    def history(self, features: KeyedJaggedTensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """``[T, e]``: every history interaction as a query against its user's earlier ones."""
+        items = features[ITEM_FEATURE]
+        actions = features[self.action_feature].values()
+        codes = history_codes(items.values(), actions, items.lengths(), timestamps if self.session else None)
+        return self.embedding(codes)
+
+    def candidates(
+        self, features: KeyedJaggedTensor, timestamps: torch.Tensor, candidate_timestamps: torch.Tensor
+    ) -> torch.Tensor:
+        """``[M, e]``: every candidate against its user's history."""
+        items, candidates = features[ITEM_FEATURE], features[candidate_feature(ITEM_FEATURE)]
+        actions = features[self.action_feature].values()
+        return self.against(
+            items.values(),
+            actions,
+            items.lengths(),
+            timestamps,
+            candidates.values(),
+            candidates.lengths(),
+            candidate_timestamps,
+        )
+
+    def against(self, h_items, h_actions, h_lengths, h_times, c_items, c_lengths, c_times) -> torch.Tensor:
+        """``[M, e]``: candidates against given histories (item rows, action ids and lengths per user;
+        the times are read in session mode only): what the history cache calls with its states."""
+        session = self.session and h_times is not None and c_times is not None
+        codes = candidate_codes(
+            h_items,
+            h_actions,
+            h_lengths,
+            h_times if session else None,
+            c_items,
+            c_lengths,
+            c_times if session else None,
+        )
+        return self.embedding(codes)

@@ -79,7 +79,9 @@ class CachedScorer:
     def _repeat_ids(self, batch: SequenceBatch) -> torch.Tensor:
         """``[N, 2]`` (item row, action id) of ``batch``'s history interactions."""
         features = batch.features
-        return torch.stack([features[ITEM_FEATURE].values(), features[self.model.repeat_action].values()], dim=1)
+        return torch.stack(
+            [features[ITEM_FEATURE].values(), features[self.model.repeat.action_feature].values()], dim=1
+        )
 
     def candidate_repeat(self, states: List[HistoryState], batch: SequenceBatch) -> Optional[torch.Tensor]:
         """``[M, e]`` the repeat embedding of ``batch``'s candidates against the cached histories, to add
@@ -92,7 +94,7 @@ class CachedScorer:
         lengths = torch.tensor([s.num_interactions for s in states], dtype=torch.int64)
         times = None if any(s.timestamps is None for s in states) else torch.cat([s.timestamps for s in states])
         candidates = batch.features[candidate_feature(ITEM_FEATURE)]
-        return self.model.candidate_repeat(
+        return self.model.repeat.against(
             ids[:, 0], ids[:, 1], lengths, times, candidates.values(), candidates.lengths(), batch.candidate_timestamps
         )
 

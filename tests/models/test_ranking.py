@@ -370,8 +370,8 @@ def test_the_repeat_feature_changes_the_scores_of_repeated_items_only():
     model, batch = _model(DFGRRankingModel, repeat=True), _repeating(_batch())
     with torch.no_grad():
         on = model.score_candidates(batch).values()
-        model.repeat.action.weight[1:] = model.repeat.action.weight[0]
-        model.repeat.gap.weight[1:] = model.repeat.gap.weight[0]
+        model.repeat.embedding.action.weight[1:] = model.repeat.embedding.action.weight[0]
+        model.repeat.embedding.gap.weight[1:] = model.repeat.embedding.gap.weight[0]
         off = model.score_candidates(batch).values()
     c_users = torch.repeat_interleave(torch.arange(batch.candidate_lengths.numel()), batch.candidate_lengths)
     h_users = torch.repeat_interleave(torch.arange(batch.history_lengths.numel()), batch.history_lengths)
@@ -384,4 +384,24 @@ def test_the_repeat_feature_changes_the_scores_of_repeated_items_only():
 
 def test_the_repeat_feature_is_refused_for_a_model_that_ignores_it():
     with pytest.raises(ValueError, match="embeddings.repeat_feature"):
-        dataclasses.replace(_config(repeat=True), type="dcn")
+        dataclasses.replace(_config(repeat=True), type="din")
+
+
+@pytest.mark.parametrize("kind", ["dcn", "dlrm", "deepfm"])
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_the_pointwise_baselines_take_the_repeat_feature_alike_in_training_and_scoring(kind, mode):
+    from dfgr_torchrec.models import MODELS as REGISTRY
+
+    torch.manual_seed(0)
+    model = REGISTRY[kind](dataclasses.replace(_config(mode, repeat=True), type=kind))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    batch = _repeating(_batch(session_prob=0.4))
+    _assert_training_equals_inference(model, batch, mode)
+    with torch.no_grad():
+        on = model.score_candidates(batch).values()
+        model.repeat.embedding.action.weight.zero_()
+        model.repeat.embedding.gap.weight.zero_()
+        assert not torch.allclose(on, model.score_candidates(batch).values())
