@@ -11,6 +11,7 @@ import dataclasses
 from typing import Optional
 
 import torch
+import torch.fx
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
@@ -21,6 +22,12 @@ from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss
 from dfgr_torchrec.modules.pointwise import PointwiseSamples, TrainingSampler, candidate_samples
 from dfgr_torchrec.modules.repeat import RepeatFeature
+
+
+@torch.fx.wrap  # a leaf for TorchRec's pipeline tracer: the samples are a leaf module's output
+def with_target_added(samples: PointwiseSamples, extra: torch.Tensor) -> PointwiseSamples:
+    """``samples`` with ``extra`` (``[S, D]``) added to every target embedding."""
+    return dataclasses.replace(samples, target=samples.target + extra)
 
 
 class PointwiseRankingModel(nn.Module):
@@ -59,9 +66,7 @@ class PointwiseRankingModel(nn.Module):
         emb = self.embedding(batch.features)
         samples = self.sampler(emb, batch.timestamps)
         if self.repeat is not None:
-            samples = dataclasses.replace(
-                samples, target=samples.target + self.repeat.history(batch.features, batch.timestamps)
-            )
+            samples = with_target_added(samples, self.repeat.history(batch.features, batch.timestamps))
         logits = self.logits(samples)
         loss, task_losses = self.loss(logits, batch.labels)
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
@@ -72,5 +77,5 @@ class PointwiseRankingModel(nn.Module):
         samples = candidate_samples(emb, batch.timestamps, batch.candidate_timestamps, self.session)
         if self.repeat is not None:
             extra = self.repeat.candidates(batch.features, batch.timestamps, batch.candidate_timestamps)
-            samples = dataclasses.replace(samples, target=samples.target + extra)
+            samples = with_target_added(samples, extra)
         return JaggedTensor(values=self.logits(samples), lengths=emb.candidates.lengths())
