@@ -27,6 +27,7 @@ STUDIES = {
     "configs/study/quick.yaml": "results/quick",
     "configs/study/scaling_movielens.yaml": "results/scaling_movielens_v2",
     "configs/study/ablation_pointwise.yaml": "results/ablation_pointwise_v2",
+    "configs/study/repeat_synth.yaml": "results/repeat_synth",
 }
 # set per launch by the runner (or naming the run), not by the study entry
 LAUNCH_KEYS = {"name", "output_dir", "eval.test", "checkpoint.resume", "train.overwrite"}
@@ -36,6 +37,8 @@ LAUNCH_KEYS |= {"train.preempt_grace_s"}
 LAUNCH_KEYS |= {"train.crash_at_step", "train.stall_at_step", "train.wait_for_signal_at_step"}
 # keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
 UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
+# keys added after a run, whose default is what the code did before they existed: absent = the default
+ADDED_DEFAULTS = {"model.embeddings.repeat_feature": False}
 # the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
 RUN_NAME = re.compile(r"(?P<data>.+?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
 
@@ -75,7 +78,7 @@ def _stale_runs(study: str, out: str) -> list:
     for path in recorded:
         name = os.path.basename(os.path.dirname(path))
         with open(path) as f:
-            ran = _flat(yaml.safe_load(f))
+            ran = {**ADDED_DEFAULTS, **_flat(yaml.safe_load(f))}
         now = _flat(_expected_config(runner, name))
         ignored = LAUNCH_KEYS | UNREAD.get(ran.get("model.type"), set())
         differ = sorted(k for k in (set(ran) | set(now)) - ignored if ran.get(k) != now.get(k))
