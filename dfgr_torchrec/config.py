@@ -51,6 +51,7 @@ BUILTIN_MODELS = {
     "dfgr": "dfgr_torchrec.models.ranking:DFGRRankingModel",
     "metagr": "dfgr_torchrec.models.ranking:MetaGRRankingModel",
     "bias": "dfgr_torchrec.models.bias:BiasModel",
+    "logreg": "dfgr_torchrec.models.logreg:LogRegModel",
     "dlrm": "dfgr_torchrec.models.dlrm:DLRMModel",
     "dcn": "dfgr_torchrec.models.dlrm:DCNModel",
     "deepfm": "dfgr_torchrec.models.deepfm:DeepFMModel",
@@ -59,6 +60,15 @@ BUILTIN_MODELS = {
 }
 BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms``
 REPEAT_FEATURE_MODELS = ("dfgr", "metagr", "dlrm", "dcn", "deepfm")  # the types that read ``embeddings.repeat_feature``
+# The one registry every check asks (the CLI, the recipe, ``build_model``), torch-free: the
+# built-in types and those ``dfgr_torchrec.models.register_model`` added in this process.
+MODEL_TYPES: Dict[str, Any] = dict(BUILTIN_MODELS)
+
+
+def check_model_type(name: Any) -> None:
+    """``model.type`` must name a built-in or registered type (the same answer whatever is imported)."""
+    if name not in MODEL_TYPES:
+        raise ValueError(f"model.type: expected one of {sorted(MODEL_TYPES)}, got {name!r}")
 
 
 def check(condition: bool, key: str, expected: str, value: Any) -> None:
@@ -270,9 +280,17 @@ class RankingModelConfig:
     tasks: List[TaskConfig] = field(default_factory=list)
     head_hidden_dims: List[int] = field(default_factory=lambda: [64])
     bias_terms: bool = False  # dfgr / metagr: add per-task item, side-feature and user biases to the logits
+    rate_prior: float = 10.0  # logreg: pseudo-rows of the global rate in its smoothed item and user rates
 
     def __post_init__(self) -> None:
         check(isinstance(self.bias_terms, bool), "bias_terms", "true or false", self.bias_terms)
+        prior = self.rate_prior
+        check(
+            isinstance(prior, (int, float)) and not isinstance(prior, bool) and prior > 0,
+            "rate_prior",
+            "a number > 0",
+            prior,
+        )
         check(
             not self.bias_terms or self.type in BIAS_TERM_MODELS,
             "bias_terms",

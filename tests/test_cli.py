@@ -24,7 +24,7 @@ FLAGS = {
     "eval": (["--config", "--run", "--split", "--checkpoint", "overrides"], ["--resume", "--out", "--tables"]),
     "export": (["--config", "--run", "--checkpoint", "--out", "--tables", "--no-compile"], ["--resume", "--split"]),
     "score": (
-        ["--model", "--input", "--output", "--cache-mb", "--compiled", "--allow-native-code"],
+        ["--model", "--run", "--input", "--output", "--cache-mb", "--compiled", "--allow-native-code"],
         ["--config", "--resume", "--split", "--checkpoint"],
     ),
 }
@@ -54,6 +54,13 @@ def test_train_refuses_an_eval_only_flag(capsys):
         main(["train", "--config", "configs/train/debug.yaml", "--split", "valid"])
     assert exited.value.code == 2
     assert "unrecognized arguments: --split" in capsys.readouterr().err
+
+
+def test_export_needs_out_with_a_config_but_not_with_a_run(capsys):
+    assert main(["export", "--config", "configs/train/debug.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "--out: required with --config (with --run DIR the artifact goes to DIR/artifact)" in err
+    assert "Traceback" not in err
 
 
 def test_the_torchrun_entry_point_keeps_both_train_and_eval_flags():

@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--models", nargs="+", default=list(MODEL_TYPES), choices=list(MODEL_TYPES))
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
+    parser.add_argument(
+        "--isolate", action="store_true", help="each kernel/model path in its own process (the stable protocol)"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="with --isolate: how many times each path runs")
 
 
 def _config(args: argparse.Namespace, max_len: int, kernel: str = "pytorch") -> RankingModelConfig:
@@ -197,6 +201,10 @@ def bench_one_length(seq_len: int, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
+    if getattr(args, "isolate", False):
+        from dfgr_torchrec.bench.isolated import run_isolated
+
+        return run_isolated(args)
     rows = []
     for seq_len in args.seq_lens:
         row = bench_one_length(seq_len, args)
@@ -216,7 +224,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # other work on the machine skews times
-        "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run")},
+        "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run", "isolate", "runs")},
         "model_config": asdict(_config(args, max(args.seq_lens), args.kernels[0])),
         "memory_note": "peak_mb: CUDA max_memory_allocated, or on CPU the rise of the process RSS high-water mark",
         "flops_note": "train_gflops: analytic training FLOPs (models/flops.training_flops) / median train time; "

@@ -57,6 +57,26 @@ class PreparedData:
         train_items = np.asarray(self.item)[np.asarray(self.split) == TRAIN]
         return np.bincount(train_items, minlength=int(self.meta["item_rows"])).astype(np.int64)
 
+    def item_train_label_sums(self) -> np.ndarray:
+        """``[item rows, tasks]`` float64: the sum of each task's label over each item's training rows."""
+        train = np.asarray(self.split) == TRAIN
+        items = np.asarray(self.item)[train].astype(np.int64)
+        labels = np.asarray(self.labels)[train].astype(np.float64).reshape(len(items), len(self.tasks))
+        size = int(self.meta["item_rows"])
+        sums = [np.bincount(items, weights=labels[:, t], minlength=size) for t in range(len(self.tasks))]
+        return np.stack(sums, 1).reshape(size, len(self.tasks))
+
+    def train_label_means(self) -> np.ndarray:
+        """``[tasks]`` float64: the mean label of the training rows (0.5 without any)."""
+        labels = np.asarray(self.labels)[np.asarray(self.split) == TRAIN].astype(np.float64)
+        return labels.reshape(-1, len(self.tasks)).mean(0) if len(labels) else np.full(len(self.tasks), 0.5)
+
+    def whole_training_histories(self, batch_size: int = 1024) -> "SequenceDataset":
+        """Every user's whole training history once, in user order (no shuffle, no truncation): the
+        rows a model fits closed-form statistics on (``logreg``)."""
+        longest = max(1, int(self.counts[TRAIN].max())) if self.num_users else 1
+        return SequenceDataset(self, "train", batch_size=batch_size, max_seq_len=longest, shuffle=False)
+
     @property
     def tasks(self) -> List[str]:
         return list(self.meta["tasks"])

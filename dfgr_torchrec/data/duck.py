@@ -288,6 +288,24 @@ def loaded_engine(config: DataConfig) -> Iterator[_Engine]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def action_values(config: DataConfig, name: str, limit: int = 8) -> List[Tuple[str, int]]:
+    """The commonest (trimmed) texts of the column behind ``actions.<name>`` over the whole log,
+    with their counts: what a rule that matched nothing could have compared with."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        engine = _Engine(config, con)
+        parts = []
+        for path in engine.files:
+            source, raw, _ = engine._source(path)
+            parts.append(f"SELECT {_trim(raw[f'actions.{name}'])} AS v FROM {source}")
+        query = f"SELECT v, count(*) AS n FROM ({' UNION ALL '.join(parts)}) GROUP BY v ORDER BY n DESC, v LIMIT ?"
+        return [(str(v), int(n)) for v, n in con.execute(query, [int(limit)]).fetchall()]
+    finally:
+        con.close()
+
+
 def read_log_duckdb(config: DataConfig, progress: bool = True) -> RawLog:
     """The :class:`RawLog` of ``config``'s log, read by DuckDB (see the module's doc); the whole
     log in memory (``dfgr data prepare`` uses :mod:`dfgr_torchrec.data.duck_rules` instead)."""

@@ -38,7 +38,7 @@ import numpy as np
 from dfgr_torchrec.data import duck_rules
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
 from dfgr_torchrec.data.config import PREPARED_FORMAT_VERSION, DataConfig, source_digest, source_present
-from dfgr_torchrec.data.duck import loaded_engine
+from dfgr_torchrec.data.duck import action_values, loaded_engine
 from dfgr_torchrec.data.readers import BadInputError, RawLog, duplicate_error, read_log
 from dfgr_torchrec.data.sources import ensure_source
 from dfgr_torchrec.data.time_units import check_one_unit
@@ -76,7 +76,7 @@ def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> s
         check_one_unit(config.source.path, config.source.columns.timestamp, raw.timestamps, raw.position, raw.locate)
         arrays, report = build_arrays(config, raw, progress=progress)
         check_not_empty(config, report, arrays["timestamp"])
-        _warn(config, report, start)
+        _finish_report(config, report, start)
         _write(out, arrays, report, config, source, progress)
     if progress:
         print(
@@ -86,11 +86,10 @@ def prepare(config: DataConfig, force: bool = False, progress: bool = True) -> s
     return out
 
 
-def _warn(config: DataConfig, report: Dict[str, Any], start: float) -> None:
-    """Adds (and prints) the task warnings and the seconds to ``report``."""
-    report["warnings"] = task_warnings(config, report)
-    for line in report["warnings"]:
-        print(f"warning: {line}", file=sys.stderr)
+def _finish_report(config: DataConfig, report: Dict[str, Any], start: float) -> None:
+    """Refuses a task that cannot learn (:func:`check_tasks`); adds the seconds to ``report``."""
+    check_tasks(config, report)
+    report["warnings"] = []
     report["seconds"] = round(time.perf_counter() - start, 3)
 
 
@@ -124,7 +123,7 @@ def _prepare_duckdb(
             arrays = _small_arrays(config, log, users, vocabs)
             items = int((columns[0].counts > 0).sum())
             report = _report_dict(config, rows_read, log.dropped, users, streamed, items, vocabs)
-            _warn(config, report, start)
+            _finish_report(config, report, start)
             meta = _meta_dict(
                 config,
                 len(users.codes),
@@ -272,18 +271,21 @@ def check_not_empty(config: DataConfig, report: Dict[str, Any], timestamps: np.n
         raise BadInputError(_empty_message(config, report, "test"))
 
 
-def task_warnings(config: DataConfig, report: Dict[str, Any]) -> List[str]:
-    """One line per task with no positive in the training split (a value that never occurs, a
-    rare action on a small log): its head cannot learn, and its metrics mean nothing."""
-    warnings = []
-    for name, action in config.actions.items():
-        if report["positives"]["train"][name] == 0:
-            warnings.append(
-                f"data set {config.name!r}: actions.{name}: no positive in the training split (0 of "
-                f"{report['split']['train']} rows; {report['per_action'][name]} in the whole log) with the rule "
-                f"{_rule(action)}: its head cannot learn; check the column and the value it is compared with"
-            )
-    return warnings
+def check_tasks(config: DataConfig, report: Dict[str, Any]) -> None:
+    """Refuses a task with no positive in the training split (a value that never occurs, a rare
+    action on a small log: its head could not learn, its metrics would mean nothing), naming the
+    action, its rule and the values the column holds."""
+    empty = [name for name in config.actions if report["positives"]["train"][name] == 0]
+    if not empty:
+        return
+    name, action = empty[0], config.actions[empty[0]]
+    seen = ", ".join(f"{v!r} ({n:,})" for v, n in action_values(config, name))
+    others = f"; also {', '.join(f'actions.{n}' for n in empty[1:])}" if empty[1:] else ""
+    raise BadInputError(
+        f"data set {config.name!r}: actions.{name}: no positive in the training split (0 of "
+        f"{report['split']['train']} rows; {report['per_action'][name]} in the whole log) with the rule "
+        f"{_rule(action)}; the column's commonest values: {seen}: fix the rule or remove the action{others}"
+    )
 
 
 def _rule(action: Any) -> str:

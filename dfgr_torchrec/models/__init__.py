@@ -16,12 +16,12 @@ Example::
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 import torch
 from torch import nn
 
-from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, fill_from_data
+from dfgr_torchrec.config import BUILTIN_MODELS, MODEL_TYPES, RankingModelConfig, check_model_type, fill_from_data
 from dfgr_torchrec.features import DataSchema
 from dfgr_torchrec.models.ranking import RankingOutput
 
@@ -38,22 +38,31 @@ def register_model(name: str, cls: Type[nn.Module]) -> None:
     """Makes ``cls`` buildable as ``model.type: <name>``."""
     if name in MODELS and MODELS[name] is not cls:
         raise ValueError(f"model type {name!r} is already registered to {MODELS[name].__name__}")
-    MODELS[name] = cls
-
-
-def check_model_type(name: str) -> None:
-    if name not in MODELS:
-        raise ValueError(f"model.type: expected one of {sorted(MODELS)}, got {name!r}")
+    MODELS[name] = MODEL_TYPES[name] = cls
 
 
 def build_model(
-    config: RankingModelConfig, schema: Optional[DataSchema] = None, device: Optional[torch.device] = None
+    config: RankingModelConfig,
+    schema: Optional[DataSchema] = None,
+    device: Optional[torch.device] = None,
+    data: Optional[Any] = None,
 ) -> nn.Module:
-    """Builds ``config.type``, sized from ``schema`` when given (else the config must be complete)."""
+    """Builds ``config.type``, sized from ``schema`` when given (else the config must be complete).
+
+    ``data``: the :class:`~dfgr_torchrec.data.dataset.PreparedData` the model trains on. A model that
+    needs statistics of its training split (``logreg``'s smoothed item rates) defines
+    ``fit_training_data(data)``, called here before the recipe shards the model; the others ignore it.
+    """
     check_model_type(config.type)
+    if config.type not in MODELS:  # registered, then removed from this table
+        raise ValueError(f"model.type: {config.type!r} is registered but has no class here")
     if schema is not None:
         config = fill_from_data(config, schema)
-    return MODELS[config.type](config, device=device)
+    model = MODELS[config.type](config, device=device)
+    fit = getattr(model, "fit_training_data", None)
+    if data is not None and fit is not None:
+        fit(data)
+    return model
 
 
 __all__ = ["MODELS", "RankingOutput", "build_model", "check_model_type", "register_model"]

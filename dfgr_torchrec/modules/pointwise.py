@@ -15,7 +15,7 @@ Shapes: ``S`` samples (``T`` history interactions in training, ``M`` candidates 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -47,42 +47,73 @@ class PointwiseSamples:
     user: Optional[torch.Tensor] = None
 
 
-def prefix_mean(values: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Row ``s`` is the mean of ``values[starts[s] : starts[s] + counts[s]]`` (0 where empty).
-
-    Prefix sums in float64, so long sequences of small values lose no precision.
-    """
+def prefix_sum(values: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Row ``s`` is the float64 sum of ``values[starts[s] : starts[s] + counts[s]]`` (0 where empty),
+    through prefix sums in float64, so long sequences of small values lose no precision."""
     csum = torch.cat([values.new_zeros(1, values.shape[1], dtype=torch.float64), values.double().cumsum(0)])
-    total = csum[starts + counts] - csum[starts]
+    return csum[starts + counts] - csum[starts]
+
+
+def prefix_mean(values: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Row ``s`` is the mean of ``values[starts[s] : starts[s] + counts[s]]`` (0 where empty)."""
+    total = prefix_sum(values, starts, counts)
     return (total / counts.clamp(min=1).unsqueeze(1)).to(values.dtype)
 
 
-def training_samples(emb: SequenceEmbeddings, timestamps: torch.Tensor, session: bool) -> PointwiseSamples:
-    """A sample per history interaction, seeing the interactions before it (its session excluded);
-    ``timestamps``: ``[T]`` of the history (used in session mode)."""
-    lengths = emb.items.lengths()
+def training_layout(
+    lengths: torch.Tensor, timestamps: torch.Tensor, session: bool, total: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(starts, visible, owner)`` of a sample per history interaction (``total`` of them): its
+    user's first history row, how many rows before it it sees (its session excluded), its user."""
     offsets = lengths_to_offsets(lengths)
-    total = emb.items.values().shape[0]
     positions = positions_in_sequence(offsets, total)
     visible = session_layout(timestamps, positions, "history")[0] if session else positions
     owner = repeat_per_element(torch.arange(lengths.numel(), device=lengths.device), lengths, total)
-    return _samples(emb, emb.items.values(), offsets[:-1][owner], visible, owner)
+    return offsets[:-1][owner], visible, owner
 
 
-def candidate_samples(
-    emb: SequenceEmbeddings, history_timestamps: torch.Tensor, candidate_timestamps: torch.Tensor, session: bool
-) -> PointwiseSamples:
-    """A sample per candidate, seeing the whole history (``t_j < t_candidate`` in session mode)."""
-    h_lengths, c_lengths = emb.items.lengths(), emb.candidates.lengths()
+def candidate_layout(
+    h_lengths: torch.Tensor,
+    c_lengths: torch.Tensor,
+    history_timestamps: torch.Tensor,
+    candidate_timestamps: torch.Tensor,
+    session: bool,
+    total: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(starts, visible, owner)`` of a sample per candidate (``total`` of them), seeing the whole
+    history (``t_j < t_candidate`` in session mode)."""
     h_offsets, c_offsets = lengths_to_offsets(h_lengths), lengths_to_offsets(c_lengths)
-    total = emb.candidates.values().shape[0]
     owner = repeat_per_element(torch.arange(c_lengths.numel(), device=c_lengths.device), c_lengths, total)
     if session:
         spec = AttentionSpec(c_offsets, h_offsets, candidate_timestamps, history_timestamps, strict=True)
         visible = spec.visible_counts()
     else:
         visible = h_lengths[owner]
-    return _samples(emb, emb.candidates.values(), h_offsets[:-1][owner], visible, owner)
+    return h_offsets[:-1][owner], visible, owner
+
+
+def training_samples(emb: SequenceEmbeddings, timestamps: torch.Tensor, session: bool) -> PointwiseSamples:
+    """A sample per history interaction, seeing the interactions before it (its session excluded);
+    ``timestamps``: ``[T]`` of the history (used in session mode)."""
+    target = emb.items.values()
+    starts, visible, owner = training_layout(emb.items.lengths(), timestamps, session, target.shape[0])
+    return _samples(emb, target, starts, visible, owner)
+
+
+def candidate_samples(
+    emb: SequenceEmbeddings, history_timestamps: torch.Tensor, candidate_timestamps: torch.Tensor, session: bool
+) -> PointwiseSamples:
+    """A sample per candidate, seeing the whole history (``t_j < t_candidate`` in session mode)."""
+    target = emb.candidates.values()
+    starts, visible, owner = candidate_layout(
+        emb.items.lengths(),
+        emb.candidates.lengths(),
+        history_timestamps,
+        candidate_timestamps,
+        session,
+        target.shape[0],
+    )
+    return _samples(emb, target, starts, visible, owner)
 
 
 def _samples(

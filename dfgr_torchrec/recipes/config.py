@@ -13,15 +13,15 @@ import copy
 import dataclasses
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Literal, Mapping, Sequence, Union
 
 import yaml
 
-from dfgr_torchrec.config import BUILTIN_MODELS, RankingModelConfig, check, from_dict, parse_yaml, to_plain
+from dfgr_torchrec.config import RankingModelConfig, check, check_model_type, from_dict, parse_yaml, to_plain
 from dfgr_torchrec.recipes.types import check_types
 from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
+from dfgr_torchrec.training.length import RunLength, plan_length
 from dfgr_torchrec.training.selection import EvalConfig
 
 
@@ -47,8 +47,10 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    """Args: ``epochs`` at most (validation may stop earlier); ``max_steps`` (0: all epochs);
-    ``seed``; ``log_every`` steps; ``pipeline`` (auto | sparse_dist | base); ``bf16``: the training step under bf16 autocast
+    """Args: the run's length (:func:`~dfgr_torchrec.training.length.plan_length`): ``steps`` a
+    budget of optimizer steps, as many epochs as they take (0: sized by ``epochs``); ``epochs``, raised
+    on a small data set until the run has ``min_steps`` steps; ``max_steps`` caps either (0: no cap);
+    validation may stop it earlier. ``seed``; ``log_every`` steps; ``pipeline`` (auto | sparse_dist | base); ``bf16``: the training step under bf16 autocast
     (``auto``: on CUDA only; ``true``: on every device, CPU included; ``false``: fp32);
     ``overwrite``: a new run may replace a used run directory (else it is an error);
     ``collective_timeout_s``: a collective that waits longer (a rank stopped or stuck) ends the job;
@@ -57,6 +59,8 @@ class TrainSection:
     grace: Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds, torchrun's --shutdown-timeout)."""
 
     epochs: int = 10
+    steps: int = 0
+    min_steps: int = 300
     max_steps: int = 0
     seed: int = 0
     log_every: int = 50
@@ -71,7 +75,7 @@ class TrainSection:
         check(isinstance(self.bf16, bool) or self.bf16 == "auto", "bf16", "true, false or auto", self.bf16)
         for key in ("epochs", "log_every"):
             check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        for key in ("max_steps", "seed"):
+        for key in ("steps", "min_steps", "max_steps", "seed"):
             check(getattr(self, key) >= 0, key, "an integer >= 0", getattr(self, key))
         for key in ("collective_timeout_s", "preempt_grace_s"):
             value = getattr(self, key)
@@ -147,11 +151,7 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, Mapping):
                 setattr(self, key, from_dict(cls, value, key))
-        registry = sys.modules.get("dfgr_torchrec.models")  # imported: user code may have registered types
-        if registry is not None:
-            registry.check_model_type(self.model.type)
-        else:  # the command line: the built-in types, known without importing torch
-            check(self.model.type in BUILTIN_MODELS, "model.type", f"one of {sorted(BUILTIN_MODELS)}", self.model.type)
+        check_model_type(self.model.type)  # built-in or registered: one answer whatever is imported
         positions = self.model.interaction.max_seq_len
         check(
             positions >= self.data.max_seq_len,
@@ -159,6 +159,11 @@ class TrainConfig:
             f"at least data.max_seq_len ({self.data.max_seq_len}): positions past it would share one row",
             positions,
         )
+
+    def length(self, steps_per_epoch: int) -> RunLength:
+        """How long the run trains and how often it validates on data of ``steps_per_epoch``."""
+        t = self.train
+        return plan_length(steps_per_epoch, t.epochs, t.steps, t.min_steps, t.max_steps, self.eval.every_steps)
 
     @property
     def run_dir(self) -> str:

@@ -67,14 +67,14 @@ class TrainRecipe:
         elif self.env.is_main:
             record_prepared(c.run_dir, self.data.path)
         torch.manual_seed(c.train.seed)
-        model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"))
+        model = build_model(c.model, self.data.schema(c.data.user_id), device=torch.device("meta"), data=self.data)
         factors = table_pooling_factors(model, self.data.mean_history_length(c.data.max_seq_len), tables=c.sharding)
         optim = sparse_optimizer_args(c.optim)
         self.dmp = shard_model(model, c.sharding, self.env.device, pooling_factors=factors, **optim)
         self.train_data = rank_dataset(self.data, "train", c.data, self.env, seed=c.train.seed)
         self.steps_per_epoch = len(self.train_data)
-        self.total_steps = c.train.max_steps or self.steps_per_epoch * c.train.epochs
-        self.state = TrainState(self.dmp, c.optim, self.total_steps, c.eval)
+        self.length = c.length(self.steps_per_epoch)
+        self.state = TrainState(self.dmp, c.optim, self.length.steps, c.eval)
 
     def train(self) -> Dict[str, Any]:
         """Trains, validating as configured, until the last epoch, ``max_steps`` or early stopping;
@@ -88,15 +88,17 @@ class TrainRecipe:
     def _train(self) -> Dict[str, Any]:
         c, s = self.config, self.state
         step_fn = make_step(c.train.pipeline, self.dmp, s.optimizer, self.env.device)
-        resumed = s.step if self.start else None
+        resumed, length, every = s.step if self.start else None, self.length, self.length.eval_every
         self.logger = TrainLogger(c.run_dir, c.train.log_every, self.env.device, self.env.is_main, resumed)
-        while s.epoch < c.train.epochs and s.step < self.total_steps and not s.selector.should_stop:
+        if self.env.is_main:
+            print(f"training {length.describe(self.steps_per_epoch)}", flush=True)
+        while s.epoch < length.epochs and s.step < length.steps and not s.selector.should_stop:
             finished = self._train_epoch(step_fn)
             step_fn.end_epoch()
             if not finished:
                 break
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
-            if not c.eval.every_steps:
+            if not every:
                 self._validate(step_fn)
             if not c.checkpoint.every_steps:
                 self.save()
@@ -115,7 +117,7 @@ class TrainRecipe:
         bar = progress_bar(self.steps_per_epoch, s.batch_in_epoch, f"epoch {s.epoch}", self.env.is_main)
         autocast = c.train.autocast_on(self.env.device.type)
         while s.batch_in_epoch < self.steps_per_epoch:
-            if s.step >= self.total_steps or s.selector.should_stop:
+            if s.step >= self.length.steps or s.selector.should_stop:
                 return False
             with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = step_fn.progress(batches)
@@ -125,7 +127,7 @@ class TrainRecipe:
             s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
             bar.update(1)
             self.logger.step(s.step, s.epoch, float(out.loss.detach()), s.scheduler.get_last_lr()[0], batches)
-            if c.eval.every_steps and s.step % c.eval.every_steps == 0:
+            if self.length.eval_every and s.step % self.length.eval_every == 0:
                 self._validate(step_fn)
             if c.checkpoint.every_steps and s.step % c.checkpoint.every_steps == 0:
                 self.save()

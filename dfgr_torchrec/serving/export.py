@@ -39,6 +39,7 @@ from dfgr_torchrec.serving.trust import (  # noqa: F401 (re-exported: the artifa
     FORMAT_VERSION,
     PACKAGE_FILE,
     PROGRAM_FILE,
+    RUN_ARTIFACT,
     VOCAB_DIR,
     WEIGHTS_FILE,
     check_program,
@@ -48,6 +49,7 @@ from dfgr_torchrec.serving.vocab import Vocabularies
 SERVABLE_TYPES = ("dfgr", "metagr")
 TABLE_PRECISIONS = ("fp32", "int8")
 EXAMPLES = """examples:
+  dfgr export --run runs/demo-movielens                      # to runs/demo-movielens/artifact (dfgr score --run)
   dfgr export --run runs/demo-movielens --out artifacts/dfgr-movielens
   dfgr export --run runs/demo-movielens --out artifacts/dfgr-movielens-int8 --tables int8 --no-compile
   dfgr export --config configs/train/dfgr_movielens.yaml --checkpoint runs/demo-movielens/checkpoints/step-200 --out artifacts/step-200"""
@@ -159,7 +161,11 @@ def export_run(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_or_run(parser, "export it")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the run's best, else latest)")
-    parser.add_argument("--out", required=True, help="the artifact directory to write")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="the artifact directory to write (with --run DIR: DIR/artifact, where `dfgr score --run` looks)",
+    )
     parser.add_argument("--tables", default="fp32", choices=TABLE_PRECISIONS, help="served table rows")
     parser.add_argument(
         "--precision",
@@ -176,7 +182,10 @@ def run(args: argparse.Namespace) -> None:
     start = time.time()
     quiet_tracing_logs()
     config, overrides = config_of(args)
-    out = export_run(config, args.out, overrides, args.checkpoint, args.compile, args.tables, args.precision)
+    out = args.out or (os.path.join(args.run_dir, RUN_ARTIFACT) if args.run_dir else None)
+    if out is None:
+        raise ValueError("--out: required with --config (with --run DIR the artifact goes to DIR/artifact)")
+    out = export_run(config, out, overrides, args.checkpoint, args.compile, args.tables, args.precision)
     with open(os.path.join(out, ARTIFACT_FILE)) as f:
         manifest = json.load(f)
     size = sum(r["bytes"] for r in manifest["files"].values())

@@ -41,7 +41,7 @@ from dfgr_torchrec.serving.requests import (
     parse_requests,
 )
 from dfgr_torchrec.serving.scorer import CachedScorer
-from dfgr_torchrec.serving.trust import VOCAB_DIR, WEIGHTS_FILE, load_state, read_manifest  # noqa: F401 (API)
+from dfgr_torchrec.serving.trust import VOCAB_DIR, WEIGHTS_FILE, artifact_dir, load_state, read_manifest  # noqa: F401 (API)
 from dfgr_torchrec.serving.vocab import Vocabularies
 
 
@@ -95,12 +95,14 @@ class Ranker:
         allow_native: bool = False,
         limits: Optional[RequestLimits] = None,
     ) -> "Ranker":
-        """Loads an artifact written by ``dfgr export``; ``compiled=False`` scores with eager PyTorch.
+        """Loads an artifact written by ``dfgr export`` (or the run directory ``dfgr export --run``
+        wrote one into); ``compiled=False`` scores with eager PyTorch.
 
         Only files listed and verified in ``artifact.json`` are read, and nothing of them runs as code:
         the exported program is checked to unpickle nothing. Its AOTInductor package (a shared
         library) is used only with ``allow_native=True``, when the caller trusts whoever wrote it.
         """
+        directory = artifact_dir(directory)
         manifest = read_manifest(directory, program=compiled)
         try:
             config = from_dict(RankingModelConfig, manifest["model"], "model")

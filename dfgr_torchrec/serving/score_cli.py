@@ -21,6 +21,7 @@ from dfgr_torchrec.data.atomic import atomic_file
 from dfgr_torchrec.serving.limits import FLAGS, RequestLimits, bounded_lines
 
 EXAMPLES = """examples:
+  dfgr score --run runs/demo-movielens --input requests.jsonl --output scores.jsonl   # after dfgr export --run
   dfgr score --model artifacts/dfgr-movielens --input requests.jsonl --output scores.jsonl
   dfgr score --model artifacts/dfgr-movielens --input requests.jsonl --output scores.jsonl --cache-mb 0 --max-candidates 500
   dfgr score --model artifacts/dfgr-movielens --input requests.jsonl --output scores.jsonl --allow-native-code --compiled
@@ -31,7 +32,11 @@ a request line: {"user": "u1", "history": [{"item": "i7", "timestamp": 5, "actio
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog, parser.formatter_class = EXAMPLES, argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", required=True, help="an artifact directory written by `dfgr export`")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="an artifact directory written by `dfgr export`")
+    model.add_argument(
+        "--run", dest="model", metavar="DIR", help="a run directory: the artifact `dfgr export --run DIR` wrote into it"
+    )
     parser.add_argument("--input", required=True, help="requests, one JSON object per line")
     parser.add_argument("--output", required=True, help="where to write the scores (JSONL)")
     parser.add_argument("--cache-mb", type=int, default=256, help="history cache budget (0: no cache)")

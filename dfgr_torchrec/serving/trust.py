@@ -35,6 +35,7 @@ VOCAB_INDEX = "vocabularies.json"
 PROGRAM_FILE = "scoring.pt2"  # torch.export.save of the ExportedProgram
 PACKAGE_FILE = "scoring_aoti.pt2"  # the AOTInductor package of the same program (a shared library)
 MANIFEST_KEYS = ("format", "model", "tables", "needs_timestamps", "files")
+RUN_ARTIFACT = "artifact"  # where `dfgr export --run DIR` writes by default: DIR/artifact
 
 # what torch.export.save writes for one program named "model" (torch 2.13), below the archive root
 _PROGRAM_ENTRIES = re.compile(
@@ -98,6 +99,21 @@ def _check_tensors(path: str, name: str, data: bytes) -> None:
             f"{path}: entry {name!r} needs more than plain tensors (torch.load(weights_only=True): "
             f"{type(e).__name__}); refused to load it"
         ) from None
+
+
+def artifact_dir(path: str) -> str:
+    """``path`` when it is an artifact, else the one ``dfgr export --run`` wrote into the run
+    directory ``path`` (``<path>/artifact``); a run directory without one is an error saying so."""
+    inside = os.path.join(path, RUN_ARTIFACT)
+    if os.path.isfile(os.path.join(path, ARTIFACT_FILE)) or not os.path.isdir(path):
+        return path
+    if os.path.isfile(os.path.join(inside, ARTIFACT_FILE)):
+        return inside
+    if os.path.isfile(os.path.join(path, "config.yaml")):  # a run directory (recipes.args.RUN_CONFIG)
+        raise FileNotFoundError(
+            f"{path}: a run directory with no exported artifact ({inside}); run `dfgr export --run {path}` first"
+        )
+    return path  # read_manifest names what is missing
 
 
 def read_manifest(directory: str, program: bool = True) -> Dict[str, Any]:

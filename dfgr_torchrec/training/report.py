@@ -100,6 +100,6 @@ def short_run_warnings(steps: int, minimum: int = MIN_TRAIN_STEPS) -> Dict[str, 
     return {
         "warnings": [
             f"this run trained {steps} optimizer steps, fewer than {minimum}: its metrics are too early "
-            "to mean much; train longer (train.epochs, train.max_steps, a smaller data.batch_size)"
+            "to mean much; train longer (train.steps, train.min_steps, train.epochs, a smaller data.batch_size)"
         ]
     }

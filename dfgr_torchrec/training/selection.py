@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from dfgr_torchrec.config import check
 
@@ -18,13 +18,14 @@ METRICS = {"auc": 1.0, "gauc": 1.0, "logloss": -1.0, "ne": -1.0}  # metric -> si
 
 @dataclass
 class EvalConfig:
-    """Args: ``every_steps`` validate every N steps (0: at each epoch's end; the best point is
-    often inside the first epoch); ``metric`` the selection metric (mean over tasks); ``patience``
+    """Args: ``every_steps`` validate every N steps (0: at each epoch's end; ``auto``: about ten
+    times a run, :func:`~dfgr_torchrec.training.length.auto_eval_every`; the best point is often
+    inside the first epoch); ``metric`` the selection metric (mean over tasks); ``patience``
     stop after this many validations without an improvement of more than ``min_delta`` (0: never);
     ``test``: score the selected checkpoint on the test split at the end (a grid search turns it
     off for the points it does not choose: ``dfgr eval --split test`` scores the chosen one later)."""
 
-    every_steps: int = 0
+    every_steps: Union[int, Literal["auto"]] = "auto"
     metric: str = "auc"
     patience: int = 0
     min_delta: float = 0.0
@@ -32,9 +33,9 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check(
-            isinstance(self.every_steps, int) and self.every_steps >= 0,
+            self.every_steps == "auto" or (isinstance(self.every_steps, int) and self.every_steps >= 0),
             "every_steps",
-            "an integer >= 0",
+            "an integer >= 0 or auto",
             self.every_steps,
         )
         check(self.metric in METRICS, "metric", f"one of {sorted(METRICS)}", self.metric)

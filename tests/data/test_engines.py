@@ -86,7 +86,7 @@ def test_integer_ids_are_int64_sorted_numerically(tmp_path):
 
 def test_ids_that_only_look_like_integers_stay_strings(tmp_path):
     for odd in ("007", "1.5", "+3", "-0", "99999999999999999999", "x"):
-        rows = [f"1\t{i}\t{t}\t1\t0" for t, i in enumerate(("2", odd, "10", "3", "4"))]
+        rows = [f"1\t{i}\t{t}\t1\t{t % 2}" for t, i in enumerate(("2", odd, "10", "3", "4"))]
         arrays, _ = prepare_both(_config(tmp_path, _log(tmp_path, rows)), tmp_path / odd)
         assert arrays["vocab_item"].dtype.kind == "U", odd
 
@@ -176,15 +176,17 @@ def test_bad_row_messages_are_the_reference_readers(tmp_path, bad_row):
 
 
 def test_bad_rows_skipped_and_counted_alike(tmp_path):
-    good = [f"a\t{i}\t{t}\t1\t0" for t, i in enumerate("pqrstuvwxyzo")]
+    good = [f"a\t{i}\t{t}\t1\t{t % 2}" for t, i in enumerate("pqrstuvwxyzo")]
     rows = [x for pair in zip(good, BAD_ROWS + ["b\tx\t1e3\t1\t0", "b\tx\t7\t1\t0 "]) for x in pair] + ["   "]
     _, report = prepare_both(_config(tmp_path, _log(tmp_path, rows), **{"source.on_bad_rows": "skip"}), tmp_path)
     bad = {k: n for k, n in report["rows_dropped"].items() if not k.startswith(("user", "duplicate"))}
     assert sum(bad.values()) == len(BAD_ROWS) + 1 and bad["non-numeric timestamp"] == 3
 
 
-def test_unsorted_when_required(tmp_path, tiny_log):
-    config = _config(tmp_path, tiny_log, **{"source.require_sorted": True})
+def test_unsorted_when_required(tmp_path):
+    rows = ["a\tx\t3\t1\t0", "a\ty\t1\t1\t1", "b\tx\t5\t1\t1", "a\tz\t2\t0\t0", "a\tw\t4\t1\t1"]
+    rows += ["b\ty\t6\t1\t0", "b\tq\t7\t1\t1", "c\tx\t1\t1\t0"]  # tiny_log's, with b's training row positive
+    config = _config(tmp_path, _log(tmp_path, rows), **{"source.require_sorted": True})
     assert "expected a time >= the user's previous event (3), got 1" in errors_of_both(config, tmp_path / "e")
     config.source.on_bad_rows = "skip"
     _, report = prepare_both(config, tmp_path / "s")
@@ -194,7 +196,7 @@ def test_unsorted_when_required(tmp_path, tiny_log):
 @pytest.mark.parametrize("policy", ["keep", "skip", "merge", "error"])
 def test_duplicates(tmp_path, policy):
     rows = [
-        "a\tx\t1\t1\t0",
+        "a\tx\t1\t1\t1",
         "a\ty\t2\t0\t0",
         "a\tx\t1\t0\t1",
         "a\ty\t2\t0\t0",
@@ -271,7 +273,7 @@ def test_real_logs_prepare_identically(shared_data, tmp_path, name):
 
 def test_byte_order_mark_and_invalid_utf8_alike(tmp_path):
     bom = tmp_path / "bom.tsv"
-    bom.write_bytes("\ufeffa\tx\t1\t1\t0\na\ty\t2\t1\t0\na\tz\t3\t0\t0\n".encode())
+    bom.write_bytes("\ufeffa\tx\t1\t1\t1\na\ty\t2\t1\t0\na\tz\t3\t0\t0\n".encode())
     columns = {"user": 0, "item": 1, "timestamp": 2}
     config = _config(
         tmp_path,

@@ -133,7 +133,7 @@ def test_missing_column_names_file_and_key(tmp_path, tiny_log):
 
 def test_duplicates_error_skip_keep(tmp_path):
     log = tmp_path / "log.tsv"
-    log.write_text("u\ti\tt\tclick\tlike\na\tx\t1\t1\t0\na\ty\t2\t1\t0\na\tx\t1\t1\t0\na\tz\t3\t0\t0\na\tw\t4\t0\t0\n")
+    log.write_text("u\ti\tt\tclick\tlike\na\tx\t1\t1\t1\na\ty\t2\t1\t0\na\tx\t1\t1\t1\na\tz\t3\t0\t0\na\tw\t4\t0\t0\n")
     with pytest.raises(BadInputError, match=r"log\.tsv:4: duplicate event .* first seen at line 2"):
         _prepare(tmp_path, log)
     _, _, report = _prepare(tmp_path, log, **{"source.duplicates": "skip"})
@@ -205,7 +205,9 @@ def test_every_shipped_data_config_is_valid():
 
 def test_official_kuairand_schema_reads_a_log_in_that_layout(tmp_path):
     header = "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,long_view,is_profile_enter"
-    rows = [f"1,{v},20220408,800,{1000 + v},1,{v % 2},0,0,0,{1 - v % 2},1,0" for v in range(12)]
+    rows = [
+        f"1,{v},20220408,800,{1000 + v},1,{v % 2},1,1,1,{1 - v % 2},1,1" for v in range(12)
+    ]  # every task has positives
     log = tmp_path / "log.csv"
     log.write_text("\n".join([header, *rows]) + "\n")
     config = load_data_config("configs/data/kuairand-official.yaml")

@@ -29,7 +29,7 @@ def test_the_readme_data_yaml_loads_and_prepares(tmp_path):
     rows = ["user_id\tvideo_id\tts\tcategory_id\tis_click\tlabel\twatch_ratio"]
     for user in range(4):
         rows += [
-            f"u{user}\tv{(user + t) % 5}\t{1_700_000_000 + 60 * t}\tc{t % 2}\t{t % 2}\t{(t + user) % 2}\t0.{t}"
+            f"u{user}\tv{(user + t) % 5}\t{1_700_000_000 + 60 * t}\tc{t % 2}\t{t % 2}\t{(t + user) % 2}\t0.{9 - t}"
             for t in range(6)
         ]
     log.write_text("\n".join(rows) + "\n")

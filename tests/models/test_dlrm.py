@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from dfgr_torchrec.config import RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
+from dfgr_torchrec.config import MODEL_TYPES, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
 from dfgr_torchrec.data.synthetic import SyntheticSequences
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import MODELS, register_model
@@ -106,7 +106,7 @@ def registered(request):
     register_model(name, cls)
     yield name
     if added:
-        del MODELS[name]
+        del MODELS[name], MODEL_TYPES[name]
 
 
 def train_one_step_through_the_recipe(model_type, tmp_path):

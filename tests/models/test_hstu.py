@@ -11,6 +11,7 @@ from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch, make_sequence_batch
 from dfgr_torchrec.config import (
+    MODEL_TYPES,
     InteractionConfig,
     MaskMode,
     RankingModelConfig,
@@ -270,7 +271,7 @@ def hstu_type():
     register_model("hstu", HSTUModel)
     yield "hstu"
     if not registered:
-        del MODELS["hstu"]
+        del MODELS["hstu"], MODEL_TYPES["hstu"]
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
-from dfgr_torchrec.config import RankingModelConfig, SequenceEmbeddingConfig
+from dfgr_torchrec.config import MODEL_TYPES, RankingModelConfig, SequenceEmbeddingConfig
 from dfgr_torchrec.models import MODELS, build_model, register_model
 from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
@@ -44,7 +44,7 @@ class ItemOnlyRanker(nn.Module):
 def toy_type():
     register_model("item_only", ItemOnlyRanker)
     yield "item_only"
-    del MODELS["item_only"]
+    del MODELS["item_only"], MODEL_TYPES["item_only"]
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data").exists(), reason="../shared/data is absent")
@@ -90,3 +90,16 @@ def test_the_registry_is_the_builtin_table():
         assert MODELS[name].__name__ == path.split(":")[1]
     with pytest.raises(ValueError, match="model.type"):
         build_model(RankingModelConfig(type="nope", embeddings=SequenceEmbeddingConfig(item_vocab_size=5)))
+
+
+def test_a_config_validates_the_same_whatever_is_imported(monkeypatch):
+    """One torch-free registry (``config.MODEL_TYPES``): the command line, which never imports the
+    models, and the recipe, which does, accept the same types, registered ones included."""
+    from dfgr_torchrec import config
+    from dfgr_torchrec.recipes.config import load_train_config
+
+    with pytest.raises(ValueError, match=r"model\.type: expected one of \[.*'dfgr'.*\], got 'item_only'"):
+        load_train_config("configs/train/debug.yaml", ["model.type=item_only"])
+    monkeypatch.setitem(MODELS, "item_only", ItemOnlyRanker)
+    monkeypatch.setitem(config.MODEL_TYPES, "item_only", ItemOnlyRanker)
+    assert load_train_config("configs/train/debug.yaml", ["model.type=item_only"]).model.type == "item_only"

@@ -1,6 +1,8 @@
 """A prepare that would give an empty split exits 2 and says which rule removed the rows."""
 
-from tests.reliability.conftest import prepare, report_of, write_log, write_yaml
+import pytest
+
+from tests.reliability.conftest import prepare, write_log, write_yaml
 
 
 def test_header_only_log(tmp_path, capsys):
@@ -57,10 +59,12 @@ def test_an_empty_split_the_config_does_not_ask_for_is_fine(tmp_path, capsys):
     assert code == 0, err
 
 
-def test_a_task_without_a_positive_in_training_is_said_on_screen_and_in_the_report(tmp_path, capsys):
-    config = write_yaml(tmp_path, write_log(tmp_path), actions={"buy": {"column": "click", "equals": "purchase"}})
-    code, out, err = prepare(capsys, config)
-    assert code == 0
-    line = "actions.buy: no positive in the training split"
-    assert f"warning: data set 'rel': {line}" in err and "with the rule column 'click' equals 'purchase'" in err
-    assert any(line in w for w in report_of(out)["warnings"])
+@pytest.mark.parametrize("engine", ["duckdb", "python"])
+def test_a_task_without_a_positive_in_training_is_refused_with_the_values_seen(tmp_path, capsys, engine):
+    actions = {"buy": {"column": "click", "equals": "purchase"}}
+    config = write_yaml(tmp_path, write_log(tmp_path), actions=actions, source={"engine": engine})
+    code, _, err = prepare(capsys, config)
+    assert code == 2 and "Traceback" not in err
+    assert "data set 'rel': actions.buy: no positive in the training split" in err
+    assert "with the rule column 'click' equals 'purchase'; the column's commonest values: '0' (" in err
+    assert "fix the rule or remove the action" in err and len(err.strip().splitlines()) == 1

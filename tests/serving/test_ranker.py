@@ -168,6 +168,18 @@ def test_a_folder_that_is_no_artifact_is_refused(tmp_path):
         Ranker.load(str(tmp_path))
 
 
+def test_a_run_directory_loads_the_artifact_exported_into_it(artifact, tmp_path):
+    """``dfgr export --run DIR`` writes ``DIR/artifact``; ``Ranker.load(DIR)`` (``dfgr score --run``) finds it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: run\n")
+    with pytest.raises(FileNotFoundError, match=r"a run directory with no exported artifact .*dfgr export --run"):
+        Ranker.load(str(run))
+    shutil.copytree(artifact[0], run / "artifact")
+    results, errors = Ranker.load(str(run), compiled=False).score_lines([_line("a", HISTORY)])
+    assert errors == [] and len(results[0]["scores"]) == len(CANDIDATES)
+
+
 def test_metagr_artifacts_serve_too(hashed, tmp_path):
     vocabs = Vocabularies.from_prepared(hashed)
     model = _model(vocabs, kind="metagr")

@@ -17,20 +17,10 @@ def _dfgr(*args, timeout=600):
 
 @pytest.mark.slow
 def test_export_replay_score_reproduces_the_recipes_test_metrics(tiny_run, tmp_path):
-    artifact, requests, labels, scores = (
-        str(tmp_path / n) for n in ("artifact", "req.jsonl", "labels.jsonl", "scores.jsonl")
-    )
-    exported = _dfgr(
-        "export",
-        "--config",
-        "configs/train/debug.yaml",
-        f"output_dir={tiny_run.parent}",
-        "--out",
-        artifact,
-        "--no-compile",
-    )
+    requests, labels, scores = (str(tmp_path / n) for n in ("req.jsonl", "labels.jsonl", "scores.jsonl"))
+    exported = _dfgr("export", "--run", str(tiny_run), "--no-compile")  # the run's config, to <run>/artifact
     assert exported.returncode == 0, exported.stderr[-3000:]
-    assert "exported dfgr" in exported.stdout
+    assert f"exported dfgr to {tiny_run / 'artifact'}" in exported.stdout
     replay = [
         sys.executable,
         "-m",
@@ -49,7 +39,7 @@ def test_export_replay_score_reproduces_the_recipes_test_metrics(tiny_run, tmp_p
     with open(requests, "a") as f:  # two bad lines among the good ones
         f.write('{"user": "x", "history": [], "candidates": []}\n{oops\n')
 
-    scored = _dfgr("score", "--model", artifact, "--input", requests, "--output", scores)
+    scored = _dfgr("score", "--run", str(tiny_run), "--input", requests, "--output", scores)
     assert scored.returncode == 2, scored.stderr[-2000:]
     assert "Traceback" not in scored.stderr
     assert f"line {good + 1}: " in scored.stdout and f"line {good + 2}: " in scored.stdout

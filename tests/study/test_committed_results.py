@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dfgr_torchrec.config import BUILTIN_MODELS
 from dfgr_torchrec.study.config import load_study_config
 from dfgr_torchrec.study.runner import StudyRunner
 
@@ -35,10 +36,13 @@ LAUNCH_KEYS = {"name", "output_dir", "eval.test", "checkpoint.resume", "train.ov
 LAUNCH_KEYS |= {"train.preempt_grace_s"}
 # the test hooks (all 0) that runs recorded under train: before they left the config for testing.*
 LAUNCH_KEYS |= {"train.crash_at_step", "train.stall_at_step", "train.wait_for_signal_at_step"}
+# keys added after a run was recorded -> the value the code then ran with (a run's config.yaml lacks them)
+ADDED_KEYS = {"train.steps": 0, "train.min_steps": 0, "model.embeddings.repeat_feature": False}
 # keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
 UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
-# keys added after a run, whose default is what the code did before they existed: absent = the default
-ADDED_DEFAULTS = {"model.embeddings.repeat_feature": False}
+# model.rate_prior came with logreg, the one type that reads it: the runs before it recorded none
+for kind in set(BUILTIN_MODELS) - {"logreg"}:
+    UNREAD.setdefault(kind, set()).add("model.rate_prior")
 # the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
 RUN_NAME = re.compile(r"(?P<data>.+?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
 
@@ -78,7 +82,7 @@ def _stale_runs(study: str, out: str) -> list:
     for path in recorded:
         name = os.path.basename(os.path.dirname(path))
         with open(path) as f:
-            ran = {**ADDED_DEFAULTS, **_flat(yaml.safe_load(f))}
+            ran = {**ADDED_KEYS, **_flat(yaml.safe_load(f))}
         now = _flat(_expected_config(runner, name))
         ignored = LAUNCH_KEYS | UNREAD.get(ran.get("model.type"), set())
         differ = sorted(k for k in (set(ran) | set(now)) - ignored if ran.get(k) != now.get(k))

@@ -1,0 +1,102 @@
+"""``dfgr bench attention --isolate``: the stable protocol, each path in its own process, repeated.
+
+Measured in one process, a backend that allocates multi-GB score tensors (the padded one at long
+N) page-faults them every step, so its system time equals its user time, and it slows whatever
+runs after it. Here every (kernel, model) path runs in a fresh child process (the in-process
+bench, warm-up included), the whole set ``--runs`` times in turn; the result holds per path the
+median over runs, the spread ``(max - min) / median``, and the child's user and system CPU
+seconds (``wait4``'s rusage), beside the matmul peak each child measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List
+
+PASSED = ("seq_lens", "num_candidates", "batch_size", "repeats", "warmup", "d_model", "num_layers", "num_heads")
+PASSED += ("attention_form", "mask_mode", "device", "seed")
+PATH_FIELDS = ("train_ms", "infer_ms", "train_peak_mb", "infer_peak_mb", "train_gflops")
+
+
+def child_command(args: argparse.Namespace, kernel: str, model: str, json_path: str) -> List[str]:
+    """``dfgr bench attention`` for one path, with the parent's settings."""
+    cmd = [sys.executable, "-m", "dfgr_torchrec.cli", "bench", "attention", "--kernels", kernel, "--models", model]
+    for name in PASSED:
+        value = getattr(args, name)
+        cmd += [f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+    return [*cmd, "--json", json_path]
+
+
+def run_path(cmd: List[str]) -> Dict[str, Any]:
+    """One child: its JSON result, with its user and system CPU seconds and wall time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out.json")
+        cmd = [*cmd[:-1], path]
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), cmd)
+        with open(path) as f:
+            result = json.load(f)
+    result["cpu"] = {"user_s": round(usage.ru_utime, 2), "sys_s": round(usage.ru_stime, 2)}
+    return result
+
+
+def _summary(values: List[float]) -> Dict[str, Any]:
+    median = statistics.median(values)
+    return {"median": median, "spread": (max(values) - min(values)) / median if median else None, "runs": values}
+
+
+def summarise(results: Dict[tuple, List[Dict[str, Any]]], seq_lens: List[int]) -> List[Dict[str, Any]]:
+    """One row per N: per ``kernel/model`` path the median, spread and runs of each field, the CPU split."""
+    rows = []
+    for n_index, seq_len in enumerate(seq_lens):
+        row: Dict[str, Any] = {"seq_len": seq_len, "paths": {}}
+        for (kernel, model), runs in results.items():
+            fields = [r["rows"][n_index] for r in runs]
+            path = {
+                f: _summary([x[f"{model}_{f}"] for x in fields])
+                for f in PATH_FIELDS
+                if fields[0].get(f"{model}_{f}") is not None
+            }
+            path["matmul_peak_gflops"] = _summary([x["matmul_peak_gflops"] for x in fields])
+            path["train_share_of_peak"] = path["train_gflops"]["median"] / path["matmul_peak_gflops"]["median"]
+            path["cpu"] = {k: [r["cpu"][k] for r in runs] for k in ("user_s", "sys_s")}
+            row["paths"][f"{kernel}/{model}"] = path
+            row["analytic_flop_ratio"] = fields[0].get("analytic_flop_ratio")
+        rows.append(row)
+    return rows
+
+
+def run_isolated(args: argparse.Namespace) -> Dict[str, Any]:
+    """Every path in its own process, ``args.runs`` times in turn; returns the summary (and writes it)."""
+    from dfgr_torchrec.bench.output import write_json
+
+    results: Dict[tuple, List[Dict[str, Any]]] = {(k, m): [] for k in args.kernels for m in args.models}
+    for run in range(args.runs):
+        for kernel, model in results:
+            print(f"run {run + 1}/{args.runs}: {kernel} {model}", flush=True)
+            results[(kernel, model)].append(run_path(child_command(args, kernel, model, "-")))
+    result = {
+        "benchmark": "attention",
+        "protocol": f"isolated: each kernel/model path in its own process, {args.runs} runs in turn",
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run")},
+        "rows": summarise(results, args.seq_lens),
+    }
+    for row in result["rows"]:
+        for name, path in row["paths"].items():
+            train = path["train_ms"]
+            print(
+                f"N={row['seq_len']} {name}: train {train['median']:.1f} ms (spread {100 * train['spread']:.0f}%), "
+                f"{100 * path['train_share_of_peak']:.0f}% of the matmul peak, user/sys s {path['cpu']}",
+                flush=True,
+            )
+    write_json(result, args.json_path)
+    return result
