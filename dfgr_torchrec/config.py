@@ -59,6 +59,7 @@ BUILTIN_MODELS = {
     "din": "dfgr_torchrec.models.din:DINModel",
 }
 BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms``
+REPEAT_FEATURE_MODELS = ("dfgr", "metagr", "dlrm", "dcn", "deepfm")  # the types that read ``embeddings.repeat_feature``
 # The one registry every check asks (the CLI, the recipe, ``build_model``), torch-free: the
 # built-in types and those ``dfgr_torchrec.models.register_model`` added in this process.
 MODEL_TYPES: Dict[str, Any] = dict(BUILTIN_MODELS)
@@ -191,6 +192,12 @@ class SequenceEmbeddingConfig:
             and candidate token) or ``"token"`` (one context token before the history, which
             every history token and candidate attends to, as generative-recommenders prepends
             its contextual features). The pointwise models always keep them as a feature.
+        repeat_feature: DFGR, MetaGR, DLRM, DCN and DeepFM: add a learned "repeat" embedding to every
+            fake-flow token and candidate (MetaGR: every item token; the pointwise models: every
+            sample's target) whose item occurs earlier in the user's
+            history: the action of the latest earlier occurrence plus a log2 bucket of how many
+            interactions ago it was (a token sees only strictly earlier interactions, never its own
+            label). Off by default; see docs/architecture.md ("The repeat feature").
     """
 
     item_vocab_size: Optional[int] = None
@@ -201,8 +208,10 @@ class SequenceEmbeddingConfig:
     merge: MergeOp = MergeOp.CONCAT  # won on MovieLens-1M: AUC 0.7976 / GAUC 0.6978 vs 0.7905 / 0.6859 for sum
     dropout: float = 0.0
     user_context: UserContext = UserContext.ADD
+    repeat_feature: bool = False
 
     def __post_init__(self) -> None:
+        check(isinstance(self.repeat_feature, bool), "repeat_feature", "true or false", self.repeat_feature)
         if self.item_vocab_size is not None:
             _positive_int(self.item_vocab_size, "item_vocab_size")
         _positive_int(self.embedding_dim, "embedding_dim")
@@ -296,6 +305,12 @@ class RankingModelConfig:
             from_dict(TaskConfig, t, f"tasks[{i}]") if isinstance(t, Mapping) else t for i, t in enumerate(self.tasks)
         ]
         check(isinstance(self.type, str) and self.type != "", "type", "a registered model type", self.type)
+        check(
+            not self.embeddings.repeat_feature or self.type in REPEAT_FEATURE_MODELS,
+            "embeddings.repeat_feature",
+            f"false for model type {self.type!r} (only {', '.join(REPEAT_FEATURE_MODELS)} read it)",
+            True,
+        )
         names = [t.name for t in self.tasks]
         check(len(set(names)) == len(names), "tasks", "unique task names", names)
         for i, h in enumerate(self.head_hidden_dims):

@@ -45,6 +45,15 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
         help="Zipf-like exponent of item popularity (0: uniform, every item about equally likely)",
     )
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--repeat-prob",
+        type=float,
+        default=0.0,
+        help="plant repeats: chance the next item is one of the user's recent items, which makes the last "
+        "action type more likely (0: off)",
+    )
+    synth.add_argument("--repeat-boost", type=float, default=6.0, help="the last action type's logit boost on a repeat")
+    synth.add_argument("--action-types", default=None, help="comma-separated action columns (default click,like,share)")
     synth.set_defaults(run=run_synth)
 
 
@@ -105,6 +114,9 @@ def run_synth(args: argparse.Namespace) -> None:
         max_seq_len=args.max_seq_len,
         item_popularity_exponent=args.item_popularity_exponent,
         seed=args.seed,
+        repeat_prob=args.repeat_prob,
+        repeat_boost=args.repeat_boost,
+        **({"action_types": args.action_types.split(",")} if args.action_types else {}),
     )
     summary = generate(config, args.out)
     if args.config_out:

@@ -43,22 +43,36 @@ def _movielens_1m_1k(out_dir: str, force: bool) -> str:
 SYNTH_DEMO = {"num_users": 2000, "num_items": 5000, "min_seq_len": 10, "max_seq_len": 128, "seed": 0}
 
 
-def _synth_demo(out_dir: str, force: bool) -> str:
-    """``events.tsv``: 2,000 users, 5,000 items, about 70k rows (click, like, share), in ~3 s."""
+# the demo's log with planted repeats: a repeated item makes "buy" (the last type) far more likely
+SYNTH_REPEAT = {**SYNTH_DEMO, "action_types": ["view", "cart", "buy"], "repeat_prob": 0.3}
+
+
+def _synth(settings: dict, out_dir: str, force: bool) -> str:
     from dfgr_torchrec.data.atomic import atomic_directory
     from dfgr_torchrec.data.synth import SynthConfig, generate
 
     if os.path.exists(os.path.join(out_dir, "events.tsv")) and not force:
         return out_dir
     with atomic_directory(out_dir) as tmp:
-        generate(SynthConfig(**SYNTH_DEMO), os.path.join(tmp, "events.tsv"), progress=False)
+        generate(SynthConfig(**settings), os.path.join(tmp, "events.tsv"), progress=False)
     return out_dir
+
+
+def _synth_demo(out_dir: str, force: bool) -> str:
+    """``events.tsv``: 2,000 users, 5,000 items, about 70k rows (click, like, share), in ~3 s."""
+    return _synth(SYNTH_DEMO, out_dir, force)
+
+
+def _synth_repeat(out_dir: str, force: bool) -> str:
+    """``events.tsv``: the demo's users and items with planted repeats (view, cart, buy)."""
+    return _synth(SYNTH_REPEAT, out_dir, force)
 
 
 DOWNLOADS: Dict[str, Download] = {
     "movielens-1m": Download(_movielens_1m, "data/raw/movielens-1m"),
     "movielens-1m-1k": Download(_movielens_1m_1k, "data/raw/movielens-1m-1k"),
     "synth-demo": Download(_synth_demo, "data/raw/synth-demo"),
+    "synth-repeat": Download(_synth_repeat, "data/raw/synth-repeat"),
 }
 
 

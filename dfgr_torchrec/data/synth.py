@@ -28,6 +28,13 @@ How it is generated (the planted model):
   sees is popularity only; what they do with them depends on taste and recent history, so a
   sequence model can beat a popularity baseline. `replay_probabilities` recomputes these exact
   probabilities for the rows of a generated log (the Bayes-optimal scores, an AUC ceiling).
+- **Repeats** (``repeat_prob > 0``; off by default, and then nothing below runs, so every log
+  written without it keeps its bytes). With probability ``repeat_prob`` the next item is not
+  drawn from popularity but uniformly from the user's last ``repeat_window`` interactions; and
+  whenever the item is among those (drawn so or by chance) the last action type (the rarest,
+  "buy"-like) gets ``+repeat_boost`` on its logit, the full boost when an earlier occurrence in
+  the window was acted on positively and half of it otherwise. The rule "the item occurs earlier
+  in this user's history" then predicts the last task well; `replay_probabilities` includes it.
 - **Time.** A user starts at ``start_time`` plus up to 30 days; with probability
   ``session_prob`` the next interaction shares the previous one's timestamp (shown together),
   otherwise it comes an exponential gap (mean one hour, at least one second) later. A session
@@ -67,6 +74,7 @@ _M2 = 0x94D049BB133111EB
 _STREAM_LEN, _STREAM_START, _STREAM_TASTE, _STREAM_STEP, _STREAM_ITEM = range(1, 6)
 # Sub-streams of one (user, position) step hash.
 _SUB_ITEM, _SUB_TIME, _SUB_ACT = 1, 2, 3
+_SUB_REPEAT = 0x7E7E  # far above the action sub-streams (_SUB_ACT + j)
 
 _MAX_SESSION = 16  # interactions sharing one timestamp at most
 _START_SPREAD_S = 30 * 86_400  # users start within 30 days of start_time
@@ -191,6 +199,9 @@ class SynthConfig:
     history_weight: float = 3.0  # weight of <mean of recent positive items, item vector>
     history_window: int = 5  # how many recent positively acted-on items make that mean
     session_prob: float = 0.2  # chance the next interaction shares the previous timestamp
+    repeat_prob: float = 0.0  # chance the next item is one of the user's last repeat_window items (0: off)
+    repeat_window: int = 128  # how many recent interactions a repeat is drawn from and matched against
+    repeat_boost: float = 6.0  # added to the last action type's logit of a repeated item (half if never acted on)
     seed: int = 0
     start_time: int = 1_600_000_000  # unix seconds
     chunk_users: int = 4096  # users generated per chunk (memory vs per-step overhead; no effect on output)
@@ -207,6 +218,7 @@ class SynthConfig:
             "max_seq_len": (1, 10**7),
             "latent_dim": (1, 4096),
             "history_window": (1, 4096),
+            "repeat_window": (1, 4096),
             "seed": (0, 2**63 - 1),
             "start_time": (0, 2**40),
             "chunk_users": (1, 2**24),
@@ -218,10 +230,12 @@ class SynthConfig:
         need(self.min_seq_len <= self.max_seq_len, "max_seq_len", f"an integer >= min_seq_len ({self.min_seq_len})")
         for key in ("item_popularity_exponent", "seq_len_exponent"):
             need(_is_number(getattr(self, key)) and getattr(self, key) >= 0, key, "a finite number >= 0")
-        for key in ("affinity_scale", "history_weight"):
+        need(_is_number(self.repeat_prob) and 0.0 <= self.repeat_prob <= 1.0, "repeat_prob", "a number in [0, 1]")
+        for key in ("affinity_scale", "history_weight", "repeat_boost"):
             need(_is_number(getattr(self, key)), key, "a finite number")
         need(_is_number(self.session_prob) and 0.0 <= self.session_prob < 1.0, "session_prob", "a number in [0, 1)")
-        for key in ("item_popularity_exponent", "seq_len_exponent", "affinity_scale", "history_weight", "session_prob"):
+        floats = ("item_popularity_exponent", "seq_len_exponent", "affinity_scale", "history_weight", "session_prob")
+        for key in (*floats, "repeat_prob", "repeat_boost"):
             setattr(self, key, float(getattr(self, key)))
         names = self.action_types
         need(
@@ -272,12 +286,15 @@ def item_biases(config: SynthConfig, items: np.ndarray) -> np.ndarray:
     return _item_features(config, np.asarray(items))[1].T.copy()
 
 
-def _probabilities(config: SynthConfig, taste, vec, bias, recent) -> np.ndarray:
-    """``[action types, n]`` action probabilities; all arguments are column-major ``[*, n]``."""
+def _probabilities(config: SynthConfig, taste, vec, bias, recent, repeat=None) -> np.ndarray:
+    """``[action types, n]`` action probabilities; all arguments are column-major ``[*, n]``;
+    ``repeat`` (``[n]``) is added to the last action type's logit."""
     shared = config.affinity_scale * _dot(taste, vec)
     shared += config.history_weight * _dot(recent, vec)
     logits = bias + config.type_bias[:, None]
     logits += shared
+    if repeat is not None:
+        logits[-1] += repeat
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-logits))
 
@@ -303,6 +320,43 @@ class _History:
         self.buf[pos, :, rows] = vec.T
         self.pos[rows] = (pos + 1) % self.buf.shape[0]
         self.count[rows] = np.minimum(self.count[rows] + 1, self.buf.shape[0])
+
+
+class _Seen:
+    """Per user, the last ``repeat_window`` items and whether each was acted on (a ring buffer):
+    what repeats are drawn from and what boosts the last action type."""
+
+    def __init__(self, config: SynthConfig, n: int) -> None:
+        self.prob, self.boost_size = config.repeat_prob, config.repeat_boost
+        self.items = np.full((config.repeat_window, n), -1, dtype=np.int64)
+        self.acted = np.zeros((config.repeat_window, n), dtype=bool)
+        self.pos = np.zeros(n, dtype=np.int64)
+        self.count = np.zeros(n, dtype=np.int64)
+
+    def draw(self, h: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``items`` with a repeat in place of the first ``len(items)`` users' draws where one is drawn."""
+        k = len(items)
+        want, pick = _uniform32_pair(_sub(h, _SUB_REPEAT))
+        rows = np.flatnonzero((want < self.prob) & (self.count[:k] > 0))
+        slot = np.minimum(np.floor(pick[rows] * self.count[rows]).astype(np.int64), self.count[rows] - 1)
+        out = items.copy()
+        out[rows] = self.items[slot, rows]
+        return out
+
+    def boost(self, items: np.ndarray) -> np.ndarray:
+        """``[k]`` the last action type's extra logit for the first ``k`` users' items."""
+        k = len(items)
+        match = self.items[:, :k] == items[None, :]
+        seen, acted = match.any(0), (match & self.acted[:, :k]).any(0)
+        return np.where(acted, self.boost_size, np.where(seen, 0.5 * self.boost_size, 0.0))
+
+    def push(self, items: np.ndarray, positive: np.ndarray) -> None:
+        k = len(items)
+        pos, rows = self.pos[:k], np.arange(k)
+        self.items[pos, rows] = items
+        self.acted[pos, rows] = positive
+        self.pos[:k] = (pos + 1) % self.items.shape[0]
+        self.count[:k] = np.minimum(self.count[:k] + 1, self.items.shape[0])
 
 
 def _lengths(config: SynthConfig, users: np.ndarray) -> np.ndarray:
@@ -427,16 +481,19 @@ def _chunk(config: SynthConfig, first: int, last: int, keep_probabilities: bool 
     clock = _Clock(cfg, layout.users)
     history = _History(cfg.history_window, cfg.latent_dim, len(layout.users))
     result = _chunk_columns(layout, len(cfg.action_types), keep_probabilities)
+    seen = _Seen(cfg, len(layout.users)) if cfg.repeat_prob > 0 else None
 
     for t, k in enumerate(layout.active_at.tolist()):
         h = _step_hash(step_key[:k], t)
-        items = _draw_items(cfg, h)
+        items = _draw_items(cfg, h) if seen is None else seen.draw(h, _draw_items(cfg, h))
         vec, bias = _item_features(cfg, items)
-        p = _probabilities(cfg, taste[:, :k], vec, bias, history.mean(k))
+        p = _probabilities(cfg, taste[:, :k], vec, bias, history.mean(k), None if seen is None else seen.boost(items))
         acted = _draw_actions(h, p)
         times = clock.step(t, h, items)
         positive = np.flatnonzero(acted.any(0))
         history.push(positive, vec[:, positive])
+        if seen is not None:
+            seen.push(items, acted.any(0))
 
         at = layout.row_start[:k] + t
         result["item"][at] = items
@@ -474,13 +531,17 @@ def replay_probabilities(
     start, length = start[order], length[order]
     taste = _user_taste(cfg, users_col[start])
     history = _History(cfg.history_window, d, len(start))
+    seen = _Seen(cfg, len(start)) if cfg.repeat_prob > 0 else None
     active_at = np.searchsorted(-length, -np.arange(int(length.max())), side="left")
     for t, k in enumerate(active_at.tolist()):
         at = start[:k] + t
         vec, bias = _item_features(cfg, items_col[at])
-        out[:, at] = _probabilities(cfg, taste[:, :k], vec, bias, history.mean(k))
+        repeat = None if seen is None else seen.boost(items_col[at])
+        out[:, at] = _probabilities(cfg, taste[:, :k], vec, bias, history.mean(k), repeat)
         positive = np.flatnonzero(acts[at].any(1))
         history.push(positive, vec[:, positive])
+        if seen is not None:
+            seen.push(items_col[at], acts[at].any(1))
     return out.T.copy()
 
 

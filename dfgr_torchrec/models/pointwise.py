@@ -7,9 +7,11 @@ the sharded tables are the same as DFGR's, so every model sees the same inputs a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
+import torch.fx
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
@@ -19,6 +21,13 @@ from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss
 from dfgr_torchrec.modules.pointwise import PointwiseSamples, TrainingSampler, candidate_samples
+from dfgr_torchrec.modules.repeat import RepeatFeature
+
+
+@torch.fx.wrap  # a leaf for TorchRec's pipeline tracer: the samples are a leaf module's output
+def with_target_added(samples: PointwiseSamples, extra: torch.Tensor) -> PointwiseSamples:
+    """``samples`` with ``extra`` (``[S, D]``) added to every target embedding."""
+    return dataclasses.replace(samples, target=samples.target + extra)
 
 
 class PointwiseRankingModel(nn.Module):
@@ -46,6 +55,8 @@ class PointwiseRankingModel(nn.Module):
         self.session = config.interaction.mask_mode == MaskMode.SESSION
         self.sampler = TrainingSampler(self.session)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
+        # embeddings.repeat_feature (dlrm, dcn, deepfm): added to the target's embedding
+        self.repeat = RepeatFeature(tables, self.session, device) if tables.repeat_feature else None
 
     def logits(self, samples: PointwiseSamples) -> torch.Tensor:
         """``[S, num_tasks]`` logits of the samples."""
@@ -53,7 +64,10 @@ class PointwiseRankingModel(nn.Module):
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
-        logits = self.logits(self.sampler(emb, batch.timestamps))
+        samples = self.sampler(emb, batch.timestamps)
+        if self.repeat is not None:
+            samples = with_target_added(samples, self.repeat.history(batch.features, batch.timestamps))
+        logits = self.logits(samples)
         loss, task_losses = self.loss(logits, batch.labels)
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
 
@@ -61,4 +75,7 @@ class PointwiseRankingModel(nn.Module):
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self.embedding(batch.features)
         samples = candidate_samples(emb, batch.timestamps, batch.candidate_timestamps, self.session)
+        if self.repeat is not None:
+            extra = self.repeat.candidates(batch.features, batch.timestamps, batch.candidate_timestamps)
+            samples = with_target_added(samples, extra)
         return JaggedTensor(values=self.logits(samples), lengths=emb.candidates.lengths())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,13 +12,14 @@ from torchrec import KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import MaskMode, RankingModelConfig
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
+from dfgr_torchrec.modules.repeat import RepeatFeature
 
 
 @dataclass
@@ -52,6 +54,19 @@ class _GenerativeRankingModel(nn.Module):
         self.head = MultiTaskHead(config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device)
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
+        session = config.interaction.mask_mode == MaskMode.SESSION
+        self.repeat = RepeatFeature(config.embeddings, session, device) if config.embeddings.repeat_feature else None
+
+    def history_repeat(self, batch: SequenceBatch) -> Optional[torch.Tensor]:
+        """``[T, e]`` the repeat embedding of every history interaction as a fake-flow (item) token,
+        None without ``embeddings.repeat_feature``."""
+        return None if self.repeat is None else self.repeat.history(batch.features, batch.timestamps)
+
+    def batch_candidate_repeat(self, batch: SequenceBatch) -> Optional[torch.Tensor]:
+        """``[M, e]`` the repeat embedding of ``batch``'s candidates after its histories (None when off)."""
+        if self.repeat is None:
+            return None
+        return self.repeat.candidates(batch.features, batch.timestamps, batch.candidate_timestamps)
 
     def context_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``[B, d]`` the users' context tokens when ``embeddings.user_context`` is ``"token"``
@@ -111,7 +126,9 @@ class DFGRRankingModel(_GenerativeRankingModel):
         items, actions = emb.items.values(), emb.actions.values()
         lengths = emb.items.lengths()
         real = JaggedTensor(values=self.embedding.merge(items, actions), lengths=lengths)
-        fake = JaggedTensor(values=self.embedding.merge_placeholder(items), lengths=lengths)
+        fake = JaggedTensor(
+            values=self.embedding.merge_placeholder(_plus(items, self.history_repeat(batch))), lengths=lengths
+        )
         times = batch.history_timestamps()
         context = self.context_token(emb.users)
         if context is None:
@@ -133,7 +150,9 @@ class DFGRRankingModel(_GenerativeRankingModel):
         if context is not None:
             context_times = context_ops.context_timestamps(history_times, candidate_times)
             history, history_times, _ = context_ops.with_context_token(history, context, history_times, context_times)
-        candidates = self.embedding.merge_placeholder(emb.candidates.values())
+        candidates = self.embedding.merge_placeholder(
+            _plus(emb.candidates.values(), self.batch_candidate_repeat(batch))
+        )
         states = self.interaction.score(
             history,
             JaggedTensor(values=candidates, lengths=emb.candidates.lengths()),
@@ -174,18 +193,34 @@ class MetaGRRankingModel(_GenerativeRankingModel):
             return emb.items, emb.actions, times, None
         return context_ops.with_context_interaction(emb.items, emb.actions, context, times, candidate_times)
 
-    def forward(self, batch: SequenceBatch) -> RankingOutput:
+    def _embed(self, batch: SequenceBatch, candidates: bool):
+        """The looked-up embeddings, the repeat embedding added to the item tokens (and candidates)."""
         emb = self.embedding(batch.features)
+        if self.repeat is None:
+            return emb
+        items = JaggedTensor(values=emb.items.values() + self.history_repeat(batch), lengths=emb.items.lengths())
+        if not candidates:
+            return dataclasses.replace(emb, items=items)
+        cands = emb.candidates
+        cands = JaggedTensor(values=cands.values() + self.batch_candidate_repeat(batch), lengths=cands.lengths())
+        return dataclasses.replace(emb, items=items, candidates=cands)
+
+    def forward(self, batch: SequenceBatch) -> RankingOutput:
+        emb = self._embed(batch, candidates=False)
         items, actions, times, kept = self._with_context(emb, batch.history_timestamps(), None)
         states = self.interaction(items, actions, times).values()
         return self._output(states if kept is None else states[kept], batch)
 
     def score_candidates(self, batch: SequenceBatch) -> JaggedTensor:
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
-        emb = self.embedding(batch.features)
+        emb = self._embed(batch, candidates=True)
         candidate_times = batch.candidate_timestamps_jagged()
         items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
         states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
         return JaggedTensor(
             values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths()
         )
+
+
+def _plus(values: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:
+    return values if extra is None else values + extra

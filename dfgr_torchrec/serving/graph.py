@@ -34,6 +34,8 @@ class CandidateGraph(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        if getattr(model, "repeat", None) is not None and not isinstance(model, DFGRRankingModel):
+            raise ValueError("embeddings.repeat_feature: the history cache and export serve it for dfgr only")
         self.stack: GenerativeStack = model.interaction
         self.head = model.head
         self.embedding = model.embedding if isinstance(model, DFGRRankingModel) else None  # the placeholder merge
@@ -50,7 +52,8 @@ class CandidateGraph(nn.Module):
     ) -> torch.Tensor:
         """
         Args:
-            candidates: ``[M, e]`` looked-up candidate embeddings (item, side features and user summed).
+            candidates: ``[M, e]`` looked-up candidate embeddings (item, side features and user summed;
+                with ``embeddings.repeat_feature``, plus :meth:`CachedScorer.candidate_repeat`).
             positions, gaps, candidate_keys: ``[M]`` int64, from :func:`graph_inputs`.
             history_keys: ``[K]`` int64 order keys of the cached tokens.
             keys, values: ``[L, K, H, d_qk]``, ``[L, K, H, d_v]`` cached per layer.

@@ -46,6 +46,9 @@ class HistoryState:
             values at each layer's input.
         context: whether the first cached token is the user's context token
             (``embeddings.user_context: token``), one unit of time before the first interaction.
+        repeat_ids: ``[N, 2]`` int64 (item row, action id) of every cached interaction (the context
+            token: ``(-1, 0)``), what a model with ``embeddings.repeat_feature`` matches candidates
+            against; None for a model without it.
     """
 
     tokens: torch.Tensor
@@ -54,6 +57,7 @@ class HistoryState:
     keys: torch.Tensor
     values: torch.Tensor
     context: bool = False
+    repeat_ids: Optional[torch.Tensor] = None
 
     @property
     def num_interactions(self) -> int:
@@ -62,8 +66,7 @@ class HistoryState:
     @property
     def nbytes(self) -> int:
         tensors = [self.tokens, self.order_keys, self.keys, self.values]
-        if self.timestamps is not None:
-            tensors.append(self.timestamps)
+        tensors += [t for t in (self.timestamps, self.repeat_ids) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def truncated(self, count: int) -> "HistoryState":
@@ -77,6 +80,7 @@ class HistoryState:
             keys=self.keys[:, :rows],
             values=self.values[:, :rows],
             context=self.context,
+            repeat_ids=None if self.repeat_ids is None else self.repeat_ids[:count],
         )
 
 
@@ -267,9 +271,16 @@ def _context_timed(stack: GenerativeStack, state: HistoryState, candidate_timest
 
 
 def append_history(
-    stack: GenerativeStack, state: HistoryState, tokens: torch.Tensor, timestamps: Optional[torch.Tensor] = None
+    stack: GenerativeStack,
+    state: HistoryState,
+    tokens: torch.Tensor,
+    timestamps: Optional[torch.Tensor] = None,
+    repeat_ids: Optional[torch.Tensor] = None,
 ) -> HistoryState:
     """``state`` extended by new interactions, computing only the new tokens.
+
+    ``repeat_ids`` (``[n, 2]``, the new interactions' item rows and action ids) extend the
+    state's own when it keeps them (``embeddings.repeat_feature``), window and all.
 
     The new tokens attend to the cache and, causally, to each other, so the result equals
     :func:`encode_histories` of the longer history. Exact while the history fits
@@ -279,6 +290,19 @@ def append_history(
     history's last session (same timestamp) changes what that session's tokens see, so that
     session is recomputed with the new interactions.
     """
+    if (state.repeat_ids is None) != (repeat_ids is None):
+        raise ValueError("give repeat_ids for the new interactions exactly when the state has them")
+    out = _append(stack, state, tokens, timestamps)
+    if repeat_ids is None or out is state:
+        return out
+    ids = torch.cat([state.repeat_ids, repeat_ids])
+    kept = ids[ids.shape[0] - (out.num_interactions - int(out.context)) :]  # the window's interactions
+    return dataclasses.replace(out, repeat_ids=torch.cat([ids[:1], kept]) if out.context else kept)
+
+
+def _append(
+    stack: GenerativeStack, state: HistoryState, tokens: torch.Tensor, timestamps: Optional[torch.Tensor]
+) -> HistoryState:
     if (state.timestamps is None) != (timestamps is None):
         raise ValueError("give timestamps for the new interactions exactly when the state has them")
     if tokens.shape[0] == 0:

@@ -169,6 +169,8 @@ class Ranker:
         if self.scoring is None or not (1 <= tokens <= MAX_CACHED_TOKENS and m <= MAX_CANDIDATES):  # the graph's bounds
             return self.scorer.score([state], batch).values()
         embedded = self.model.embedding(batch.features).candidates.values()
+        repeat = self.scorer.candidate_repeat([state], batch)  # outside the graph, like the lookups
+        embedded = embedded if repeat is None else embedded + repeat
         logits = self.scoring(*graph_inputs(self.model.interaction, state, embedded, batch.candidate_timestamps))
         return self.model.with_bias_terms(logits, batch.features, candidates=True)  # outside the exported graph
 

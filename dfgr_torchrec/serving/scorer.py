@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
+from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.ops.jagged import lengths_to_offsets
@@ -35,6 +36,8 @@ class CachedScorer:
             raise TypeError(f"CachedScorer serves DFGR and MetaGR models, got {type(model).__name__}")
         self.model = model.eval()
         self.dual_flow = isinstance(model, DFGRRankingModel)
+        if model.repeat is not None and not self.dual_flow:
+            raise ValueError("embeddings.repeat_feature: the history cache and export serve it for dfgr only")
 
     @property
     def stack(self):
@@ -63,7 +66,37 @@ class CachedScorer:
         """One :class:`HistoryState` per user of ``batch`` (its candidates are ignored)."""
         tokens, offsets, times, context = self._history_tokens(batch, with_context=True)
         states = encode_histories(self.stack, tokens, offsets, times)
+        if self.model.repeat is not None:
+            bounds = batch.features[ITEM_FEATURE].offsets().tolist()
+            ids = self._repeat_ids(batch)
+            front = ids.new_tensor([[-1, 0]]) if context else ids[:0]  # the context token matches nothing
+            states = [
+                dataclasses.replace(s, repeat_ids=torch.cat([front, ids[bounds[b] : bounds[b + 1]]]))
+                for b, s in enumerate(states)
+            ]
         return [dataclasses.replace(s, context=True) for s in states] if context else states
+
+    def _repeat_ids(self, batch: SequenceBatch) -> torch.Tensor:
+        """``[N, 2]`` (item row, action id) of ``batch``'s history interactions."""
+        features = batch.features
+        return torch.stack(
+            [features[ITEM_FEATURE].values(), features[self.model.repeat.action_feature].values()], dim=1
+        )
+
+    def candidate_repeat(self, states: List[HistoryState], batch: SequenceBatch) -> Optional[torch.Tensor]:
+        """``[M, e]`` the repeat embedding of ``batch``'s candidates against the cached histories, to add
+        to their looked-up embeddings (None for a model without ``embeddings.repeat_feature``)."""
+        if self.model.repeat is None:
+            return None
+        if any(s.repeat_ids is None for s in states):
+            raise ValueError("embeddings.repeat_feature: a history state lacks repeat_ids; encode it again")
+        ids = torch.cat([s.repeat_ids for s in states])
+        lengths = torch.tensor([s.num_interactions for s in states], dtype=torch.int64)
+        times = None if any(s.timestamps is None for s in states) else torch.cat([s.timestamps for s in states])
+        candidates = batch.features[candidate_feature(ITEM_FEATURE)]
+        return self.model.repeat.against(
+            ids[:, 0], ids[:, 1], lengths, times, candidates.values(), candidates.lengths(), batch.candidate_timestamps
+        )
 
     @torch.no_grad()
     def score(self, states: List[HistoryState], batch: SequenceBatch) -> JaggedTensor:
@@ -75,6 +108,9 @@ class CachedScorer:
         """
         emb = self.model.embedding(batch.features)
         candidates = emb.candidates.values()
+        repeat = self.candidate_repeat(states, batch)
+        if repeat is not None:
+            candidates = candidates + repeat
         if self.dual_flow:
             candidates = self.model.embedding.merge_placeholder(candidates)
         times = batch.candidate_timestamps if states and states[0].timestamps is not None else None
@@ -89,4 +125,5 @@ class CachedScorer:
         tokens, offsets, times, _ = self._history_tokens(batch, with_context=False)
         if offsets.shape[0] != 2:
             raise ValueError(f"append takes a batch of one user, got {offsets.shape[0] - 1}")
-        return append_history(self.stack, state, tokens, times)
+        ids = self._repeat_ids(batch) if self.model.repeat is not None else None
+        return append_history(self.stack, state, tokens, times, ids)

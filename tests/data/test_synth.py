@@ -186,3 +186,40 @@ def test_tsv_formatting_matches_python():
     expected = "".join("\t".join(str(int(c[i])) for c in columns) + "\n" for i in range(6))
     assert synth._tsv_bytes(columns).decode() == expected
     assert synth._tsv_bytes([np.zeros(0, dtype=np.int64)]) == b""
+
+
+REPEATS = {"repeat_prob": 0.3, "action_types": ["view", "cart", "buy"]}
+
+
+def test_planted_repeats_are_deterministic_and_replayed(tmp_path):
+    config, a, _ = _log(tmp_path, "a.tsv", chunk_users=64, **REPEATS)
+    _, b, _ = _log(tmp_path, "b.tsv", chunk_users=7, **REPEATS)
+    _, plain, _ = _log(tmp_path, "plain.tsv", chunk_users=64, action_types=REPEATS["action_types"])
+    assert a.read_bytes() == b.read_bytes() != plain.read_bytes()
+    rows = _rows(a)
+    generated = synth._chunk(config, 0, config.num_users, keep_probabilities=True)["probabilities"].T
+    replayed = synth.replay_probabilities(config, rows[:, 0], rows[:, 1], rows[:, 3:])
+    np.testing.assert_allclose(replayed, generated, rtol=0, atol=1e-12)
+
+
+def test_planted_repeats_make_the_repeat_rule_predict_the_last_action(tmp_path):
+    _, path, _ = _log(tmp_path, **REPEATS)
+    _, plain_path, _ = _log(tmp_path, "plain.tsv", action_types=REPEATS["action_types"])
+
+    def rule_auc(rows):
+        seen = np.zeros(len(rows), dtype=bool)
+        first = np.unique(rows[:, :2], axis=0, return_index=True)[1]  # each (user, item)'s first row
+        seen[np.setdiff1d(np.arange(len(rows)), first)] = True
+        return seen.mean(), _auc(seen, rows[:, -1]), _auc(seen, rows[:, 3])
+
+    rate, buy, view = rule_auc(_rows(path))
+    plain_rate, plain_buy, _ = rule_auc(_rows(plain_path))
+    assert rate > plain_rate + 0.1, (rate, plain_rate)
+    assert buy > 0.7 and buy > plain_buy + 0.15 and abs(view - 0.5) < 0.1, (buy, plain_buy, view)
+
+
+def test_repeat_settings_are_checked():
+    with pytest.raises(ValueError, match="repeat_prob"):
+        synth.SynthConfig(repeat_prob=1.5)
+    with pytest.raises(ValueError, match="repeat_window"):
+        synth.SynthConfig(repeat_window=0)

@@ -28,10 +28,13 @@ NUM_ITEMS, NUM_TASKS, D = 200, 2, 16
 MODELS = [DFGRRankingModel, MetaGRRankingModel]
 
 
-def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False):
+def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False, repeat=False):
     return RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(
-            item_vocab_size=NUM_ITEMS, action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS}, embedding_dim=D
+            item_vocab_size=NUM_ITEMS,
+            action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS},
+            embedding_dim=D,
+            repeat_feature=repeat,
         ),
         interaction=InteractionConfig(
             d_model=D,
@@ -50,10 +53,12 @@ def _config(mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=Fal
     )
 
 
-def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False, user_context=None):
+def _model(
+    cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, bias_terms=False, user_context=None, repeat=False
+):
     """``user_context`` (``"add"`` / ``"token"``) gives the model a user-id table; None: no user feature."""
     torch.manual_seed(0)
-    config = _config(mode, form, bias_terms)
+    config = _config(mode, form, bias_terms, repeat)
     model = cls(config if user_context is None else with_user_feature(config, user_context))
     # The placeholder/action rows start near zero; make them large so a leak would show.
     with torch.no_grad():
@@ -325,3 +330,78 @@ def test_a_context_token_trains_through_the_recipe_pipeline(kind, tmp_path):
     finally:
         recipe.cleanup()
     assert recipe.state.step == 2 and metrics["candidates"] > 0
+
+
+def _repeating(batch: SequenceBatch, rows: int = 5) -> SequenceBatch:
+    """``batch`` with item ids folded onto ``rows`` rows, so items repeat within every history."""
+    for key in (ITEM_FEATURE, "cand_item_id"):
+        batch = _replace_values(batch, key, batch.features[key].values() % rows)
+    return batch
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("mode", list(MaskMode))
+@pytest.mark.parametrize("user_context", [None, "token"])
+def test_the_repeat_feature_keeps_training_equal_to_inference(cls, mode, user_context):
+    model = _model(cls, mode, repeat=True, user_context=user_context)
+    batch = _repeating(_batch(session_prob=0.4))
+    if user_context is not None:
+        batch = with_user_ids(batch)
+    _assert_training_equals_inference(model, batch, mode)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_the_repeat_feature_never_reads_an_own_or_later_action(cls, mode):
+    model, batch = _model(cls, mode, repeat=True), _repeating(_batch(session_prob=0.5 if mode == "session" else 0.0))
+    times = batch.timestamps
+    offsets = torch.ops.fbgemm.asynchronous_complete_cumsum(batch.history_lengths).tolist()
+    with torch.no_grad():
+        base = model(batch).logits
+        s, e = offsets[0], offsets[1]
+        for i in range(s, e):
+            out = model(_flip_actions(batch, [i])).logits
+            unaffected = [j for j in range(s, e) if (times[j] <= times[i] if mode == MaskMode.SESSION else j <= i)]
+            torch.testing.assert_close(out[unaffected], base[unaffected], atol=0, rtol=0)
+
+
+def test_the_repeat_feature_changes_the_scores_of_repeated_items_only():
+    """DFGR: only fake tokens and candidates carry it (MetaGR's history item tokens carry it too)."""
+    model, batch = _model(DFGRRankingModel, repeat=True), _repeating(_batch())
+    with torch.no_grad():
+        on = model.score_candidates(batch).values()
+        model.repeat.embedding.action.weight[1:] = model.repeat.embedding.action.weight[0]
+        model.repeat.embedding.gap.weight[1:] = model.repeat.embedding.gap.weight[0]
+        off = model.score_candidates(batch).values()
+    c_users = torch.repeat_interleave(torch.arange(batch.candidate_lengths.numel()), batch.candidate_lengths)
+    h_users = torch.repeat_interleave(torch.arange(batch.history_lengths.numel()), batch.history_lengths)
+    items, cands = batch.features[ITEM_FEATURE].values(), batch.features["cand_item_id"].values()
+    seen = torch.tensor([bool(((items == c) & (h_users == u)).any()) for c, u in zip(cands.tolist(), c_users.tolist())])
+    assert seen.any() and (~seen).any()
+    torch.testing.assert_close(on[~seen], off[~seen], atol=0, rtol=0)
+    assert not torch.allclose(on[seen], off[seen])
+
+
+def test_the_repeat_feature_is_refused_for_a_model_that_ignores_it():
+    with pytest.raises(ValueError, match="embeddings.repeat_feature"):
+        dataclasses.replace(_config(repeat=True), type="din")
+
+
+@pytest.mark.parametrize("kind", ["dcn", "dlrm", "deepfm"])
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_the_pointwise_baselines_take_the_repeat_feature_alike_in_training_and_scoring(kind, mode):
+    from dfgr_torchrec.models import MODELS as REGISTRY
+
+    torch.manual_seed(0)
+    model = REGISTRY[kind](dataclasses.replace(_config(mode, repeat=True), type=kind))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    batch = _repeating(_batch(session_prob=0.4))
+    _assert_training_equals_inference(model, batch, mode)
+    with torch.no_grad():
+        on = model.score_candidates(batch).values()
+        model.repeat.embedding.action.weight.zero_()
+        model.repeat.embedding.gap.weight.zero_()
+        assert not torch.allclose(on, model.score_candidates(batch).values())

@@ -8,7 +8,7 @@ from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph
 from dfgr_torchrec.serving.graph import CandidateGraph, graph_inputs
 from dfgr_torchrec.serving.scorer import CachedScorer
-from tests.serving.test_history import CASES, _batch, _candidates_only, _model, _users
+from tests.serving.test_history import CASES, _batch, _candidates_only, _model, _repeating, _users
 
 
 def _inputs(model, scorer, users):
@@ -16,6 +16,8 @@ def _inputs(model, scorer, users):
     candidates = _candidates_only(users)
     with torch.no_grad():
         embedded = model.embedding(candidates.features).candidates.values()
+        repeat = scorer.candidate_repeat([state], candidates)
+        embedded = embedded if repeat is None else embedded + repeat
     expected = scorer.score([state], candidates).values()
     return graph_inputs(model.interaction, state, embedded, candidates.candidate_timestamps), expected
 
@@ -70,3 +72,20 @@ def test_aot_inductor_package_equals_the_cached_scores(tmp_path):
     for seed, (n, m) in enumerate([(9, 4), (25, 2)]):
         inputs, expected = _inputs(model, scorer, _users([n], [m], seed=seed))
         torch.testing.assert_close(runner(*inputs), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", list(MaskMode))
+def test_the_exported_program_with_the_repeat_feature_equals_the_cached_scores(mode):
+    model = _model(DFGRRankingModel, mode, repeat=True)
+    scorer = CachedScorer(model)
+    program = export_candidate_graph(model).module()
+    for seed, (n, m) in enumerate(SHAPES):
+        inputs, expected = _inputs(model, scorer, _repeating(_users([n], [m], seed=seed)))
+        with torch.no_grad():
+            torch.testing.assert_close(CandidateGraph(model)(*inputs), expected, atol=1e-5, rtol=0)
+            torch.testing.assert_close(program(*inputs), expected, atol=1e-5, rtol=0)
+
+
+def test_the_graph_refuses_metagr_with_the_repeat_feature():
+    with pytest.raises(ValueError, match="embeddings.repeat_feature"):
+        CandidateGraph(_model(MetaGRRankingModel, repeat=True))

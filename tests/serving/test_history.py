@@ -25,13 +25,23 @@ MODELS = [DFGRRankingModel, MetaGRRankingModel]
 ATOL = 1e-5
 
 
-def _model(cls, mode=MaskMode.POSITION, form=AttentionForm.POINTWISE, kernel=AttentionKernel.PYTORCH, max_seq_len=32):
+def _model(
+    cls,
+    mode=MaskMode.POSITION,
+    form=AttentionForm.POINTWISE,
+    kernel=AttentionKernel.PYTORCH,
+    max_seq_len=32,
+    repeat=False,
+    user_context="add",
+):
     config = RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(
             item_vocab_size=NUM_ITEMS,
             action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS},
             user_vocab_sizes={USER_FEATURE: NUM_USERS},
             embedding_dim=D,
+            repeat_feature=repeat,
+            user_context=user_context,
         ),
         interaction=InteractionConfig(
             d_model=D,
@@ -75,6 +85,12 @@ def _users(lengths, candidates, seed=0):
             )
         )
     return users
+
+
+def _repeating(users, rows=6):
+    """``users`` with items folded onto a few rows: histories and candidates repeat items."""
+    fold = lambda items: [1 + i % rows for i in items]  # noqa: E731
+    return [dict(u, items=fold(u["items"]), cand_items=fold(u["cand_items"])) for u in users]
 
 
 def _batch(users, history=slice(None), with_candidates=True):
@@ -218,3 +234,54 @@ def test_appending_older_interactions_in_session_mode_is_an_error():
     with pytest.raises(ValueError, match="must not be older"):
         scorer.append(state, _batch(users, history=slice(0, 1), with_candidates=False))
     assert dataclasses.is_dataclass(state)
+
+
+REPEAT_CASES = [(mode, context) for mode in MaskMode for context in ("add", "token")]
+
+
+@pytest.mark.parametrize("mode,context", REPEAT_CASES)
+def test_the_repeat_feature_gives_cached_scores_equal_to_the_full_recompute(mode, context):
+    model = _model(DFGRRankingModel, mode, repeat=True, user_context=context)
+    users = _repeating(_users([7, 1, 12, 0, 4], [3, 2, 5, 2, 1]))
+    batch = _batch(users)
+    scorer = CachedScorer(model)
+    with torch.no_grad():
+        full = model.score_candidates(batch).values()
+        model_off = _model(DFGRRankingModel, mode, user_context=context)
+        assert (full - model_off.score_candidates(batch).values()).abs().max() > 1e-3  # the feature matters
+    states = scorer.encode(batch)
+    assert [s.repeat_ids.shape[0] for s in states] == [n + (context == "token") for n in (7, 1, 12, 0, 4)]
+    torch.testing.assert_close(scorer.score(states, _candidates_only(users)).values(), full, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode,context", REPEAT_CASES)
+def test_the_repeat_feature_survives_append(mode, context):
+    model = _model(DFGRRankingModel, mode, repeat=True, user_context=context)
+    users = _repeating(_users([14], [4], seed=1))
+    scorer = CachedScorer(model)
+    with torch.no_grad():
+        full = model.score_candidates(_batch(users)).values()
+    for cut in (0, 5, 13):
+        state = scorer.encode(_batch(users, history=slice(0, cut)))[0]
+        for start in range(cut, 14, 4):
+            state = scorer.append(state, _batch(users, history=slice(start, min(start + 4, 14)), with_candidates=False))
+        torch.testing.assert_close(scorer.score([state], _candidates_only(users)).values(), full, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("context", ["add", "token"])
+def test_the_repeat_feature_slides_with_the_window(context):
+    model = _model(DFGRRankingModel, max_seq_len=8, repeat=True, user_context=context)
+    users = _repeating(_users([11], [4], seed=4))
+    scorer = CachedScorer(model)
+    state = scorer.encode(_batch(users, history=slice(0, 8)))[0]
+    state = scorer.append(state, _batch(users, history=slice(8, 11), with_candidates=False))
+    keep = 8  # the window's interactions (a context token comes on top)
+    window = [dict(u, items=u["items"][-keep:], actions=u["actions"][-keep:], times=u["times"][-keep:]) for u in users]
+    with torch.no_grad():
+        full = model.score_candidates(_batch(window)).values()
+    torch.testing.assert_close(scorer.score([state], _candidates_only(users)).values(), full, atol=ATOL, rtol=0)
+
+
+def test_the_repeat_feature_is_served_for_dfgr_only():
+    with pytest.raises(ValueError, match="embeddings.repeat_feature"):
+        CachedScorer(_model(MetaGRRankingModel, repeat=True))
