@@ -186,4 +186,3 @@ def slice_movielens_1m(out_dir: str, force: bool = False, every: int = SLICE_EVE
             if int(line.split("::", 1)[0]) % every == 1:
                 dst.write(line)
     return out_dir
-

@@ -71,3 +71,15 @@ def test_cli_download_and_ensure_source_use_the_registry(tmp_path, monkeypatch, 
     config = from_dict(DataConfig, write_config(tmp_path, target, **{"source.download": "movielens-1m"}))
     sources.ensure_source(config)
     assert calls[-1] == (str(target.parent), False) and target.exists()
+
+
+def test_the_small_movielens_slice_keeps_every_sixth_user_by_id(tmp_path, monkeypatch):
+    from dfgr_torchrec.data.movielens import slice_movielens_1m
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "ratings.dat").write_text("".join(f"{u}::{10 + u}::4::{100 + u}\n" for u in range(1, 20)))
+    monkeypatch.setattr(sources, "download", lambda name: str(full))
+    out = slice_movielens_1m(str(tmp_path / "slice"))
+    users = [int(line.split("::")[0]) for line in open(os.path.join(out, "ratings.dat"))]
+    assert users == [1, 7, 13, 19]
