@@ -44,7 +44,7 @@ def test_unknown_download_name_is_rejected(tmp_path, tiny_log):
     path.write_text(yaml.safe_dump(write_config(tmp_path, tiny_log, **{"source.download": "movielens-100m"})))
     with pytest.raises(
         ValueError,
-        match=r"data\.yaml: source\.download: expected one of \['movielens-1m', 'synth-demo', 'synth-repeat'\], got 'movielens-100m'",
+        match=r"data\.yaml: source\.download: expected one of \['movielens-1m', 'movielens-1m-1k', 'synth-demo', 'synth-repeat'\], got 'movielens-100m'",
     ):
         load_data_config(str(path))
 
