@@ -35,7 +35,7 @@ class Study:
 STUDIES = (
     Study(
         "full_v2",
-        "Full study: 8 models x 3 data sets",
+        "Full study: 9 models x 3 data sets",
         "configs/study/full.yaml",
         "The 4 grid points (lr x {none, embedding weight decay 0.01 + dropout 0.2}) with the user id, the "
         "best one without it, 3 seeds of the best on validation, test once. 2 processes per run, the "
