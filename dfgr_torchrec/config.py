@@ -107,8 +107,8 @@ class InteractionConfig:
         dropout: dropout on the block outputs.
         kernel: attention implementation: ``"auto"`` (the default: ``"triton"`` on CUDA when
             Triton imports; else ``"tiled"`` once a batch's longest sequence reaches
-            ``ops.attention.TILED_FROM_LEN`` tokens, where it measured faster, else ``"pytorch"``),
-            ``"triton"``, ``"pytorch"``, ``"tiled"`` or ``"reference"``.
+            ``ops.attention.TILED_FROM_LEN`` tokens, where it measured faster, else ``"padded"``),
+            ``"triton"``, ``"padded"``, ``"tiled"`` or ``"reference"``.
         norm_eps: epsilon of the block's LayerNorms. Pointwise attention outputs are small at
             initialisation (a sum of ``SiLU`` weights divided by ``attention_scale_len``), so an
             epsilon near their variance damps the attention branch; see docs/studies.md's ablation.

@@ -7,7 +7,7 @@ keeps working while the package itself is broken.
 Units
 -----
 A file's *unit* is the first path component after ``dfgr_torchrec``:
-``dfgr_torchrec/ops/pytorch.py`` -> ``ops``, ``dfgr_torchrec/features.py``
+``dfgr_torchrec/ops/padded.py`` -> ``ops``, ``dfgr_torchrec/features.py``
 -> ``features``, ``dfgr_torchrec/models/__init__.py`` -> ``models``.  The
 package root ``dfgr_torchrec/__init__.py`` is its own unit (``ROOT``) and is
 exempt from every rule.  An import of ``dfgr_torchrec.a.b`` targets unit

@@ -6,7 +6,7 @@ N it times a training step (forward + backward) and inference (N history + M can
 ragged batch, alternating the two models so machine noise hits both alike, and reports the
 median times, the MetaGR/DFGR ratios and the peak memory of each.
 
-``--kernels`` runs each model once per attention backend (default ``pytorch`` and ``tiled``), all
+``--kernels`` runs each model once per attention backend (default ``padded`` and ``tiled``), all
 in the same alternation, so backends are compared under the same noise. Each training path also
 reports its achieved GFLOP/s from the analytic FLOPs (:func:`dfgr_torchrec.models.flops.training_flops`),
 next to a matmul-peak GFLOP/s measured in the same run; the row's flat ``dfgr_*``/``metagr_*``
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kernels",
         nargs="+",
-        default=["pytorch", "tiled"],
+        default=["padded", "tiled"],
         choices=[k.value for k in AttentionKernel],
         help="attention backends compared in the same run (the first fills the flat fields)",
     )
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(args: argparse.Namespace, max_len: int, kernel: str = "pytorch") -> RankingModelConfig:
+def _config(args: argparse.Namespace, max_len: int, kernel: str = "padded") -> RankingModelConfig:
     head_dim = args.d_model // args.num_heads
     return RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(

@@ -3,7 +3,7 @@ with 15 minutes on a CUDA machine that has torch (+ triton) and nothing else of 
 dependencies (no torchrec, fbgemm, duckdb, tabulate). It runs in under 8 minutes on an H200
 (per-section time guards; ``--quick``: toy shapes, a smoke test) and writes one JSON:
 
-1. ``correctness``: the ``triton`` backend (and ``tiled``, ``pytorch``) against the ``reference``
+1. ``correctness``: the ``triton`` backend (and ``tiled``, ``padded``) against the ``reference``
    backend in float64, forward and every input gradient, fp32 with TF32 off and bf16, both
    attention forms, with and without the self term, on a ragged batch.
 2. ``timing``: forward + backward of DFGR's and MetaGR's interaction stacks (the models' training

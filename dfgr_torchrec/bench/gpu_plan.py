@@ -13,7 +13,7 @@ import torch
 
 SCHEMA = "dfgr-bench-gpu/1"
 MODELS = ("dfgr", "metagr")
-KERNELS = ("triton", "tiled", "pytorch")  # timed; correctness checks the same three against the reference
+KERNELS = ("triton", "tiled", "padded")  # timed; correctness checks the same three against the reference
 TRAINING_FACTOR = 3.0  # forward + backward = 3 x forward, as models/flops.py's BACKWARD_FACTOR
 TARGET_SEQ_LEN = 4096
 TARGETS = {"vs_padded": 5.0, "vs_tiled": 1.5, "memory_growth": 1.5, "matmul_fraction": 0.30, "flop_ratio": 0.95}
@@ -205,7 +205,7 @@ def evaluate_targets(
 ) -> Dict[str, Dict]:
     """The check's targets at N = :func:`target_seq_len`, each with its value and pass (None: not measured)."""
     n = target_seq_len(plan)
-    tri, pad, til = (_ms(rows, "dfgr", k, n) for k in ("triton", "pytorch", "tiled"))
+    tri, pad, til = (_ms(rows, "dfgr", k, n) for k in ("triton", "padded", "tiled"))
     ratio = next((r["fraction_of_flop_ratio"] for r in ratios if (r["kernel"], r["seq_len"]) == ("triton", n)), None)
     peaks = [(_find(rows, "dfgr", "triton", m) or {}).get("peak_mb") for m in (min(plan.seq_lens), max(plan.seq_lens))]
     tri_row = _find(rows, "dfgr", "triton", n) or {}
@@ -216,7 +216,7 @@ def evaluate_targets(
             "triton equals the reference backend (fp32 and bf16, forward and gradients)", triton_correct, True
         ),
         "dfgr_triton_vs_padded": _target(
-            f"DFGR fwd+bwd at N = {n}: padded (pytorch) time / triton time",
+            f"DFGR fwd+bwd at N = {n}: padded time / triton time",
             pad / tri if pad and tri else None,
             TARGETS["vs_padded"],
         ),

@@ -18,12 +18,12 @@ Backends (:class:`AttentionKernel`):
 - ``tiled`` (:mod:`dfgr_torchrec.ops.tiled`): query x key tiles batched over users, skipping the
   tiles the mask hides, with an online softmax and a backward that recomputes each tile; memory
   ``O(B H L tile)`` instead of the padded square. Any device.
-- ``pytorch`` (:mod:`dfgr_torchrec.ops.pytorch`): pads to the batch's longest sequence and runs
+- ``padded`` (:mod:`dfgr_torchrec.ops.padded`): pads to the batch's longest sequence and runs
   batched matmuls on the ``[B, H, L, L]`` score square; fastest for short sequences.
 - ``reference`` (:mod:`dfgr_torchrec.ops.reference`): a per-sequence loop with no padding; slow
   and obviously correct, the ground truth the tests compare every other backend against.
 - ``auto`` (the default): ``triton`` on CUDA when Triton imports, else ``tiled`` from
-  :data:`TILED_FROM_LEN` keys up, else ``pytorch`` (:func:`resolve_kernel`).
+  :data:`TILED_FROM_LEN` keys up, else ``padded`` (:func:`resolve_kernel`).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ Backend = Callable[..., torch.Tensor]
 
 # ``kernel: auto`` runs the tiled backend (where Triton cannot run) when the batch's longest key
 # sequence has at least this many tokens, the padded one below it. Chosen on 2 CPU threads from
-# `dfgr bench attention --kernels pytorch tiled` (results/bench/attention_kernels_2threads*.json: from
+# `dfgr bench attention --kernels padded tiled` (results/bench/attention_kernels_2threads*.json: from
 # 512 tokens the tiled step took 0.2x to 0.67x the padded one); above it the padded square's
 # ``[B, H, L, L]`` scores grow quadratically, so it is never chosen there on any device.
 TILED_FROM_LEN = 512
@@ -150,7 +150,7 @@ def resolve_kernel(kernel: AttentionKernel, spec: "AttentionSpec", device: torch
         return AttentionKernel.TRITON
     if device.type != "meta" and spec.max_kv_len >= TILED_FROM_LEN:  # meta: shapes only, no tile plan
         return AttentionKernel.TILED
-    return AttentionKernel.PYTORCH
+    return AttentionKernel.PADDED
 
 
 @functools.lru_cache(maxsize=None)
@@ -163,13 +163,13 @@ def _triton_imports() -> bool:
 
 
 def _backends() -> Dict[AttentionKernel, Backend]:
-    from dfgr_torchrec.ops.pytorch import padded_attention
+    from dfgr_torchrec.ops.padded import padded_attention
     from dfgr_torchrec.ops.reference import reference_attention
     from dfgr_torchrec.ops.tiled import tiled_attention
     from dfgr_torchrec.ops.triton import triton_attention
 
     return {
-        AttentionKernel.PYTORCH: padded_attention,
+        AttentionKernel.PADDED: padded_attention,
         AttentionKernel.REFERENCE: reference_attention,
         AttentionKernel.TILED: tiled_attention,
         AttentionKernel.TRITON: triton_attention,

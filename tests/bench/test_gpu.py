@@ -107,7 +107,7 @@ def test_the_whole_run_needs_only_torch(tmp_path):
     assert {"torch", "triton", "cuda", "load_average", "load_average_end"} <= set(result["environment"])
     correctness = result["correctness"]
     assert len(correctness["checks"]) == 4 * 2 * 2  # cases x forms x dtypes
-    assert correctness["verdicts"]["tiled"] is True and correctness["verdicts"]["pytorch"] is True
+    assert correctness["verdicts"]["tiled"] is True and correctness["verdicts"]["padded"] is True
     assert correctness["verdicts"]["triton"] is False  # no CUDA here: an error entry, not a crash
     assert all("error" in c["kernels"]["triton"] for c in correctness["checks"])
     rows = result["timing"]["rows"]
@@ -139,7 +139,7 @@ def test_the_timed_stacks_are_the_models_forwards(form):
     from dfgr_torchrec.modules.stack import GenerativeStack
 
     lengths = [5, 1, 0, 9]
-    config = stack_config(16, 3, 2, 8, 4, seq_len=16, form=form, kernel="pytorch")
+    config = stack_config(16, 3, 2, 8, 4, seq_len=16, form=form, kernel="padded")
     offsets = offsets_of(lengths, torch.device("cpu"))
     first, second = torch.randn(sum(lengths), 16), torch.randn(sum(lengths), 16)
     jagged = lambda t: JaggedTensor(values=t, lengths=torch.tensor(lengths), offsets=offsets)  # noqa: E731
@@ -208,7 +208,7 @@ def test_targets_pass_fail_and_unmeasured():
     ratio = flop_ratio(batch_lengths(4096, plan.tokens, ragged=False), plan.dims)
     ms = {
         ("dfgr", "triton", 4096): 10.0,
-        ("dfgr", "pytorch", 4096): 60.0,
+        ("dfgr", "padded", 4096): 60.0,
         ("dfgr", "tiled", 4096): 14.0,
         ("metagr", "triton", 4096): 10.0 * ratio * 0.97,
         ("dfgr", "triton", 1024): 9.0,
@@ -234,7 +234,7 @@ def test_targets_pass_fail_and_unmeasured():
     assert targets["triton_matmul_fraction"]["value"] == pytest.approx(0.4)
     assert targets["dfgr_metagr_speedup_vs_flops"]["value"] == pytest.approx(0.97)
 
-    ms[("dfgr", "pytorch", 4096)] = None  # the padded backend ran out of memory
+    ms[("dfgr", "padded", 4096)] = None  # the padded backend ran out of memory
     del ms[("dfgr", "triton", 16384)]
     targets = evaluate_targets(plan, _rows(plan, ms, peaks), [], None, None)
     for name in (
@@ -256,16 +256,16 @@ def test_kernel_verdicts():
 
 
 def test_cells_after_an_oom_or_past_the_deadline_are_not_run():
-    plan = _plan(seq_lens=(1024, 4096, 16384), kernels=("triton", "pytorch"), models=("dfgr",))
+    plan = _plan(seq_lens=(1024, 4096, 16384), kernels=("triton", "padded"), models=("dfgr",))
     calls = []
 
     def measure(model, kernel, lengths, n):
         calls.append((kernel, n))
         assert sum(lengths) == plan.tokens
-        return {"oom": True} if (kernel, n) == ("pytorch", 4096) else {"median_ms": 2.0, "peak_mb": 1.0}
+        return {"oom": True} if (kernel, n) == ("padded", 4096) else {"median_ms": 2.0, "peak_mb": 1.0}
 
     rows = gpu.run_cells(plan, measure, deadline=math.inf, log=lambda line: None)
-    assert calls == [("triton", 1024), ("pytorch", 1024), ("triton", 4096), ("pytorch", 4096), ("triton", 16384)]
+    assert calls == [("triton", 1024), ("padded", 1024), ("triton", 4096), ("padded", 4096), ("triton", 16384)]
     assert rows[-1]["oom"] is True and "4096" in rows[-1]["inferred"]
     assert [r["users"] for r in rows] == [64, 64, 16, 16, 4, 4]
     assert all(r["tflops"] > 0 for r in rows if "median_ms" in r)

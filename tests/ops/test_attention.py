@@ -61,7 +61,7 @@ def test_padded_kernel_matches_reference(form, strict, with_self, by_time, users
 
     fast_in = _inputs(q_lengths, kv_lengths, with_self)
     ref_in = {k: v.detach().clone().requires_grad_(True) for k, v in fast_in.items()}
-    fast = _run(AttentionKernel.PYTORCH, fast_in, mask, form)
+    fast = _run(AttentionKernel.PADDED, fast_in, mask, form)
     ref = _run(AttentionKernel.REFERENCE, ref_in, mask, form)
     assert_same_outputs_and_grads(fast, ref, fast_in, ref_in)
 
@@ -118,12 +118,12 @@ def test_auto_kernel_is_tiled_from_the_measured_length(monkeypatch):
         return attention.AttentionSpec(offsets, offsets, keys, keys, strict=False)
 
     cpu, auto = torch.device("cpu"), attention.AttentionKernel.AUTO
-    assert attention.resolve_kernel(auto, spec([7, 3]), cpu) == attention.AttentionKernel.PYTORCH
+    assert attention.resolve_kernel(auto, spec([7, 3]), cpu) == attention.AttentionKernel.PADDED
     assert attention.resolve_kernel(auto, spec([8, 3]), cpu) == attention.AttentionKernel.TILED
-    assert attention.resolve_kernel(auto, spec([8, 3]), torch.device("meta")) == attention.AttentionKernel.PYTORCH
+    assert attention.resolve_kernel(auto, spec([8, 3]), torch.device("meta")) == attention.AttentionKernel.PADDED
     monkeypatch.setattr(attention, "_triton_imports", lambda: False)  # a CUDA box without Triton
     cuda = torch.device("cuda")
-    assert attention.resolve_kernel(auto, spec([7, 3]), cuda) == attention.AttentionKernel.PYTORCH
+    assert attention.resolve_kernel(auto, spec([7, 3]), cuda) == attention.AttentionKernel.PADDED
     assert attention.resolve_kernel(auto, spec([8, 3]), cuda) == attention.AttentionKernel.TILED
     assert (
         attention.resolve_kernel(attention.AttentionKernel.REFERENCE, spec([8]), cpu)
@@ -131,12 +131,12 @@ def test_auto_kernel_is_tiled_from_the_measured_length(monkeypatch):
     )
     calls = []
     monkeypatch.setattr("dfgr_torchrec.ops.tiled.tiled_attention", lambda *a, **k: calls.append("tiled"))
-    monkeypatch.setattr("dfgr_torchrec.ops.pytorch.padded_attention", lambda *a, **k: calls.append("pytorch"))
+    monkeypatch.setattr("dfgr_torchrec.ops.padded.padded_attention", lambda *a, **k: calls.append("padded"))
     for lengths in ([7, 3], [9, 2]):
         s = spec(lengths)
         q = torch.randn(s.q_total, 2, 4)
         attention.jagged_attention(q, q, q, s, form="pointwise", scale_len=16)
-    assert calls == ["pytorch", "tiled"]
+    assert calls == ["padded", "tiled"]
 
 
 def test_auto_kernel_is_triton_on_cuda_when_it_imports(monkeypatch):
@@ -150,4 +150,9 @@ def test_auto_kernel_is_triton_on_cuda_when_it_imports(monkeypatch):
     spec = attention.AttentionSpec(offsets, offsets, keys, keys, strict=False)
     auto = attention.AttentionKernel.AUTO
     assert attention.resolve_kernel(auto, spec, torch.device("cuda")) == attention.AttentionKernel.TRITON
-    assert attention.resolve_kernel(auto, spec, torch.device("cpu")) == attention.AttentionKernel.PYTORCH
+    assert attention.resolve_kernel(auto, spec, torch.device("cpu")) == attention.AttentionKernel.PADDED
+
+
+def test_the_padded_backend_keeps_its_old_name_as_an_alias():
+    """Configs and results written before the rename say ``kernel: pytorch``."""
+    assert AttentionKernel("pytorch") is AttentionKernel.PADDED is AttentionKernel("padded")

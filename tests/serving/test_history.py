@@ -29,7 +29,7 @@ def _model(
     cls,
     mode=MaskMode.POSITION,
     form=AttentionForm.POINTWISE,
-    kernel=AttentionKernel.PYTORCH,
+    kernel=AttentionKernel.PADDED,
     max_seq_len=32,
     repeat=False,
     user_context="add",

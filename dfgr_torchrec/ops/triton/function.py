@@ -163,7 +163,7 @@ def triton_attention(
     if q.device.type != "cuda" and not interpreting():
         raise ValueError(
             "kernel: triton needs a CUDA GPU (or TRITON_INTERPRET=1 set before dfgr_torchrec loads its kernels); "
-            "use kernel: auto, tiled or pytorch on CPU"
+            "use kernel: auto, tiled or padded on CPU"
         )
     sizes = sizes or DEFAULT_BLOCKS
     if q.device.type == "cuda":
