@@ -29,7 +29,7 @@ from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.bench.memory import measure_peak
 from dfgr_torchrec.bench.output import write_json
 from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.models.flops import training_flops

@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from dfgr_torchrec.bench.output import write_json
 from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE
 from dfgr_torchrec.models import build_model
 

@@ -105,7 +105,7 @@ def summary(report: dict, path: str) -> str:
 
 
 def run_synth(args: argparse.Namespace) -> None:
-    from dfgr_torchrec.data.synth import SynthConfig, generate, write_data_config
+    from dfgr_torchrec.data.synth_log import SynthConfig, generate, write_data_config
 
     config = SynthConfig(
         num_users=args.num_users,

@@ -49,7 +49,7 @@ SYNTH_REPEAT = {**SYNTH_DEMO, "action_types": ["view", "cart", "buy"], "repeat_p
 
 def _synth(settings: dict, out_dir: str, force: bool) -> str:
     from dfgr_torchrec.data.atomic import atomic_directory
-    from dfgr_torchrec.data.synth import SynthConfig, generate
+    from dfgr_torchrec.data.synth_log import SynthConfig, generate
 
     if os.path.exists(os.path.join(out_dir, "events.tsv")) and not force:
         return out_dir

@@ -1,7 +1,7 @@
 """The repeat heuristic: 1 when the candidate's item occurs in the history the models see."""
 
 from dfgr_torchrec.batch import make_sequence_batch
-from dfgr_torchrec.data import synth
+from dfgr_torchrec.data import synth_log as synth
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.prepare import prepare
 from dfgr_torchrec.data.repeat import candidate_repeats, repeat_heuristic

@@ -3,7 +3,7 @@
 import torch
 
 from dfgr_torchrec.config import RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import build_model
 

@@ -9,7 +9,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import make_sequence_batch
 from dfgr_torchrec.config import RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import MODELS, register_model
 from dfgr_torchrec.models.din import DINModel, history_pairs

@@ -8,7 +8,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.config import MODEL_TYPES, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import MODELS, register_model
 from dfgr_torchrec.models.dlrm import DCN_NUM_LAYERS, DCNModel, DLRMModel

@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.models.flops import BACKWARD_FACTOR, FORWARD_FLOPS, training_flops
 

@@ -19,7 +19,7 @@ from dfgr_torchrec.config import (
     TaskConfig,
     UserContext,
 )
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import MODELS, register_model

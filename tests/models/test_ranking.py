@@ -17,7 +17,7 @@ from dfgr_torchrec.config import (
     TaskConfig,
     UserContext,
 )
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.modules.embeddings import ITEM_FEATURE

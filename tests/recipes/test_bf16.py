@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dfgr_torchrec.config import AttentionForm
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models.ranking import DFGRRankingModel
 from dfgr_torchrec.recipes.config import TrainSection, load_train_config

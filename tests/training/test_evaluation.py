@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.metrics import ranking_metrics
 from dfgr_torchrec.training.evaluation import ITEM_COUNT_SLICES, evaluate
 from tests.processes import recipe_torchrun

@@ -1,6 +1,6 @@
 import torch
 
-from dfgr_torchrec.data.synthetic import SyntheticSequences
+from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 
 
 def test_batches_are_deterministic_and_well_formed():

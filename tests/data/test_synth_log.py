@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from dfgr_torchrec.data import synth
+from dfgr_torchrec.data import synth_log as synth
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.prepare import prepare
 from dfgr_torchrec.metrics import auc
