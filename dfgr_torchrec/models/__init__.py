@@ -23,7 +23,7 @@ from torch import nn
 
 from dfgr_torchrec.config import BUILTIN_MODELS, MODEL_TYPES, RankingModelConfig, check_model_type, fill_from_data
 from dfgr_torchrec.features import DataSchema
-from dfgr_torchrec.models.ranking import RankingOutput
+from dfgr_torchrec.models.output import RankingOutput
 
 
 def _load(path: str) -> Type[nn.Module]:

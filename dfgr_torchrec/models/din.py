@@ -37,8 +37,8 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
-from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbeddings
 from dfgr_torchrec.modules.pointwise import PointwiseSamples, candidate_samples, training_samples
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, repeat_per_element

@@ -26,7 +26,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig
-from dfgr_torchrec.models.ranking import RankingOutput
+from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead

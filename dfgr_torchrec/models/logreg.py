@@ -47,8 +47,8 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig
 from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
+from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
-from dfgr_torchrec.models.ranking import RankingOutput
 from dfgr_torchrec.modules.bias_terms import bias_table_config
 from dfgr_torchrec.modules.pointwise import candidate_layout, prefix_sum, training_layout
 

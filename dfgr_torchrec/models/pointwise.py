@@ -17,7 +17,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import MaskMode, RankingModelConfig, SequenceEmbeddingConfig
-from dfgr_torchrec.models.ranking import RankingOutput
+from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss
 from dfgr_torchrec.modules.pointwise import PointwiseSamples, TrainingSampler, candidate_samples

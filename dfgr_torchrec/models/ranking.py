@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -13,6 +12,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import MaskMode, RankingModelConfig
+from dfgr_torchrec.models.output import RankingOutput  # noqa: F401 (re-exported)
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
@@ -20,27 +20,6 @@ from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
 from dfgr_torchrec.modules.repeat import RepeatFeature
-
-
-@dataclass
-class RankingOutput:
-    """What a training forward returns.
-
-    Attributes:
-        loss: the weighted multi-task BCE (scalar).
-        task_losses: ``[num_tasks]`` BCE per task.
-        logits: ``[T, num_tasks]``: the prediction for every history interaction.
-        labels: ``[T, num_tasks]``: its targets.
-    """
-
-    loss: torch.Tensor
-    task_losses: torch.Tensor
-    logits: torch.Tensor
-    labels: torch.Tensor
-
-    def __iter__(self):
-        """Unpacks as ``(loss, output)``, the form TorchRec's train pipelines expect."""
-        return iter((self.loss, self))
 
 
 class _GenerativeRankingModel(nn.Module):

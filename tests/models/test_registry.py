@@ -10,7 +10,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import MODEL_TYPES, RankingModelConfig, SequenceEmbeddingConfig
 from dfgr_torchrec.models import MODELS, build_model, register_model
-from dfgr_torchrec.models.ranking import RankingOutput
+from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss
 from dfgr_torchrec.recipes.config import load_train_config
