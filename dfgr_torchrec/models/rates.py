@@ -200,12 +200,12 @@ def fit_rates(features: RateFeatures, data, num_tasks: int, first: int = 0) -> T
 class RateTerms(nn.Module):
     """``model.rate_terms``: ``[n, num_tasks]`` logits ``features @ weight.T + bias`` of the rate
     features but the item rates (the user's rates, ``log(1 + item rows)``, ``log(1 + n)``), added
-    to a sequence model's logits. The item rates stay out: a training row's leave-one-out (or
-    out-of-fold) item rate, next to the item's row of a table that memorises its rate over every
-    training row, gives the row's own label away (measured: the training loss falls to 0.05 against
-    plain DFGR's 0.11, validation AUC from step 50 on); the user's rate reads only labels the
-    history's action tokens already show. :meth:`fit` (the model's ``fit_training_data``) fits
-    them in closed form on the training rows; the recipe trains them further with the model.
+    to a sequence model's logits. The item rates stay out: the model memorises them in its item
+    rows already, and a training row's held-out item rate next to such a row gives the row's label
+    away (on KuaiRand they changed nothing on validation: 0.8098 with them, 0.8100 without). The
+    user's rate reads only labels the history's action tokens already show. :meth:`fit` (the
+    model's ``fit_training_data``) fits them in closed form on the training rows; the recipe
+    trains them further with the model.
     ``reset_parameters`` (which DistributedModelParallel calls when it allocates a meta model)
     copies the fit, so every rank starts from the same weights.
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, from_dict
+from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, from_dict
 from dfgr_torchrec.data.config import DataConfig
 from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset
 from dfgr_torchrec.data.prepare import prepare
@@ -38,7 +38,10 @@ def _model(data, kind="dfgr", rate_terms=True):
             data=data,
         )
     interaction = InteractionConfig(mask_mode="session", d_model=16, num_layers=1, num_heads=1, attention_dim=8)
-    config = RankingModelConfig(type=kind, interaction=interaction, rate_terms=rate_terms, bias_terms=True)
+    embeddings = SequenceEmbeddingConfig(embedding_dim=16)
+    config = RankingModelConfig(
+        type=kind, embeddings=embeddings, interaction=interaction, rate_terms=rate_terms, bias_terms=True
+    )
     return build_model(config, data.schema(), data=data)
 
 
@@ -74,9 +77,10 @@ def test_the_terms_read_no_item_rate(planted):
         assert torch.equal(model.rate_terms(batch, candidates=False), before)
 
 
-def test_training_reads_the_terms_of_every_history_row_and_trains_them(planted):
+@pytest.mark.parametrize("kind", ["dfgr", "metagr"])
+def test_training_reads_the_terms_of_every_history_row_and_trains_them(planted, kind):
     torch.manual_seed(0)
-    model = _model(planted)
+    model = _model(planted, kind=kind)
     batch = _batch(planted, "train")
     out = model(batch)
     assert out.logits.shape == batch.labels.shape
