@@ -58,7 +58,7 @@ BUILTIN_MODELS = {
     "hstu": "dfgr_torchrec.models.hstu:HSTUModel",
     "din": "dfgr_torchrec.models.din:DINModel",
 }
-BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms``
+BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms`` (and ``model.rate_terms``)
 REPEAT_FEATURE_MODELS = ("dfgr", "metagr", "dlrm", "dcn", "deepfm")  # the types that read ``embeddings.repeat_feature``
 # The one registry every check asks (the CLI, the recipe, ``build_model``), torch-free: the
 # built-in types and those ``dfgr_torchrec.models.register_model`` added in this process.
@@ -280,10 +280,12 @@ class RankingModelConfig:
     tasks: List[TaskConfig] = field(default_factory=list)
     head_hidden_dims: List[int] = field(default_factory=lambda: [64])
     bias_terms: bool = False  # dfgr / metagr: add per-task item, side-feature and user biases to the logits
-    rate_prior: float = 10.0  # logreg: pseudo-rows of the global rate in its smoothed item and user rates
+    # dfgr / metagr: add logreg's per-task rate features (smoothed item and user rates, log counts)
+    # through a learned per-task linear term to the logits (models/rates.py; export refuses it)
+    rate_terms: bool = False
+    rate_prior: float = 10.0  # logreg, rate_terms: pseudo-rows of the global rate in the smoothed item and user rates
 
     def __post_init__(self) -> None:
-        check(isinstance(self.bias_terms, bool), "bias_terms", "true or false", self.bias_terms)
         prior = self.rate_prior
         check(
             isinstance(prior, (int, float)) and not isinstance(prior, bool) and prior > 0,
@@ -291,12 +293,15 @@ class RankingModelConfig:
             "a number > 0",
             prior,
         )
-        check(
-            not self.bias_terms or self.type in BIAS_TERM_MODELS,
-            "bias_terms",
-            f"false for model type {self.type!r} (only {', '.join(BIAS_TERM_MODELS)} add bias terms)",
-            self.bias_terms,
-        )
+        for name in ("bias_terms", "rate_terms"):
+            value = getattr(self, name)
+            check(isinstance(value, bool), name, "true or false", value)
+            check(
+                not value or self.type in BIAS_TERM_MODELS,
+                name,
+                f"false for model type {self.type!r} (only {', '.join(BIAS_TERM_MODELS)} add {name.replace('_', ' ')})",
+                value,
+            )
         if isinstance(self.embeddings, Mapping):
             self.embeddings = from_dict(SequenceEmbeddingConfig, self.embeddings, "embeddings")
         if isinstance(self.interaction, Mapping):

@@ -13,6 +13,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import MaskMode, RankingModelConfig
 from dfgr_torchrec.models.output import RankingOutput  # noqa: F401 (re-exported)
+from dfgr_torchrec.models.rates import RateTerms
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
@@ -32,6 +33,10 @@ class _GenerativeRankingModel(nn.Module):
         )
         self.head = MultiTaskHead(config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device)
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
+        session = config.interaction.mask_mode == MaskMode.SESSION
+        self.rate_terms = (
+            RateTerms(len(config.tasks), config.rate_prior, session, device=device) if config.rate_terms else None
+        )
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
         session = config.interaction.mask_mode == MaskMode.SESSION
         self.repeat = RepeatFeature(config.embeddings, session, device) if config.embeddings.repeat_feature else None
@@ -46,6 +51,12 @@ class _GenerativeRankingModel(nn.Module):
         if self.repeat is None:
             return None
         return self.repeat.candidates(batch.features, batch.timestamps, batch.candidate_timestamps)
+
+    def fit_training_data(self, data) -> None:
+        """The statistics hand-off of ``model.rate_terms`` (:mod:`dfgr_torchrec.models.rates`),
+        called by ``build_model(..., data=)``; nothing to fit without them."""
+        if self.rate_terms is not None:
+            self.rate_terms.fit(data)
 
     def context_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``[B, d]`` the users' context tokens when ``embeddings.user_context`` is ``"token"``
@@ -66,8 +77,14 @@ class _GenerativeRankingModel(nn.Module):
         """``logits`` plus the bias terms of the same rows, when the model has them."""
         return logits if self.bias_terms is None else logits + self.bias_terms(features, candidates)
 
+    def batch_logits(self, states: torch.Tensor, batch: SequenceBatch, candidates: bool) -> torch.Tensor:
+        """:meth:`logits` plus the rate terms of the same rows, when the model has them (they read
+        the batch's labels and timestamps, not only its features)."""
+        logits = self.logits(states, batch.features, candidates)
+        return logits if self.rate_terms is None else logits + self.rate_terms(batch, candidates)
+
     def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:
-        logits = self.logits(states, batch.features, candidates=False)
+        logits = self.batch_logits(states, batch, candidates=False)
         loss, task_losses = self.loss(logits, batch.labels)
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
 
@@ -138,9 +155,7 @@ class DFGRRankingModel(_GenerativeRankingModel):
             history_times,
             candidate_times,
         )
-        return JaggedTensor(
-            values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths()
-        )
+        return JaggedTensor(values=self.batch_logits(states.values(), batch, candidates=True), lengths=states.lengths())
 
 
 class MetaGRRankingModel(_GenerativeRankingModel):
@@ -196,9 +211,7 @@ class MetaGRRankingModel(_GenerativeRankingModel):
         candidate_times = batch.candidate_timestamps_jagged()
         items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
         states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
-        return JaggedTensor(
-            values=self.logits(states.values(), batch.features, candidates=True), lengths=states.lengths()
-        )
+        return JaggedTensor(values=self.batch_logits(states.values(), batch, candidates=True), lengths=states.lengths())
 
 
 def _plus(values: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:

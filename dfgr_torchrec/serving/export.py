@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import to_plain
+from dfgr_torchrec.config import RankingModelConfig, to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
 from dfgr_torchrec.recipes.args import add_config_or_run, config_of, with_examples
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph, quiet_tracing_logs
@@ -55,6 +55,17 @@ EXAMPLES = """examples:
   dfgr export --config configs/train/dfgr_movielens.yaml --checkpoint runs/demo-movielens/checkpoints/step-200 --out artifacts/step-200"""
 
 
+def check_servable(config: RankingModelConfig) -> None:
+    """Raises a one-line ``ValueError`` naming what of ``config`` export cannot serve."""
+    if config.type not in SERVABLE_TYPES:
+        raise ValueError(f"model.type: export serves {list(SERVABLE_TYPES)}, got {config.type!r}")
+    if config.rate_terms:
+        raise ValueError(
+            "model.rate_terms: export does not serve the rate terms yet (they read the training split's "
+            "counts and the history's labels); export a run trained without model.rate_terms=true"
+        )
+
+
 def write_artifact(
     model: nn.Module,
     vocabs: Vocabularies,
@@ -72,8 +83,7 @@ def write_artifact(
     the users of ``check_batches`` and recorded in ``artifact.json`` (``precision_error``).
     """
     config = model.config
-    if config.type not in SERVABLE_TYPES:
-        raise ValueError(f"model.type: export serves {list(SERVABLE_TYPES)}, got {config.type!r}")
+    check_servable(config)
     if tables not in TABLE_PRECISIONS:
         raise ValueError(f"tables: expected one of {list(TABLE_PRECISIONS)}, got {tables!r}")
     with atomic_directory(out) as tmp:
@@ -142,6 +152,7 @@ def export_run(
     from dfgr_torchrec.training.run_lock import lock_run
 
     train_config = load_train_config(config_path, overrides)
+    check_servable(train_config.model)
     if os.path.isdir(train_config.run_dir) and os.access(train_config.run_dir, os.W_OK):
         lock_run(train_config.run_dir, "export")  # not while a run writes it (a read-only copy: nothing can)
     found = RunDirectory(train_config.run_dir).evaluation_checkpoint(checkpoint)

@@ -37,7 +37,12 @@ LAUNCH_KEYS |= {"train.preempt_grace_s"}
 # the test hooks (all 0) that runs recorded under train: before they left the config for testing.*
 LAUNCH_KEYS |= {"train.crash_at_step", "train.stall_at_step", "train.wait_for_signal_at_step"}
 # keys added after a run was recorded -> the value the code then ran with (a run's config.yaml lacks them)
-ADDED_KEYS = {"train.steps": 0, "train.min_steps": 0, "model.embeddings.repeat_feature": False}
+ADDED_KEYS = {
+    "train.steps": 0,
+    "train.min_steps": 0,
+    "model.embeddings.repeat_feature": False,
+    "model.rate_terms": False,
+}
 # keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
 UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
 # model.rate_prior came with logreg, the one type that reads it: the runs before it recorded none
