@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import statistics
 from typing import Any, Dict, List, Optional
 
 HEADER = (
@@ -167,6 +168,28 @@ def quantization_section(path: str, name: str) -> List[str]:
     ]
 
 
+def stable_section(path: str, name: str) -> List[str]:
+    """One ``dfgr bench attention --isolate`` output: per N and path the median over runs, its spread,
+    the share of the matmul peak and the children's user / system CPU seconds."""
+    with open(path) as f:
+        d = json.load(f)
+    env = ", ".join(f"{k}={v}" for k, v in d.get("environment", {}).items() if v) or "default OpenMP settings"
+    lines = [f"`{name}`: {d['protocol']}; {env}; load average {d['load_average_1m_at_end']} at the end.", ""]
+    lines += [
+        "| N | path | train ms (median) | spread | share of matmul peak | user s | sys s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in d["rows"]:
+        for path_name, p in row["paths"].items():
+            cpu = p["cpu"]
+            lines.append(
+                f"| {row['seq_len']} | `{path_name}` | {p['train_ms']['median']:.1f} | {100 * p['train_ms']['spread']:.0f}% "
+                f"| {100 * p['train_share_of_peak']:.0f}% | {statistics.median(cpu['user_s']):.1f} | "
+                f"{statistics.median(cpu['sys_s']):.1f} |"
+            )
+    return [*lines, ""]
+
+
 def benchmarks_page(results: str) -> Optional[str]:
     """The page, or None when ``results`` holds no benchmark output."""
     attention = sorted(glob.glob(os.path.join(results, "bench", "attention_*.json")))
@@ -192,6 +215,11 @@ def benchmarks_page(results: str) -> Optional[str]:
 
     for path in attention:
         lines += attention_section(path, name(path))
+    stable = sorted(glob.glob(os.path.join(results, "bench", "stable", "attention_*.json")))
+    if stable:
+        lines += ["### The stable protocol: each path in its own process (`--isolate`)", ""]
+    for path in stable:
+        lines += stable_section(path, name(path))
     lines += ["## Serving: full recompute, the history cache, AOTInductor", ""]
     for path in serving:
         lines += serving_section(path, name(path))
