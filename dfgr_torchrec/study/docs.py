@@ -49,6 +49,14 @@ STUDIES = (
         "run, 2026-12-01 (DFGR's and MetaGR's rows rerun 2026-12-02 with their configs' current points).",
     ),
     Study(
+        "small_movielens",
+        "Small-log protocol: 1,007 MovieLens-1M users",
+        "configs/study/small_movielens.yaml",
+        "Every sixth user by id (configs/data/movielens-1m-1k.yaml), the full study's 4 points with the user "
+        "id, 3 seeds of the best on validation, the default step floor (300 steps). 2 processes per run, "
+        "2026-12-06, beside other work (load 3 to 7).",
+    ),
+    Study(
         "scaling_movielens_v2",
         "Scaling study: DFGR and MetaGR at 5 sizes on MovieLens-1M",
         "configs/study/scaling_movielens.yaml",

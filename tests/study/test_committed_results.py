@@ -28,6 +28,7 @@ STUDIES = {
     "configs/study/quick.yaml": "results/quick",
     "configs/study/scaling_movielens.yaml": "results/scaling_movielens_v2",
     "configs/study/ablation_pointwise.yaml": "results/ablation_pointwise_v2",
+    "configs/study/small_movielens.yaml": "results/small_movielens",
     "configs/study/repeat_synth.yaml": "results/repeat_synth",
 }
 # set per launch by the runner (or naming the run), not by the study entry
