@@ -13,6 +13,27 @@ def recipe_torchrun(*args, nproc=2) -> list:
     return [*run, "-m", "dfgr_torchrec.recipes.train", *map(str, args)]
 
 
+def train_then_eval_only(args, run_dir, cwd) -> dict:
+    """Trains with the recipe on 2 gloo processes, then ``--eval-only`` on the same run; asserts both
+    exit 0 and the second reproduces every task's AUC; returns ``metrics_final.json``."""
+    import json
+    import subprocess
+
+    import pytest
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for extra in ([], ["--eval-only"]):
+        done = subprocess.run(
+            recipe_torchrun(*args, *extra), cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    final = json.loads((run_dir / "metrics_final.json").read_text())
+    again = json.loads((run_dir / "metrics_eval.json").read_text())
+    for task, metrics in final["tasks"].items():
+        assert again["tasks"][task]["auc"] == pytest.approx(metrics["auc"], abs=1e-6), task
+    return final
+
+
 def wait_for(predicate, timeout, what):
     """Polls ``predicate`` every 0.5 s; fails the test naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

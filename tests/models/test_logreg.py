@@ -1,9 +1,6 @@
 """The logreg baseline: smoothed training-split item rates, causal user rates, a closed-form fit."""
 
-import json
-import os
 import pathlib
-import subprocess
 
 import numpy as np
 import pytest
@@ -18,7 +15,7 @@ from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.models.logreg import RateFeatures, TrainingRates
 from tests.data.conftest import write_config
-from tests.processes import recipe_torchrun
+from tests.processes import train_then_eval_only
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -173,19 +170,8 @@ def test_without_the_data_it_says_how_to_build_it():
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
 def test_it_trains_and_evaluates_through_the_recipe_on_two_processes(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = ["--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", "model.type=logreg"]
     args += ["data.num_workers=0", "train.epochs=1"]
-    trained = subprocess.run(recipe_torchrun(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    final = json.loads((tmp_path / "debug" / "metrics_final.json").read_text())
+    final = train_then_eval_only(args, tmp_path / "debug", ROOT)
     mean_auc = np.mean([t["auc"] for t in final["tasks"].values()])
     assert mean_auc > 0.75, mean_auc  # the fitted start already scores: bias and dfgr reach about 0.75 here
-
-    evaluated = subprocess.run(
-        recipe_torchrun(*args, "--eval-only"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    again = json.loads((tmp_path / "debug" / "metrics_eval.json").read_text())
-    for task, metrics in final["tasks"].items():
-        assert again["tasks"][task]["auc"] == pytest.approx(metrics["auc"], abs=1e-6), task

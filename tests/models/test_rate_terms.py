@@ -1,9 +1,6 @@
 """``model.rate_terms``: logreg's rate features through a learned per-task linear term in DFGR's logits."""
 
-import json
-import os
 import pathlib
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ from dfgr_torchrec.models import build_model
 from dfgr_torchrec.serving.export import check_servable, export_run
 from tests.data.conftest import write_config
 from tests.models.test_logreg import _planted_log
-from tests.processes import recipe_torchrun
+from tests.processes import train_then_eval_only
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -115,19 +112,8 @@ def test_export_refuses_it_in_one_line_naming_the_flag(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
 def test_it_trains_and_evaluates_through_the_recipe_on_two_processes(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = ["--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", "model.rate_terms=true"]
     args += ["model.interaction.mask_mode=session", "data.num_workers=0", "train.epochs=1"]
-    trained = subprocess.run(recipe_torchrun(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    final = json.loads((tmp_path / "debug" / "metrics_final.json").read_text())
+    final = train_then_eval_only(args, tmp_path / "debug", ROOT)
     mean_auc = np.mean([t["auc"] for t in final["tasks"].values()])
     assert mean_auc > 0.75, mean_auc  # the fitted start already scores as logreg does
-
-    evaluated = subprocess.run(
-        recipe_torchrun(*args, "--eval-only"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    again = json.loads((tmp_path / "debug" / "metrics_eval.json").read_text())
-    for task, metrics in final["tasks"].items():
-        assert again["tasks"][task]["auc"] == pytest.approx(metrics["auc"], abs=1e-6), task
