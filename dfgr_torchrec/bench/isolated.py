@@ -37,11 +37,11 @@ def child_command(args: argparse.Namespace, kernel: str, model: str, json_path: 
     return [*cmd, "--json", json_path]
 
 
-def run_path(cmd: List[str]) -> Dict[str, Any]:
-    """One child: its JSON result, with its user and system CPU seconds and wall time."""
+def run_path(args: argparse.Namespace, kernel: str, model: str) -> Dict[str, Any]:
+    """One child for one path: its JSON result, with its user and system CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
-        cmd = [*cmd[:-1], path]
+        cmd = child_command(args, kernel, model, path)
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
@@ -88,7 +88,7 @@ def run_isolated(args: argparse.Namespace) -> Dict[str, Any]:
         for run in range(args.runs):
             for kernel, model in results:
                 print(f"run {run + 1}/{args.runs}: {kernel} {model}", flush=True)
-                results[(kernel, model)].append(run_path(child_command(args, kernel, model, "-")))
+                results[(kernel, model)].append(run_path(args, kernel, model))
     finally:
         if contender is not None:
             contender.kill()

@@ -73,6 +73,7 @@ class _Plan:
     kv_tiles: List[Tuple[int, int]]
     work: List[List[Tuple[int, bool, int]]]  # per query tile: (key tile, needs a mask, users that see it)
     order: Optional[torch.Tensor]  # [B] the users longest first (None: already so)
+    restore: Optional[torch.Tensor] = None  # [B] its inverse permutation
     # masks of the tile pairs that need one, built once for every layer, flow and backward pass
     masks: Dict[Tuple[int, int, torch.dtype], torch.Tensor] = field(default_factory=dict)
 
@@ -101,7 +102,7 @@ class _Plan:
 
     def unsorted(self, t: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`sorted`."""
-        return t if self.order is None else t.index_select(0, torch.argsort(self.order))
+        return t if self.restore is None else t.index_select(0, self.restore)
 
 
 def _build_plan(spec: AttentionSpec, max_q: int, max_kv: int, tile_q: int, tile_k: int) -> _Plan:
@@ -130,7 +131,8 @@ def _build_plan(spec: AttentionSpec, max_q: int, max_kv: int, tile_q: int, tile_
     whole = whole.gather(0, (users - 1).clamp(min=0).unsqueeze(0)).squeeze(0)
     users_l, whole_l = users.tolist(), whole.tolist()
     work = [[(j, not whole_l[i][j], n) for j, n in enumerate(row) if n] for i, row in enumerate(users_l)]
-    return _Plan(qk, kk, kv_valid, spec.strict, _bounds(max_q, tile_q), _bounds(max_kv, tile_k), work, order)
+    restore = None if order is None else torch.argsort(order)
+    return _Plan(qk, kk, kv_valid, spec.strict, _bounds(max_q, tile_q), _bounds(max_kv, tile_k), work, order, restore)
 
 
 def tile_plan(spec: AttentionSpec, tile_q: int, tile_k: int) -> _Plan:
