@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 PASSED = ("seq_lens", "num_candidates", "batch_size", "repeats", "warmup", "d_model", "num_layers", "num_heads")
 PASSED += ("attention_form", "mask_mode", "device", "seed")
@@ -28,20 +28,30 @@ CONTENDER = "import torch\na = torch.randn(512, 512)\nwhile True:\n    (a @ a).r
 PATH_FIELDS = ("train_ms", "infer_ms", "train_peak_mb", "infer_peak_mb", "train_gflops")
 
 
-def child_command(args: argparse.Namespace, kernel: str, model: str, json_path: str) -> List[str]:
+def flags_of(args: argparse.Namespace, names: Sequence[str]) -> List[str]:
+    """``args``' values of ``names`` as command-line flags (a true bool alone, None and False left out)."""
+    flags: List[str] = []
+    for name in names:
+        value, flag = getattr(args, name), f"--{name.replace('_', '-')}"
+        if value is True:
+            flags.append(flag)
+        elif value is not None and value is not False:
+            flags += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return flags
+
+
+def child_command(args: argparse.Namespace, kernel: str, model: str) -> List[str]:
     """``dfgr bench attention`` for one path, with the parent's settings."""
     cmd = [sys.executable, "-m", "dfgr_torchrec.cli", "bench", "attention", "--kernels", kernel, "--models", model]
-    for name in PASSED:
-        value = getattr(args, name)
-        cmd += [f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
-    return [*cmd, "--json", json_path]
+    return cmd + flags_of(args, PASSED)
 
 
-def run_path(args: argparse.Namespace, kernel: str, model: str) -> Dict[str, Any]:
-    """One child for one path: its JSON result, with its user and system CPU seconds."""
+def run_child(cmd: List[str]) -> Dict[str, Any]:
+    """``cmd`` (a bench command, ``--json PATH`` appended here) in a fresh process: its JSON result,
+    with its user and system CPU seconds (``wait4``'s rusage)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
-        cmd = child_command(args, kernel, model, path)
+        cmd = [*cmd, "--json", path]
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
@@ -52,7 +62,13 @@ def run_path(args: argparse.Namespace, kernel: str, model: str) -> Dict[str, Any
     return result
 
 
-def _summary(values: List[float]) -> Dict[str, Any]:
+def run_path(args: argparse.Namespace, kernel: str, model: str) -> Dict[str, Any]:
+    """One child for one path."""
+    return run_child(child_command(args, kernel, model))
+
+
+def summary(values: List[float]) -> Dict[str, Any]:
+    """The median of ``values``, their spread ``(max - min) / median`` and the values."""
     median = statistics.median(values)
     return {"median": median, "spread": (max(values) - min(values)) / median if median else None, "runs": values}
 
@@ -65,11 +81,11 @@ def summarise(results: Dict[tuple, List[Dict[str, Any]]], seq_lens: List[int]) -
         for (kernel, model), runs in results.items():
             fields = [r["rows"][n_index] for r in runs]
             path = {
-                f: _summary([x[f"{model}_{f}"] for x in fields])
+                f: summary([x[f"{model}_{f}"] for x in fields])
                 for f in PATH_FIELDS
                 if fields[0].get(f"{model}_{f}") is not None
             }
-            path["matmul_peak_gflops"] = _summary([x["matmul_peak_gflops"] for x in fields])
+            path["matmul_peak_gflops"] = summary([x["matmul_peak_gflops"] for x in fields])
             path["train_share_of_peak"] = path["train_gflops"]["median"] / path["matmul_peak_gflops"]["median"]
             path["cpu"] = {k: [r["cpu"][k] for r in runs] for k in ("user_s", "sys_s")}
             row["paths"][f"{kernel}/{model}"] = path
@@ -112,3 +128,31 @@ def run_isolated(args: argparse.Namespace) -> Dict[str, Any]:
             )
     write_json(result, args.json_path)
     return result
+
+
+def run_repeated(cmd: List[str], runs: int) -> List[Dict[str, Any]]:
+    """``cmd`` ``runs`` times, each in a fresh process (see :func:`run_child`)."""
+    results = []
+    for run in range(runs):
+        print(f"run {run + 1}/{runs} in a fresh process", flush=True)
+        results.append(run_child(cmd))
+    return results
+
+
+def summarise_rows(results: List[Dict[str, Any]], key_fields: Sequence[str]) -> List[Dict[str, Any]]:
+    """Row ``i`` of every result merged: ``key_fields`` as they are, every other number as its
+    :func:`summary` over the results (bools and strings from the first result)."""
+    rows = []
+    for i, first in enumerate(results[0]["rows"]):
+        row: Dict[str, Any] = {}
+        for name, value in first.items():
+            values = [r["rows"][i][name] for r in results]
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and None not in values
+            row[name] = summary(values) if numeric and name not in key_fields else value
+        rows.append(row)
+    return rows
+
+
+def medians(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``rows`` of :func:`summarise_rows` with each summary replaced by its median."""
+    return [{k: v["median"] if isinstance(v, dict) and "median" in v else v for k, v in row.items()} for row in rows]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -82,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.set_num_threads; 1 (a request per core) by default: on a busy CPU more threads wait on each other",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="the whole bench this many times, each in a fresh process: per field the median and spread "
+        "(the stable protocol; 1: once, in this process)",
+    )
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
 
@@ -327,6 +335,8 @@ def check_targets(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.runs > 1:
+        return run_isolated(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -356,6 +366,34 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "rows": rows,
     }
     print(format_table(rows))
+    write_json(result, args.json_path)
+    return result
+
+
+CHILD_FLAGS = ("seq_lens", "num_candidates", "batch_users", "batched_max_seq_len", "min_repeats", "max_repeats")
+CHILD_FLAGS += ("target_seconds", "warmup", "no_compile", "threads", "seed")
+
+
+def run_isolated(args: argparse.Namespace) -> Dict[str, Any]:
+    """The bench ``args.runs`` times in fresh processes; each row's numbers as median, spread and runs."""
+    from dfgr_torchrec.bench.isolated import flags_of, medians, run_repeated, summarise_rows
+
+    load_at_start = os.getloadavg()
+    cmd = [sys.executable, "-m", "dfgr_torchrec.cli", "bench", "serving", *flags_of(args, CHILD_FLAGS)]
+    results = run_repeated(cmd, args.runs)
+    rows = summarise_rows(results, ("seq_len", "num_candidates", "batch_users"))
+    result = {
+        **{k: results[0][k] for k in ("benchmark", "device", "torch", "threads", "model_config", "notes")},
+        "protocol": f"isolated: the whole bench in a fresh process, {args.runs} runs in turn; "
+        "each number is the median over runs, its spread (max - min) / median",
+        "machine": {**results[0]["machine"], "load_avg_at_start": load_at_start, "load_avg": os.getloadavg()},
+        "compile_s": [r["compile_s"] for r in results],
+        "cpu": [r["cpu"] for r in results],
+        "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run")},
+        "targets": check_targets(medians(rows)),
+        "rows": rows,
+    }
+    print(format_table(medians(rows)))
     write_json(result, args.json_path)
     return result
 

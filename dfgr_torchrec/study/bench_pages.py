@@ -90,17 +90,19 @@ def serving_section(path: str, name: str) -> List[str]:
     data = _load(path)
     machine = data.get("machine") or {}
     load = ", ".join(f"{v:.1f}" for v in machine.get("load_avg", []))
+    protocol = f" {data['protocol']}; the table shows the medians." if "protocol" in data else ""
     lines = [
         f"### `{name}`",
         "",
-        f"{machine.get('cpu', data.get('device'))}, {machine.get('cpus')} CPUs, load average {load} (1, 5, 15 min), "
-        f"threads: {data.get('threads')}; one request, p50 ms "
-        "(the paths interleaved so load hits them alike).",
+        f"{machine.get('cpu', data.get('device'))}, {machine.get('cpus')} CPUs, load average {load} (1, 5, 15 min) "
+        f"at the end, threads: {data.get('threads')}; one request, p50 ms "
+        f"(the paths interleaved so load hits them alike).{protocol}",
         "",
         "| " + " | ".join(h for h, _, _ in SERVING_COLUMNS) + " | state KiB DFGR / MetaGR |",
         "|" + "---|" * (len(SERVING_COLUMNS) + 1),
     ]
     for row in data["rows"]:
+        row = {k: v["median"] if isinstance(v, dict) and "median" in v else v for k, v in row.items()}
         cells = [
             format(row[key], fmt.rstrip("x")) + ("x" if fmt.endswith("x") else "") for _, key, fmt in SERVING_COLUMNS
         ]

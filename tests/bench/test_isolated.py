@@ -1,10 +1,11 @@
 """`dfgr bench attention --isolate`: each path in its own process, repeated, summarised with spreads."""
 
+import argparse
 import json
 
 import pytest
 
-from dfgr_torchrec.bench.isolated import summarise
+from dfgr_torchrec.bench.isolated import flags_of, medians, summarise, summarise_rows
 from dfgr_torchrec.cli import main
 
 
@@ -33,3 +34,23 @@ def test_the_summary_is_the_median_and_spread_over_runs():
     train = row["paths"]["tiled/dfgr"]["train_ms"]
     assert train["median"] == 11.0 and abs(train["spread"] - 2 / 11) < 1e-12
     assert row["paths"]["tiled/dfgr"]["train_share_of_peak"] == 0.1
+
+
+def test_flags_of_writes_the_parsed_values_back_as_flags():
+    args = argparse.Namespace(seq_lens=[16, 32], no_compile=True, package_dir=None, quiet=False, seed=0)
+    assert flags_of(args, ("seq_lens", "no_compile", "package_dir", "quiet", "seed")) == [
+        "--seq-lens",
+        "16",
+        "32",
+        "--no-compile",
+        "--seed",
+        "0",
+    ]
+
+
+def test_rows_merge_into_summaries_keys_kept():
+    runs = [{"rows": [{"seq_len": 16, "ms": ms, "ok": True, "diff": None}]} for ms in (1.0, 3.0, 2.0)]
+    [row] = summarise_rows(runs, ("seq_len",))
+    assert row["seq_len"] == 16 and row["ok"] is True and row["diff"] is None
+    assert row["ms"]["median"] == 2.0 and row["ms"]["spread"] == 1.0
+    assert medians([row]) == [{"seq_len": 16, "ms": 2.0, "ok": True, "diff": None}]

@@ -66,3 +66,20 @@ def test_percentile_interpolates():
     assert percentile([1.0, 2.0], 50) == 1.5
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 99) == pytest.approx(4.96)
     assert percentile([7.0], 99) == 7.0
+
+
+@pytest.mark.slow
+def test_runs_repeat_the_bench_in_fresh_processes(tmp_path):
+    """~25 s: two child processes, each importing torch and torchrec."""
+    path = tmp_path / "serving.json"
+    args = ["bench", "serving", "--seq-lens", "16", "--num-candidates", "2", "--batch-users", "0", "--no-compile"]
+    args += ["--min-repeats", "2", "--max-repeats", "2", "--runs", "2", "--json", str(path)]
+    assert main(args) == 0
+    result = json.loads(path.read_text())
+    assert result["protocol"].startswith("isolated") and len(result["cpu"]) == 2
+    [row] = result["rows"]
+    assert (row["seq_len"], row["num_candidates"]) == (16, 2)  # keys stay plain
+    cached = row["dfgr_cached_ms"]
+    assert len(cached["runs"]) == 2 and min(cached["runs"]) <= cached["median"] <= max(cached["runs"])
+    assert row["exported_ms"] is None and row["cached_finite"] is True
+    assert row["max_abs_diff"]["median"] <= 1e-5
