@@ -72,9 +72,31 @@ class HSTUModel(nn.Module):
         self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 
+    repeat = None  # embeddings.repeat_feature is not read by hstu
+    cached_repeat = False
+
     @property
     def num_targets(self) -> int:
         return self.interaction.num_targets
+
+    # The serving protocol (as DFGR's and MetaGR's: dfgr_torchrec.models.ranking)
+    def history_tokens(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.stack([items, actions], dim=1)  # the stack's embedding MLPs merge them
+
+    def context_history_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The user as the content of a history interaction with a zero action, as in training."""
+        if users is None or not context_ops.uses_context_token(self.config.embeddings):
+            return None
+        return torch.stack([users, torch.zeros_like(users)], dim=1)
+
+    def candidate_token_module(self) -> nn.Module:
+        return nn.Identity()  # the stack's target tokens (candidate_input) hold the placeholder
+
+    def logits(self, states: torch.Tensor, features=None, candidates: bool = True) -> torch.Tensor:
+        return self.head(states)
+
+    def with_bias_terms(self, logits: torch.Tensor, features=None, candidates: bool = True) -> torch.Tensor:
+        return logits  # hstu has no bias terms (model.bias_terms is dfgr's and metagr's)
 
     def _with_context(self, emb, times: JaggedTensor, candidate_times: Optional[JaggedTensor]):
         """Items, actions and times with the context token (the user as content, a zero action)

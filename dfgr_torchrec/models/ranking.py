@@ -21,6 +21,7 @@ from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
 from dfgr_torchrec.modules.repeat import RepeatFeature
+from dfgr_torchrec.modules.tokens import PlaceholderMerge
 
 
 class _GenerativeRankingModel(nn.Module):
@@ -68,6 +69,25 @@ class _GenerativeRankingModel(nn.Module):
     def context_tokens_from(self, users: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # The serving protocol: dfgr_torchrec.serving reads a generative model through these alone
+    # (and ``embedding``, ``interaction``, ``head``, ``logits``, ``repeat``).
+    cached_repeat = False  # whether the history cache serves this model's ``embeddings.repeat_feature``
+
+    def history_tokens(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The history tokens the stack takes (``[N, d]``, or ``[N, 2, d]`` item and action) from
+        the looked-up item and action embeddings ``[N, e]``."""
+        return torch.stack([items, actions], dim=1)
+
+    def context_history_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``[B, ...]`` the users' context tokens laid out as a history interaction, or None."""
+        context = self.context_token(users)
+        return None if context is None else self.interaction.layout.context_token(context)
+
+    def candidate_token_module(self) -> nn.Module:
+        """What turns looked-up candidate embeddings ``[M, e]`` into the candidate tokens the stack
+        takes: a module, so that the exported graph holds it (never the tables)."""
+        return nn.Identity()
+
     def logits(self, states: torch.Tensor, features: KeyedJaggedTensor, candidates: bool) -> torch.Tensor:
         """``[n, num_tasks]``: the head on the final states of the history interactions
         (``candidates=False``) or of the candidates, plus the bias terms when configured."""
@@ -114,8 +134,16 @@ class DFGRRankingModel(_GenerativeRankingModel):
         super().__init__(config, merge_tokens=True, device=device)
         self.interaction = DualFlowInteraction(config.interaction, device=device)
 
+    cached_repeat = True
+
     def context_tokens_from(self, users: torch.Tensor) -> torch.Tensor:
         return self.embedding.merge_placeholder(users)
+
+    def history_tokens(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.embedding.merge(items, actions)
+
+    def candidate_token_module(self) -> nn.Module:
+        return PlaceholderMerge(self.embedding)
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfgr_torchrec.config import InteractionConfig
-from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
+from dfgr_torchrec.ops.attention import AttentionSpec, DenseSpec, jagged_attention
 
 
 class GenerativeBlock(nn.Module):
@@ -52,18 +52,19 @@ class GenerativeBlock(nn.Module):
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        spec: AttentionSpec,
+        spec: AttentionSpec | DenseSpec,
         self_k: Optional[torch.Tensor] = None,
         self_v: Optional[torch.Tensor] = None,
+        scale_len: Optional[int] = None,
     ) -> torch.Tensor:
-        """Attention under ``spec``; returns ``[T_q, H*dv]``."""
+        """Attention under ``spec``; returns ``[T_q, H*dv]`` (``scale_len``: None, the config's constant)."""
         out = jagged_attention(
             q,
             k,
             v,
             spec,
             form=self.config.attention_form,
-            scale_len=self.config.pointwise_scale_len,
+            scale_len=scale_len or self.config.pointwise_scale_len,
             self_k=self_k,
             self_v=self_v,
             kernel=self.config.kernel,

@@ -8,6 +8,7 @@ import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import InteractionConfig
+from dfgr_torchrec.modules.layer_loop import run_layers
 from dfgr_torchrec.modules.stack import GenerativeStack
 from dfgr_torchrec.ops.attention import AttentionSpec
 
@@ -66,15 +67,14 @@ class DualFlowInteraction(GenerativeStack):
             raise ValueError("real and fake must have the same lengths (one fake token per real interaction)")
         total = real.values().shape[0]
         positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
-        real_spec = AttentionSpec(offsets, offsets, keys, keys, strict=False)
-        fake_spec = AttentionSpec(offsets, offsets, keys, keys, strict=True)
-        out = self.run_two_flows(
+        out = run_layers(
+            self.blocks,
             self.encode(real.values(), positions, gaps),
             self.encode(fake.values(), positions, gaps),
-            real_spec,
-            fake_spec,
+            real_spec=AttentionSpec(offsets, offsets, keys, keys, strict=False),
+            fake_spec=AttentionSpec(offsets, offsets, keys, keys, strict=True),
         )
-        return JaggedTensor(values=out, lengths=lengths, offsets=offsets)
+        return JaggedTensor(values=self.output_norm(out.fake), lengths=lengths, offsets=offsets)
 
     def score(
         self,
@@ -93,18 +93,12 @@ class DualFlowInteraction(GenerativeStack):
                 ``t_j < t_candidate``.
             candidate_timestamps: int64 times of the candidates (with ``history_timestamps``).
         """
-        h_offsets, c_offsets = history.offsets(), candidates.offsets()
-        if h_offsets.shape != c_offsets.shape:
-            raise ValueError(f"history has {h_offsets.numel() - 1} users but candidates have {c_offsets.numel() - 1}")
-        h_times, c_times = _values_or_none(history_timestamps), _values_or_none(candidate_timestamps)
-        h_positions, h_gaps, h_keys = self.history_layout(h_offsets, history.values().shape[0], h_times, "history")
-        c_positions, c_gaps, c_keys, c_spec = self.candidate_layout(h_offsets, h_times, c_offsets, c_times)
-        if c_spec is None:
-            c_spec = AttentionSpec(c_offsets, h_offsets, c_keys, h_keys, strict=True)
-        out = self.run_two_flows(
-            self.encode(history.values(), h_positions, h_gaps),
-            self.encode(candidates.values(), c_positions, c_gaps),
-            AttentionSpec(h_offsets, h_offsets, h_keys, h_keys, strict=False),
-            c_spec,
+        out = self.score_pass(
+            history.values(),
+            history.offsets(),
+            _values_or_none(history_timestamps),
+            candidates.values(),
+            candidates.offsets(),
+            _values_or_none(candidate_timestamps),
         )
-        return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=c_offsets)
+        return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=candidates.offsets())

@@ -8,9 +8,10 @@ import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.modules.dual_flow import _values_or_none
+from dfgr_torchrec.modules.layer_loop import FinalRows, run_layers
+from dfgr_torchrec.modules.layout import INTERLEAVED
 from dfgr_torchrec.modules.stack import GenerativeStack
 from dfgr_torchrec.ops.attention import AttentionSpec
-from dfgr_torchrec.ops.jagged import interleave
 
 
 class MetaGRInteraction(GenerativeStack):
@@ -32,8 +33,7 @@ class MetaGRInteraction(GenerativeStack):
         out = metagr(items, actions)  # values [5, 64]: the state at each item token
     """
 
-    def _interleaved_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        return interleave(2 * keys, 2 * keys + 1)
+    layout = INTERLEAVED
 
     def forward(
         self,
@@ -47,23 +47,21 @@ class MetaGRInteraction(GenerativeStack):
             raise ValueError("items and actions must have the same lengths (one action per item)")
         total = items.values().shape[0]
         positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
-        tokens = interleave(
-            self.encode(items.values(), positions, gaps), self.encode(actions.values(), positions, gaps)
-        )
+        tokens = self.encode_history(torch.stack([items.values(), actions.values()], dim=1), positions, gaps)
         token_offsets = 2 * offsets
-        token_keys = self._interleaved_keys(keys)
+        token_keys = self.layout.token_keys(keys)
         item_keys = token_keys[0::2]
-        all_spec = AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True)
-        item_spec = AttentionSpec(offsets, token_offsets, item_keys, token_keys, strict=True)
-        for index, block in enumerate(self.blocks):
-            u, q, k, v = block.project(tokens)
-            if index == len(self.blocks) - 1:
-                # Only item tokens are read after the last block: query with those alone.
-                attention = block.attend(q[0::2], k, v, item_spec, self_k=k[0::2], self_v=v[0::2])
-                out = block.finish(tokens[0::2], attention, u[0::2])
-            else:
-                tokens = block.finish(tokens, block.attend(q, k, v, all_spec, self_k=k, self_v=v), u)
-        return JaggedTensor(values=self.output_norm(out), lengths=lengths, offsets=offsets)
+        # only item tokens are read after the last block: it queries with those alone
+        out = run_layers(
+            self.blocks,
+            tokens,
+            real_spec=AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True),
+            real_self_term=True,
+            final_rows=FinalRows(
+                slice(0, None, 2), AttentionSpec(offsets, token_offsets, item_keys, token_keys, strict=True)
+            ),
+        )
+        return JaggedTensor(values=self.output_norm(out.real_rows), lengths=lengths, offsets=offsets)
 
     def score(
         self,
@@ -74,26 +72,12 @@ class MetaGRInteraction(GenerativeStack):
         candidate_timestamps: Optional[JaggedTensor] = None,
     ) -> JaggedTensor:
         """Inference pass over ``2N + M`` tokens; one state per candidate, jagged per user."""
-        h_offsets, c_offsets = history_items.offsets(), candidates.offsets()
-        if h_offsets.shape != c_offsets.shape:
-            raise ValueError(f"history has {h_offsets.numel() - 1} users but candidates have {c_offsets.numel() - 1}")
-        h_times, c_times = _values_or_none(history_timestamps), _values_or_none(candidate_timestamps)
-        total = history_items.values().shape[0]
-        h_positions, h_gaps, h_keys = self.history_layout(h_offsets, total, h_times, "history")
-        c_positions, c_gaps, _, _ = self.candidate_layout(h_offsets, h_times, c_offsets, c_times)
-        history = interleave(
-            self.encode(history_items.values(), h_positions, h_gaps),
-            self.encode(history_actions.values(), h_positions, h_gaps),
+        out = self.score_pass(
+            torch.stack([history_items.values(), history_actions.values()], dim=1),
+            history_items.offsets(),
+            _values_or_none(history_timestamps),
+            candidates.values(),
+            candidates.offsets(),
+            _values_or_none(candidate_timestamps),
         )
-        token_offsets = 2 * h_offsets
-        token_keys = self._interleaved_keys(h_keys)
-        # A candidate is an item token placed after the history: key 2n by position, 2t by time.
-        c_keys = 2 * (c_times if self.session_mode else c_positions)
-        out = self.run_two_flows(
-            history,
-            self.encode(candidates.values(), c_positions, c_gaps),
-            AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True),
-            AttentionSpec(c_offsets, token_offsets, c_keys, token_keys, strict=True),
-            real_self_term=True,
-        )
-        return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=c_offsets)
+        return JaggedTensor(values=out, lengths=candidates.lengths(), offsets=candidates.offsets())

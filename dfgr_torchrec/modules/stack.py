@@ -1,4 +1,4 @@
-"""What DFGR and MetaGR share: token encodings, the block stack, and the two-flow loop."""
+"""What every generative stack shares (layouts, encodings, the scoring pass), and DFGR/MetaGR's block stack."""
 
 from __future__ import annotations
 
@@ -10,33 +10,65 @@ from torch import nn
 from dfgr_torchrec.config import InteractionConfig, MaskMode
 from dfgr_torchrec.modules.block import GenerativeBlock
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding, gaps_to_previous
+from dfgr_torchrec.modules.layer_loop import run_layers
+from dfgr_torchrec.modules.layout import ONE_TOKEN, TokenLayout
 from dfgr_torchrec.ops.attention import AttentionSpec
-from dfgr_torchrec.ops.jagged import positions_in_sequence, repeat_per_element
+from dfgr_torchrec.ops.jagged import interleave, positions_in_sequence, repeat_per_element
 
 
-class GenerativeStack(nn.Module):
-    """Encodings + ``num_layers`` :class:`GenerativeBlock` + a final LayerNorm."""
+class TokenStack(nn.Module):
+    """What every generative stack shares: its :class:`TokenLayout`, the position/time encodings, the
+    layouts of histories and of candidates appended after them, and the scoring pass.
 
-    def __init__(self, config: InteractionConfig, device: Optional[torch.device] = None) -> None:
-        super().__init__()
-        self.config = config
-        self.encoding = PositionTimeEncoding(
-            config.d_model,
-            config.max_seq_len,
-            config.num_time_buckets,
-            use_position=config.use_position_encoding,
-            device=device,
-        )
-        self.blocks = nn.ModuleList([GenerativeBlock(config, device=device) for _ in range(config.num_layers)])
-        self.output_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps, device=device)
+    A subclass provides ``config`` (:class:`InteractionConfig`), ``encoding``
+    (:class:`PositionTimeEncoding`), ``blocks`` (what :func:`run_layers` runs) and ``output_norm``.
+    """
+
+    layout: TokenLayout = ONE_TOKEN
+    config: InteractionConfig
+    encoding: PositionTimeEncoding
+    output_norm: nn.Module
 
     @property
     def session_mode(self) -> bool:
         return self.config.mask_mode == MaskMode.SESSION
 
+    @property
+    def cache_blocker(self) -> Optional[str]:
+        """Why a history of this stack cannot be cached (its keys would depend on the candidates), or None."""
+        return None
+
+    def batch_scale_len(self, lengths: torch.Tensor) -> Optional[int]:
+        """The pointwise normaliser of a batch whose users have ``lengths`` tokens; None: the blocks' constant."""
+        return None
+
     def encode(self, values: torch.Tensor, positions: torch.Tensor, time_gaps: Optional[torch.Tensor]) -> torch.Tensor:
         encoding = self.encoding(positions, time_gaps)
         return values if encoding is None else values + encoding
+
+    def history_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        """A history's tokens as the model hands them over -> the stack's own (HSTU's embedding MLPs)."""
+        return tokens
+
+    def candidate_input(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Candidate tokens as the model hands them over -> the stack's own."""
+        return candidates
+
+    def encode_candidates(
+        self, candidates: torch.Tensor, positions: torch.Tensor, time_gaps: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        return self.encode(self.candidate_input(candidates), positions, time_gaps)
+
+    def encode_history(
+        self, tokens: torch.Tensor, positions: torch.Tensor, time_gaps: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """``[N * t, d]`` a history's encoded tokens from ``tokens`` ``[N, d]`` (``[N, 2, d]`` interleaved)."""
+        tokens = self.history_input(tokens)
+        if self.layout.tokens_per_interaction == 1:
+            return self.encode(tokens, positions, time_gaps)
+        return interleave(
+            self.encode(tokens[:, 0], positions, time_gaps), self.encode(tokens[:, 1], positions, time_gaps)
+        )
 
     def history_layout(
         self, offsets: torch.Tensor, total: int, timestamps: Optional[torch.Tensor], what: str
@@ -90,43 +122,65 @@ class GenerativeStack(nn.Module):
             gaps = torch.where(counts > 0, candidate_timestamps - last_time, torch.zeros_like(candidate_timestamps))
         return counts, gaps, keys, spec
 
-    def run_two_flows(
+    def score_pass(
         self,
-        real: torch.Tensor,
-        fake: torch.Tensor,
-        real_spec: AttentionSpec,
-        fake_spec: AttentionSpec,
-        real_self_term: bool = False,
+        history: torch.Tensor,
+        history_offsets: torch.Tensor,
+        history_times: Optional[torch.Tensor],
+        candidates: torch.Tensor,
+        candidate_offsets: torch.Tensor,
+        candidate_times: Optional[torch.Tensor],
     ) -> torch.Tensor:
-        """Runs the dual-flow recurrence through every block and returns the fake flow's output.
+        """The final state ``[M, d]`` of every candidate appended after its user's history.
 
-        Both flows share the block weights (one projection matmul over both). The real flow
-        attends to itself under ``real_spec``; the fake flow's queries attend to the real
-        flow's keys/values under ``fake_spec`` plus their own key/value (and so do the real
-        queries when ``real_self_term``, for a strict ``real_spec``). After the last block
-        nothing reads the real flow, so its attention is skipped there.
+        Args:
+            history: ``[N, d]`` unencoded history tokens (``[N, 2, d]``: item and action, interleaved or
+                HSTU's, which its ``history_input`` merges).
+            history_offsets: ``[B + 1]`` offsets of the interactions.
+            candidates: ``[M, d]`` unencoded candidate tokens; ``candidate_offsets`` ``[B + 1]``.
+            history_times, candidate_times: int64 times of both, or None for both.
         """
-        n_real = real.shape[0]
-        for index, block in enumerate(self.blocks):
-            u, q, k, v = block.project(torch.cat([real, fake]))
-            fake_attention = block.attend(
-                q[n_real:], k[:n_real], v[:n_real], fake_spec, self_k=k[n_real:], self_v=v[n_real:]
+        if history_offsets.shape != candidate_offsets.shape:
+            raise ValueError(
+                f"history has {history_offsets.numel() - 1} users but candidates have {candidate_offsets.numel() - 1}"
             )
-            if index == len(self.blocks) - 1:
-                fake = block.finish(fake, fake_attention, u[n_real:])
-            else:
-                real_k, real_v = k[:n_real], v[:n_real]
-                real_attention = block.attend(
-                    q[:n_real],
-                    real_k,
-                    real_v,
-                    real_spec,
-                    self_k=real_k if real_self_term else None,
-                    self_v=real_v if real_self_term else None,
-                )
-                both = block.finish(torch.cat([real, fake]), torch.cat([real_attention, fake_attention]), u)
-                real, fake = both[:n_real], both[n_real:]
-        return self.output_norm(fake)
+        layout = self.layout
+        h_positions, h_gaps, h_keys = self.history_layout(history_offsets, history.shape[0], history_times, "history")
+        c_positions, c_gaps, c_keys, c_spec = self.candidate_layout(
+            history_offsets, history_times, candidate_offsets, candidate_times
+        )
+        token_offsets, token_keys = history_offsets * layout.tokens_per_interaction, layout.token_keys(h_keys)
+        if c_spec is None or layout.tokens_per_interaction != 1:
+            c_keys = layout.candidate_keys(c_keys)
+            c_spec = AttentionSpec(candidate_offsets, token_offsets, c_keys, token_keys, strict=True)
+        history_lengths = token_offsets[1:] - token_offsets[:-1]
+        out = run_layers(
+            self.blocks,
+            self.encode_history(history, h_positions, h_gaps),
+            self.encode_candidates(candidates, c_positions, c_gaps),
+            real_spec=AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=layout.strict),
+            fake_spec=c_spec,
+            real_self_term=layout.self_term,
+            scale_len=self.batch_scale_len(history_lengths + (candidate_offsets[1:] - candidate_offsets[:-1])),
+        )
+        return self.output_norm(out.fake)
+
+
+class GenerativeStack(TokenStack):
+    """Encodings + ``num_layers`` :class:`GenerativeBlock` + a final LayerNorm."""
+
+    def __init__(self, config: InteractionConfig, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        self.config = config
+        self.encoding = PositionTimeEncoding(
+            config.d_model,
+            config.max_seq_len,
+            config.num_time_buckets,
+            use_position=config.use_position_encoding,
+            device=device,
+        )
+        self.blocks = nn.ModuleList([GenerativeBlock(config, device=device) for _ in range(config.num_layers)])
+        self.output_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps, device=device)
 
 
 def session_layout(timestamps: torch.Tensor, positions: torch.Tensor, what: str) -> Tuple[torch.Tensor, torch.Tensor]:

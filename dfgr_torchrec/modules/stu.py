@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
-from dfgr_torchrec.config import InteractionConfig, MaskMode
+from dfgr_torchrec.config import InteractionConfig
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding
-from dfgr_torchrec.modules.stack import GenerativeStack
+from dfgr_torchrec.modules.layer_loop import run_layers
+from dfgr_torchrec.modules.stack import TokenStack
 from dfgr_torchrec.modules.tokens import PlaceholderAction
-from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel, AttentionSpec, jagged_attention
+from dfgr_torchrec.ops.attention import AttentionForm, AttentionKernel, AttentionSpec, DenseSpec, jagged_attention
 from dfgr_torchrec.ops.jagged import lengths_to_offsets, max_length, positions_in_sequence, repeat_per_element
 
 LAYER_NORM_EPS = 1e-6  # Meta's epsilon in every STU LayerNorm
@@ -57,6 +58,8 @@ class STULayer(nn.Module):
         form: ``POINTWISE`` (Meta's, the default) or ``SOFTMAX`` (an ablation).
         kernel: the attention backend.
         device: where to allocate (``"meta"`` for DistributedModelParallel).
+        scale_len: a constant pointwise normaliser (``interaction.attention_scale_len``); None
+            (Meta's) makes every call give the batch's longest sequence.
 
     Example::
 
@@ -75,9 +78,11 @@ class STULayer(nn.Module):
         form: AttentionForm = AttentionForm.POINTWISE,
         kernel: AttentionKernel = AttentionKernel.AUTO,
         device: Optional[torch.device] = None,
+        scale_len: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.num_heads, self.attention_dim, self.linear_dim = num_heads, attention_dim, linear_dim
+        self.scale_len = scale_len
         self.form, self.kernel = AttentionForm(form), AttentionKernel(kernel)
         h = num_heads
         self._split = [h * linear_dim, h * linear_dim, h * attention_dim, h * attention_dim]  # u, v, q, k
@@ -100,6 +105,7 @@ class STULayer(nn.Module):
             form=config.attention_form,
             kernel=config.kernel,
             device=device,
+            scale_len=config.attention_scale_len,
         )
 
     def reset_parameters(self) -> None:
@@ -126,12 +132,18 @@ class STULayer(nn.Module):
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        spec: AttentionSpec,
-        scale_len: int,
+        spec: AttentionSpec | DenseSpec,
         self_k: Optional[torch.Tensor] = None,
         self_v: Optional[torch.Tensor] = None,
+        scale_len: Optional[int] = None,
     ) -> torch.Tensor:
-        """Attention under ``spec`` (plus an optional own key/value); returns ``[T_q, H*dv]``."""
+        """Attention under ``spec`` (plus an optional own key/value); returns ``[T_q, H*dv]``.
+
+        ``scale_len``: the batch's normaliser; None takes the layer's constant ``scale_len``.
+        """
+        scale_len = scale_len or self.scale_len or (1 if self.form == AttentionForm.SOFTMAX else None)
+        if scale_len is None:
+            raise ValueError("STULayer.attend: give scale_len (the layer was built without a constant one)")
         out = jagged_attention(
             q, k, v, spec, form=self.form, scale_len=scale_len, self_k=self_k, self_v=self_v, kernel=self.kernel
         )
@@ -142,10 +154,10 @@ class STULayer(nn.Module):
         y = torch.cat([u, attention, u * self.attention_norm(attention)], dim=-1)
         return x + F.linear(self.dropout(y), self.output_weight)
 
-    def forward(self, x: torch.Tensor, spec: AttentionSpec, scale_len: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spec: AttentionSpec, scale_len: Optional[int] = None) -> torch.Tensor:
         """One layer of self-attention of ``x`` under ``spec`` (queries and keys both ``x``)."""
         u, q, k, v = self.project(x)
-        return self.finish(x, self.attend(q, k, v, spec, scale_len), u)
+        return self.finish(x, self.attend(q, k, v, spec, scale_len=scale_len), u)
 
 
 class STUStack(nn.Module):
@@ -172,19 +184,13 @@ class STUStack(nn.Module):
         targets: torch.Tensor,
         history_spec: AttentionSpec,
         target_spec: AttentionSpec,
-        scale_len: int,
+        scale_len: Optional[int] = None,
     ) -> torch.Tensor:
         """Returns the targets' states after the last layer, ``[T_targets, d_model]``."""
-        n = history.shape[0]
-        for index, layer in enumerate(self.layers):
-            u, q, k, v = layer.project(torch.cat([history, targets]))
-            target_attention = layer.attend(q[n:], k[:n], v[:n], target_spec, scale_len, self_k=k[n:], self_v=v[n:])
-            if index == len(self.layers) - 1:
-                return layer.finish(targets, target_attention, u[n:])
-            history_attention = layer.attend(q[:n], k[:n], v[:n], history_spec, scale_len)
-            both = layer.finish(torch.cat([history, targets]), torch.cat([history_attention, target_attention]), u)
-            history, targets = both[:n], both[n:]
-        return targets
+        out = run_layers(
+            self.layers, history, targets, real_spec=history_spec, fake_spec=target_spec, scale_len=scale_len
+        )
+        return out.fake
 
 
 class SwishLayerNorm(nn.Module):
@@ -208,6 +214,22 @@ def embedding_mlp(in_dim: int, hidden_dim: int, out_dim: int, device: Optional[t
     )
 
 
+def hstu_cache_blocker(config: InteractionConfig) -> Optional[str]:
+    """Why an hstu of ``config`` cannot be served from a history cache, or None.
+
+    Meta's pointwise normaliser is the batch's longest ``history + targets``: a cached history's
+    keys and values would depend on the candidates scored after it (and a full score on the
+    other users of its batch). A constant normaliser, or the softmax form, has no such term.
+    """
+    if config.attention_form == AttentionForm.POINTWISE and config.attention_scale_len is None:
+        return (
+            "model.interaction.attention_scale_len: hstu's default normaliser is the batch's longest sequence "
+            "(Meta's), so a cached history would depend on its candidates; serving needs a constant "
+            "(e.g. the max_seq_len) or attention_form: softmax"
+        )
+    return None
+
+
 def split_training_targets(lengths: torch.Tensor, num_targets: int) -> torch.Tensor:
     """How many of each training window's last interactions become targets, ``[B]``.
 
@@ -217,7 +239,7 @@ def split_training_targets(lengths: torch.Tensor, num_targets: int) -> torch.Ten
     return torch.minimum(lengths.clamp(max=num_targets), (lengths - 1).clamp(min=1))
 
 
-class HSTUInteraction(nn.Module):
+class HSTUInteraction(TokenStack):
     """Meta's HSTU ranking interaction: one token per interaction, targets appended, loss on targets.
 
     Tokens are not interleaved: a history token is ``content_mlp(item) + action_mlp(action)``
@@ -244,10 +266,6 @@ class HSTUInteraction(nn.Module):
         device: where to allocate.
     """
 
-    history_layout = GenerativeStack.history_layout  # the same layouts as DFGR and MetaGR
-    candidate_layout = GenerativeStack.candidate_layout
-    encode = GenerativeStack.encode
-
     def __init__(
         self, config: InteractionConfig, embedding_dim: int, num_targets: int = 8, device: Optional[torch.device] = None
     ) -> None:
@@ -266,12 +284,27 @@ class HSTUInteraction(nn.Module):
         self.output_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS, device=device)
 
     @property
-    def session_mode(self) -> bool:
-        return self.config.mask_mode == MaskMode.SESSION
+    def blocks(self) -> nn.ModuleList:
+        return self.stack.layers
+
+    @property
+    def cache_blocker(self) -> Optional[str]:
+        return hstu_cache_blocker(self.config)
+
+    def batch_scale_len(self, lengths: torch.Tensor) -> Optional[int]:
+        """Meta's normaliser, the batch's longest ``history + targets``, unless a constant is configured."""
+        return None if self.config.attention_scale_len is not None else max(max_length(lengths), 1)
 
     def target_tokens(self, items: torch.Tensor) -> torch.Tensor:
         """Tokens of targets/candidates: the content with the placeholder action."""
         return self.content_mlp(items) + self.action_mlp(self.placeholder.weight.unsqueeze(0))
+
+    def history_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[N, 2, e]`` (item, action) embeddings -> ``[N, d]`` ``content_mlp(item) + action_mlp(action)``."""
+        return self.content_mlp(tokens[:, 0]) + self.action_mlp(tokens[:, 1])
+
+    def candidate_input(self, candidates: torch.Tensor) -> torch.Tensor:
+        return self.target_tokens(candidates)
 
     def forward(
         self,
@@ -292,14 +325,13 @@ class HSTUInteraction(nn.Module):
         positions = positions_in_sequence(items.offsets(), total)
         is_target = positions >= repeat_per_element(lengths - target_lengths, lengths, total)
         history_rows, target_rows = torch.nonzero(~is_target).squeeze(1), torch.nonzero(is_target).squeeze(1)
-        item_values = items.values()
-        history = self.content_mlp(item_values[history_rows]) + self.action_mlp(actions.values()[history_rows])
+        pairs = torch.stack([items.values(), actions.values()], dim=1)
         times = None if timestamps is None else timestamps.values()
         states = self._run(
-            history,
+            pairs[history_rows],
             lengths - target_lengths,
             None if times is None else times[history_rows],
-            self.target_tokens(item_values[target_rows]),
+            items.values()[target_rows],
             target_lengths,
             None if times is None else times[target_rows],
         )
@@ -320,12 +352,11 @@ class HSTUInteraction(nn.Module):
             )
         if (history_timestamps is None) != (candidate_timestamps is None):
             raise ValueError("give timestamps for both history and candidates, or for neither")
-        history = self.content_mlp(items.values()) + self.action_mlp(actions.values())
         return self._run(
-            history,
+            torch.stack([items.values(), actions.values()], dim=1),
             items.lengths(),
             None if history_timestamps is None else history_timestamps.values(),
-            self.target_tokens(candidates.values()),
+            candidates.values(),
             candidates.lengths(),
             None if candidate_timestamps is None else candidate_timestamps.values(),
         )
@@ -339,20 +370,15 @@ class HSTUInteraction(nn.Module):
         target_lengths: torch.Tensor,
         target_times: Optional[torch.Tensor],
     ) -> torch.Tensor:
-        """Encodes both sets, builds who-sees-whom and runs the stack; returns the targets' states."""
-        h_offsets, t_offsets = lengths_to_offsets(history_lengths), lengths_to_offsets(target_lengths)
-        h_positions, h_gaps, h_keys = self.history_layout(h_offsets, history.shape[0], history_times, "history")
-        t_positions, t_gaps, t_keys, t_spec = self.candidate_layout(h_offsets, history_times, t_offsets, target_times)
-        if t_spec is None:
-            t_spec = AttentionSpec(t_offsets, h_offsets, t_keys, h_keys, strict=True)
-        states = self.stack(
-            self.encode(history, h_positions, h_gaps),
-            self.encode(targets, t_positions, t_gaps),
-            AttentionSpec(h_offsets, h_offsets, h_keys, h_keys, strict=False),
-            t_spec,
-            scale_len=max(max_length(history_lengths + target_lengths), 1),
+        """The targets' final states after their users' histories (:meth:`TokenStack.score_pass`)."""
+        return self.score_pass(
+            history,
+            lengths_to_offsets(history_lengths),
+            history_times,
+            targets,
+            lengths_to_offsets(target_lengths),
+            target_times,
         )
-        return self.output_norm(states)
 
 
 __all__: List[str] = [
@@ -361,5 +387,6 @@ __all__: List[str] = [
     "STUStack",
     "SwishLayerNorm",
     "embedding_mlp",
+    "hstu_cache_blocker",
     "split_training_targets",
 ]

@@ -84,3 +84,16 @@ class DualFlowTokens(nn.Module):
 
 def _like(jt: JaggedTensor, values: torch.Tensor) -> JaggedTensor:
     return JaggedTensor(values=values, lengths=jt.lengths(), offsets=jt.offsets())
+
+
+class PlaceholderMerge(nn.Module):
+    """A merged-token model's candidate token (the item with the placeholder action) as a module:
+    what an exported candidate graph holds. ``embedding``: the :class:`SequenceEmbedding` whose
+    placeholder and merge it applies (its tables are not read)."""
+
+    def __init__(self, embedding: nn.Module) -> None:
+        super().__init__()
+        self.embedding = embedding
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.embedding.merge_placeholder(items)

@@ -24,6 +24,9 @@ Backends (:class:`AttentionKernel`):
   and obviously correct, the ground truth the tests compare every other backend against.
 - ``auto`` (the default): ``triton`` on CUDA when Triton imports, else ``tiled`` from
   :data:`TILED_FROM_LEN` keys up, else ``padded`` (:func:`resolve_kernel`).
+
+A :class:`DenseSpec` (one user, a ``[T_q, T_kv]`` visibility matrix) runs the same math as dense
+matmuls with no jagged op and no data-dependent shape: the single-user graph that serving exports.
 """
 
 from __future__ import annotations
@@ -126,6 +129,21 @@ class AttentionSpec:
         return self.backend_cache[key]
 
 
+@dataclass(eq=False)
+class DenseSpec:
+    """One user's who-sees-whom as a matrix: query ``i`` sees key ``j`` iff ``visible[i, j]``.
+
+    What :func:`jagged_attention` takes in a graph that ``torch.export`` traces (serving's
+    :class:`~dfgr_torchrec.serving.graph.CandidateGraph`): every query and key belongs to one
+    user, so no offsets, and the backend is :func:`~dfgr_torchrec.ops.dense.dense_attention`.
+
+    Args:
+        visible: ``[T_q, T_kv]`` bool.
+    """
+
+    visible: torch.Tensor
+
+
 def _owners(offsets: torch.Tensor, total: int) -> torch.Tensor:
     """The user index of every jagged element, ``[total]``."""
     users = torch.arange(offsets.shape[0] - 1, device=offsets.device)
@@ -180,7 +198,7 @@ def jagged_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    spec: AttentionSpec,
+    spec: "AttentionSpec | DenseSpec",
     *,
     form: AttentionForm,
     scale_len: int,
@@ -193,7 +211,7 @@ def jagged_attention(
     Args:
         q: ``[total_q, H, d_qk]`` queries.
         k: ``[total_kv, H, d_qk]`` keys; ``v``: ``[total_kv, H, d_v]`` values.
-        spec: who sees whom (:class:`AttentionSpec`).
+        spec: who sees whom (:class:`AttentionSpec`; a :class:`DenseSpec` for one user, dense math).
         form: ``POINTWISE`` computes ``sum_j SiLU(q.k_j / sqrt(d)) v_j / scale_len``;
             ``SOFTMAX`` computes ``softmax_j(q.k_j / sqrt(d)) v_j`` (0 for a query that sees nothing).
         scale_len: the pointwise normaliser (a constant, so results do not depend on padding).
@@ -206,8 +224,29 @@ def jagged_attention(
     """
     if (self_k is None) != (self_v is None):
         raise ValueError("self_k and self_v must be given together")
+    if isinstance(spec, DenseSpec):
+        return _dense_one_user(q, k, v, spec, AttentionForm(form), scale_len, self_k, self_v)
     backend = _backends().get(resolve_kernel(kernel, spec, q.device))
     if backend is None:
         raise ValueError(f"kernel: expected one of {[k.value for k in AttentionKernel]}, got {kernel!r}")
     q = q * (q.shape[-1] ** -0.5)
     return backend(q, k, v, spec, AttentionForm(form), scale_len, self_k, self_v)
+
+
+def _dense_one_user(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    spec: DenseSpec,
+    form: AttentionForm,
+    scale_len: int,
+    self_k: Optional[torch.Tensor],
+    self_v: Optional[torch.Tensor],
+) -> torch.Tensor:
+    from dfgr_torchrec.ops.dense import dense_attention
+
+    heads = lambda t: None if t is None else t.transpose(0, 1).unsqueeze(0)  # noqa: E731  [n, H, d] -> [1, H, n, d]
+    scaled = q * (q.shape[-1] ** -0.5)
+    visible = spec.visible.unsqueeze(0).unsqueeze(0)  # [1, 1, T_q, T_kv]
+    out = dense_attention(heads(scaled), heads(k), heads(v), visible, form, scale_len, heads(self_k), heads(self_v))
+    return out[0].transpose(0, 1)

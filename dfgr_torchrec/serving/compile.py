@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from dfgr_torchrec.serving.graph import CandidateGraph
-from dfgr_torchrec.serving.history import flow_of
 from dfgr_torchrec.serving.limits import MAX_CANDIDATES
 from dfgr_torchrec.serving.precision import PRECISIONS, DenseGraph
 from dfgr_torchrec.serving.trust import PACKAGE_FILE, PROGRAM_FILE, check_program
@@ -42,7 +41,7 @@ def quiet_tracing_logs() -> None:
 
 def _example_inputs(model: nn.Module, num_candidates: int = 3, num_interactions: int = 5):
     config = model.config.interaction
-    tokens = num_interactions * flow_of(model.interaction).tokens_per_interaction
+    tokens = num_interactions * model.interaction.layout.tokens_per_interaction
     layers, heads = config.num_layers, config.num_heads
     width = model.config.embeddings.embedding_dim
     return (

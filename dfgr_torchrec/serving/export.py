@@ -30,6 +30,7 @@ from torch import nn
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import RankingModelConfig, to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
+from dfgr_torchrec.modules.stu import hstu_cache_blocker
 from dfgr_torchrec.recipes.args import add_config_or_run, config_of, with_examples
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph, quiet_tracing_logs
 from dfgr_torchrec.serving.precision import PRECISIONS, precision_error
@@ -46,7 +47,7 @@ from dfgr_torchrec.serving.trust import (  # noqa: F401 (re-exported: the artifa
 )
 from dfgr_torchrec.serving.vocab import Vocabularies
 
-SERVABLE_TYPES = ("dfgr", "metagr")
+SERVABLE_TYPES = ("dfgr", "metagr", "hstu")
 TABLE_PRECISIONS = ("fp32", "int8")
 EXAMPLES = """examples:
   dfgr export --run runs/demo-movielens                      # to runs/demo-movielens/artifact (dfgr score --run)
@@ -59,6 +60,8 @@ def check_servable(config: RankingModelConfig) -> None:
     """Raises a one-line ``ValueError`` naming what of ``config`` export cannot serve."""
     if config.type not in SERVABLE_TYPES:
         raise ValueError(f"model.type: export serves {list(SERVABLE_TYPES)}, got {config.type!r}")
+    if config.type == "hstu" and hstu_cache_blocker(config.interaction) is not None:
+        raise ValueError(hstu_cache_blocker(config.interaction))
     if config.rate_terms:
         raise ValueError(
             "model.rate_terms: export does not serve the rate terms yet (they read the training split's "

@@ -1,6 +1,7 @@
 """One user's candidates against a cached history as one dense graph: what ``dfgr export`` exports.
 
-The graph holds the interaction blocks, the encodings, the final norm and the head; it takes the
+The graph holds the interaction blocks (run by the one layer loop, attention as dense matmuls over
+a :class:`~dfgr_torchrec.ops.attention.DenseSpec`), the encodings, the final norm and the head; it takes the
 candidates' looked-up embeddings and the cached keys/values, so the tables stay outside (plain or
 int8 rows) and the graph has no jagged op and no data-dependent shape: ``torch.export`` traces it
 with ``M`` (candidates) and ``K`` (cached tokens) as dynamic dimensions.
@@ -19,26 +20,26 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from dfgr_torchrec.models.ranking import DFGRRankingModel
-from dfgr_torchrec.modules.stack import GenerativeStack
-from dfgr_torchrec.ops.dense import dense_attention
+from dfgr_torchrec.modules.layer_loop import run_layers
+from dfgr_torchrec.modules.stack import TokenStack
+from dfgr_torchrec.ops.attention import DenseSpec
 from dfgr_torchrec.serving.history import HistoryState, candidate_layout
+from dfgr_torchrec.serving.scorer import check_cacheable
 
 
 class CandidateGraph(nn.Module):
     """Scores one user's ``M`` candidates against ``K`` cached history tokens.
 
     Args:
-        model: a :class:`DFGRRankingModel` or :class:`MetaGRRankingModel` (weights shared, not copied).
+        model: a generative ranking model the history cache serves (weights shared, not copied).
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        if getattr(model, "repeat", None) is not None and not isinstance(model, DFGRRankingModel):
-            raise ValueError("embeddings.repeat_feature: the history cache and export serve it for dfgr only")
-        self.stack: GenerativeStack = model.interaction
+        check_cacheable(model)
+        self.stack: TokenStack = model.interaction
         self.head = model.head
-        self.embedding = model.embedding if isinstance(model, DFGRRankingModel) else None  # the placeholder merge
+        self.candidate_tokens = model.candidate_token_module()
 
     def forward(
         self,
@@ -61,32 +62,17 @@ class CandidateGraph(nn.Module):
         Returns:
             ``[M, num_tasks]`` logits.
         """
-        config = self.stack.config
-        x = self.embedding.merge_placeholder(candidates) if self.embedding is not None else candidates
-        x = self.stack.encode(x, positions, gaps)
-        visible = (history_keys.unsqueeze(0) < candidate_keys.unsqueeze(1)).unsqueeze(0).unsqueeze(0)  # [1, 1, M, K]
-        heads = lambda t: t.transpose(0, 1).unsqueeze(0)  # noqa: E731  [n, H, d] -> [1, H, n, d]
-        for index, block in enumerate(self.stack.blocks):
-            u, q, k, v = block.project(x)
-            attention = dense_attention(
-                heads(q * config.attention_dim**-0.5),
-                heads(keys[index]),
-                heads(values[index]),
-                visible,
-                config.attention_form,
-                config.pointwise_scale_len,
-                heads(k),
-                heads(v),
-            )
-            x = block.finish(x, attention[0].transpose(0, 1).flatten(1), u)
-        return self.head(self.stack.output_norm(x))
+        x = self.stack.encode_candidates(self.candidate_tokens(candidates), positions, gaps)
+        visible = DenseSpec(history_keys.unsqueeze(0) < candidate_keys.unsqueeze(1))  # [M, K]
+        out = run_layers(self.stack.blocks, x.new_zeros((0, x.shape[1])), x, fake_spec=visible, cached=(keys, values))
+        return self.head(self.stack.output_norm(out.fake))
 
 
 GraphInputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def graph_inputs(
-    stack: GenerativeStack,
+    stack: TokenStack,
     state: HistoryState,
     candidates: torch.Tensor,
     candidate_timestamps: Optional[torch.Tensor],

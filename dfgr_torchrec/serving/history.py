@@ -1,14 +1,16 @@
-"""Exact history caches for DFGR and MetaGR: encode a history once, then score candidates against it.
+"""Exact history caches for every generative stack: encode a history once, then score candidates against it.
 
 DFGR's real flow is causal, so the keys and values a history token produces at every layer
 depend only on the interactions up to it; a candidate (a fake-flow token) reads those keys and
 values plus its own. A :class:`HistoryState` holds them per layer, so scoring ``M`` candidates
 costs ``O(M N)`` attention per layer instead of ``O((N + M)^2)`` (DFGR) or ``O((2N + M)^2)``
 (MetaGR). MetaGR's state caches its ``2N`` interleaved item and action tokens the same way, so
-the two models compare fairly.
+the two models compare fairly; HSTU's (one token per interaction, the targets seeing the history
+and themselves) is DFGR's layout.
 
-Everything runs through :func:`dfgr_torchrec.ops.attention.jagged_attention` (any backend, both
-attention forms, both mask modes) and the stack's own blocks, so a cached score is the full
+Everything reads the stack's :class:`~dfgr_torchrec.modules.layout.TokenLayout` and runs through
+the one layer loop (:func:`~dfgr_torchrec.modules.layer_loop.run_layers`, any backend, both
+attention forms, both mask modes) with the stack's own blocks, so a cached score is the full
 recompute's score up to float rounding.
 
 Example::
@@ -26,10 +28,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from dfgr_torchrec.modules.metagr import MetaGRInteraction
-from dfgr_torchrec.modules.stack import GenerativeStack
+from dfgr_torchrec.modules.layer_loop import run_layers
+from dfgr_torchrec.modules.stack import TokenStack
 from dfgr_torchrec.ops.attention import AttentionSpec
-from dfgr_torchrec.ops.jagged import interleave, lengths_to_offsets
+from dfgr_torchrec.ops.jagged import lengths_to_offsets
 
 
 @dataclass(eq=False)
@@ -84,62 +86,25 @@ class HistoryState:
         )
 
 
-class _Flow:
-    """How a model lays out its real flow: DFGR, one token per interaction, causal ``<=``."""
-
-    tokens_per_interaction = 1
-    strict = False  # the real flow sees keys <= its own
-    self_term = False
-
-    def encode(self, stack: GenerativeStack, tokens: torch.Tensor, positions, gaps) -> torch.Tensor:
-        return stack.encode(tokens, positions, gaps)
-
-    def token_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        return keys
-
-    def candidate_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        return keys
-
-
-class _InterleavedFlow(_Flow):
-    """MetaGR: ``item_i, action_i`` tokens with keys ``2k, 2k + 1``, each seeing smaller keys and itself."""
-
-    tokens_per_interaction = 2
-    strict = True
-    self_term = True
-
-    def encode(self, stack: GenerativeStack, tokens: torch.Tensor, positions, gaps) -> torch.Tensor:
-        return interleave(stack.encode(tokens[:, 0], positions, gaps), stack.encode(tokens[:, 1], positions, gaps))
-
-    def token_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        return interleave(2 * keys, 2 * keys + 1)
-
-    def candidate_keys(self, keys: torch.Tensor) -> torch.Tensor:
-        return 2 * keys
-
-
-def flow_of(stack: GenerativeStack) -> _Flow:
-    return _InterleavedFlow() if isinstance(stack, MetaGRInteraction) else _Flow()
-
-
 def encode_histories(
-    stack: GenerativeStack, tokens: torch.Tensor, offsets: torch.Tensor, timestamps: Optional[torch.Tensor]
+    stack: TokenStack, tokens: torch.Tensor, offsets: torch.Tensor, timestamps: Optional[torch.Tensor]
 ) -> List[HistoryState]:
     """Runs each user's real flow once and returns one :class:`HistoryState` per user.
 
     Args:
-        stack: a :class:`~dfgr_torchrec.modules.dual_flow.DualFlowInteraction` or
-            :class:`~dfgr_torchrec.modules.metagr.MetaGRInteraction`, in eval mode.
-        tokens: ``[N_total, d]`` (DFGR) or ``[N_total, 2, d]`` (MetaGR) unencoded history tokens.
+        stack: a generative stack (:class:`~dfgr_torchrec.modules.stack.TokenStack`: DFGR, MetaGR,
+            HSTU), in eval mode.
+        tokens: ``[N_total, d]`` (one token per interaction) or ``[N_total, 2, d]`` (interleaved,
+            MetaGR) unencoded history tokens.
         offsets: ``[B + 1]`` per-user offsets into ``tokens``.
         timestamps: ``[N_total]`` int64, or None when the model uses no times.
     """
-    flow = flow_of(stack)
+    layout = stack.layout
     positions, gaps, keys = stack.history_layout(offsets, tokens.shape[0], timestamps, "history")
-    order_keys = flow.token_keys(keys)
-    token_offsets = offsets * flow.tokens_per_interaction
-    spec = AttentionSpec(token_offsets, token_offsets, order_keys, order_keys, strict=flow.strict)
-    layer_keys, layer_values = _real_flow(stack, flow, flow.encode(stack, tokens, positions, gaps), spec)
+    order_keys = layout.token_keys(keys)
+    token_offsets = offsets * layout.tokens_per_interaction
+    spec = AttentionSpec(token_offsets, token_offsets, order_keys, order_keys, strict=layout.strict)
+    layer_keys, layer_values = _real_flow(stack, stack.encode_history(tokens, positions, gaps), spec)
     own = (lambda t: t.clone()) if offsets.shape[0] > 2 else (lambda t: t)  # noqa: E731  a state never pins the batch
     states = []
     bounds, token_bounds = offsets.tolist(), token_offsets.tolist()
@@ -158,33 +123,21 @@ def encode_histories(
 
 
 def _real_flow(
-    stack: GenerativeStack,
-    flow: _Flow,
+    stack: TokenStack,
     x: torch.Tensor,
     spec: AttentionSpec,
     cached: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The real flow of new tokens ``x`` (queries of ``spec``) over ``cached`` ``[L, ...]`` keys/values
     plus their own; returns every layer's keys and values of ``x`` alone, stacked ``[L, ...]``."""
-    new_keys, new_values = [], []
-    for index, block in enumerate(stack.blocks):
-        u, q, k, v = block.project(x)
-        new_keys.append(k)
-        new_values.append(v)
-        if index == len(stack.blocks) - 1:
-            break  # nothing reads the real flow's output after the last layer
-        all_k, all_v = (
-            (k, v) if cached is None else (torch.cat([cached[0][index], k]), torch.cat([cached[1][index], v]))
-        )
-        attention = block.attend(
-            q, all_k, all_v, spec, self_k=k if flow.self_term else None, self_v=v if flow.self_term else None
-        )
-        x = block.finish(x, attention, u)
-    return torch.stack(new_keys), torch.stack(new_values)
+    out = run_layers(
+        stack.blocks, x, real_spec=spec, real_self_term=stack.layout.self_term, cached=cached, keep_kv=True
+    )
+    return out.keys, out.values
 
 
 def score_cached(
-    stack: GenerativeStack,
+    stack: TokenStack,
     states: Sequence[HistoryState],
     candidates: torch.Tensor,
     candidate_offsets: torch.Tensor,
@@ -197,21 +150,18 @@ def score_cached(
     :meth:`DualFlowInteraction.score`, without recomputing the history.
 
     Args:
-        candidates: ``[M_total, d]`` unencoded candidate tokens (item + placeholder action for DFGR,
-            the item token for MetaGR).
+        candidates: ``[M_total, d]`` unencoded candidate tokens (the model's ``candidate_token_module``
+            output: item + placeholder action for DFGR, the item token for MetaGR and HSTU).
         candidate_offsets: ``[len(states) + 1]``.
         candidate_timestamps: ``[M_total]`` int64; required when the states carry timestamps
             and the model uses times.
     """
     layout = candidate_layout(stack, states, candidate_offsets, candidate_timestamps)
     spec = AttentionSpec(candidate_offsets, layout.kv_offsets, layout.keys, layout.kv_keys, strict=True)
-    x = stack.encode(candidates, layout.positions, layout.gaps)
-    for index, block in enumerate(stack.blocks):
-        u, q, k, v = block.project(x)
-        cached_k = _cat([s.keys[index] for s in states])
-        cached_v = _cat([s.values[index] for s in states])
-        x = block.finish(x, block.attend(q, cached_k, cached_v, spec, self_k=k, self_v=v), u)
-    return stack.output_norm(x)
+    x = stack.encode_candidates(candidates, layout.positions, layout.gaps)
+    cached = (_cat([s.keys for s in states], dim=1), _cat([s.values for s in states], dim=1))
+    out = run_layers(stack.blocks, x.new_zeros((0, x.shape[1])), x, fake_spec=spec, cached=cached)
+    return stack.output_norm(out.fake)
 
 
 @dataclass
@@ -228,13 +178,12 @@ class CandidateLayout:
 
 
 def candidate_layout(
-    stack: GenerativeStack,
+    stack: TokenStack,
     states: Sequence[HistoryState],
     candidate_offsets: torch.Tensor,
     candidate_timestamps: Optional[torch.Tensor],
 ) -> CandidateLayout:
     """The :class:`CandidateLayout` of candidates (``candidate_offsets``, one user per state)."""
-    flow = flow_of(stack)
     if candidate_offsets.shape[0] != len(states) + 1:
         raise ValueError(f"candidate_offsets describe {candidate_offsets.shape[0] - 1} users, states {len(states)}")
     if candidate_timestamps is not None:
@@ -248,13 +197,13 @@ def candidate_layout(
     return CandidateLayout(
         positions=positions,
         gaps=gaps,
-        keys=flow.candidate_keys(keys),
+        keys=stack.layout.candidate_keys(keys),
         kv_keys=_cat([s.order_keys for s in states]),
-        kv_offsets=h_offsets * flow.tokens_per_interaction,
+        kv_offsets=h_offsets * stack.layout.tokens_per_interaction,
     )
 
 
-def _context_timed(stack: GenerativeStack, state: HistoryState, candidate_timestamps: torch.Tensor) -> HistoryState:
+def _context_timed(stack: TokenStack, state: HistoryState, candidate_timestamps: torch.Tensor) -> HistoryState:
     """A state holding only the context token takes its time from the candidates (one unit before
     the earliest), as the model does for a user without history; its keys and values do not
     depend on it (the first token has position 0 and no gap), only its order key does."""
@@ -267,11 +216,11 @@ def _context_timed(stack: GenerativeStack, state: HistoryState, candidate_timest
         return state
     times = candidate_timestamps.min().reshape(1) - 1
     keys = stack.history_layout(torch.tensor([0, 1]), 1, times, "history")[2]
-    return dataclasses.replace(state, timestamps=times, order_keys=flow_of(stack).token_keys(keys))
+    return dataclasses.replace(state, timestamps=times, order_keys=stack.layout.token_keys(keys))
 
 
 def append_history(
-    stack: GenerativeStack,
+    stack: TokenStack,
     state: HistoryState,
     tokens: torch.Tensor,
     timestamps: Optional[torch.Tensor] = None,
@@ -301,7 +250,7 @@ def append_history(
 
 
 def _append(
-    stack: GenerativeStack, state: HistoryState, tokens: torch.Tensor, timestamps: Optional[torch.Tensor]
+    stack: TokenStack, state: HistoryState, tokens: torch.Tensor, timestamps: Optional[torch.Tensor]
 ) -> HistoryState:
     if (state.timestamps is None) != (timestamps is None):
         raise ValueError("give timestamps for the new interactions exactly when the state has them")
@@ -321,22 +270,22 @@ def _append(
         start = all_tokens.shape[0] - window
         return _encode_one(stack, all_tokens[start:], None if all_times is None else all_times[start:])
     keep = _reusable_prefix(stack, state, timestamps)
-    flow = flow_of(stack)
+    layout = stack.layout
     offsets = torch.tensor([0, all_tokens.shape[0]], dtype=torch.int64)
     positions, gaps, keys = stack.history_layout(offsets, all_tokens.shape[0], all_times, "history")
-    order_keys = flow.token_keys(keys)
+    order_keys = layout.token_keys(keys)
     tail = slice(keep, None)
-    new_x = flow.encode(stack, all_tokens[tail], positions[tail], None if gaps is None else gaps[tail])
-    per = flow.tokens_per_interaction
+    new_x = stack.encode_history(all_tokens[tail], positions[tail], None if gaps is None else gaps[tail])
+    per = layout.tokens_per_interaction
     prefix = state.truncated(keep)
     spec = AttentionSpec(
         torch.tensor([0, new_x.shape[0]]),
         torch.tensor([0, order_keys.shape[0]]),
         order_keys[keep * per :],
         order_keys,
-        strict=flow.strict,
+        strict=layout.strict,
     )
-    new_keys, new_values = _real_flow(stack, flow, new_x, spec, (prefix.keys, prefix.values))
+    new_keys, new_values = _real_flow(stack, new_x, spec, (prefix.keys, prefix.values))
     return HistoryState(
         tokens=all_tokens,
         timestamps=all_times,
@@ -347,7 +296,7 @@ def _append(
     )
 
 
-def _reusable_prefix(stack: GenerativeStack, state: HistoryState, timestamps: Optional[torch.Tensor]) -> int:
+def _reusable_prefix(stack: TokenStack, state: HistoryState, timestamps: Optional[torch.Tensor]) -> int:
     """How many cached interactions stay valid: all, except the last session when it continues."""
     n = state.num_interactions
     if not stack.session_mode or n == 0 or timestamps is None or timestamps.numel() == 0:
@@ -362,12 +311,12 @@ def _reusable_prefix(stack: GenerativeStack, state: HistoryState, timestamps: Op
     return int((state.timestamps < last).sum())  # the last session starts after every earlier time
 
 
-def _encode_one(stack: GenerativeStack, tokens: torch.Tensor, timestamps: Optional[torch.Tensor]) -> HistoryState:
+def _encode_one(stack: TokenStack, tokens: torch.Tensor, timestamps: Optional[torch.Tensor]) -> HistoryState:
     return encode_histories(stack, tokens, torch.tensor([0, tokens.shape[0]], dtype=torch.int64), timestamps)[0]
 
 
-def _cat(tensors: List[torch.Tensor]) -> torch.Tensor:
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+def _cat(tensors: List[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
 def _cat_times(states: Sequence[HistoryState], candidate_timestamps: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

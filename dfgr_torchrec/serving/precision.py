@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable
 
 import torch
 from torch import nn
+from torchrec import EmbeddingCollection
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.serving.graph import CandidateGraph, graph_inputs
@@ -28,9 +29,8 @@ class DenseGraph(nn.Module):
 
     def __init__(self, graph: CandidateGraph, dtype: torch.dtype) -> None:
         super().__init__()
-        memo: Dict[int, Any] = {}
-        if graph.embedding is not None:  # the placeholder merge lives on the embedding module: not its tables
-            memo[id(graph.embedding.collection)] = nn.Module()
+        # a candidate-token module may sit on the embedding module (DFGR's placeholder merge): not its tables
+        memo: Dict[int, Any] = {id(m): nn.Module() for m in graph.modules() if isinstance(m, EmbeddingCollection)}
         self.inner = copy.deepcopy(graph, memo).to(dtype)  # not "graph": the exported module has its own
         self.dtype = dtype
 

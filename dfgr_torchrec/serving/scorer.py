@@ -11,17 +11,21 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
-from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.modules import context_token as context_ops
+from dfgr_torchrec.modules.stack import TokenStack
 from dfgr_torchrec.ops.jagged import lengths_to_offsets
 from dfgr_torchrec.serving.history import HistoryState, append_history, encode_histories, score_cached
 
 
 class CachedScorer:
-    """Scores candidates of DFGR or MetaGR against cached histories, exactly as ``score_candidates``.
+    """Scores a generative model's candidates against cached histories, exactly as ``score_candidates``.
+
+    Serves any model that implements the serving protocol (``history_tokens``,
+    ``context_history_token``, ``candidate_token_module``, ``logits``, ``embedding``,
+    ``interaction`` a :class:`~dfgr_torchrec.modules.stack.TokenStack`): DFGR, MetaGR, HSTU.
 
     Args:
-        model: an unsharded :class:`DFGRRankingModel` or :class:`MetaGRRankingModel` (put in eval mode).
+        model: an unsharded generative ranking model (put in eval mode).
 
     Example::
 
@@ -32,28 +36,22 @@ class CachedScorer:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        if not isinstance(model, (DFGRRankingModel, MetaGRRankingModel)):
-            raise TypeError(f"CachedScorer serves DFGR and MetaGR models, got {type(model).__name__}")
+        check_cacheable(model)
         self.model = model.eval()
-        self.dual_flow = isinstance(model, DFGRRankingModel)
-        if model.repeat is not None and not self.dual_flow:
-            raise ValueError("embeddings.repeat_feature: the history cache and export serve it for dfgr only")
+        self.candidate_tokens = model.candidate_token_module()
 
     @property
-    def stack(self):
+    def stack(self) -> TokenStack:
         return self.model.interaction
 
     def _history_tokens(self, batch: SequenceBatch, with_context: bool):
         """The history's unencoded tokens, offsets and times; with ``with_context`` and a model
         that reads the user through a context token, that token in front of each user's."""
         emb = self.model.embedding(batch.features)
-        items, actions = emb.items.values(), emb.actions.values()
-        tokens = self.model.embedding.merge(items, actions) if self.dual_flow else torch.stack([items, actions], dim=1)
+        tokens = self.model.history_tokens(emb.items.values(), emb.actions.values())
         offsets, times = emb.items.offsets(), batch.timestamps
-        context = self.model.context_token(emb.users) if with_context else None
+        context = self.model.context_history_token(emb.users) if with_context else None
         if context is not None:
-            if not self.dual_flow:  # MetaGR: the context as the item token, a zero action token
-                context = torch.stack([context, torch.zeros_like(context)], dim=1)
             lengths = emb.items.lengths()
             context_times = context_ops.context_timestamps(batch.history_timestamps())
             tokens, new_lengths, _ = context_ops.prepend_per_user(tokens, lengths, context)
@@ -111,8 +109,7 @@ class CachedScorer:
         repeat = self.candidate_repeat(states, batch)
         if repeat is not None:
             candidates = candidates + repeat
-        if self.dual_flow:
-            candidates = self.model.embedding.merge_placeholder(candidates)
+        candidates = self.candidate_tokens(candidates)
         times = batch.candidate_timestamps if states and states[0].timestamps is not None else None
         states_out = score_cached(self.stack, states, candidates, emb.candidates.offsets(), times)
         return JaggedTensor(
@@ -127,3 +124,14 @@ class CachedScorer:
             raise ValueError(f"append takes a batch of one user, got {offsets.shape[0] - 1}")
         ids = self._repeat_ids(batch) if self.model.repeat is not None else None
         return append_history(self.stack, state, tokens, times, ids)
+
+
+def check_cacheable(model: nn.Module) -> None:
+    """Raises a one-line error naming why ``model``'s histories cannot be cached, if they cannot."""
+    stack = getattr(model, "interaction", None)
+    if not isinstance(stack, TokenStack) or not hasattr(model, "history_tokens"):
+        raise TypeError(f"the history cache serves generative models (dfgr, metagr, hstu), got {type(model).__name__}")
+    if stack.cache_blocker is not None:
+        raise ValueError(stack.cache_blocker)
+    if getattr(model, "repeat", None) is not None and not model.cached_repeat:
+        raise ValueError("embeddings.repeat_feature: the history cache and export serve it for dfgr only")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dfgr_torchrec.config import AttentionForm, MaskMode
+from dfgr_torchrec.models.hstu import HSTUModel
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph
 from dfgr_torchrec.serving.graph import CandidateGraph, graph_inputs
@@ -42,6 +43,7 @@ def test_the_eager_graph_equals_the_cached_scores(cls, mode, form):
     [
         (DFGRRankingModel, MaskMode.SESSION, AttentionForm.POINTWISE),
         (MetaGRRankingModel, MaskMode.POSITION, AttentionForm.SOFTMAX),
+        (HSTUModel, MaskMode.SESSION, AttentionForm.POINTWISE),
     ],
 )
 def test_the_exported_program_equals_the_cached_scores(cls, mode, form):
@@ -89,3 +91,13 @@ def test_the_exported_program_with_the_repeat_feature_equals_the_cached_scores(m
 def test_the_graph_refuses_metagr_with_the_repeat_feature():
     with pytest.raises(ValueError, match="embeddings.repeat_feature"):
         CandidateGraph(_model(MetaGRRankingModel, repeat=True))
+
+
+def test_hstu_with_meta_s_batch_normaliser_is_refused_by_name():
+    """Meta's normaliser (the batch's longest sequence) makes a cached history depend on its candidates."""
+    model = _model(HSTUModel)
+    model.interaction.config.attention_scale_len = None
+    with pytest.raises(ValueError, match="model.interaction.attention_scale_len: hstu's default normaliser"):
+        CandidateGraph(model)
+    with pytest.raises(ValueError, match="attention_scale_len"):
+        CachedScorer(model)

@@ -16,12 +16,13 @@ from dfgr_torchrec.config import (
     TaskConfig,
 )
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, USER_FEATURE
+from dfgr_torchrec.models.hstu import HSTUModel
 from dfgr_torchrec.models.ranking import DFGRRankingModel, MetaGRRankingModel
 from dfgr_torchrec.serving.history import HistoryState
 from dfgr_torchrec.serving.scorer import CachedScorer
 
 NUM_ITEMS, NUM_TASKS, NUM_USERS, D = 100, 2, 10, 16
-MODELS = [DFGRRankingModel, MetaGRRankingModel]
+MODELS = [DFGRRankingModel, MetaGRRankingModel, HSTUModel]  # hstu with a constant normaliser (_model)
 ATOL = 1e-5
 
 
@@ -54,6 +55,8 @@ def _model(
             max_seq_len=max_seq_len,
             num_time_buckets=16,
             kernel=kernel,
+            # hstu's default (Meta's) divides by the batch's longest sequence: no cache can serve that
+            attention_scale_len=max_seq_len if cls is HSTUModel else None,
         ),
         tasks=[TaskConfig("like"), TaskConfig("follow")],
         head_hidden_dims=[16],
@@ -222,7 +225,7 @@ def test_state_bytes_and_prefix():
 
 
 def test_scorer_refuses_other_models():
-    with pytest.raises(TypeError, match="DFGR and MetaGR"):
+    with pytest.raises(TypeError, match="serves generative models \\(dfgr, metagr, hstu\\), got Linear"):
         CachedScorer(torch.nn.Linear(2, 2))
 
 

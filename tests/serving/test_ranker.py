@@ -45,10 +45,11 @@ def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False, user_c
             max_seq_len=6,
             num_time_buckets=8,
             mask_mode=mode,
+            attention_scale_len=6 if kind == "hstu" else None,  # hstu serves with a constant normaliser
         ),
         tasks=[TaskConfig("click"), TaskConfig("like")],
         head_hidden_dims=[8],
-        bias_terms=bias_terms,
+        bias_terms=bias_terms and kind != "hstu",  # hstu has none
     )
     torch.manual_seed(0)
     model = build_model(config)
@@ -180,10 +181,11 @@ def test_a_run_directory_loads_the_artifact_exported_into_it(artifact, tmp_path)
     assert errors == [] and len(results[0]["scores"]) == len(CANDIDATES)
 
 
-def test_metagr_artifacts_serve_too(hashed, tmp_path):
+@pytest.mark.parametrize("kind", ["metagr", "hstu"])
+def test_metagr_and_hstu_artifacts_serve_too(hashed, tmp_path, kind):
     vocabs = Vocabularies.from_prepared(hashed)
-    model = _model(vocabs, kind="metagr")
-    out = write_artifact(model, vocabs, str(tmp_path / "metagr"), compile=False)
+    model = _model(vocabs, kind=kind)
+    out = write_artifact(model, vocabs, str(tmp_path / kind), compile=False)
     results, errors = Ranker.load(out).score_lines([_line("a", HISTORY)])
     expected = _full_probabilities(model, vocabs, _line("a", HISTORY))
     torch.testing.assert_close(_probabilities(results[0], ["click", "like"]), expected, atol=1e-5, rtol=0)
@@ -232,7 +234,7 @@ def test_int8_tables_score_close_to_fp32(artifact, tmp_path):
     assert errors == [] and (got - expected).abs().max() < 5e-2 and not torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("kind", ["dfgr", "metagr"])
+@pytest.mark.parametrize("kind", ["dfgr", "metagr", "hstu"])
 @pytest.mark.parametrize("mode", list(MaskMode))
 def test_a_context_token_model_serves_as_it_scores_from_empty_to_sliding_histories(hashed, tmp_path, kind, mode):
     """The context token is cached as the state's first token: a user without history, the first
@@ -264,3 +266,14 @@ def test_a_context_token_model_serves_as_it_scores_from_empty_to_sliding_histori
         assert ranker.cache.stats.hits == 5  # every later line of a user extended its cached history
     alone = [_full_probabilities(model, vocabs, _line(user, [])) for user in ("a", "b")]
     assert not torch.allclose(alone[0], alone[1])  # without history, the user's token still speaks
+
+
+def test_export_names_what_it_cannot_serve():
+    from dfgr_torchrec.config import RankingModelConfig
+    from dfgr_torchrec.serving.export import check_servable
+
+    with pytest.raises(ValueError, match=r"model.type: export serves \['dfgr', 'metagr', 'hstu'\], got 'dcn'"):
+        check_servable(RankingModelConfig(type="dcn"))
+    with pytest.raises(ValueError, match="hstu's default normaliser is the batch's longest sequence"):
+        check_servable(RankingModelConfig(type="hstu"))
+    check_servable(RankingModelConfig(type="hstu", interaction=InteractionConfig(attention_scale_len=64)))
