@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
 
@@ -431,17 +430,3 @@ def parse_yaml(text: Any, where: str) -> Any:
         if isinstance(e, yaml.constructor.ConstructorError):  # e.g. !!python/object: never built
             raise ValueError(f"{where}: {line}refused: {problem} (configs hold plain data only)") from None
         raise ValueError(f"{where}: {line}not valid YAML ({problem})") from None
-
-
-def load_config_file(cls: Type[T], path: str) -> T:
-    """Reads a YAML file into the config dataclass ``cls``; errors name the file and the key."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such config file")
-    with open(path) as f:
-        raw = parse_yaml(f, path)
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    try:
-        return from_dict(cls, raw)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None

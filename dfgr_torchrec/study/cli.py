@@ -26,10 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="launch only these pairs (glob patterns: kuairand/*, */dfgr); the others are reported "
         "if finished, as with --report-only",
     )
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the study YAML, e.g. seeds=[0] nproc=1")
 
 
 def run(args: argparse.Namespace) -> List[Any]:
-    config = load_study_config(args.config)
+    config = load_study_config(args.config, args.overrides)
     records = StudyRunner(config, args.out).run(finished_only=args.report_only, only=args.only)
     rows = write_results(records, args.out, config.nproc)
     print(open(f"{args.out}/summary.md").read())
