@@ -105,7 +105,9 @@ def test_dfgr_study_takes_overrides_and_reports_one_line(tmp_path, capsys, monke
     from dfgr_torchrec.cli import main
 
     monkeypatch.chdir(ROOT)
-    assert main(["study", "--config", "configs/study/quick.yaml", "--out", str(tmp_path / "out"), "nproc=0"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == "dfgr study: error: configs/study/quick.yaml: nproc: expected a positive integer, got 0"
+    out = str(tmp_path / "out")
+    for tail in (["nproc=0"], ["--only", "kuairand/*", "nproc=0"]):  # after --only too: an override, not a pattern
+        assert main(["study", "--config", "configs/study/quick.yaml", "--out", out, *tail]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == "dfgr study: error: configs/study/quick.yaml: nproc: expected a positive integer, got 0"
     assert not (tmp_path / "out").exists()
