@@ -381,12 +381,21 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
             f"{', '.join(prefix + k for k in unknown)}: unknown key(s) for {cls.__name__}; "
             f"expected some of: {', '.join(sorted(known))}"
         )
+    missing = [k for k in _required(cls) if k not in data]
+    if missing:
+        raise ValueError(f"{where or cls.__name__}: missing required key(s): {', '.join(missing)}")
     try:
         return cls(**_floats_from_strings(cls, data))
     except ValueError as e:  # messages start with the key path below this node
         raise ValueError(f"{prefix}{e}") from None
-    except TypeError as e:  # a required key is missing
+    except TypeError as e:  # a mistyped value in a comparison (the YAML loader's type check names those first)
         raise ValueError(f"{where or cls.__name__}: {e}") from None
+
+
+def _required(cls: type) -> List[str]:
+    """The fields of a dataclass without a default, in order."""
+    none = dataclasses.MISSING
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.default is none and f.default_factory is none]
 
 
 def to_plain(value: Any) -> Any:

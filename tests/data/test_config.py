@@ -44,6 +44,12 @@ def test_a_data_config_composes_from_defaults_and_takes_overrides(tmp_path):
         ("defaults: [base.yaml]\n", ["vocab.hash_buckets=lots"], "vocab.hash_buckets: expected a positive integer"),
         ("defaults: [base.yaml]\n", ["source.colums={}"], "source.colums: unknown key"),
         ("defaults: [base.yaml]\n", ["source.side_features=[a]"], "source.side_features: expected a mapping"),
+        ("# nothing yet\n", [], "DataConfig: missing required key(s): name, source, actions"),
+        (
+            "name: x\nsource: {path: p, columns: {user: u}}\nactions: {click: {column: c}}\n",
+            [],
+            "source.columns: missing required key(s): item, timestamp",
+        ),
     ],
 )
 def test_a_type_error_names_the_file_and_the_key(tmp_path, top, overrides, message):
