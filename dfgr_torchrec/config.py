@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
 
@@ -382,12 +381,21 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
             f"{', '.join(prefix + k for k in unknown)}: unknown key(s) for {cls.__name__}; "
             f"expected some of: {', '.join(sorted(known))}"
         )
+    missing = [k for k in _required(cls) if k not in data]
+    if missing:
+        raise ValueError(f"{where or cls.__name__}: missing required key(s): {', '.join(missing)}")
     try:
         return cls(**_floats_from_strings(cls, data))
     except ValueError as e:  # messages start with the key path below this node
         raise ValueError(f"{prefix}{e}") from None
-    except TypeError as e:  # a required key is missing
+    except TypeError as e:  # a mistyped value in a comparison (the YAML loader's type check names those first)
         raise ValueError(f"{where or cls.__name__}: {e}") from None
+
+
+def _required(cls: type) -> List[str]:
+    """The fields of a dataclass without a default, in order."""
+    none = dataclasses.MISSING
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.default is none and f.default_factory is none]
 
 
 def to_plain(value: Any) -> Any:
@@ -431,17 +439,3 @@ def parse_yaml(text: Any, where: str) -> Any:
         if isinstance(e, yaml.constructor.ConstructorError):  # e.g. !!python/object: never built
             raise ValueError(f"{where}: {line}refused: {problem} (configs hold plain data only)") from None
         raise ValueError(f"{where}: {line}not valid YAML ({problem})") from None
-
-
-def load_config_file(cls: Type[T], path: str) -> T:
-    """Reads a YAML file into the config dataclass ``cls``; errors name the file and the key."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such config file")
-    with open(path) as f:
-        raw = parse_yaml(f, path)
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    try:
-        return from_dict(cls, raw)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None

@@ -23,6 +23,7 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
     prepare.add_argument("--config", required=True, help="data YAML, e.g. configs/data/movielens-1m.yaml")
     prepare.add_argument("--force", action="store_true", help="prepare again even if up to date")
     prepare.add_argument("--json", action="store_true", help="print the whole report.json instead of its summary")
+    prepare.add_argument("overrides", nargs="*", help="key=value overrides of the data YAML, e.g. source.engine=python")
     prepare.set_defaults(run=run_prepare)
 
     from dfgr_torchrec.data import init
@@ -64,7 +65,7 @@ def run_download(args: argparse.Namespace) -> None:
 def run_prepare(args: argparse.Namespace) -> None:
     from dfgr_torchrec.data.prepare import ensure_prepared, load_report
 
-    config = load_data_config(args.config)
+    config = load_data_config(args.config, args.overrides)
     path = ensure_prepared(config, force=args.force)
     report = load_report(path)
     print(json.dumps(report, indent=2) if args.json else summary(report, path))

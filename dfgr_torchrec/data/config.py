@@ -25,6 +25,9 @@ A user's own log needs a YAML file of this shape, not code::
     split: {valid_per_user: 1, test_per_user: 1}   # or time_cutoff: <timestamp in the log's unit, or an
                                                    # ISO date/datetime, e.g. "2022-01-01" (UTC unless an offset is given)>
     vocab: {oov: oov}             # ids unseen in training: one shared OOV row, or `hash` into hash_buckets rows
+
+Like a training YAML it may start from others (``defaults: [base.yaml]``, paths relative to it, its
+own keys winning) and take ``key=value`` overrides (:mod:`dfgr_torchrec.yaml_config`).
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from dfgr_torchrec.config import check, from_dict, load_config_file
+from dfgr_torchrec.config import check, from_dict
 from dfgr_torchrec.data.atomic import file_digest
 from dfgr_torchrec.data.sources import check_download_name
+from dfgr_torchrec.yaml_config import load_config
 
 Column = Union[str, int]
 FORMATS = ("csv", "tsv", "parquet", "delimited")
@@ -342,6 +346,7 @@ PREPARED_FORMAT_VERSION = 3  # 2: meta.json records the source digest, the confi
 # 3: a vocabulary whose raw ids are all integers is int64, sorted numerically
 
 
-def load_data_config(path: str) -> DataConfig:
-    """Reads and validates a data YAML; errors name the file and the key."""
-    return load_config_file(DataConfig, path)
+def load_data_config(path: str, overrides: Sequence[str] = ()) -> DataConfig:
+    """Reads, composes (``defaults:``), overrides (``source.engine=python``) and validates a data
+    YAML through :func:`dfgr_torchrec.yaml_config.load_config`; errors name the file and the key."""
+    return load_config(DataConfig, path, overrides)

@@ -1,15 +1,15 @@
 """Training configs: YAML composed from smaller files, ``key=value`` overrides, validated dataclasses.
 
-A config may list ``defaults:`` (paths relative to it) that are merged first, in order; its own
-keys then override them, and command-line ``a.b=value`` overrides (values parsed as YAML) come
-last. Unknown keys anywhere are errors that name the key's full path. The ``model:`` node is a
+Read by :mod:`dfgr_torchrec.yaml_config`, the loader of data and study files too: a config may list
+``defaults:`` (paths relative to it) that are merged first, in order; its own keys then override
+them, and command-line ``a.b=value`` overrides (values parsed as YAML) come last. Unknown keys
+anywhere are errors that name the key's full path. The ``model:`` node is a
 :class:`~dfgr_torchrec.config.RankingModelConfig` (the same dataclass a Python user builds), its
 table sizes and tasks left to the data.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -18,11 +18,11 @@ from typing import Any, ClassVar, Dict, Literal, Mapping, Sequence, Union
 
 import yaml
 
-from dfgr_torchrec.config import RankingModelConfig, check, check_model_type, from_dict, parse_yaml, to_plain
-from dfgr_torchrec.recipes.types import check_types
+from dfgr_torchrec.config import RankingModelConfig, check, check_model_type, from_dict, to_plain
 from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
 from dfgr_torchrec.training.length import RunLength, plan_length
 from dfgr_torchrec.training.selection import EvalConfig
+from dfgr_torchrec.yaml_config import apply_overrides, check_types, config_from_tree, load_raw, load_yaml_tree
 
 
 @dataclass
@@ -170,59 +170,15 @@ class TrainConfig:
         return os.path.join(self.output_dir, self.name)
 
 
-def _merge(base: Dict[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def load_raw(path: str, seen: Sequence[str] = ()) -> Dict[str, Any]:
-    """One YAML file with its ``defaults`` merged in (recursively)."""
-    path = os.path.normpath(path)
-    if path in seen:
-        raise ValueError(f"{path}: defaults form a cycle: {' -> '.join([*seen, path])}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such config file" + (f" (a default of {seen[-1]})" if seen else ""))
-    with open(path) as f:
-        raw = parse_yaml(f, path) or {}
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    merged: Dict[str, Any] = {}
-    for default in raw.get("defaults", []) or []:
-        merged = _merge(merged, load_raw(os.path.join(os.path.dirname(path), default), [*seen, path]))
-    return _merge(merged, {k: v for k, v in raw.items() if k != "defaults"})
-
-
-def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
-    """Applies ``a.b.c=value`` overrides; the value is parsed as YAML (``3``, ``true``, ``[1, 2]``)."""
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r}: expected key=value")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = parse_yaml(value, f"override {item!r}")
-    return out
-
-
 def load_train_config(path: str, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Reads, composes, overrides and validates a training config; errors name the file and key."""
-    raw = apply_overrides(load_raw(path), overrides)
+    """Reads, composes, overrides and validates a training config (through
+    :mod:`dfgr_torchrec.yaml_config`, the loader of every config file); errors name the file and key."""
+    raw = load_yaml_tree(path, overrides)
     try:
         hooks = fault_hooks_of(raw)
-        check_types(TrainConfig, raw)
-        config = from_dict(TrainConfig, raw)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    config = config_from_tree(TrainConfig, raw, path)
     config.testing = hooks
     return config
 
@@ -247,4 +203,4 @@ def save_config(config: TrainConfig) -> str:
     return path
 
 
-__all__ = ["TrainConfig", "load_train_config", "apply_overrides", "dump_config"]
+__all__ = ["TrainConfig", "load_train_config", "apply_overrides", "load_raw", "dump_config"]

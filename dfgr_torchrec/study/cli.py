@@ -26,11 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="launch only these pairs (glob patterns: kuairand/*, */dfgr); the others are reported "
         "if finished, as with --report-only",
     )
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the study YAML, e.g. seeds=[0] nproc=1")
 
 
 def run(args: argparse.Namespace) -> List[Any]:
-    config = load_study_config(args.config)
-    records = StudyRunner(config, args.out).run(finished_only=args.report_only, only=args.only)
+    only = [p for p in args.only if "=" not in p]  # `--only` takes every word after it: key=value ones
+    overrides = [*args.overrides, *(p for p in args.only if "=" in p)]  # are overrides, not patterns
+    config = load_study_config(args.config, overrides)
+    records = StudyRunner(config, args.out).run(finished_only=args.report_only, only=only)
     rows = write_results(records, args.out, config.nproc)
     print(open(f"{args.out}/summary.md").read())
     return rows

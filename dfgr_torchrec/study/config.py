@@ -16,6 +16,9 @@ Example (``configs/study/quick.yaml``)::
       kuairand:
         dfgr: configs/train/dfgr_kuairand.yaml
         bias: [configs/train/dfgr_kuairand.yaml, model.type=bias, model.bias_terms=false]
+
+A study YAML may start from others (``defaults: [quick.yaml]``, relative to it, its own keys winning)
+and take ``key=value`` overrides, as training YAMLs do (:mod:`dfgr_torchrec.yaml_config`).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
-from dfgr_torchrec.config import check, load_config_file
+from dfgr_torchrec.config import check
+from dfgr_torchrec.yaml_config import load_config
 
 ModelEntry = Union[str, List[str]]
 
@@ -107,6 +111,7 @@ class StudyConfig:
         return [(name, dict(o)) for name, o in self.variants.items()] or [("", {})]
 
 
-def load_study_config(path: str) -> StudyConfig:
-    """Reads and validates a study YAML; errors name the file and the key."""
-    return load_config_file(StudyConfig, path)
+def load_study_config(path: str, overrides: Sequence[str] = ()) -> StudyConfig:
+    """Reads, composes (``defaults:``), overrides (``seeds=[0]``) and validates a study YAML through
+    :func:`dfgr_torchrec.yaml_config.load_config`; errors name the file and the key."""
+    return load_config(StudyConfig, path, overrides)

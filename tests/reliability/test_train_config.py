@@ -19,8 +19,8 @@ from .conftest import DEBUG, ROOT, clean_error, dfgr, env
         ("train.epochs=0", "train.epochs: expected a positive integer, got 0"),
         ("model.interaction.max_seq_len=8", "model.interaction.max_seq_len: expected at least data.max_seq_len (64)"),
         ("optim.lr=abc", "optim.lr: expected a number, got 'abc'"),
-        ("checkpoint.keep=two", "checkpoint.keep: expected an integer, got 'two'"),
-        ("model.head_hidden_dims=[a]", "model.head_hidden_dims[0]: expected an integer, got 'a'"),
+        ("checkpoint.keep=two", "checkpoint.keep: expected an integer >= 0, got 'two'"),  # the section's own words
+        ("model.head_hidden_dims=[a]", "model.head_hidden_dims[0]: expected a positive integer, got 'a'"),
         ("train.collective_timeout_s=0", "train.collective_timeout_s: expected a positive number of seconds"),
     ],
 )

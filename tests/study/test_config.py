@@ -72,3 +72,42 @@ def test_every_run_of_the_shipped_studies_builds_a_valid_training_config(path, m
                 )
                 model.tasks = model.tasks or [TaskConfig("click")]
                 build_model(model, device=torch.device("meta"))
+
+
+def test_a_study_config_composes_from_defaults_and_takes_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "mine.yaml").write_text(
+        f"defaults: [{ROOT / 'configs/study/quick.yaml'}]\nname: mine\ngrid: {{optim.lr: [0.001, 0.003]}}\n"
+    )
+    config = load_study_config(str(tmp_path / "mine.yaml"), ["seeds=[0, 1]", "nproc=1"])
+    assert (config.name, config.seeds, config.nproc) == ("mine", [0, 1], 1)
+    assert config.grid == {"optim.lr": [0.001, 0.003]} and "dfgr" in config.datasets["kuairand"]  # the default's
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seeds=[a]", "seeds[0]: expected an integer, got 'a'"),
+        ("nproc=0", "nproc: expected a positive integer, got 0"),
+        ("common=[1]", "common[0]: expected a string, got 1"),
+        ("datasets.kuairand.dfgr=configs/train/nowhere.yaml", "datasets.kuairand.dfgr: expected an existing training"),
+        ("colour=red", "colour: unknown key"),
+    ],
+)
+def test_a_study_type_error_names_the_file_and_the_key(override, message, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ValueError) as error:
+        load_study_config("configs/study/quick.yaml", [override])
+    assert str(error.value).startswith(f"configs/study/quick.yaml: {message}"), str(error.value)
+
+
+def test_dfgr_study_takes_overrides_and_reports_one_line(tmp_path, capsys, monkeypatch):
+    from dfgr_torchrec.cli import main
+
+    monkeypatch.chdir(ROOT)
+    out = str(tmp_path / "out")
+    for tail in (["nproc=0"], ["--only", "kuairand/*", "nproc=0"]):  # after --only too: an override, not a pattern
+        assert main(["study", "--config", "configs/study/quick.yaml", "--out", out, *tail]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == "dfgr study: error: configs/study/quick.yaml: nproc: expected a positive integer, got 0"
+    assert not (tmp_path / "out").exists()
