@@ -78,3 +78,33 @@ def test_without_variants_a_single_point_is_tested_at_the_end_of_its_run(tmp_pat
     StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched)).run()
     (args,) = launched
     assert "name=kuairand__dfgr__p0__s0" in args and "eval.test=true" in args
+
+
+def test_a_committed_study_without_run_folders_resumes_by_running_only_what_is_missing(tmp_path):
+    """The manifest's entries are done runs: with runs/ gone nothing is launched again, and a seed
+    added to the study is the only thing run."""
+    import shutil
+
+    from dfgr_torchrec.study.manifest import load_manifest, write_manifest
+
+    config = StudyConfig(
+        name="m", datasets={"kuairand": {"dfgr": "configs/train/debug.yaml"}}, seeds=[0, 1], grid={"optim.lr": [1, 2]}
+    )
+    launched = []
+    runner = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched))
+    records = runner.run()
+    # what write_results keeps: the records completed from their run folders (here a stand-in config and cost)
+    tested = {"split": "test", "tasks": {}}  # the chosen first-seed run's test, scored after training
+    entries = [
+        {**r, "config": {}, "commit": None, "test": tested if r["chosen"] else None, "cost": {}} for r in records
+    ]
+    write_manifest(str(tmp_path), entries, None)
+    shutil.rmtree(tmp_path / "runs")
+    launched.clear()
+    again = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched))
+    assert [r["name"] for r in again.run()] == [r["name"] for r in records] and launched == []
+    config.seeds = [0, 1, 2]
+    more = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched))
+    assert len(more.run()) == len(records) + 1
+    assert [a for args in launched for a in args if a.startswith("name=")] == ["name=kuairand__dfgr__p0__s2"]
+    assert set(load_manifest(str(tmp_path))) == {r["name"] for r in records}  # the manifest is rewritten by a report
