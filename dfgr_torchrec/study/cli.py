@@ -12,7 +12,9 @@ from dfgr_torchrec.study.runner import StudyRunner
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="study YAML, e.g. configs/study/quick.yaml")
-    parser.add_argument("--out", required=True, help="output folder (runs/, results.jsonl, summary.md, plots)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (runs/, manifest.json, results.jsonl, summary.md, plots)"
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -34,6 +36,6 @@ def run(args: argparse.Namespace) -> List[Any]:
     overrides = [*args.overrides, *(p for p in args.only if "=" in p)]  # are overrides, not patterns
     config = load_study_config(args.config, overrides)
     records = StudyRunner(config, args.out).run(finished_only=args.report_only, only=only)
-    rows = write_results(records, args.out, config.nproc)
+    rows = write_results(records, args.out, config.nproc, study=args.config)
     print(open(f"{args.out}/summary.md").read())
     return rows

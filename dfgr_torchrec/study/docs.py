@@ -5,8 +5,11 @@ committed study's ``results.jsonl`` (one row per run x split x task, written by 
 writes one markdown page per study plus an index: per data set, each model's test and validation
 mean AUC / GAUC over tasks (mean ± std over seeds, chosen runs only), the user-id variant and grid
 point chosen on validation, seconds, tokens and labelled positions per epoch, each task's test AUC,
-and for a scaling study its sizes, FLOPs and log-linear fits. It reads no per-run files, so it runs
-in well under a second; ``tests/study/test_results_docs.py`` regenerates the pages and compares.
+and for a scaling study its sizes, FLOPs and log-linear fits. A study whose ``manifest.json``
+records runs that its config no longer makes gets "results predate config ``key``" lines
+(:mod:`dfgr_torchrec.study.staleness`). Superseded generations live under ``results/history/``
+(``results.jsonl`` and ``summary.md`` only), their pages kept as the record.
+``tests/study/test_results_docs.py`` regenerates the pages and compares.
 """
 
 from __future__ import annotations
@@ -16,20 +19,30 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 from dfgr_torchrec.study.bench_pages import benchmarks_page
+from dfgr_torchrec.study.manifest import load_manifest, manifest_study
 from dfgr_torchrec.study.report import _mean, _mean_std, _per_seed_task_mean, _positives_line, _scaling_lines
+from dfgr_torchrec.study.staleness import predate_lines, predating, working_dir
 
 
 @dataclass(frozen=True)
 class Study:
     """A committed study output and what the page says about it."""
 
-    folder: str  # under results/
+    folder: str  # under results/ (history/<name> for a superseded generation)
     title: str
     config: str
     note: str
+
+    @property
+    def page(self) -> str:
+        return self.folder.rsplit("/", 1)[-1]
+
+    @property
+    def history(self) -> bool:
+        return self.folder.startswith("history/")
 
 
 STUDIES = (
@@ -70,7 +83,14 @@ STUDIES = (
         "At lr 0.002 without embedding weight decay or dropout; eps 1e-6 has one seed. 2026-12-02.",
     ),
     Study(
-        "quick_3epochs",
+        "repeat_synth",
+        "Repeat behaviour: DFGR, MetaGR and DCN without and with the repeat feature",
+        "configs/study/repeat_synth.yaml",
+        "On the planted-repeat log (configs/data/synth-repeat.yaml), at the demo's budget, 3 seeds, "
+        "`model.embeddings.repeat_feature` off and on. 1 process per run, 2026-12-06.",
+    ),
+    Study(
+        "history/quick_3epochs",
         "Quick study at 3 epochs per model",
         "configs/study/quick.yaml (train.epochs=3)",
         "Every model was still improving when stopped.",
@@ -81,19 +101,23 @@ BEFORE_FIX = (
     "were not averaged over ranks. Kept for the record; the current results are on the other pages."
 )
 STUDIES += (
-    Study("full", "Full study, before the data-parallel fix", "configs/study/full.yaml", BEFORE_FIX),
+    Study("history/full", "Full study, before the data-parallel fix", "configs/study/full.yaml", BEFORE_FIX),
     Study(
-        "scaling_movielens",
+        "history/scaling_movielens",
         "Scaling study, before the data-parallel fix",
         "configs/study/scaling_movielens.yaml",
         BEFORE_FIX,
     ),
     Study(
-        "ablation_pointwise",
+        "history/ablation_pointwise",
         "Attention-form ablation, before the data-parallel fix",
         "configs/study/ablation_pointwise.yaml",
         BEFORE_FIX + " One seed each.",
     ),
+)
+HISTORY = (
+    "A superseded generation: `results/{folder}/` keeps its `results.jsonl` and `summary.md`; its "
+    "per-run folders and plots were dropped from the tree (last present at commit 089a18c)."
 )
 HEADER = "<!-- written by `dfgr report-docs --out docs/results` from results/{folder}/results.jsonl: do not edit -->"
 MODEL_COLUMNS = (
@@ -151,7 +175,7 @@ def _task_table(test: List[Dict[str, Any]], models: List[str]) -> List[str]:
     return lines
 
 
-def data_section(rows: List[Dict[str, Any]], data: str, folder: str) -> List[str]:
+def data_section(rows: List[Dict[str, Any]], data: str, page: str) -> List[str]:
     """The tables of one data set: models (chosen runs) and each task's test AUC."""
     chosen = [r for r in rows if r["data"] == data and r["chosen"]]
     test = [r for r in chosen if r["split"] == "test"]
@@ -174,11 +198,21 @@ def data_section(rows: List[Dict[str, Any]], data: str, folder: str) -> List[str
     if scaling:
         lines += ["", "Scaling (test GAUC against training FLOPs, least-squares fit per family):", ""]
         lines += [f"- {line.strip()}" for line in scaling if line.strip()]
-        lines += ["", f"![test GAUC against training FLOPs]({folder}_{data}_scaling.png)"]
+        lines += ["", f"![test GAUC against training FLOPs]({page}_{data}_scaling.png)"]
     return lines + [""]
 
 
-def study_page(study: Study, rows: List[Dict[str, Any]]) -> str:
+def study_page(study: Study, rows: List[Dict[str, Any]], predate: Sequence[str] = ()) -> str:
+    """A study's page; ``predate``: its "results predate config" lines (:func:`predate_lines`)."""
+    if study.history:
+        where = HISTORY.format(folder=study.folder)
+    else:
+        where = (
+            f"Reproduce: `dfgr study --config {study.config.split(' ')[0]} --out results/{study.folder}` "
+            "(resumable: the runs `manifest.json` records are done; `--report-only` rewrites the outputs "
+            f"without launching). Per-run configs and metrics: `results/{study.folder}/manifest.json`; plots: "
+            f"`results/{study.folder}/<data>_test_auc.png`, `<data>_validation.png`."
+        )
     lines = [
         HEADER.format(folder=study.folder),
         "",
@@ -186,15 +220,26 @@ def study_page(study: Study, rows: List[Dict[str, Any]]) -> str:
         "",
         f"`results/{study.folder}/`, from `{study.config}`. {study.note}",
         "",
-        f"Reproduce: `dfgr study --config {study.config.split(' ')[0]} --out results/{study.folder}` "
-        "(resumable; `--report-only` rewrites the outputs without launching). Per-run metrics, configs "
-        f"and logs: `results/{study.folder}/runs/`; plots: `results/{study.folder}/<data>_test_auc.png`, "
-        "`<data>_validation.png`.",
+        where,
         "",
     ]
+    if predate:
+        lines += ["The study config has changed since these runs:", "", *predate, ""]
     for data in dict.fromkeys(r["data"] for r in rows):
-        lines += data_section(rows, data, study.folder)
+        lines += data_section(rows, data, study.page)
     return "\n".join(lines)
+
+
+def study_predate(results: str, study: Study, root: Optional[str] = None) -> List[str]:
+    """The "results predate config" lines of a study with a manifest (none for history); ``root``:
+    where its config's paths start (default: the folder holding ``results``, the repository)."""
+    folder = os.path.join(results, study.folder)
+    entries = load_manifest(folder)
+    if study.history or not entries:
+        return []
+    config = manifest_study(folder) or study.config
+    with working_dir(root or os.path.dirname(os.path.abspath(results))):
+        return predate_lines(predating(config, entries.values()), len(entries))
 
 
 def index_page(studies: List[Study], benchmarks: bool) -> str:
@@ -209,14 +254,15 @@ def index_page(studies: List[Study], benchmarks: bool) -> str:
         "| study | page | config |",
         "|---|---|---|",
     ]
-    lines += [f"| {s.title} | [{s.folder}]({s.folder}.md) | `{s.config}` |" for s in studies]
+    lines += [f"| {s.title} | [{s.page}]({s.page}.md) | `{s.config}` |" for s in studies]
     if benchmarks:
         lines += ["", "The benchmark outputs (`results/bench/`, `results/serving/`): [benchmarks](benchmarks.md)."]
     return "\n".join(lines + [""])
 
 
-def write_docs(results: str, out: str) -> List[str]:
-    """Write ``out/<study>.md`` for each committed study, ``out/index.md`` and the scaling charts."""
+def write_docs(results: str, out: str, root: Optional[str] = None) -> List[str]:
+    """Write ``out/<study>.md`` for each committed study, ``out/index.md`` and the scaling charts
+    (``root``: where the study configs' paths start, default the folder holding ``results``)."""
     os.makedirs(out, exist_ok=True)
     written, present = [], []
     for study in STUDIES:
@@ -225,11 +271,12 @@ def write_docs(results: str, out: str) -> List[str]:
             continue
         present.append(study)
         rows = load_rows(path)
-        written.append(_write(os.path.join(out, f"{study.folder}.md"), study_page(study, rows)))
+        page = study_page(study, rows, study_predate(results, study, root))
+        written.append(_write(os.path.join(out, f"{study.page}.md"), page))
         for data in dict.fromkeys(r["data"] for r in rows):
             chart = os.path.join(results, study.folder, f"{data}_scaling.png")
             if _scaling_lines(rows, data) and os.path.exists(chart):
-                written.append(shutil.copyfile(chart, os.path.join(out, f"{study.folder}_{data}_scaling.png")))
+                written.append(shutil.copyfile(chart, os.path.join(out, f"{study.page}_{data}_scaling.png")))
     bench = benchmarks_page(results)
     if bench is not None:
         written.append(_write(os.path.join(out, "benchmarks.md"), bench))

@@ -13,32 +13,30 @@ import statistics
 from collections import defaultdict
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from dfgr_torchrec.study.manifest import COST_KEYS, complete_record, write_manifest
 from dfgr_torchrec.study.scaling import fit_r2, log_linear_fit, plot_scaling, save_chart, scaling_points
 
 METRICS = ("auc", "gauc", "logloss", "ne", "calibration")
 
 
-def split_metrics(record: Dict[str, Any], runs_dir: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
-    """``(split, metrics)`` of a run: validation at selection; test where it was scored."""
+def split_metrics(record: Dict[str, Any]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """``(split, metrics)`` of a run: validation at selection; test where it was scored (at the end
+    of training, or afterwards: the record's ``test``)."""
     final = record["final"]
     if final.get("valid"):
         yield "valid", final["valid"]
     if final.get("split") == "test":
         yield "test", final
-    else:
-        path = os.path.join(runs_dir, record["name"], "metrics_eval.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                yield "test", json.load(f)
+    elif record.get("test") is not None:
+        yield "test", record["test"]
 
 
-def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -> List[Dict[str, Any]]:
-    from dfgr_torchrec.study.flops import run_train_cost
-
+def result_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A row per run x split x task, from complete records (:func:`~dfgr_torchrec.study.manifest.complete_record`)."""
     rows = []
     for r in records:
-        cost = run_train_cost(os.path.join(runs_dir, r["name"]), world_size)
-        for split, metrics in split_metrics(r, runs_dir):
+        cost = r.get("cost") or {}
+        for split, metrics in split_metrics(r):
             for task, m in metrics["tasks"].items():
                 rows.append(
                     {
@@ -56,15 +54,22 @@ def result_rows(records: List[Dict[str, Any]], runs_dir: str, world_size: int) -
                         "positives": m.get("positives"),
                         "selected_step": r["final"].get("selected_step"),
                         "train_seconds": r["train_seconds"],
-                        **cost,
+                        **{k: cost.get(k) for k in COST_KEYS},
                     }
                 )
     return rows
 
 
-def write_results(records: List[Dict[str, Any]], out: str, world_size: int) -> List[Dict[str, Any]]:
-    """``results.jsonl``, ``summary.md`` and the plots of a study whose runs used ``world_size`` processes."""
-    rows = result_rows(records, os.path.join(out, "runs"), world_size)
+def write_results(
+    records: List[Dict[str, Any]], out: str, world_size: int, study: Optional[str] = None
+) -> List[Dict[str, Any]]:
+    """``manifest.json``, ``results.jsonl``, ``summary.md`` and the plots of a study (``study``: its
+    config's path) whose runs used ``world_size`` processes. Records read back from the manifest
+    need no run folder; the others are completed from theirs."""
+    runs_dir = os.path.join(out, "runs")
+    records = [complete_record(r, runs_dir, world_size) for r in records]
+    write_manifest(out, records, study)
+    rows = result_rows(records)
     with open(os.path.join(out, "results.jsonl"), "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

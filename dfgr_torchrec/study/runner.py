@@ -2,7 +2,8 @@
 best point, then the best of them (on validation) on every seed.
 
 Each run is the training recipe in its own ``torchrun`` job, writing to ``<out>/runs/<name>``.
-A run whose ``metrics_final.json`` exists is done and skipped; an interrupted one resumes from
+A run whose ``metrics_final.json`` exists, or which ``<out>/manifest.json`` records (a committed
+study keeps the manifest, not the run folders: :mod:`dfgr_torchrec.study.manifest`), is done and skipped; an interrupted one resumes from
 its checkpoint (``checkpoint.resume=auto``: else it starts again), so a study stopped at any point continues where it was. Grid
 points the study does not choose are never scored on the test split (``eval.test=false``); the
 chosen point is, once per seed.
@@ -19,6 +20,7 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 from dfgr_torchrec.study.config import ModelRun, StudyConfig
+from dfgr_torchrec.study.manifest import current_commit, load_manifest
 from dfgr_torchrec.training.run_lock import lock_run
 
 Launcher = Callable[[List[str], str], int]  # (recipe arguments, log path) -> exit code
@@ -89,6 +91,7 @@ class StudyRunner:
         self.config, self.out = config, out
         self.runs_dir = os.path.join(out, "runs")
         self.launch = launcher or torchrun(config.nproc)
+        self.manifest = load_manifest(out)  # name -> the entry of a done run whose folder may be gone
 
     def run(self, finished_only: bool = False, only: Sequence[str] = ()) -> List[Dict[str, Any]]:
         """Runs (or skips) everything; returns one record per finished run. ``finished_only``
@@ -169,6 +172,8 @@ class StudyRunner:
         name = run_name(model_run, candidate.label, seed)
         run_dir = os.path.join(self.runs_dir, name)
         final = os.path.join(run_dir, "metrics_final.json")
+        if not os.path.exists(final) and name in self.manifest:
+            return {k: v for k, v in self.manifest[name].items() if k != "chosen"}
         if not os.path.exists(final):
             # an interrupted run resumes from its checkpoint, or starts again if it had none yet
             self._launch(
@@ -203,7 +208,9 @@ class StudyRunner:
         weights) is trained again, with the test at its end."""
         name = run_name(model_run, candidate.label, seed)
         run_dir = os.path.join(self.runs_dir, name)
-        if os.path.exists(os.path.join(run_dir, "metrics_eval.json")) or record["final"].get("split") == "test":
+        if record.get("test") is not None or os.path.exists(os.path.join(run_dir, "metrics_eval.json")):
+            return record
+        if record["final"].get("split") == "test":
             return record
         if not os.path.isdir(os.path.join(run_dir, "best")):
             if self.launch is _not_run:
@@ -251,7 +258,7 @@ def _seconds(run_dir: str) -> Optional[float]:
 
 
 def _add_seconds(run_dir: str, seconds: float) -> None:
-    """Wall time of the run's jobs, summed over resumes."""
+    """Wall time of the run's jobs, summed over resumes, and the commit the last of them ran at."""
     total = (_seconds(run_dir) or 0.0) + seconds
     with open(os.path.join(run_dir, "study_run.json"), "w") as f:
-        json.dump({"train_seconds": round(total, 1)}, f)
+        json.dump({"train_seconds": round(total, 1), "commit": current_commit()}, f)

@@ -92,7 +92,7 @@ def test_test_hooks_are_not_config_keys_but_testing_overrides_set_them():
 
 
 def test_a_config_recorded_with_the_hooks_under_train_still_loads(tmp_path):
-    recorded = tmp_path / "config.yaml"  # what runs wrote before the hooks left train: (results/*/runs/*)
+    recorded = tmp_path / "config.yaml"  # as runs recorded it before the hooks left train: (manifest configs)
     recorded.write_text(
         "defaults: [" + os.path.abspath("configs/train/debug.yaml") + "]\n"
         "train: {crash_at_step: 0, stall_at_step: 0, wait_for_signal_at_step: 0}\n"

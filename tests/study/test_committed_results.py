@@ -1,28 +1,29 @@
-"""The committed study outputs are what the shipped study configs run today.
-
-Each committed run's ``config.yaml`` (the resolved config it trained with) must equal the config its
-study entry resolves to now. A training config edited after a study ran (a new default chosen on
-validation, say) must then be pinned in the study config, or the study rerun: otherwise the README's
-tables would describe runs the shipped configs no longer make.
+"""The committed study outputs: each current study keeps a ``manifest.json`` (its runs' resolved
+configs and metrics; no run folders), ``results.jsonl`` and ``summary.md`` are what its entries
+report, and a training config changed after a study ran is reported on its results page ("results
+predate config ``key``", :mod:`dfgr_torchrec.study.staleness`), never a failed ``make test``.
 """
 
 from __future__ import annotations
 
-import glob
+import json
 import os
-import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from dfgr_torchrec.config import BUILTIN_MODELS
 from dfgr_torchrec.study.config import load_study_config
+from dfgr_torchrec.study.docs import write_docs
+from dfgr_torchrec.study.manifest import load_manifest, manifest_study, write_manifest
+from dfgr_torchrec.study.report import result_rows, summary_markdown
 from dfgr_torchrec.study.runner import StudyRunner
+from dfgr_torchrec.study.staleness import Predate, predate_lines, predating
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# study config -> the committed output it describes (older outputs, kept for the record, ran older configs)
+# study config -> the committed output it describes (superseded generations are under results/history/)
 STUDIES = {
     "configs/study/full.yaml": "results/full_v2",
     "configs/study/quick.yaml": "results/quick",
@@ -31,86 +32,85 @@ STUDIES = {
     "configs/study/small_movielens.yaml": "results/small_movielens",
     "configs/study/repeat_synth.yaml": "results/repeat_synth",
 }
-# set per launch by the runner (or naming the run), not by the study entry
-LAUNCH_KEYS = {"name", "output_dir", "eval.test", "checkpoint.resume", "train.overwrite"}
-# how a run stops when preempted: never what a finished run computed
-LAUNCH_KEYS |= {"train.preempt_grace_s"}
-# the test hooks (all 0) that runs recorded under train: before they left the config for testing.*
-LAUNCH_KEYS |= {"train.crash_at_step", "train.stall_at_step", "train.wait_for_signal_at_step"}
-# keys added after a run was recorded -> the value the code then ran with (a run's config.yaml lacks them)
-ADDED_KEYS = {
-    "train.steps": 0,
-    "train.min_steps": 0,
-    "model.embeddings.repeat_feature": False,
-    "model.rate_terms": False,
-}
-# keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
-UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
-# model.rate_prior came with logreg, the one type that reads it: the runs before it recorded none
-for kind in set(BUILTIN_MODELS) - {"logreg"}:
-    UNREAD.setdefault(kind, set()).add("model.rate_prior")
-# the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
-RUN_NAME = re.compile(r"(?P<data>.+?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _expected_config(runner: StudyRunner, run_name: str) -> dict:
-    from dfgr_torchrec.recipes.config import config_dict, load_train_config
-
-    match = RUN_NAME.fullmatch(run_name)
-    assert match, f"{run_name}: not a study run name"
-    config = runner.config
-    runs = {(r.data, r.model): r for r in config.model_runs()}
-    key = (match["data"], match["model"])
-    assert key in runs, f"{run_name}: the study config has no entry {key[0]}/{key[1]}"
-    variants = dict(config.variant_list())
-    variant = match["variant"] or config.variant_list()[0][0]
-    params = {**config.grid_points()[int(match["point"])], **variants[variant]}
-    args = runner._args(runs[key], run_name, params, int(match["seed"]))
-    return config_dict(load_train_config(args[1], args[2:]))
-
-
-def _stale_runs(study: str, out: str) -> list:
-    """One line per committed run of ``out`` whose recorded config differs from what ``study`` runs now."""
-    runner = StudyRunner(load_study_config(study), out, launcher=lambda args, log: 1)
-    recorded = sorted(glob.glob(os.path.join(out, "runs", "*", "config.yaml")))
-    assert recorded, f"{out}: no committed runs"
-    stale = []
-    for path in recorded:
-        name = os.path.basename(os.path.dirname(path))
-        with open(path) as f:
-            ran = {**ADDED_KEYS, **_flat(yaml.safe_load(f))}
-        now = _flat(_expected_config(runner, name))
-        ignored = LAUNCH_KEYS | UNREAD.get(ran.get("model.type"), set())
-        differ = sorted(k for k in (set(ran) | set(now)) - ignored if ran.get(k) != now.get(k))
-        if differ:
-            stale.append(f"{name}: " + ", ".join(f"{k} ran {ran.get(k)!r}, now {now.get(k)!r}" for k in differ))
-    return stale
 
 
 @pytest.mark.parametrize("study", sorted(STUDIES), ids=os.path.basename)
-def test_each_committed_run_is_what_its_study_config_runs_now(study, monkeypatch):
+def test_each_committed_study_is_reported_from_its_manifest_alone(study, tmp_path, monkeypatch):
+    """``dfgr study --report-only`` on the manifest alone (no run folders) launches nothing and
+    writes the committed results.jsonl and summary.md."""
     monkeypatch.chdir(ROOT)  # the studies name configs relative to the repository
-    stale = _stale_runs(study, STUDIES[study])
-    assert not stale, f"{study} no longer runs what {STUDIES[study]} holds:\n" + "\n".join(stale[:20])
+    out = ROOT / STUDIES[study]
+    assert manifest_study(str(out)) == study
+    shutil.copyfile(out / "manifest.json", tmp_path / "manifest.json")
+    records = StudyRunner(load_study_config(study), str(tmp_path), launcher=_refuse).run(finished_only=True)
+    rows = result_rows(records)
+    assert [json.dumps(r) for r in rows] == (out / "results.jsonl").read_text().splitlines()
+    assert summary_markdown(rows, records) == (out / "summary.md").read_text()
+
+
+def _refuse(args, log):
+    raise AssertionError(f"launched {args}")
+
+
+def test_no_run_folder_is_committed():
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert not [p for p in tracked.stdout.splitlines() if "/runs/" in p]
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES), ids=os.path.basename)
+def test_what_each_committed_study_predates_is_what_its_page_says(study, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the studies name configs relative to the repository
+    entries = load_manifest(STUDIES[study])
+    found = predating(study, entries.values())
+    page = (ROOT / "docs" / "results" / f"{os.path.basename(STUDIES[study])}.md").read_text()
+    assert all(line in page for line in predate_lines(found, len(entries)))
+    assert ("results predate config" in page) == bool(found)
+
+
+def _quick_with_lr(tmp_path, lr):
+    """A copy of the committed quick study whose DFGR run recorded ``optim.lr = lr``."""
+    out = tmp_path / "results" / "quick"
+    out.mkdir(parents=True)
+    entries = list(load_manifest(str(ROOT / "results" / "quick")).values())
+    (dfgr,) = [e for e in entries if e["name"] == "kuairand__dfgr__p0__s0"]
+    dfgr["config"]["optim"]["lr"] = lr
+    write_manifest(str(out), entries, "configs/study/quick.yaml")
+    (out / "results.jsonl").write_text((ROOT / "results" / "quick" / "results.jsonl").read_text())
+    return out, entries
 
 
 def test_a_run_recorded_with_another_value_is_reported(tmp_path, monkeypatch):
-    """The comparison is not vacuous: a copy of a committed run whose lr differs is named, with the key."""
+    """The comparison is not vacuous: an entry whose lr differs is named, with the key and both values."""
     monkeypatch.chdir(ROOT)
-    source = Path("results/quick/runs/kuairand__dfgr__p0__s0/config.yaml")
-    ran = yaml.safe_load(source.read_text())
-    ran["optim"]["lr"] = 0.123
-    (tmp_path / "runs" / "kuairand__dfgr__p0__s0").mkdir(parents=True)
-    (tmp_path / "runs" / "kuairand__dfgr__p0__s0" / "config.yaml").write_text(yaml.safe_dump(ran))
-    [line] = _stale_runs("configs/study/quick.yaml", str(tmp_path))
-    assert line.startswith("kuairand__dfgr__p0__s0: ") and "optim.lr ran 0.123, now" in line
+    out, entries = _quick_with_lr(tmp_path, 0.123)
+    found = predating("configs/study/quick.yaml", load_manifest(str(out)).values())
+    assert [(p.run, p.key, p.ran) for p in found] == [("kuairand__dfgr__p0__s0", "optim.lr", 0.123)]
+    (line,) = predate_lines(found, len(entries))
+    assert line.startswith(f"- results predate config `optim.lr`: the runs used 0.123 (1 of {len(entries)} runs)")
+
+
+def test_a_study_entry_the_config_no_longer_has_is_reported(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    entry = {"name": "kuairand__gone__p0__s0", "data": "kuairand", "model": "gone", "config": {}}
+    assert predating("configs/study/quick.yaml", [entry]) == [
+        Predate("kuairand__gone__p0__s0", "the study config's entry", "kuairand/gone", None)
+    ]
+
+
+def test_the_results_page_says_the_results_predate_a_changed_config(tmp_path):
+    out, entries = _quick_with_lr(tmp_path, 0.123)
+    write_docs(str(out.parent), str(tmp_path / "docs"), root=str(ROOT))
+    page = (tmp_path / "docs" / "quick.md").read_text()
+    assert f"- results predate config `optim.lr`: the runs used 0.123 (1 of {len(entries)} runs); " in page
+
+
+def test_a_corrupt_manifest_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"version": 1, "runs": [{"name": "x"}]}')
+    with pytest.raises(ValueError, match=r"manifest.json: not a study manifest: expected runs\[0\] with") as e:
+        load_manifest(str(tmp_path))
+    assert "\n" not in str(e.value)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest.json: not a study manifest: expected JSON"):
+        load_manifest(str(tmp_path))

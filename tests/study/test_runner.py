@@ -78,3 +78,74 @@ def test_without_variants_a_single_point_is_tested_at_the_end_of_its_run(tmp_pat
     StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched)).run()
     (args,) = launched
     assert "name=kuairand__dfgr__p0__s0" in args and "eval.test=true" in args
+
+
+def test_a_committed_study_without_run_folders_resumes_by_running_only_what_is_missing(tmp_path):
+    """The manifest's entries are done runs: with runs/ gone nothing is launched again, and a seed
+    added to the study is the only thing run."""
+    import shutil
+
+    from dfgr_torchrec.study.manifest import load_manifest, write_manifest
+
+    config = StudyConfig(
+        name="m", datasets={"kuairand": {"dfgr": "configs/train/debug.yaml"}}, seeds=[0, 1], grid={"optim.lr": [1, 2]}
+    )
+    launched = []
+    runner = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched))
+    records = runner.run()
+    # what write_results keeps: the records completed from their run folders (here a stand-in config and cost)
+    tested = {"split": "test", "tasks": {}}  # the chosen first-seed run's test, scored after training
+    entries = [
+        {**r, "config": {}, "commit": None, "test": tested if r["chosen"] else None, "cost": {}} for r in records
+    ]
+    write_manifest(str(tmp_path), entries, None)
+    shutil.rmtree(tmp_path / "runs")
+    launched.clear()
+    again = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched))
+    assert [r["name"] for r in again.run()] == [r["name"] for r in records] and launched == []
+    config.seeds = [0, 1, 2]
+    more = StudyRunner(config, str(tmp_path), launcher=_launcher(str(tmp_path / "runs"), lambda o: 0.5, launched))
+    assert len(more.run()) == len(records) + 1
+    assert [a for args in launched for a in args if a.startswith("name=")] == ["name=kuairand__dfgr__p0__s2"]
+    assert set(load_manifest(str(tmp_path))) == {r["name"] for r in records}  # the manifest is rewritten by a report
+
+
+def test_the_manifest_of_a_folder_with_runs_keeps_every_finished_run(tmp_path, monkeypatch):
+    """manifest_from_runs (how the committed studies were converted): each run's recorded config and
+    test, the cost its results.jsonl reports, and the finished run of a pair not all done."""
+    import yaml
+
+    from dfgr_torchrec.study.manifest import load_manifest, manifest_from_runs
+
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    study = tmp_path / "study.yaml"
+    datasets = {
+        "kuairand": {"dfgr": "configs/train/debug.yaml", "bias": ["configs/train/debug.yaml", "model.type=bias"]}
+    }
+    study.write_text(yaml.safe_dump({"name": "c", "seeds": [0, 1], "grid": {"optim.lr": [1, 2]}, "datasets": datasets}))
+    out, launched = tmp_path / "out", []
+    fake = _launcher(str(out / "runs"), lambda o: float(o["optim.lr"]), launched)
+
+    def launch(args, log_path):  # the stand-in run also records its config, as the recipe does
+        name = next(a.split("=", 1)[1] for a in args if a.startswith("name="))
+        code = fake(args, log_path)
+        (out / "runs" / name / "config.yaml").write_text(yaml.safe_dump({"optim": {"lr": name}}))
+        return code
+
+    from dfgr_torchrec.study.config import load_study_config
+
+    StudyRunner(load_study_config(str(study)), str(out), launcher=launch).run()
+    row = {"data": "kuairand", "model": "dfgr", "point": 1, "variant": None, "seed": 1, "train_flops": 7.0}
+    (out / "results.jsonl").write_text(json.dumps(row) + "\n")
+    (out / "runs" / "kuairand__bias__p1__s1" / "metrics_final.json").unlink()  # bias is not all done
+    manifest_from_runs(str(out), str(study))
+    entries = load_manifest(str(out))
+    assert sorted(entries) == sorted(
+        [f"kuairand__dfgr__p{p}__s0" for p in (0, 1)]
+        + ["kuairand__dfgr__p1__s1"]
+        + [f"kuairand__bias__p{p}__s0" for p in (0, 1)]
+    )
+    assert entries["kuairand__dfgr__p1__s0"]["test"] == {"split": "test", "tasks": {}}  # tested after training
+    assert entries["kuairand__dfgr__p1__s1"]["cost"]["train_flops"] == 7.0
+    assert entries["kuairand__bias__p1__s0"]["chosen"] is False  # kept as a done run of an unfinished pair
+    assert entries["kuairand__dfgr__p0__s0"]["config"] == {"optim": {"lr": "kuairand__dfgr__p0__s0"}}

@@ -70,7 +70,16 @@ def test_trimmed_study_chooses_on_validation_and_resumes(tmp_path, monkeypatch, 
     runner = StudyRunner(load_study_config(str(path)), str(out), launcher=lambda args, log: launched.append(args) or 0)
     assert len(runner.run()) == 8 and launched == []
 
-    # a study stopped half-way is reported without launching: unfinished models are left out
+    # the outputs alone (manifest.json, no runs/) report the same and launch nothing
+    committed = tmp_path / "committed"
+    shutil.copytree(out, committed, ignore=shutil.ignore_patterns("runs"))
+    assert main(["study", "--config", str(path), "--out", str(committed), "--report-only"]) == 0
+    assert (committed / "results.jsonl").read_text() == (out / "results.jsonl").read_text()
+    runner = StudyRunner(load_study_config(str(path)), str(committed), launcher=lambda a, log: launched.append(a) or 0)
+    assert len(runner.run()) == 8 and launched == []
+
+    # a study stopped half-way (no manifest yet) is reported without launching: unfinished models are left out
+    (out / "manifest.json").unlink()
     (bias_s1,) = (out / "runs").glob("kuairand__bias__p*__s1")
     (bias_s1 / "metrics_final.json").rename(out / "bias_s1.json")
     assert main(["study", "--config", str(path), "--out", str(out), "--report-only"]) == 0
