@@ -11,6 +11,8 @@ mode under ``torch.inference_mode``:
 - ``dfgr_append``: ``CachedScorer.append(state, one new interaction)`` then the cached score
   (the state holds ``N - 1`` interactions, so the scored history has ``N``; ``append`` returns a
   new state, so every repeat starts from the same one);
+- ``hstu_full`` / ``hstu_cached``: the same two for ``hstu`` (Meta's ranker, one token per
+  interaction, with a constant normaliser: the batch-max one cannot be cached);
 - ``exported``: DFGR's candidate graph compiled once with AOTInductor (dynamic in ``M`` and the
   cached length, so one package serves every row), the lookup and ``graph_inputs`` included;
 
@@ -46,7 +48,17 @@ from dfgr_torchrec.serving.graph import graph_inputs
 from dfgr_torchrec.serving.scorer import CachedScorer
 
 NUM_ITEMS, NUM_TASKS = 100_000, 2
-ONE_REQUEST = ("metagr_full", "dfgr_full", "dfgr_cached", "metagr_cached", "dfgr_append", "exported")
+ONE_REQUEST = (
+    "metagr_full",
+    "dfgr_full",
+    "dfgr_cached",
+    "metagr_cached",
+    "dfgr_append",
+    "exported",
+    "hstu_full",
+    "hstu_cached",
+)
+SERVED = ("dfgr", "metagr", "hstu")  # hstu with a constant normaliser (model_config), as serving needs
 BATCHED = ("metagr_full", "dfgr_full", "dfgr_cached")
 # The issue's targets, checked at this (N, M) when it is measured.
 TARGET_SHAPE = (1024, 64)
@@ -114,6 +126,8 @@ def model_config(model_type: str, max_seq_len: int) -> RankingModelConfig:
             max_seq_len=max_seq_len,
             num_time_buckets=32,
             dropout=0.0,
+            # DFGR's and MetaGR's normaliser; hstu's default (the batch's longest) cannot be cached
+            attention_scale_len=max_seq_len if model_type == "hstu" else None,
         ),
         tasks=[TaskConfig(f"task{i}") for i in range(NUM_TASKS)],
         head_hidden_dims=[64],
@@ -209,12 +223,12 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class Models:
-    """The two models (same seed, same dims), their cached scorers and DFGR's compiled graph."""
+    """The served models (same seed, same dims), their cached scorers and DFGR's compiled graph."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         max_len = max(args.seq_lens)
         self.models = {}
-        for name in ("dfgr", "metagr"):
+        for name in SERVED:
             torch.manual_seed(args.seed)
             self.models[name] = build_model(model_config(name, max_len)).eval()
         self.scorers = {name: CachedScorer(model) for name, model in self.models.items()}
@@ -240,7 +254,8 @@ def one_request_paths(models: Models, request: Request) -> Dict[str, Any]:
     full, cands = to_batch([request]), to_batch([request], history=slice(0, 0))
     prev, new = to_batch([request], slice(0, -1), False), to_batch([request], slice(-1, None), False)
     dfgr, metagr = models.scorers["dfgr"], models.scorers["metagr"]
-    d_state, m_state = dfgr.encode(full)[0], metagr.encode(full)[0]
+    hstu = models.scorers["hstu"]
+    d_state, m_state, h_state = dfgr.encode(full)[0], metagr.encode(full)[0], hstu.encode(full)[0]
     d_prev = dfgr.encode(prev)[0]
     paths = {
         "metagr_full": lambda: models.models["metagr"].score_candidates(full).values(),
@@ -248,10 +263,12 @@ def one_request_paths(models: Models, request: Request) -> Dict[str, Any]:
         "dfgr_cached": lambda: dfgr.score([d_state], cands).values(),
         "metagr_cached": lambda: metagr.score([m_state], cands).values(),
         "dfgr_append": lambda: dfgr.score([dfgr.append(d_prev, new)], cands).values(),
+        "hstu_full": lambda: models.models["hstu"].score_candidates(full).values(),
+        "hstu_cached": lambda: hstu.score([h_state], cands).values(),
     }
     if models.runner is not None:
         paths["exported"] = lambda: models.exported(d_state, cands)
-    return {"paths": paths, "bytes": {"dfgr": d_state.nbytes, "metagr": m_state.nbytes}}
+    return {"paths": paths, "bytes": {"dfgr": d_state.nbytes, "metagr": m_state.nbytes, "hstu": h_state.nbytes}}
 
 
 def measure_one_request(models: Models, request: Request, args: argparse.Namespace) -> Dict[str, Any]:
@@ -265,6 +282,8 @@ def measure_one_request(models: Models, request: Request, args: argparse.Namespa
             max_abs_diff(out["dfgr_cached"], out["dfgr_full"]), max_abs_diff(out["dfgr_append"], out["dfgr_full"])
         ),
         "metagr_max_abs_diff": max_abs_diff(out["metagr_cached"], out["metagr_full"]),
+        "hstu_cache_bytes": built["bytes"]["hstu"],
+        "hstu_max_abs_diff": max_abs_diff(out["hstu_cached"], out["hstu_full"]),
         "exported_max_abs_diff": max_abs_diff(out["exported"], out["dfgr_cached"]) if "exported" in out else None,
         "cached_finite": bool(torch.isfinite(out["dfgr_cached"]).all()),
     }
@@ -360,7 +379,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "threads": torch.get_num_threads(),
         "compile_s": getattr(models, "compile_s", None),
         "config": {k: v for k, v in vars(args).items() if k not in ("json_path", "run")},
-        "model_config": {name: asdict(model_config(name, max(args.seq_lens))) for name in ("dfgr", "metagr")},
+        "model_config": {name: asdict(model_config(name, max(args.seq_lens))) for name in SERVED},
         "notes": NOTES,
         "targets": check_targets(rows),
         "rows": rows,
@@ -426,6 +445,8 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
         ("MetaGR cached ms", "metagr_cached_ms"),
         ("append ms", "dfgr_append_ms"),
         ("AOTI ms", "exported_ms"),
+        ("HSTU full ms", "hstu_full_ms"),
+        ("HSTU cached ms", "hstu_cached_ms"),
         ("x MetaGR", "cached_speedup_vs_metagr_full"),
         ("x DFGR", "cached_speedup_vs_dfgr_full"),
         ("max diff", "max_abs_diff"),

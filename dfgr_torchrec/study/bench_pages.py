@@ -83,6 +83,7 @@ SERVING_COLUMNS = (
     ("cached vs DFGR", "cached_speedup_vs_dfgr_full", ".1fx"),
     ("max abs diff", "max_abs_diff", ".1e"),
 )
+HSTU_COLUMNS = (("hstu full", "hstu_full_ms", ".1f"), ("hstu cached", "hstu_cached_ms", ".1f"))  # rows since 2026-12-06
 
 
 def serving_section(path: str, name: str) -> List[str]:
@@ -91,6 +92,7 @@ def serving_section(path: str, name: str) -> List[str]:
     machine = data.get("machine") or {}
     load = ", ".join(f"{v:.1f}" for v in machine.get("load_avg", []))
     protocol = f" {data['protocol']}; the table shows the medians." if "protocol" in data else ""
+    columns = SERVING_COLUMNS + (HSTU_COLUMNS if all("hstu_full_ms" in r for r in data["rows"]) else ())
     lines = [
         f"### `{name}`",
         "",
@@ -98,14 +100,12 @@ def serving_section(path: str, name: str) -> List[str]:
         f"at the end, threads: {data.get('threads')}; one request, p50 ms "
         f"(the paths interleaved so load hits them alike).{protocol}",
         "",
-        "| " + " | ".join(h for h, _, _ in SERVING_COLUMNS) + " | state KiB DFGR / MetaGR |",
-        "|" + "---|" * (len(SERVING_COLUMNS) + 1),
+        "| " + " | ".join(h for h, _, _ in columns) + " | state KiB DFGR / MetaGR |",
+        "|" + "---|" * (len(columns) + 1),
     ]
     for row in data["rows"]:
         row = {k: v["median"] if isinstance(v, dict) and "median" in v else v for k, v in row.items()}
-        cells = [
-            format(row[key], fmt.rstrip("x")) + ("x" if fmt.endswith("x") else "") for _, key, fmt in SERVING_COLUMNS
-        ]
+        cells = [format(row[key], fmt.rstrip("x")) + ("x" if fmt.endswith("x") else "") for _, key, fmt in columns]
         cells.append(f"{row['dfgr_cache_bytes'] / 1024:.0f} / {row['metagr_cache_bytes'] / 1024:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     targets = data.get("targets") or {}

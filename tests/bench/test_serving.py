@@ -8,7 +8,7 @@ import pytest
 from dfgr_torchrec.bench.serving import percentile
 from dfgr_torchrec.cli import main
 
-PATHS = ("metagr_full", "dfgr_full", "dfgr_cached", "metagr_cached", "dfgr_append")
+PATHS = ("metagr_full", "dfgr_full", "dfgr_cached", "metagr_cached", "dfgr_append", "hstu_full", "hstu_cached")
 
 
 def test_serving_bench_writes_rows(tmp_path):
@@ -48,7 +48,7 @@ def test_serving_bench_writes_rows(tmp_path):
             assert row[f"{name}_rps"] > 0 and 2 <= row[f"{name}_repeats"] <= 3
         assert row["exported_ms"] is None and row["exported_over_cached"] is None
         assert row["exported_max_abs_diff"] is None
-        assert row["max_abs_diff"] <= 1e-5 and row["metagr_max_abs_diff"] <= 1e-5
+        assert row["max_abs_diff"] <= 1e-5 and row["metagr_max_abs_diff"] <= 1e-5 and row["hstu_max_abs_diff"] <= 1e-5
         assert row["batched_max_abs_diff"] <= 1e-5
         assert row["cached_finite"] is True
         assert row["cached_speedup_vs_metagr_full"] == row["metagr_full_ms"] / row["dfgr_cached_ms"]
