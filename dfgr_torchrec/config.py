@@ -283,6 +283,7 @@ class RankingModelConfig:
     # through a learned per-task linear term to the logits (models/rates.py; export refuses it)
     rate_terms: bool = False
     rate_prior: float = 10.0  # logreg, rate_terms: pseudo-rows of the global rate in the smoothed item and user rates
+    num_targets: Optional[int] = None  # hstu: training targets per window (None: Meta's 8)
 
     def __post_init__(self) -> None:
         prior = self.rate_prior
@@ -291,6 +292,19 @@ class RankingModelConfig:
             "rate_prior",
             "a number > 0",
             prior,
+        )
+        targets = self.num_targets
+        check(
+            targets is None or (isinstance(targets, int) and not isinstance(targets, bool) and targets > 0),
+            "num_targets",
+            "a positive integer or null",
+            targets,
+        )
+        check(
+            targets is None or self.type == "hstu",
+            "num_targets",
+            f"null for model type {self.type!r} (hstu's)",
+            targets,
         )
         for name in ("bias_terms", "rate_terms"):
             value = getattr(self, name)

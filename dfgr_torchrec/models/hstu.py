@@ -48,7 +48,8 @@ class HSTUModel(nn.Module):
     Args:
         config: embeddings, interaction (``d_model``, layers, heads, ``mask_mode``, ...) and tasks.
         device: ``"meta"`` to let DistributedModelParallel allocate and shard.
-        num_targets: training targets per window (Meta's ``num_targets``; default 8).
+        num_targets: training targets per window (Meta's ``num_targets``); None: ``model.num_targets``,
+            else 8.
 
     Example::
 
@@ -59,7 +60,7 @@ class HSTUModel(nn.Module):
     """
 
     def __init__(
-        self, config: RankingModelConfig, device: Optional[torch.device] = None, num_targets: int = DEFAULT_NUM_TARGETS
+        self, config: RankingModelConfig, device: Optional[torch.device] = None, num_targets: Optional[int] = None
     ) -> None:
         super().__init__()
         config.require_complete()
@@ -67,7 +68,10 @@ class HSTUModel(nn.Module):
         d_model = config.interaction.d_model
         self.embedding = SequenceEmbedding(config.embeddings, d_model, merge_tokens=False, device=device)
         self.interaction = HSTUInteraction(
-            config.interaction, config.embeddings.embedding_dim, num_targets=num_targets, device=device
+            config.interaction,
+            config.embeddings.embedding_dim,
+            num_targets=num_targets or config.num_targets or DEFAULT_NUM_TARGETS,
+            device=device,
         )
         self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])

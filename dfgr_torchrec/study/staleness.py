@@ -29,6 +29,7 @@ ADDED_KEYS = {
     "train.min_steps": 0,
     "model.embeddings.repeat_feature": False,
     "model.rate_terms": False,
+    "model.num_targets": None,
 }
 # keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
 UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}

@@ -305,3 +305,17 @@ def test_one_training_step_through_the_recipe(hstu_type, tmp_path, users):
     assert not torch.equal(before, weight.detach())  # the step updated the STU
     written = json.loads((tmp_path / "debug" / "metrics_final.json").read_text())
     assert written["candidates"] == metrics["candidates"] > 0 and set(written["tasks"]) == set(recipe.data.tasks)
+
+
+def test_num_targets_comes_from_the_yaml_and_belongs_to_hstu():
+    from dfgr_torchrec.recipes.config import load_train_config
+
+    path = str(pathlib.Path(__file__).resolve().parents[2] / "configs/train/dfgr_movielens.yaml")
+    config = load_train_config(path, ["model.type=hstu", "model.num_targets=3"])
+    assert config.model.num_targets == 3
+    assert HSTUModel(dataclasses.replace(_config(), type="hstu", num_targets=3)).num_targets == 3
+    assert HSTUModel(_config()).num_targets == 8  # Meta's default
+    with pytest.raises(ValueError, match=r"num_targets: expected null for model type 'dfgr' \(hstu's\), got 3"):
+        load_train_config(path, ["model.num_targets=3"])
+    with pytest.raises(ValueError, match="num_targets: expected a positive integer or null, got 0"):
+        load_train_config(path, ["model.type=hstu", "model.num_targets=0"])
