@@ -2,10 +2,10 @@
 against the reference, and the models' interaction stacks timed per backend.
 
 Needs only torch (and triton for the ``triton`` backend): no torchrec, fbgemm or duckdb. The
-stacks are :class:`~dfgr_torchrec.modules.stack.GenerativeStack` run exactly as
-``DualFlowInteraction.forward`` and ``MetaGRInteraction.forward`` run it (:func:`dfgr_forward`,
-:func:`metagr_forward`), since those two modules import torchrec for ``JaggedTensor``; a CPU test
-holds both forwards equal to the modules'. Every function takes the device, so the whole run
+stacks are :class:`~dfgr_torchrec.modules.stack.GenerativeStack` run by the same plain-tensor
+passes ``DualFlowInteraction.forward`` and ``MetaGRInteraction.forward`` wrap
+(:func:`~dfgr_torchrec.modules.stack.dual_flow_states`, ``interleaved_states``), since those two
+modules import torchrec for ``JaggedTensor``; a CPU test holds both equal to the modules'. Every function takes the device, so the whole run
 also works on CPU at toy sizes (the tests), with wall-clock timers and no memory figures.
 """
 
@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from dfgr_torchrec.config import InteractionConfig
-from dfgr_torchrec.modules.stack import GenerativeStack
+from dfgr_torchrec.modules.stack import GenerativeStack, dual_flow_states, interleaved_states
 from dfgr_torchrec.ops.attention import AttentionSpec, jagged_attention
 from dfgr_torchrec.ops.jagged import interleave, positions_in_sequence
 from dfgr_torchrec.ops.kinds import AttentionForm, AttentionKernel
@@ -265,32 +265,14 @@ def correctness(
 
 def dfgr_forward(stack: GenerativeStack, real: torch.Tensor, fake: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """``DualFlowInteraction.forward`` (position mask, no timestamps) on plain tensors: the fake flow's states."""
-    positions, gaps, keys = stack.history_layout(offsets, real.shape[0], None, "history")
-    real_spec = AttentionSpec(offsets, offsets, keys, keys, strict=False)
-    fake_spec = AttentionSpec(offsets, offsets, keys, keys, strict=True)
-    return stack.run_two_flows(
-        stack.encode(real, positions, gaps), stack.encode(fake, positions, gaps), real_spec, fake_spec
-    )
+    return dual_flow_states(stack, real, fake, offsets)
 
 
 def metagr_forward(
     stack: GenerativeStack, items: torch.Tensor, actions: torch.Tensor, offsets: torch.Tensor
 ) -> torch.Tensor:
     """``MetaGRInteraction.forward`` (position mask, no timestamps) on plain tensors: the item tokens' states."""
-    positions, gaps, keys = stack.history_layout(offsets, items.shape[0], None, "history")
-    tokens = interleave(stack.encode(items, positions, gaps), stack.encode(actions, positions, gaps))
-    token_offsets, token_keys = 2 * offsets, interleave(2 * keys, 2 * keys + 1)
-    all_spec = AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True)
-    item_spec = AttentionSpec(offsets, token_offsets, token_keys[0::2], token_keys, strict=True)
-    for index, block in enumerate(stack.blocks):
-        u, q, k, v = block.project(tokens)
-        if index == len(stack.blocks) - 1:  # only item tokens are read after the last block
-            out = block.finish(
-                tokens[0::2], block.attend(q[0::2], k, v, item_spec, self_k=k[0::2], self_v=v[0::2]), u[0::2]
-            )
-        else:
-            tokens = block.finish(tokens, block.attend(q, k, v, all_spec, self_k=k, self_v=v), u)
-    return stack.output_norm(out)
+    return interleaved_states(stack, items, actions, offsets)
 
 
 FORWARDS = {"dfgr": dfgr_forward, "metagr": metagr_forward}

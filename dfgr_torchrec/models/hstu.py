@@ -102,17 +102,11 @@ class HSTUModel(nn.Module):
     def with_bias_terms(self, logits: torch.Tensor, features=None, candidates: bool = True) -> torch.Tensor:
         return logits  # hstu has no bias terms (model.bias_terms is dfgr's and metagr's)
 
-    def _with_context(self, emb, times: JaggedTensor, candidate_times: Optional[JaggedTensor]):
-        """Items, actions and times with the context token (the user as content, a zero action)
-        in front of each history when ``embeddings.user_context`` is ``"token"``, and the mask
-        of the original rows (None without a context token)."""
-        if not context_ops.uses_context_token(self.config.embeddings):
-            return emb.items, emb.actions, times, None
-        return context_ops.with_context_interaction(emb.items, emb.actions, emb.users, times, candidate_times)
-
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
-        items, actions, times, kept = self._with_context(emb, batch.history_timestamps(), None)
+        items, actions, times, kept = context_ops.with_user_context(
+            self.config.embeddings, emb, batch.history_timestamps(), None
+        )
         labels = batch.labels
         if kept is not None:  # the context token is history, never a target: its label row is unused
             lengths = emb.items.lengths()
@@ -128,6 +122,8 @@ class HSTUModel(nn.Module):
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self.embedding(batch.features)
         candidate_times = batch.candidate_timestamps_jagged()
-        items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
+        items, actions, times, _ = context_ops.with_user_context(
+            self.config.embeddings, emb, batch.history_timestamps(), candidate_times
+        )
         states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
         return JaggedTensor(values=self.head(states), lengths=emb.candidates.lengths())

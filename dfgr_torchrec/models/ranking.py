@@ -206,15 +206,6 @@ class MetaGRRankingModel(_GenerativeRankingModel):
     def context_tokens_from(self, users: torch.Tensor) -> torch.Tensor:
         return users
 
-    def _with_context(self, emb, times: JaggedTensor, candidate_times: Optional[JaggedTensor]):
-        """Items, actions and times with the context token (an item token followed by a zero
-        action token) in front of each history, and the mask of the original rows; unchanged
-        (mask None) without one."""
-        context = self.context_token(emb.users)
-        if context is None:
-            return emb.items, emb.actions, times, None
-        return context_ops.with_context_interaction(emb.items, emb.actions, context, times, candidate_times)
-
     def _embed(self, batch: SequenceBatch, candidates: bool):
         """The looked-up embeddings, the repeat embedding added to the item tokens (and candidates)."""
         emb = self.embedding(batch.features)
@@ -229,7 +220,9 @@ class MetaGRRankingModel(_GenerativeRankingModel):
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self._embed(batch, candidates=False)
-        items, actions, times, kept = self._with_context(emb, batch.history_timestamps(), None)
+        items, actions, times, kept = context_ops.with_user_context(
+            self.config.embeddings, emb, batch.history_timestamps(), None
+        )
         states = self.interaction(items, actions, times).values()
         return self._output(states if kept is None else states[kept], batch)
 
@@ -237,7 +230,9 @@ class MetaGRRankingModel(_GenerativeRankingModel):
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self._embed(batch, candidates=True)
         candidate_times = batch.candidate_timestamps_jagged()
-        items, actions, times, _ = self._with_context(emb, batch.history_timestamps(), candidate_times)
+        items, actions, times, _ = context_ops.with_user_context(
+            self.config.embeddings, emb, batch.history_timestamps(), candidate_times
+        )
         states = self.interaction.score(items, actions, emb.candidates, times, candidate_times)
         return JaggedTensor(values=self.batch_logits(states.values(), batch, candidates=True), lengths=states.lengths())
 

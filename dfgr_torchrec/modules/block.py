@@ -12,6 +12,16 @@ from dfgr_torchrec.config import InteractionConfig
 from dfgr_torchrec.ops.attention import AttentionSpec, DenseSpec, jagged_attention
 
 
+def split_uvqk(
+    uvqk: torch.Tensor, num_heads: int, attention_dim: int, linear_dim: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[T, H*dv + H*dv + H*dqk + H*dqk]`` (the ``u, v, q, k`` projection, in that order) ->
+    ``u [T, H*dv]``, ``q, k [T, H, dqk]``, ``v [T, H, dv]``."""
+    h = num_heads
+    u, v, q, k = torch.split(uvqk, [h * linear_dim, h * linear_dim, h * attention_dim, h * attention_dim], dim=-1)
+    return u, q.reshape(-1, h, attention_dim), k.reshape(-1, h, attention_dim), v.reshape(-1, h, linear_dim)
+
+
 class GenerativeBlock(nn.Module):
     """One sequential-transduction block: project, attend, gate, project back, add.
 
@@ -38,14 +48,8 @@ class GenerativeBlock(nn.Module):
 
     def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[T, d_model]`` -> ``u [T, H*dv]``, ``q [T, H, dqk]``, ``k [T, H, dqk]``, ``v [T, H, dv]``."""
-        h = self.config.num_heads
-        u, v, q, k = torch.split(F.silu(self.uvqk(self.input_norm(x))), self._split, dim=-1)
-        return (
-            u,
-            q.reshape(-1, h, self.config.attention_dim),
-            k.reshape(-1, h, self.config.attention_dim),
-            v.reshape(-1, h, self.config.linear_dim),
-        )
+        c = self.config
+        return split_uvqk(F.silu(self.uvqk(self.input_norm(x))), c.num_heads, c.attention_dim, c.linear_dim)
 
     def attend(
         self,

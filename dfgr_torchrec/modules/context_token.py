@@ -99,3 +99,15 @@ def with_context_interaction(
     items, times, kept = with_context_token(items, context, times, context_times)
     actions = with_context_token(actions, None, None, context_times)[0]
     return items, actions, times, kept
+
+
+def with_user_context(
+    embeddings: SequenceEmbeddingConfig, looked_up, times: JaggedTensor, candidate_times: Optional[JaggedTensor]
+) -> Tuple[JaggedTensor, JaggedTensor, JaggedTensor, Optional[torch.Tensor]]:
+    """A separate-token model's (MetaGR's, hstu's) items, actions and times from ``looked_up``
+    (:class:`~dfgr_torchrec.modules.embeddings.SequenceEmbeddings`), with the user's context
+    interaction in front of each history when ``embeddings.user_context`` is ``"token"``, and the
+    mask of the original rows (None without one: the inputs unchanged)."""
+    if not uses_context_token(embeddings):
+        return looked_up.items, looked_up.actions, times, None
+    return with_context_interaction(looked_up.items, looked_up.actions, looked_up.users, times, candidate_times)

@@ -8,9 +8,7 @@ import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import InteractionConfig
-from dfgr_torchrec.modules.layer_loop import run_layers
-from dfgr_torchrec.modules.stack import GenerativeStack
-from dfgr_torchrec.ops.attention import AttentionSpec
+from dfgr_torchrec.modules.stack import GenerativeStack, dual_flow_states
 
 
 def _values_or_none(jt: Optional[JaggedTensor]) -> Optional[torch.Tensor]:
@@ -65,16 +63,8 @@ class DualFlowInteraction(GenerativeStack):
         offsets, lengths = real.offsets(), real.lengths()
         if not torch.equal(lengths, fake.lengths()):
             raise ValueError("real and fake must have the same lengths (one fake token per real interaction)")
-        total = real.values().shape[0]
-        positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
-        out = run_layers(
-            self.blocks,
-            self.encode(real.values(), positions, gaps),
-            self.encode(fake.values(), positions, gaps),
-            real_spec=AttentionSpec(offsets, offsets, keys, keys, strict=False),
-            fake_spec=AttentionSpec(offsets, offsets, keys, keys, strict=True),
-        )
-        return JaggedTensor(values=self.output_norm(out.fake), lengths=lengths, offsets=offsets)
+        out = dual_flow_states(self, real.values(), fake.values(), offsets, _values_or_none(timestamps))
+        return JaggedTensor(values=out, lengths=lengths, offsets=offsets)
 
     def score(
         self,

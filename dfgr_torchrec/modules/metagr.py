@@ -8,10 +8,8 @@ import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.modules.dual_flow import _values_or_none
-from dfgr_torchrec.modules.layer_loop import FinalRows, run_layers
 from dfgr_torchrec.modules.layout import INTERLEAVED
-from dfgr_torchrec.modules.stack import GenerativeStack
-from dfgr_torchrec.ops.attention import AttentionSpec
+from dfgr_torchrec.modules.stack import GenerativeStack, interleaved_states
 
 
 class MetaGRInteraction(GenerativeStack):
@@ -45,23 +43,8 @@ class MetaGRInteraction(GenerativeStack):
         offsets, lengths = items.offsets(), items.lengths()
         if not torch.equal(lengths, actions.lengths()):
             raise ValueError("items and actions must have the same lengths (one action per item)")
-        total = items.values().shape[0]
-        positions, gaps, keys = self.history_layout(offsets, total, _values_or_none(timestamps), "history")
-        tokens = self.encode_history(torch.stack([items.values(), actions.values()], dim=1), positions, gaps)
-        token_offsets = 2 * offsets
-        token_keys = self.layout.token_keys(keys)
-        item_keys = token_keys[0::2]
-        # only item tokens are read after the last block: it queries with those alone
-        out = run_layers(
-            self.blocks,
-            tokens,
-            real_spec=AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True),
-            real_self_term=True,
-            final_rows=FinalRows(
-                slice(0, None, 2), AttentionSpec(offsets, token_offsets, item_keys, token_keys, strict=True)
-            ),
-        )
-        return JaggedTensor(values=self.output_norm(out.real_rows), lengths=lengths, offsets=offsets)
+        out = interleaved_states(self, items.values(), actions.values(), offsets, _values_or_none(timestamps))
+        return JaggedTensor(values=out, lengths=lengths, offsets=offsets)
 
     def score(
         self,

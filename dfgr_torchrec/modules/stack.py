@@ -10,8 +10,8 @@ from torch import nn
 from dfgr_torchrec.config import InteractionConfig, MaskMode
 from dfgr_torchrec.modules.block import GenerativeBlock
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding, gaps_to_previous
-from dfgr_torchrec.modules.layer_loop import run_layers
-from dfgr_torchrec.modules.layout import ONE_TOKEN, TokenLayout
+from dfgr_torchrec.modules.layer_loop import FinalRows, run_layers
+from dfgr_torchrec.modules.layout import INTERLEAVED, ONE_TOKEN, TokenLayout
 from dfgr_torchrec.ops.attention import AttentionSpec
 from dfgr_torchrec.ops.jagged import interleave, positions_in_sequence, repeat_per_element
 
@@ -181,6 +181,51 @@ class GenerativeStack(TokenStack):
         )
         self.blocks = nn.ModuleList([GenerativeBlock(config, device=device) for _ in range(config.num_layers)])
         self.output_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps, device=device)
+
+
+def dual_flow_states(
+    stack: TokenStack,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    offsets: torch.Tensor,
+    timestamps: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """DFGR's training pass on plain tensors (``DualFlowInteraction.forward`` wraps it): the real flow
+    causal over ``real`` ``[T, d]``, the fake flow ``fake`` ``[T, d]`` over earlier real tokens plus
+    itself; returns the fake flow's final states ``[T, d]``."""
+    positions, gaps, keys = stack.history_layout(offsets, real.shape[0], timestamps, "history")
+    out = run_layers(
+        stack.blocks,
+        stack.encode(real, positions, gaps),
+        stack.encode(fake, positions, gaps),
+        real_spec=AttentionSpec(offsets, offsets, keys, keys, strict=False),
+        fake_spec=AttentionSpec(offsets, offsets, keys, keys, strict=True),
+    )
+    return stack.output_norm(out.fake)
+
+
+def interleaved_states(
+    stack: TokenStack,
+    items: torch.Tensor,
+    actions: torch.Tensor,
+    offsets: torch.Tensor,
+    timestamps: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """MetaGR's training pass on plain tensors (``MetaGRInteraction.forward`` wraps it): ``2T`` tokens
+    ``item_i, action_i`` (:data:`INTERLEAVED`); returns the item tokens' final states ``[T, d]``."""
+    positions, gaps, keys = stack.history_layout(offsets, items.shape[0], timestamps, "history")
+    tokens = interleave(stack.encode(items, positions, gaps), stack.encode(actions, positions, gaps))
+    token_offsets, token_keys = 2 * offsets, INTERLEAVED.token_keys(keys)
+    # only item tokens are read after the last block: it queries with those alone
+    item_spec = AttentionSpec(offsets, token_offsets, token_keys[0::2], token_keys, strict=True)
+    out = run_layers(
+        stack.blocks,
+        tokens,
+        real_spec=AttentionSpec(token_offsets, token_offsets, token_keys, token_keys, strict=True),
+        real_self_term=True,
+        final_rows=FinalRows(slice(0, None, 2), item_spec),
+    )
+    return stack.output_norm(out.real_rows)
 
 
 def session_layout(timestamps: torch.Tensor, positions: torch.Tensor, what: str) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.config import InteractionConfig
+from dfgr_torchrec.modules.block import split_uvqk
 from dfgr_torchrec.modules.encodings import PositionTimeEncoding
 from dfgr_torchrec.modules.layer_loop import run_layers
 from dfgr_torchrec.modules.stack import TokenStack
@@ -118,14 +119,8 @@ class STULayer(nn.Module):
     def project(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[T, d_model]`` -> ``u [T, H*dv]`` (SiLU'd), ``q, k [T, H, dqk]``, ``v [T, H, dv]`` (linear)."""
         uvqk = F.linear(self.input_norm(x), self.uvqk_weight, self.uvqk_bias)
-        u, v, q, k = torch.split(uvqk, self._split, dim=-1)
-        h = self.num_heads
-        return (
-            F.silu(u),
-            q.reshape(-1, h, self.attention_dim),
-            k.reshape(-1, h, self.attention_dim),
-            v.reshape(-1, h, self.linear_dim),
-        )
+        u, q, k, v = split_uvqk(uvqk, self.num_heads, self.attention_dim, self.linear_dim)
+        return F.silu(u), q, k, v  # SiLU on u only: q, k and v stay linear
 
     def attend(
         self,
