@@ -320,10 +320,9 @@ class HSTUInteraction(TokenStack):
         positions = positions_in_sequence(items.offsets(), total)
         is_target = positions >= repeat_per_element(lengths - target_lengths, lengths, total)
         history_rows, target_rows = torch.nonzero(~is_target).squeeze(1), torch.nonzero(is_target).squeeze(1)
-        pairs = torch.stack([items.values(), actions.values()], dim=1)
         times = None if timestamps is None else timestamps.values()
         states = self._run(
-            pairs[history_rows],
+            torch.stack([items.values()[history_rows], actions.values()[history_rows]], dim=1),
             lengths - target_lengths,
             None if times is None else times[history_rows],
             items.values()[target_rows],

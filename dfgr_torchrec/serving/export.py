@@ -60,8 +60,9 @@ def check_servable(config: RankingModelConfig) -> None:
     """Raises a one-line ``ValueError`` naming what of ``config`` export cannot serve."""
     if config.type not in SERVABLE_TYPES:
         raise ValueError(f"model.type: export serves {list(SERVABLE_TYPES)}, got {config.type!r}")
-    if config.type == "hstu" and hstu_cache_blocker(config.interaction) is not None:
-        raise ValueError(hstu_cache_blocker(config.interaction))
+    blocker = hstu_cache_blocker(config.interaction) if config.type == "hstu" else None
+    if blocker is not None:
+        raise ValueError(blocker)
     if config.rate_terms:
         raise ValueError(
             "model.rate_terms: export does not serve the rate terms yet (they read the training split's "

@@ -40,7 +40,7 @@ class HistoryState:
 
     Attributes:
         tokens: the unencoded inputs, kept to extend or rebuild the state: ``[N, d]`` merged
-            (item + action) tokens for DFGR, ``[N, 2, d]`` (item, action) for MetaGR.
+            (item + action) tokens for DFGR, ``[N, 2, d]`` (item, action) for MetaGR and hstu.
         timestamps: ``[N]`` int64 times, or None for a model that uses none.
         order_keys: ``[N * t]`` the attention order key of every cached token (``t`` tokens per
             interaction: 1 for DFGR, 2 for MetaGR).
