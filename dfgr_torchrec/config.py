@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from dfgr_torchrec.features import (
     ACTION_FEATURE,
@@ -57,7 +59,6 @@ BUILTIN_MODELS = {
     "hstu": "dfgr_torchrec.models.hstu:HSTUModel",
     "din": "dfgr_torchrec.models.din:DINModel",
 }
-BIAS_TERM_MODELS = ("dfgr", "metagr")  # the types that read ``model.bias_terms`` (and ``model.rate_terms``)
 REPEAT_FEATURE_MODELS = ("dfgr", "metagr", "dlrm", "dcn", "deepfm")  # the types that read ``embeddings.repeat_feature``
 # The one registry every check asks (the CLI, the recipe, ``build_model``), torch-free: the
 # built-in types and those ``dfgr_torchrec.models.register_model`` added in this process.
@@ -255,91 +256,71 @@ class TaskConfig:
 
 
 @dataclass
-class RankingModelConfig:
-    """A full ranking model: its registered type, embeddings, interaction stack and multi-task heads.
+class HistoryMaskConfig:
+    """``model.interaction`` of the pointwise baselines without layers (``bias``, ``logreg``, ``din``):
+    ``mask_mode``, which earlier interactions a sample's history holds (as DFGR's fake tokens see)."""
 
-    The same dataclass is the ``model:`` node of a training YAML, where what the data decides
-    (table sizes, the task list) is left out and filled by :func:`fill_from_data`; there
-    ``tasks`` may list some tasks by name to weight them (the others weigh 1).
+    mask_mode: MaskMode = MaskMode.POSITION
 
-    ``d_model`` of the interaction must equal ``embedding_dim`` when ``merge="sum"``;
-    with ``merge="concat"`` a linear layer maps to ``d_model``.
+    def __post_init__(self) -> None:
+        self.mask_mode = _enum(MaskMode, "mask_mode", self.mask_mode)
 
-    Example::
 
-        config = RankingModelConfig(
-            embeddings=SequenceEmbeddingConfig(item_vocab_size=10_000, embedding_dim=64),
-            tasks=[TaskConfig("like"), TaskConfig("follow", weight=0.5)],
-        )
+@dataclass
+class ArchInteractionConfig(HistoryMaskConfig):
+    """``model.interaction`` of DLRM, DCN and DeepFM: the history mask and ``dropout`` on the
+    feature interaction's output."""
+
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 <= float(self.dropout) < 1.0, "dropout", "a float in [0, 1)", self.dropout)
+
+
+@dataclass
+class ModelConfig:
+    """What every model type reads: its registered ``type``, the embedding tables and the tasks.
+
+    Each type's config (:data:`MODEL_CONFIGS`) adds only the keys that type reads, so a key set for
+    a model that ignores it is an error naming the key (:func:`model_config_from_dict`). In a training
+    YAML the ``model:`` node is one of them, chosen by its ``type``; what the data decides (table sizes,
+    the task list) is left out and filled by :func:`fill_from_data`, and ``tasks`` may list some tasks
+    by name to weight them (the others weigh 1).
     """
 
     type: str = "dfgr"
     embeddings: SequenceEmbeddingConfig = field(default_factory=SequenceEmbeddingConfig)
-    interaction: InteractionConfig = field(default_factory=InteractionConfig)
     tasks: List[TaskConfig] = field(default_factory=list)
-    head_hidden_dims: List[int] = field(default_factory=lambda: [64])
-    bias_terms: bool = False  # dfgr / metagr: add per-task item, side-feature and user biases to the logits
-    # dfgr / metagr: add logreg's per-task rate features (smoothed item and user rates, log counts)
-    # through a learned per-task linear term to the logits (models/rates.py; export refuses it)
-    rate_terms: bool = False
-    rate_prior: float = 10.0  # logreg, rate_terms: pseudo-rows of the global rate in the smoothed item and user rates
-    num_targets: Optional[int] = None  # hstu: training targets per window (None: Meta's 8)
 
     def __post_init__(self) -> None:
-        prior = self.rate_prior
+        check(isinstance(self.type, str) and self.type != "", "type", "a registered model type", self.type)
+        expected = MODEL_CONFIGS.get(self.type)
         check(
-            isinstance(prior, (int, float)) and not isinstance(prior, bool) and prior > 0,
-            "rate_prior",
-            "a number > 0",
-            prior,
+            expected is None or isinstance(self, expected),
+            "type",
+            f"a type {type(self).__name__} configures (model type {self.type!r} takes "
+            f"{getattr(expected, '__name__', '')}: model_config({self.type!r}, ...))",
+            self.type,
         )
-        targets = self.num_targets
-        check(
-            targets is None or (isinstance(targets, int) and not isinstance(targets, bool) and targets > 0),
-            "num_targets",
-            "a positive integer or null",
-            targets,
-        )
-        check(
-            targets is None or self.type == "hstu",
-            "num_targets",
-            f"null for model type {self.type!r} (hstu's)",
-            targets,
-        )
-        for name in ("bias_terms", "rate_terms"):
-            value = getattr(self, name)
-            check(isinstance(value, bool), name, "true or false", value)
-            check(
-                not value or self.type in BIAS_TERM_MODELS,
-                name,
-                f"false for model type {self.type!r} (only {', '.join(BIAS_TERM_MODELS)} add {name.replace('_', ' ')})",
-                value,
-            )
         if isinstance(self.embeddings, Mapping):
             self.embeddings = from_dict(SequenceEmbeddingConfig, self.embeddings, "embeddings")
-        if isinstance(self.interaction, Mapping):
-            self.interaction = from_dict(InteractionConfig, self.interaction, "interaction")
+        for name, section in sections(type(self)).items():
+            if isinstance(getattr(self, name), Mapping):
+                setattr(self, name, from_dict(section, getattr(self, name), name))
         self.tasks = [
             from_dict(TaskConfig, t, f"tasks[{i}]") if isinstance(t, Mapping) else t for i, t in enumerate(self.tasks)
         ]
-        check(isinstance(self.type, str) and self.type != "", "type", "a registered model type", self.type)
+        names = [t.name for t in self.tasks]
+        check(len(set(names)) == len(names), "tasks", "unique task names", names)
         check(
             not self.embeddings.repeat_feature or self.type in REPEAT_FEATURE_MODELS,
             "embeddings.repeat_feature",
             f"false for model type {self.type!r} (only {', '.join(REPEAT_FEATURE_MODELS)} read it)",
             True,
         )
-        names = [t.name for t in self.tasks]
-        check(len(set(names)) == len(names), "tasks", "unique task names", names)
-        for i, h in enumerate(self.head_hidden_dims):
+        for i, h in enumerate(getattr(self, "head_hidden_dims", ())):
             check(isinstance(h, int) and h > 0, f"head_hidden_dims[{i}]", "a positive integer", h)
-        if self.embeddings.merge == MergeOp.SUM:
-            check(
-                self.embeddings.embedding_dim == self.interaction.d_model,
-                "interaction.d_model",
-                f"embedding_dim ({self.embeddings.embedding_dim}) when merge is 'sum'",
-                self.interaction.d_model,
-            )
 
     @property
     def task_names(self) -> List[str]:
@@ -356,7 +337,215 @@ class RankingModelConfig:
         check(len(self.tasks) > 0, "tasks", "at least one task", self.tasks)
 
 
-def fill_from_data(config: RankingModelConfig, schema: DataSchema) -> RankingModelConfig:
+def _check_rate_prior(prior: Any) -> None:
+    check(
+        isinstance(prior, (int, float)) and not isinstance(prior, bool) and prior > 0,
+        "rate_prior",
+        "a number > 0",
+        prior,
+    )
+
+
+@dataclass
+class RankingModelConfig(ModelConfig):
+    """DFGR and MetaGR (``type: dfgr | metagr``): embeddings, the interaction stack, multi-task heads,
+    and the optional per-task bias and rate terms on the logits.
+
+    ``d_model`` of the interaction must equal ``embedding_dim`` when ``merge="sum"``;
+    with ``merge="concat"`` a linear layer maps to ``d_model``.
+
+    Example::
+
+        config = RankingModelConfig(
+            embeddings=SequenceEmbeddingConfig(item_vocab_size=10_000, embedding_dim=64),
+            tasks=[TaskConfig("like"), TaskConfig("follow", weight=0.5)],
+        )
+    """
+
+    interaction: InteractionConfig = field(default_factory=InteractionConfig)
+    head_hidden_dims: List[int] = field(default_factory=lambda: [64])
+    bias_terms: bool = False  # add per-task item, side-feature and user biases to the logits
+    # add logreg's per-task rate features (smoothed item and user rates, log counts) through a
+    # learned per-task linear term to the logits (models/rates.py; export refuses it)
+    rate_terms: bool = False
+    rate_prior: float = 10.0  # rate_terms: pseudo-rows of the global rate in the smoothed item and user rates
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_rate_prior(self.rate_prior)
+        for name in ("bias_terms", "rate_terms"):
+            check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
+        if self.embeddings.merge == MergeOp.SUM:
+            check(
+                self.embeddings.embedding_dim == self.interaction.d_model,
+                "interaction.d_model",
+                f"embedding_dim ({self.embeddings.embedding_dim}) when merge is 'sum'",
+                self.interaction.d_model,
+            )
+
+
+@dataclass
+class HSTUModelConfig(ModelConfig):
+    """``type: hstu`` (generative-recommenders' ranker): embeddings, the STU stack, the heads and
+    ``num_targets``, the training targets per window (None: Meta's 8)."""
+
+    type: str = "hstu"
+    interaction: InteractionConfig = field(default_factory=InteractionConfig)
+    head_hidden_dims: List[int] = field(default_factory=lambda: [64])
+    num_targets: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        targets = self.num_targets
+        check(
+            targets is None or (isinstance(targets, int) and not isinstance(targets, bool) and targets > 0),
+            "num_targets",
+            "a positive integer or null",
+            targets,
+        )
+
+
+@dataclass
+class ArchModelConfig(ModelConfig):
+    """``type: dlrm | dcn | deepfm``: embeddings, the history mask, dropout on the feature
+    interaction and the over arch's ``head_hidden_dims``."""
+
+    type: str = "dcn"
+    interaction: ArchInteractionConfig = field(default_factory=ArchInteractionConfig)
+    head_hidden_dims: List[int] = field(default_factory=lambda: [64])
+
+
+@dataclass
+class DINModelConfig(ModelConfig):
+    """``type: din``: embeddings, the history mask and the output MLP's ``head_hidden_dims``."""
+
+    type: str = "din"
+    interaction: HistoryMaskConfig = field(default_factory=HistoryMaskConfig)
+    head_hidden_dims: List[int] = field(default_factory=lambda: [64])
+
+
+@dataclass
+class LogRegModelConfig(ModelConfig):
+    """``type: logreg``: the bias tables, the history mask (the user rates' history) and
+    ``rate_prior``, the pseudo-rows of the global rate in the smoothed item and user rates."""
+
+    type: str = "logreg"
+    interaction: HistoryMaskConfig = field(default_factory=HistoryMaskConfig)
+    rate_prior: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_rate_prior(self.rate_prior)
+
+
+@dataclass
+class BiasModelConfig(ModelConfig):
+    """``type: bias``: per-task item, side-feature and user biases (and the history mask)."""
+
+    type: str = "bias"
+    interaction: HistoryMaskConfig = field(default_factory=HistoryMaskConfig)
+
+
+@functools.lru_cache(maxsize=None)
+def sections(cls: type) -> Dict[str, type]:
+    """The sections of a model config besides ``embeddings``, ``{field: dataclass}`` (its ``interaction``)."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if f.name != "embeddings" and dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+# Each built-in type's config: what ``model_config_from_dict`` builds for ``model.type``.
+# ``dfgr_torchrec.models.register_model`` adds a registered type's (RankingModelConfig by default).
+MODEL_CONFIGS: Dict[str, Type[ModelConfig]] = {
+    "dfgr": RankingModelConfig,
+    "metagr": RankingModelConfig,
+    "hstu": HSTUModelConfig,
+    "bias": BiasModelConfig,
+    "logreg": LogRegModelConfig,
+    "dlrm": ArchModelConfig,
+    "dcn": ArchModelConfig,
+    "deepfm": ArchModelConfig,
+    "din": DINModelConfig,
+}
+
+
+def config_keys(cls: type) -> List[str]:
+    """The dotted keys a model config reads, its sections' keys included (``interaction.dropout``)."""
+    inner = sections(cls)
+    keys = []
+    for f in dataclasses.fields(cls):
+        if f.name in inner:
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(inner[f.name])]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def unread_keys(kind: str, data: Mapping[str, Any]) -> List[str]:
+    """The keys of a ``model:`` mapping that model type ``kind`` does not read (dotted, sorted)."""
+    cls = MODEL_CONFIGS[kind]
+    known, inner = set(config_keys(cls)), sections(cls)
+    out = []
+    for key, value in data.items():
+        if key in inner and isinstance(value, Mapping):
+            out += [f"{key}.{k}" for k in value if f"{key}.{k}" not in known]
+        elif key not in known:
+            out.append(key)
+    return sorted(out)
+
+
+def model_config(kind: str = "dfgr", **fields: Any) -> ModelConfig:
+    """The config of model type ``kind`` from its fields (sections as mappings or dataclasses), e.g.
+    ``model_config("logreg", rate_prior=5.0)``; a field the type does not read is an error naming it."""
+    return model_config_from_dict(to_plain({**fields, "type": kind}))
+
+
+def retype(config: ModelConfig, kind: str) -> ModelConfig:
+    """``config`` as model type ``kind``'s config (what ``model.type=<kind>`` does to a file): the fields
+    ``kind`` reads are kept, the others left out, e.g. ``retype(dfgr_config, "dcn")``."""
+    return model_config_from_dict(retarget({**to_plain(config), "type": kind}, kind)[0])
+
+
+def model_config_from_dict(data: Mapping[str, Any], where: str = "model") -> ModelConfig:
+    """A ``model:`` mapping built as its type's config; a key the type does not read is an error
+    naming the key, the type and the keys it reads."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    kind = data.get("type", "dfgr")
+    try:
+        check_model_type(kind)
+    except ValueError as e:
+        raise ValueError(f"{where}.{e}") from None
+    cls = MODEL_CONFIGS.get(kind, RankingModelConfig)
+    unread = unread_keys(kind, data) if kind in MODEL_CONFIGS else []
+    if unread:
+        reads = ", ".join(k for k in config_keys(cls) if k != "type")
+        raise ValueError(
+            f"{', '.join(f'{where}.{k}' for k in unread)}: not read by model type {kind!r} "
+            f"({cls.__name__} reads {reads})"
+        )
+    return from_dict(cls, data, where)
+
+
+def retarget(data: Mapping[str, Any], kind: str) -> Tuple[Dict[str, Any], List[str]]:
+    """A ``model:`` mapping written for another type, re-targeted at ``kind`` (``model.type=dcn`` on
+    a DFGR file): the keys ``kind`` does not read are left out; returns the mapping and those keys."""
+    if kind not in MODEL_CONFIGS:
+        return dict(data), []
+    dropped, inner = unread_keys(kind, data), sections(MODEL_CONFIGS[kind])
+    out: Dict[str, Any] = {}
+    for key, value in data.items():
+        if key in inner and isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if f"{key}.{k}" not in dropped}
+        if key not in dropped:
+            out[key] = value
+    return out, dropped
+
+
+def fill_from_data(config: ModelConfig, schema: DataSchema) -> ModelConfig:
     """A copy of ``config`` sized for a data set: its tables and its tasks, in the data's order.
 
     Tasks named in ``config.tasks`` keep their weights; a name the data lacks is an error.

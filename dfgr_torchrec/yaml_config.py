@@ -94,23 +94,28 @@ def _key_of(message: str) -> str:
     return message.split(": ", 1)[0]
 
 
-def config_from_tree(cls: Type[T], tree: Mapping[str, Any], where: str = "") -> T:
-    """The dataclass ``cls`` from a composed tree: type checks, unknown keys, the dataclass's own
-    checks; a ``ValueError`` prefixed with ``where`` (the file) names the first bad key."""
-    prefix = f"{where}: " if where else ""
+def checked_from_dict(cls: Type[T], tree: Mapping[str, Any], where: str = "") -> T:
+    """The dataclass ``cls`` from a mapping: type checks, unknown keys, the dataclass's own checks; a
+    ``ValueError`` names the first bad key, below the key path ``where`` (``model``)."""
     try:
-        check_types(cls, tree)
+        check_types(cls, tree, where)
     except ValueError as mistyped:
         try:
-            from_dict(cls, tree)
+            from_dict(cls, tree, where)
         except Exception as own:  # the dataclass's own words for the same key are the more precise
             if isinstance(own, ValueError) and _key_of(str(own)) == _key_of(str(mistyped)):
-                raise ValueError(f"{prefix}{own}") from None
-        raise ValueError(f"{prefix}{mistyped}") from None
+                raise own from None
+        raise mistyped from None
+    return from_dict(cls, tree, where)
+
+
+def config_from_tree(cls: Type[T], tree: Mapping[str, Any], where: str = "") -> T:
+    """The dataclass ``cls`` from a composed tree (:func:`checked_from_dict`); a ``ValueError``
+    prefixed with ``where`` (the file) names the first bad key."""
     try:
-        return from_dict(cls, tree)
+        return checked_from_dict(cls, tree)
     except ValueError as e:
-        raise ValueError(f"{prefix}{e}") from None
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
 
 
 def load_config(cls: Type[T], path: str, overrides: Sequence[str] = ()) -> T:

@@ -40,7 +40,14 @@ from tabulate import tabulate
 
 from dfgr_torchrec.batch import SequenceBatch, make_sequence_batch
 from dfgr_torchrec.bench.output import write_json
-from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
+from dfgr_torchrec.config import (
+    InteractionConfig,
+    ModelConfig,
+    RankingModelConfig,
+    SequenceEmbeddingConfig,
+    TaskConfig,
+    retype,
+)
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph
@@ -105,10 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
 
 
-def model_config(model_type: str, max_seq_len: int) -> RankingModelConfig:
+def model_config(model_type: str, max_seq_len: int) -> ModelConfig:
     """configs/model/dfgr_small.yaml's dims, a 100k item table and 2 tasks (action = bitmask id)."""
-    return RankingModelConfig(
-        type=model_type,
+    config = RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(
             item_vocab_size=NUM_ITEMS,
             action_vocab_sizes={ACTION_FEATURE: 2**NUM_TASKS},
@@ -132,6 +138,7 @@ def model_config(model_type: str, max_seq_len: int) -> RankingModelConfig:
         tasks=[TaskConfig(f"task{i}") for i in range(NUM_TASKS)],
         head_hidden_dims=[64],
     )
+    return retype(config, model_type)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A built-in model type is one module plus one entry in :data:`dfgr_torchrec.config.BUILTIN_MODELS`
 (``name: "module:Class"``, so configs are checked without importing torch); user code adds
 types with :func:`register_model`. A registered class takes
-``(config: RankingModelConfig, device)`` and provides ``forward(batch) -> RankingOutput``
+``(config, device)`` (``config``: its type's :class:`~dfgr_torchrec.config.ModelConfig`) and provides ``forward(batch) -> RankingOutput``
 (the training loss) and ``score_candidates(batch) -> JaggedTensor`` (``[M, num_tasks]``
 logits); its EmbeddingCollections are sharded by the recipe like any other.
 
@@ -11,6 +11,7 @@ Example::
 
     model = build_model(config.model, data.schema(), device=torch.device("meta"))
     register_model("my_ranker", MyRanker)   # then `model: {type: my_ranker}` in a YAML
+    register_model("my_mlp", MyMLP, config=ArchModelConfig)   # configured by the keys DCN reads
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from typing import Any, Dict, Optional, Type
 import torch
 from torch import nn
 
-from dfgr_torchrec.config import BUILTIN_MODELS, MODEL_TYPES, RankingModelConfig, check_model_type, fill_from_data
+from dfgr_torchrec.config import (
+    BUILTIN_MODELS,
+    MODEL_CONFIGS,
+    MODEL_TYPES,
+    ModelConfig,
+    RankingModelConfig,
+    check_model_type,
+    fill_from_data,
+)
 from dfgr_torchrec.features import DataSchema
 from dfgr_torchrec.models.output import RankingOutput
 
@@ -34,15 +43,17 @@ def _load(path: str) -> Type[nn.Module]:
 MODELS: Dict[str, Type[nn.Module]] = {name: _load(path) for name, path in BUILTIN_MODELS.items()}
 
 
-def register_model(name: str, cls: Type[nn.Module]) -> None:
-    """Makes ``cls`` buildable as ``model.type: <name>``."""
+def register_model(name: str, cls: Type[nn.Module], config: Type[ModelConfig] = RankingModelConfig) -> None:
+    """Makes ``cls`` buildable as ``model.type: <name>``, configured by ``config`` (a
+    :class:`~dfgr_torchrec.config.ModelConfig` holding the keys ``cls`` reads; DFGR's by default)."""
     if name in MODELS and MODELS[name] is not cls:
         raise ValueError(f"model type {name!r} is already registered to {MODELS[name].__name__}")
     MODELS[name] = MODEL_TYPES[name] = cls
+    MODEL_CONFIGS.setdefault(name, config)
 
 
 def build_model(
-    config: RankingModelConfig,
+    config: ModelConfig,
     schema: Optional[DataSchema] = None,
     device: Optional[torch.device] = None,
     data: Optional[Any] = None,

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import BiasModelConfig
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
 from dfgr_torchrec.modules.bias_terms import bias_table_config
 from dfgr_torchrec.modules.pointwise import PointwiseSamples
@@ -28,7 +28,7 @@ class BiasModel(PointwiseRankingModel):
         logits = model.score_candidates(batch).values()   # [M, num_tasks]
     """
 
-    def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
+    def __init__(self, config: BiasModelConfig, device: Optional[torch.device] = None) -> None:
         config.require_complete()
         self.num_tasks = len(config.tasks)
         super().__init__(config, device=device, embeddings=bias_table_config(config.embeddings, self.num_tasks))

@@ -36,7 +36,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import DINModelConfig
 from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
 from dfgr_torchrec.modules.embeddings import SequenceEmbeddings
@@ -200,7 +200,7 @@ class DINModel(PointwiseRankingModel):
 
     def __init__(
         self,
-        config: RankingModelConfig,
+        config: DINModelConfig,
         device: Optional[torch.device] = None,
         targets_per_user: Optional[int] = TARGETS_PER_USER,
         max_history: int = MAX_HISTORY,

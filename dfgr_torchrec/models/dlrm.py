@@ -27,7 +27,7 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torchrec.models.dlrm import DenseArch, InteractionArch, InteractionDCNArch, OverArch, choose
 from torchrec.modules.crossnet import LowRankCrossNet
 
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import ArchModelConfig, ModelConfig
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
 from dfgr_torchrec.modules.pointwise import PointwiseSamples
 
@@ -35,7 +35,7 @@ SPARSE_FEATURES = ("target", "history_items", "history_actions", "user")  # Poin
 DCN_NUM_LAYERS = 3
 
 
-def sparse_feature_names(config: RankingModelConfig) -> List[str]:
+def sparse_feature_names(config: ModelConfig) -> List[str]:
     """The sparse features of a model, in stacking order (``user`` only with user features)."""
     return list(SPARSE_FEATURES if config.embeddings.user_vocab_sizes else SPARSE_FEATURES[:3])
 
@@ -53,7 +53,7 @@ def sparse_features(samples: PointwiseSamples, names: List[str]) -> List[torch.T
     return [getattr(samples, name) for name in names]
 
 
-def build_over_arch(in_features: int, config: RankingModelConfig, device: Optional[torch.device]) -> nn.Module:
+def build_over_arch(in_features: int, config: ModelConfig, device: Optional[torch.device]) -> nn.Module:
     """TorchRec's OverArch (``head_hidden_dims`` + ``num_tasks``; its last layer is a bare
     linear, so the output is raw logits), or one linear layer when there are no hidden dims
     (OverArch needs two layers)."""
@@ -85,7 +85,7 @@ class ArchRankingModel(PointwiseRankingModel):
         device: ``"meta"`` to let DistributedModelParallel allocate and shard.
     """
 
-    def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
+    def __init__(self, config: ArchModelConfig, device: Optional[torch.device] = None) -> None:
         super().__init__(config, device=device)
         dim = config.embeddings.embedding_dim
         self.feature_names = sparse_feature_names(config)

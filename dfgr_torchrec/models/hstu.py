@@ -25,7 +25,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import HSTUModelConfig
 from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
@@ -60,7 +60,7 @@ class HSTUModel(nn.Module):
     """
 
     def __init__(
-        self, config: RankingModelConfig, device: Optional[torch.device] = None, num_targets: Optional[int] = None
+        self, config: HSTUModelConfig, device: Optional[torch.device] = None, num_targets: Optional[int] = None
     ) -> None:
         super().__init__()
         config.require_complete()
@@ -70,7 +70,7 @@ class HSTUModel(nn.Module):
         self.interaction = HSTUInteraction(
             config.interaction,
             config.embeddings.embedding_dim,
-            num_targets=num_targets or config.num_targets or DEFAULT_NUM_TARGETS,
+            num_targets=num_targets or getattr(config, "num_targets", None) or DEFAULT_NUM_TARGETS,
             device=device,
         )
         self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device)

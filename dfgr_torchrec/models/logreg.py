@@ -43,7 +43,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig
+from dfgr_torchrec.config import LogRegModelConfig
 from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.models.pointwise import PointwiseRankingModel
 from dfgr_torchrec.models.rates import (  # noqa: F401  (re-exported: logreg's features)
@@ -72,7 +72,7 @@ class LogRegModel(PointwiseRankingModel):
         logits = model.score_candidates(batch).values()           # [M, num_tasks]
     """
 
-    def __init__(self, config: RankingModelConfig, device: Optional[torch.device] = None) -> None:
+    def __init__(self, config: LogRegModelConfig, device: Optional[torch.device] = None) -> None:
         config.require_complete()
         t = self.num_tasks = len(config.tasks)
         super().__init__(config, device=device, embeddings=bias_table_config(config.embeddings, t))

@@ -16,7 +16,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import MaskMode, RankingModelConfig, SequenceEmbeddingConfig
+from dfgr_torchrec.config import MaskMode, ModelConfig, SequenceEmbeddingConfig
 from dfgr_torchrec.models.output import RankingOutput
 from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss
@@ -41,7 +41,7 @@ class PointwiseRankingModel(nn.Module):
 
     def __init__(
         self,
-        config: RankingModelConfig,
+        config: ModelConfig,
         device: Optional[torch.device] = None,
         embeddings: Optional[SequenceEmbeddingConfig] = None,
     ) -> None:

@@ -124,12 +124,20 @@ def resume_mode(args: argparse.Namespace, config_resume: Any, eval_only: bool) -
     return "resume" if getattr(args, "resume", False) or config_resume is True else "fresh"
 
 
+def report_left_out(config: Any) -> None:
+    """One line on stderr naming the model keys a re-targeted config left out (none: nothing)."""
+    if config.left_out:
+        print(f"left out {', '.join(config.left_out)}: not read by model type {config.model.type!r}", file=sys.stderr)
+
+
 def run_cli(args: argparse.Namespace, eval_only: bool = False) -> Dict[str, Any]:
     from dfgr_torchrec.recipes.config import config_dict, load_train_config
     from dfgr_torchrec.training.run_dir import open_run
 
-    config = load_train_config(*config_of(args))  # the config, then the run directory,
-    mode = resume_mode(args, config.checkpoint.resume, eval_only)  # are checked before torch is imported
+    # the config, then the run directory, are checked before torch is imported
+    config = load_train_config(*config_of(args), recorded=bool(getattr(args, "run_dir", None)))
+    report_left_out(config)
+    mode = resume_mode(args, config.checkpoint.resume, eval_only)
     checkpoint = getattr(args, "checkpoint", None)  # dfgr eval's flags; dfgr train has none
     opened = open_run(config.run_dir, mode, config_dict(config), config.train.overwrite, checkpoint)
     from dfgr_torchrec.recipes.train import TrainRecipe

@@ -14,15 +14,24 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Literal, Mapping, Sequence, Union
+from typing import Any, ClassVar, Dict, List, Literal, Mapping, Sequence, Union
 
 import yaml
 
-from dfgr_torchrec.config import RankingModelConfig, check, check_model_type, from_dict, to_plain
+from dfgr_torchrec.config import (
+    ModelConfig,
+    RankingModelConfig,
+    check,
+    check_model_type,
+    from_dict,
+    model_config_from_dict,
+    retarget,
+    to_plain,
+)
 from dfgr_torchrec.training.config import PIPELINES, CheckpointConfig, OptimConfig
 from dfgr_torchrec.training.length import RunLength, plan_length
 from dfgr_torchrec.training.selection import EvalConfig
-from dfgr_torchrec.yaml_config import apply_overrides, check_types, config_from_tree, load_raw, load_yaml_tree
+from dfgr_torchrec.yaml_config import apply_overrides, check_types, config_from_tree, load_raw
 
 
 @dataclass
@@ -129,7 +138,7 @@ class TrainConfig:
 
     name: str = "run"
     output_dir: str = "runs"
-    model: RankingModelConfig = field(default_factory=RankingModelConfig)
+    model: ModelConfig = field(default_factory=RankingModelConfig)  # the type's config (MODEL_CONFIGS)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainSection = field(default_factory=TrainSection)
@@ -137,10 +146,13 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     sharding: Dict[str, str] = field(default_factory=lambda: {"item": "row_wise", "action": "table_wise"})
     testing: ClassVar[FaultHooks] = FaultHooks()  # not a config key: load_train_config sets it from testing.*
+    # not a config key: the keys a model.type override left out (load_train_config)
+    left_out: ClassVar[List[str]] = []
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, Mapping):
+            self.model = model_config_from_dict(self.model)
         sections = {
-            "model": RankingModelConfig,
             "data": DataSection,
             "optim": OptimConfig,
             "train": TrainSection,
@@ -152,7 +164,7 @@ class TrainConfig:
             if isinstance(value, Mapping):
                 setattr(self, key, from_dict(cls, value, key))
         check_model_type(self.model.type)  # built-in or registered: one answer whatever is imported
-        positions = self.model.interaction.max_seq_len
+        positions = getattr(getattr(self.model, "interaction", None), "max_seq_len", self.data.max_seq_len)
         check(
             positions >= self.data.max_seq_len,
             "model.interaction.max_seq_len",
@@ -170,16 +182,28 @@ class TrainConfig:
         return os.path.join(self.output_dir, self.name)
 
 
-def load_train_config(path: str, overrides: Sequence[str] = ()) -> TrainConfig:
+def load_train_config(path: str, overrides: Sequence[str] = (), recorded: bool = False) -> TrainConfig:
     """Reads, composes, overrides and validates a training config (through
-    :mod:`dfgr_torchrec.yaml_config`, the loader of every config file); errors name the file and key."""
-    raw = load_yaml_tree(path, overrides)
+    :mod:`dfgr_torchrec.yaml_config`, the loader of every config file); errors name the file and key.
+
+    A ``model:`` key its type does not read is an error, except where the model is re-targeted:
+    an override that changes ``model.type`` (``model.type=dcn`` on a DFGR file), or ``recorded``
+    (a run directory's ``config.yaml``, which an older version wrote with every type's keys). Then
+    those keys are left out, and listed in ``config.left_out``."""
+    raw = load_raw(path)
+    model = raw.get("model") if isinstance(raw.get("model"), Mapping) else {}
+    written_for = model.get("type", "dfgr")
+    raw = apply_overrides(raw, overrides)
+    model, left_out = raw.get("model"), []
+    if isinstance(model, Mapping) and (recorded or model.get("type", "dfgr") != written_for):
+        raw["model"], left_out = retarget(model, model.get("type", "dfgr"))
     try:
         hooks = fault_hooks_of(raw)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     config = config_from_tree(TrainConfig, raw, path)
     config.testing = hooks
+    config.left_out = [f"model.{k}" for k in left_out]
     return config
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig, to_plain
+from dfgr_torchrec.config import ModelConfig, to_plain
 from dfgr_torchrec.data.atomic import atomic_directory, file_digest
 from dfgr_torchrec.modules.stu import hstu_cache_blocker
 from dfgr_torchrec.recipes.args import add_config_or_run, config_of, with_examples
@@ -56,14 +56,14 @@ EXAMPLES = """examples:
   dfgr export --config configs/train/dfgr_movielens.yaml --checkpoint runs/demo-movielens/checkpoints/step-200 --out artifacts/step-200"""
 
 
-def check_servable(config: RankingModelConfig) -> None:
+def check_servable(config: ModelConfig) -> None:
     """Raises a one-line ``ValueError`` naming what of ``config`` export cannot serve."""
     if config.type not in SERVABLE_TYPES:
         raise ValueError(f"model.type: export serves {list(SERVABLE_TYPES)}, got {config.type!r}")
     blocker = hstu_cache_blocker(config.interaction) if config.type == "hstu" else None
     if blocker is not None:
         raise ValueError(blocker)
-    if config.rate_terms:
+    if getattr(config, "rate_terms", False):
         raise ValueError(
             "model.rate_terms: export does not serve the rate terms yet (they read the training split's "
             "counts and the history's labels); export a run trained without model.rate_terms=true"
@@ -145,8 +145,10 @@ def export_run(
     compile: bool = True,
     tables: str = "fp32",
     precision: str = "fp32",
+    recorded: bool = False,
 ) -> str:
-    """The artifact of a trained run: its config (``config_path`` + ``overrides``, as trained), its best
+    """The artifact of a trained run: its config (``config_path`` + ``overrides``, as trained;
+    ``recorded``: a run directory's ``config.yaml``), its best
     checkpoint (else its latest, or ``checkpoint``) and its prepared data set's vocabularies; a bf16
     graph's error is measured on the validation split's first users."""
     from dfgr_torchrec.data.dataset import SequenceDataset
@@ -155,7 +157,7 @@ def export_run(
     from dfgr_torchrec.training.run_dir import RunDirectory
     from dfgr_torchrec.training.run_lock import lock_run
 
-    train_config = load_train_config(config_path, overrides)
+    train_config = load_train_config(config_path, overrides, recorded=recorded)
     check_servable(train_config.model)
     if os.path.isdir(train_config.run_dir) and os.access(train_config.run_dir, os.W_OK):
         lock_run(train_config.run_dir, "export")  # not while a run writes it (a read-only copy: nothing can)
@@ -200,7 +202,9 @@ def run(args: argparse.Namespace) -> None:
     out = args.out or (os.path.join(args.run_dir, RUN_ARTIFACT) if args.run_dir else None)
     if out is None:
         raise ValueError("--out: required with --config (with --run DIR the artifact goes to DIR/artifact)")
-    out = export_run(config, out, overrides, args.checkpoint, args.compile, args.tables, args.precision)
+    out = export_run(
+        config, out, overrides, args.checkpoint, args.compile, args.tables, args.precision, bool(args.run_dir)
+    )
     with open(os.path.join(out, ARTIFACT_FILE)) as f:
         manifest = json.load(f)
     size = sum(r["bytes"] for r in manifest["files"].values())

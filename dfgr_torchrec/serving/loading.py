@@ -8,7 +8,7 @@ process group. Every parameter and buffer of the model must be in the checkpoint
 
 Example::
 
-    config = resolve_model_config(load_train_config("runs/demo-movielens/config.yaml"), data)
+    config = resolve_model_config(load_train_config("runs/demo-movielens/config.yaml", recorded=True), data)
     model = load_model_for_inference(config, "runs/demo-movielens/best")
     logits = model.score_candidates(batch)
 """
@@ -22,7 +22,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from dfgr_torchrec.config import RankingModelConfig, fill_from_data
+from dfgr_torchrec.config import ModelConfig, fill_from_data
 from dfgr_torchrec.data.config import load_data_config
 from dfgr_torchrec.data.dataset import PreparedData
 from dfgr_torchrec.data.identity import prepared_for_run
@@ -40,7 +40,7 @@ class CheckpointMismatch(ValueError):
     """The checkpoint's model weights and the model's do not match one to one."""
 
 
-def resolve_model_config(train_config, data: PreparedData) -> RankingModelConfig:
+def resolve_model_config(train_config, data: PreparedData) -> ModelConfig:
     """The run's ``model:`` sized from its prepared data set (``train_config``: a ``TrainConfig``)."""
     return fill_from_data(train_config.model, data.schema(train_config.data.user_id))
 
@@ -104,7 +104,7 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
     return model
 
 
-def load_model_for_inference(config: RankingModelConfig, checkpoint_dir: str) -> nn.Module:
+def load_model_for_inference(config: ModelConfig, checkpoint_dir: str) -> nn.Module:
     """The registered model of a complete ``config`` on CPU, unsharded, with the checkpoint's
     weights, in eval mode (no process group, no DistributedModelParallel)."""
     config.require_complete()

@@ -48,7 +48,7 @@ def measure(
     run_dir: str, root: str = ".", data: Optional[PreparedData] = None, batch_size: int = 256
 ) -> Dict[str, Any]:
     """The fp32 and int8 test metrics and table sizes of ``run_dir``'s best checkpoint."""
-    config = load_train_config(os.path.join(run_dir, "config.yaml"))
+    config = load_train_config(os.path.join(run_dir, "config.yaml"), recorded=True)
     data = data or prepared_data_of(config, root)
     model = load_model_for_inference(resolve_model_config(config, data), os.path.join(run_dir, "best"))
     dataset = SequenceDataset(data, "test", batch_size, config.data.max_seq_len, user_id=config.data.user_id)

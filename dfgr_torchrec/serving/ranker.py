@@ -24,7 +24,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import RankingModelConfig, from_dict
+from dfgr_torchrec.config import model_config_from_dict, retarget
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.serving.cache import HistoryCache
@@ -105,7 +105,8 @@ class Ranker:
         directory = artifact_dir(directory)
         manifest = read_manifest(directory, program=compiled)
         try:
-            config = from_dict(RankingModelConfig, manifest["model"], "model")
+            recorded = manifest["model"]  # an older version recorded every type's keys: left out here
+            config = model_config_from_dict(retarget(recorded, recorded.get("type", "dfgr"))[0])
             model = build_model(config, device=torch.device("cpu"))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"{os.path.join(directory, 'artifact.json')}: model: {e}; export again") from None

@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
-from dfgr_torchrec.config import MaskMode, RankingModelConfig
+from dfgr_torchrec.config import MaskMode, ModelConfig
 from dfgr_torchrec.serving.limits import RequestLimits, bounded_lines
 from dfgr_torchrec.serving.vocab import Vocabularies, check_task_names
 
@@ -65,9 +65,10 @@ class RequestSchema:
         )
 
 
-def needs_timestamps(config: RankingModelConfig) -> bool:
+def needs_timestamps(config: ModelConfig) -> bool:
     """Whether the model reads times (time-gap encoding or session masks)."""
-    return config.interaction.num_time_buckets > 0 or config.interaction.mask_mode == MaskMode.SESSION
+    buckets = getattr(config.interaction, "num_time_buckets", 0)  # the pointwise baselines encode no gaps
+    return buckets > 0 or config.interaction.mask_mode == MaskMode.SESSION
 
 
 @dataclass

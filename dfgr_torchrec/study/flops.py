@@ -33,7 +33,7 @@ def run_train_cost(run_dir: str, world_size: int) -> Dict[str, Optional[float]]:
     """What a finished run's training cost: ``train_flops`` (analytic), ``epochs`` (fractional),
     and per epoch ``epoch_tokens`` (through the sequence blocks) and ``epoch_labels`` (positions
     with a loss); None where a model type has no counter."""
-    config = load_train_config(os.path.join(run_dir, "config.yaml"))
+    config = load_train_config(os.path.join(run_dir, "config.yaml"), recorded=True)
     data = PreparedData(ensure_prepared(load_data_config(config.data.config), progress=False))
     model = fill_from_data(config.model, data.schema(config.data.user_id))
     lengths = np.minimum(data.counts[TRAIN], config.data.max_seq_len)

@@ -15,8 +15,6 @@ import re
 from collections import defaultdict
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
-from dfgr_torchrec.config import BUILTIN_MODELS
-
 # set per launch by the runner (or naming the run), not by the study entry
 LAUNCH_KEYS = {"name", "output_dir", "eval.test", "checkpoint.resume", "train.overwrite"}
 # how a run stops when preempted: never what a finished run computed
@@ -29,13 +27,8 @@ ADDED_KEYS = {
     "train.min_steps": 0,
     "model.embeddings.repeat_feature": False,
     "model.rate_terms": False,
-    "model.num_targets": None,
+    "model.rate_prior": 10.0,
 }
-# keys a model type never reads (the pointwise baselines have no sequence attention), so a change in them changes no run
-UNREAD = {kind: {"model.interaction.attention_form"} for kind in ("bias", "dlrm", "dcn", "deepfm", "din")}
-# model.rate_prior came with logreg, the one type that reads it: the runs before it recorded none
-for _kind in set(BUILTIN_MODELS) - {"logreg"}:
-    UNREAD.setdefault(_kind, set()).add("model.rate_prior")
 # the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
 RUN_NAME = re.compile(r"(?P<data>.+?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
 MISSING = "the study config's entry"  # the key of a run whose (data set, model) the study no longer has
@@ -113,9 +106,10 @@ def predating(study: str, entries: Iterable[Dict[str, Any]]) -> List[Predate]:
         if now is None:
             found.append(Predate(entry["name"], MISSING, f"{entry['data']}/{entry['model']}", None))
             continue
+        # the keys the run's model type reads now: a key only the recorded config has is one that
+        # type never read (an older version recorded every type's keys)
         ran = {**ADDED_KEYS, **flat(entry.get("config") or {})}
-        ignored = LAUNCH_KEYS | UNREAD.get(ran.get("model.type"), set())
-        for k in sorted((set(ran) | set(now)) - ignored):
+        for k in sorted(set(now) - LAUNCH_KEYS):
             if ran.get(k) != now.get(k):
                 found.append(Predate(entry["name"], k, ran.get(k), now.get(k)))
     return found

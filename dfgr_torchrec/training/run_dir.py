@@ -128,8 +128,10 @@ def _get(tree: Any, key: str) -> Any:
 
 
 def _differences(old: Any, new: Any, path: str):
+    """The keys of ``new`` whose value differs in ``old`` (a key only ``old`` has is one this version
+    no longer reads for the run's model type, so its checkpoint cannot depend on it)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
+        for key in sorted(new):
             yield from _differences(old.get(key), new.get(key), f"{path}.{key}")
     elif old != new:
         yield path, old, new

@@ -2,15 +2,14 @@
 
 import torch
 
-from dfgr_torchrec.config import RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
+from dfgr_torchrec.config import BiasModelConfig, SequenceEmbeddingConfig, TaskConfig
 from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.metrics import auc
 from dfgr_torchrec.models import build_model
 
 
 def _config(**embeddings):
-    return RankingModelConfig(
-        type="bias",
+    return BiasModelConfig(
         embeddings=SequenceEmbeddingConfig(
             item_vocab_size=200, action_vocab_sizes={"action": 4}, embedding_dim=16, **embeddings
         ),
@@ -64,8 +63,7 @@ def test_it_learns_item_popularity():
 
 def test_three_tasks_give_tables_fbgemm_can_shard():
     """3 tasks (Taobao's fav, cart, buy): a width of 3 fails in sharded FBGEMM tables ("multiple of 4")."""
-    config = RankingModelConfig(
-        type="bias",
+    config = BiasModelConfig(
         embeddings=SequenceEmbeddingConfig(item_vocab_size=200, action_vocab_sizes={"action": 8}, embedding_dim=16),
         tasks=[TaskConfig("fav"), TaskConfig("cart"), TaskConfig("buy")],
     )

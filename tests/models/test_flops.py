@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
+from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig, retype
 from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.models.flops import BACKWARD_FACTOR, FORWARD_FLOPS, training_flops
@@ -14,13 +14,13 @@ LENGTHS = [5, 1, 8]
 
 
 def _config(model_type, layers):
-    return RankingModelConfig(
-        type=model_type,
+    config = RankingModelConfig(
         embeddings=SequenceEmbeddingConfig(item_vocab_size=50, action_vocab_sizes={"action": 4}, embedding_dim=16),
         interaction=InteractionConfig(d_model=16, num_layers=layers, num_heads=2, attention_dim=4, linear_dim=6),
         tasks=[TaskConfig("a"), TaskConfig("b")],
         head_hidden_dims=[8],
     )
+    return retype(config, model_type)
 
 
 def _linear_flops(model, batch):

@@ -18,6 +18,7 @@ from dfgr_torchrec.config import (
     SequenceEmbeddingConfig,
     TaskConfig,
     UserContext,
+    retype,
 )
 from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE, ITEM_FEATURE, candidate_feature
@@ -313,9 +314,9 @@ def test_num_targets_comes_from_the_yaml_and_belongs_to_hstu():
     path = str(pathlib.Path(__file__).resolve().parents[2] / "configs/train/dfgr_movielens.yaml")
     config = load_train_config(path, ["model.type=hstu", "model.num_targets=3"])
     assert config.model.num_targets == 3
-    assert HSTUModel(dataclasses.replace(_config(), type="hstu", num_targets=3)).num_targets == 3
-    assert HSTUModel(_config()).num_targets == 8  # Meta's default
-    with pytest.raises(ValueError, match=r"num_targets: expected null for model type 'dfgr' \(hstu's\), got 3"):
+    assert HSTUModel(dataclasses.replace(retype(_config(), "hstu"), num_targets=3)).num_targets == 3
+    assert HSTUModel(retype(_config(), "hstu")).num_targets == 8  # Meta's default
+    with pytest.raises(ValueError, match=r"model.num_targets: not read by model type 'dfgr'"):
         load_train_config(path, ["model.num_targets=3"])
     with pytest.raises(ValueError, match="num_targets: expected a positive integer or null, got 0"):
         load_train_config(path, ["model.type=hstu", "model.num_targets=0"])

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from dfgr_torchrec.batch import make_sequence_batch
-from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig, from_dict
+from dfgr_torchrec.config import (
+    BiasModelConfig,
+    HistoryMaskConfig,
+    LogRegModelConfig,
+    SequenceEmbeddingConfig,
+    TaskConfig,
+    from_dict,
+)
 from dfgr_torchrec.data.config import DataConfig
 from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset
 from dfgr_torchrec.data.prepare import TEST, TRAIN, prepare
@@ -46,7 +53,7 @@ def planted(tmp_path_factory):
 
 def _logreg(data, session=False, prior=10.0):
     mode = "session" if session else "position"
-    config = RankingModelConfig(type="logreg", rate_prior=prior, interaction=InteractionConfig(mask_mode=mode))
+    config = LogRegModelConfig(rate_prior=prior, interaction=HistoryMaskConfig(mask_mode=mode))
     return build_model(config, data.schema(), data=data)
 
 
@@ -130,7 +137,7 @@ def test_a_training_row_leaves_itself_out_of_its_item():
 def test_it_beats_or_equals_bias_on_a_planted_log(planted):
     torch.manual_seed(0)
     logreg = _logreg(planted).eval()
-    bias = build_model(RankingModelConfig(type="bias"), planted.schema(user_id=True))
+    bias = build_model(BiasModelConfig(), planted.schema(user_id=True))
     optimizer = torch.optim.Adam(bias.parameters(), lr=0.05)
     train = SequenceDataset(planted, "train", batch_size=32, max_seq_len=200, user_id=True)
     for epoch in range(8):
@@ -156,15 +163,14 @@ def test_the_fit_is_the_same_on_every_build(planted):
 
 
 def test_without_the_data_it_says_how_to_build_it():
-    config = RankingModelConfig(
-        type="logreg",
+    config = LogRegModelConfig(
         embeddings=SequenceEmbeddingConfig(item_vocab_size=5, action_vocab_sizes={"action": 2}),
         tasks=[TaskConfig("a")],
     )
     with pytest.raises(RuntimeError, match=r"data=prepared_data"):
         build_model(config).score_candidates(_hand_batch([1.0], [0]))
     with pytest.raises(ValueError, match="rate_prior"):
-        RankingModelConfig(type="logreg", rate_prior=0)
+        LogRegModelConfig(rate_prior=0)
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ from dfgr_torchrec.config import (
     SequenceEmbeddingConfig,
     TaskConfig,
     UserContext,
+    model_config,
+    retype,
 )
 from dfgr_torchrec.data.synthetic_batches import SyntheticSequences
 from dfgr_torchrec.features import ACTION_FEATURE
@@ -267,8 +269,8 @@ def test_bias_terms_add_the_item_rows_of_their_own_table(cls):
 
 
 def test_bias_terms_are_refused_for_a_model_that_ignores_them():
-    with pytest.raises(ValueError, match=r"bias_terms: expected false for model type 'din'"):
-        dataclasses.replace(_config(), type="din", bias_terms=True)
+    with pytest.raises(ValueError, match=r"model.bias_terms: not read by model type 'din'"):
+        model_config("din", bias_terms=True)
 
 
 def test_metagr_needs_matching_widths():
@@ -384,7 +386,7 @@ def test_the_repeat_feature_changes_the_scores_of_repeated_items_only():
 
 def test_the_repeat_feature_is_refused_for_a_model_that_ignores_it():
     with pytest.raises(ValueError, match="embeddings.repeat_feature"):
-        dataclasses.replace(_config(repeat=True), type="din")
+        retype(_config(repeat=True), "din")
 
 
 @pytest.mark.parametrize("kind", ["dcn", "dlrm", "deepfm"])
@@ -393,7 +395,7 @@ def test_the_pointwise_baselines_take_the_repeat_feature_alike_in_training_and_s
     from dfgr_torchrec.models import MODELS as REGISTRY
 
     torch.manual_seed(0)
-    model = REGISTRY[kind](dataclasses.replace(_config(mode, repeat=True), type=kind))
+    model = REGISTRY[kind](retype(_config(mode, repeat=True), kind))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, from_dict
+from dfgr_torchrec.config import (
+    HistoryMaskConfig,
+    InteractionConfig,
+    LogRegModelConfig,
+    RankingModelConfig,
+    SequenceEmbeddingConfig,
+    from_dict,
+    model_config,
+)
 from dfgr_torchrec.data.config import DataConfig
 from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset
 from dfgr_torchrec.data.prepare import prepare
@@ -30,7 +38,7 @@ def planted(tmp_path_factory):
 def _model(data, kind="dfgr", rate_terms=True):
     if kind == "logreg":
         return build_model(
-            RankingModelConfig(type="logreg", interaction=InteractionConfig(mask_mode="session")),
+            LogRegModelConfig(interaction=HistoryMaskConfig(mask_mode="session")),
             data.schema(),
             data=data,
         )
@@ -92,7 +100,7 @@ def test_without_the_option_nothing_changes(planted):
 
 def test_only_the_sequence_models_take_it():
     with pytest.raises(ValueError, match="rate_terms"):
-        RankingModelConfig(type="dcn", rate_terms=True)
+        model_config("dcn", rate_terms=True)
     with pytest.raises(ValueError, match="rate_terms"):
         RankingModelConfig(rate_terms="yes")
 

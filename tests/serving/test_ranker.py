@@ -15,6 +15,7 @@ from dfgr_torchrec.config import (
     SequenceEmbeddingConfig,
     TaskConfig,
     UserContext,
+    retype,
 )
 from dfgr_torchrec.features import ACTION_FEATURE, USER_FEATURE
 from dfgr_torchrec.models import build_model
@@ -27,7 +28,6 @@ from tests.serving.conftest import prepare_tiny
 
 def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False, user_context=UserContext.ADD):
     config = RankingModelConfig(
-        type=kind,
         embeddings=SequenceEmbeddingConfig(
             item_vocab_size=vocabs.item.num_rows,
             item_side_vocab_sizes={"category": vocabs.side["category"].num_rows},
@@ -49,8 +49,9 @@ def _model(vocabs, kind="dfgr", mode=MaskMode.POSITION, bias_terms=False, user_c
         ),
         tasks=[TaskConfig("click"), TaskConfig("like")],
         head_hidden_dims=[8],
-        bias_terms=bias_terms and kind != "hstu",  # hstu has none
+        bias_terms=bias_terms,
     )
+    config = retype(config, kind)  # hstu reads no bias terms
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():
@@ -269,11 +270,11 @@ def test_a_context_token_model_serves_as_it_scores_from_empty_to_sliding_histori
 
 
 def test_export_names_what_it_cannot_serve():
-    from dfgr_torchrec.config import RankingModelConfig
+    from dfgr_torchrec.config import ArchModelConfig, HSTUModelConfig
     from dfgr_torchrec.serving.export import check_servable
 
     with pytest.raises(ValueError, match=r"model.type: export serves \['dfgr', 'metagr', 'hstu'\], got 'dcn'"):
-        check_servable(RankingModelConfig(type="dcn"))
+        check_servable(ArchModelConfig())
     with pytest.raises(ValueError, match="hstu's default normaliser is the batch's longest sequence"):
-        check_servable(RankingModelConfig(type="hstu"))
-    check_servable(RankingModelConfig(type="hstu", interaction=InteractionConfig(attention_scale_len=64)))
+        check_servable(HSTUModelConfig())
+    check_servable(HSTUModelConfig(interaction=InteractionConfig(attention_scale_len=64)))
