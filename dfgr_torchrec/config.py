@@ -485,16 +485,18 @@ def config_keys(cls: type) -> List[str]:
 
 
 def unread_keys(kind: str, data: Mapping[str, Any]) -> List[str]:
-    """The keys of a ``model:`` mapping that model type ``kind`` does not read (dotted, sorted)."""
+    """The keys of a ``model:`` mapping that model type ``kind`` does not read but another type does
+    (dotted, sorted); a key no type reads is left to :func:`from_dict`, which calls it unknown."""
     cls = MODEL_CONFIGS[kind]
     known, inner = set(config_keys(cls)), sections(cls)
+    anyone = {k for c in set(MODEL_CONFIGS.values()) for k in config_keys(c)}
     out = []
     for key, value in data.items():
         if key in inner and isinstance(value, Mapping):
             out += [f"{key}.{k}" for k in value if f"{key}.{k}" not in known]
         elif key not in known:
             out.append(key)
-    return sorted(out)
+    return sorted(k for k in out if k in anyone or any(a.startswith(f"{k}.") for a in anyone))
 
 
 def model_config(kind: str = "dfgr", **fields: Any) -> ModelConfig:
