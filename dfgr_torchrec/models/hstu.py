@@ -21,21 +21,19 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import HSTUModelConfig
 from dfgr_torchrec.models.output import RankingOutput
+from dfgr_torchrec.models.ranking import GenerativeRankingModel
 from dfgr_torchrec.modules import context_token as context_ops
-from dfgr_torchrec.modules.embeddings import SequenceEmbedding
-from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.stu import HSTUInteraction
 
 DEFAULT_NUM_TARGETS = 8
 
 
-class HSTUModel(nn.Module):
+class HSTUModel(GenerativeRankingModel):
     """HSTU ranking: trains on the last ``num_targets`` interactions of each window, scores candidates.
 
     ``forward`` (training) moves the last ``num_targets`` interactions of every window to the
@@ -62,45 +60,24 @@ class HSTUModel(nn.Module):
     def __init__(
         self, config: HSTUModelConfig, device: Optional[torch.device] = None, num_targets: Optional[int] = None
     ) -> None:
-        super().__init__()
-        config.require_complete()
-        self.config = config
-        d_model = config.interaction.d_model
-        self.embedding = SequenceEmbedding(config.embeddings, d_model, merge_tokens=False, device=device)
+        super().__init__(config, merge_tokens=False, device=device)  # the stack's MLPs merge the tokens
         self.interaction = HSTUInteraction(
             config.interaction,
             config.embeddings.embedding_dim,
             num_targets=num_targets or getattr(config, "num_targets", None) or DEFAULT_NUM_TARGETS,
             device=device,
         )
-        self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device)
-        self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
-
-    repeat = None  # embeddings.repeat_feature is not read by hstu
-    cached_repeat = False
 
     @property
     def num_targets(self) -> int:
         return self.interaction.num_targets
 
-    # The serving protocol (as DFGR's and MetaGR's: dfgr_torchrec.models.ranking)
-    def history_tokens(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return torch.stack([items, actions], dim=1)  # the stack's embedding MLPs merge them
-
+    # The serving protocol is GenerativeRankingModel's (dfgr_torchrec.models.ranking), but for the
+    # context token: the user as the content of a history interaction with a zero action, as in training
     def context_history_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The user as the content of a history interaction with a zero action, as in training."""
         if users is None or not context_ops.uses_context_token(self.config.embeddings):
             return None
         return torch.stack([users, torch.zeros_like(users)], dim=1)
-
-    def candidate_token_module(self) -> nn.Module:
-        return nn.Identity()  # the stack's target tokens (candidate_input) hold the placeholder
-
-    def logits(self, states: torch.Tensor, features=None, candidates: bool = True) -> torch.Tensor:
-        return self.head(states)
-
-    def with_bias_terms(self, logits: torch.Tensor, features=None, candidates: bool = True) -> torch.Tensor:
-        return logits  # hstu has no bias terms (model.bias_terms is dfgr's and metagr's)
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)

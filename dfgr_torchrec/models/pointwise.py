@@ -49,9 +49,7 @@ class PointwiseRankingModel(nn.Module):
         config.require_complete()
         self.config = config
         tables = embeddings or config.embeddings
-        self.embedding = SequenceEmbedding(
-            tables, tables.embedding_dim, merge_tokens=False, device=device, add_user_context=False
-        )
+        self.embedding = SequenceEmbedding(tables, device=device, add_user_context=False)
         self.session = config.interaction.mask_mode == MaskMode.SESSION
         self.sampler = TrainingSampler(self.session)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])

@@ -11,7 +11,7 @@ from torchrec import KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
 from dfgr_torchrec.batch import SequenceBatch
-from dfgr_torchrec.config import MaskMode, RankingModelConfig
+from dfgr_torchrec.config import MaskMode, ModelConfig, RankingModelConfig
 from dfgr_torchrec.models.output import RankingOutput  # noqa: F401 (re-exported)
 from dfgr_torchrec.models.rates import RateTerms
 from dfgr_torchrec.modules import context_token as context_ops
@@ -21,25 +21,27 @@ from dfgr_torchrec.modules.embeddings import SequenceEmbedding
 from dfgr_torchrec.modules.heads import MultiTaskBCELoss, MultiTaskHead
 from dfgr_torchrec.modules.metagr import MetaGRInteraction
 from dfgr_torchrec.modules.repeat import RepeatFeature
-from dfgr_torchrec.modules.tokens import PlaceholderMerge
+from dfgr_torchrec.modules.tokens import DualFlowTokens, PlaceholderMerge
 
 
-class _GenerativeRankingModel(nn.Module):
-    def __init__(self, config: RankingModelConfig, merge_tokens: bool, device: Optional[torch.device] = None) -> None:
+class GenerativeRankingModel(nn.Module):
+    """What DFGR, MetaGR and hstu share: the lookup, DFGR's token merge (``merge_tokens``), the
+    multi-task head and loss, the optional bias, rate and repeat terms, and the serving protocol."""
+
+    def __init__(self, config: ModelConfig, merge_tokens: bool, device: Optional[torch.device] = None) -> None:
         super().__init__()
         config.require_complete()
         self.config = config
-        self.embedding = SequenceEmbedding(
-            config.embeddings, config.interaction.d_model, merge_tokens=merge_tokens, device=device
-        )
-        self.head = MultiTaskHead(config.interaction.d_model, len(config.tasks), config.head_hidden_dims, device=device)
-        self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if config.bias_terms else None
+        d_model, dim = config.interaction.d_model, config.embeddings.embedding_dim
+        self.embedding = SequenceEmbedding(config.embeddings, device=device)
+        # built right after the tables, so the dense parameters initialise in the order they always have
+        self.tokens = DualFlowTokens(dim, config.embeddings.merge, d_model, device=device) if merge_tokens else None
+        self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device)
+        bias, rates = getattr(config, "bias_terms", False), getattr(config, "rate_terms", False)  # not hstu's
+        self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if bias else None
         session = config.interaction.mask_mode == MaskMode.SESSION
-        self.rate_terms = (
-            RateTerms(len(config.tasks), config.rate_prior, session, device=device) if config.rate_terms else None
-        )
+        self.rate_terms = RateTerms(len(config.tasks), config.rate_prior, session, device=device) if rates else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
-        session = config.interaction.mask_mode == MaskMode.SESSION
         self.repeat = RepeatFeature(config.embeddings, session, device) if config.embeddings.repeat_feature else None
 
     def history_repeat(self, batch: SequenceBatch) -> Optional[torch.Tensor]:
@@ -109,7 +111,7 @@ class _GenerativeRankingModel(nn.Module):
         return RankingOutput(loss=loss, task_losses=task_losses, logits=logits, labels=batch.labels)
 
 
-class DFGRRankingModel(_GenerativeRankingModel):
+class DFGRRankingModel(GenerativeRankingModel):
     """DFGR: one token per interaction, a real and a fake flow, loss on the fake flow.
 
     ``forward`` (training) predicts every history interaction's tasks from the fake flow;
@@ -137,21 +139,21 @@ class DFGRRankingModel(_GenerativeRankingModel):
     cached_repeat = True
 
     def context_tokens_from(self, users: torch.Tensor) -> torch.Tensor:
-        return self.embedding.merge_placeholder(users)
+        return self.tokens.merge_placeholder(users)
 
     def history_tokens(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.embedding.merge(items, actions)
+        return self.tokens.merge(items, actions)
 
     def candidate_token_module(self) -> nn.Module:
-        return PlaceholderMerge(self.embedding)
+        return PlaceholderMerge(self.tokens)
 
     def forward(self, batch: SequenceBatch) -> RankingOutput:
         emb = self.embedding(batch.features)
         items, actions = emb.items.values(), emb.actions.values()
         lengths = emb.items.lengths()
-        real = JaggedTensor(values=self.embedding.merge(items, actions), lengths=lengths)
+        real = JaggedTensor(values=self.tokens.merge(items, actions), lengths=lengths)
         fake = JaggedTensor(
-            values=self.embedding.merge_placeholder(_plus(items, self.history_repeat(batch))), lengths=lengths
+            values=self.tokens.merge_placeholder(_plus(items, self.history_repeat(batch))), lengths=lengths
         )
         times = batch.history_timestamps()
         context = self.context_token(emb.users)
@@ -167,16 +169,14 @@ class DFGRRankingModel(_GenerativeRankingModel):
         """Logits ``[M, num_tasks]`` for every candidate, jagged per user."""
         emb = self.embedding(batch.features)
         history = JaggedTensor(
-            values=self.embedding.merge(emb.items.values(), emb.actions.values()), lengths=emb.items.lengths()
+            values=self.tokens.merge(emb.items.values(), emb.actions.values()), lengths=emb.items.lengths()
         )
         history_times, candidate_times = batch.history_timestamps(), batch.candidate_timestamps_jagged()
         context = self.context_token(emb.users)
         if context is not None:
             context_times = context_ops.context_timestamps(history_times, candidate_times)
             history, history_times, _ = context_ops.with_context_token(history, context, history_times, context_times)
-        candidates = self.embedding.merge_placeholder(
-            _plus(emb.candidates.values(), self.batch_candidate_repeat(batch))
-        )
+        candidates = self.tokens.merge_placeholder(_plus(emb.candidates.values(), self.batch_candidate_repeat(batch)))
         states = self.interaction.score(
             history,
             JaggedTensor(values=candidates, lengths=emb.candidates.lengths()),
@@ -186,7 +186,7 @@ class DFGRRankingModel(_GenerativeRankingModel):
         return JaggedTensor(values=self.batch_logits(states.values(), batch, candidates=True), lengths=states.lengths())
 
 
-class MetaGRRankingModel(_GenerativeRankingModel):
+class MetaGRRankingModel(GenerativeRankingModel):
     """The MetaGR (HSTU) baseline: interleaved item and action tokens, 2N per history.
 
     Same embeddings, blocks, heads and loss as :class:`DFGRRankingModel`, so the two differ

@@ -42,7 +42,7 @@ class BiasTerms(nn.Module):
         super().__init__()
         self.num_tasks = num_tasks
         tables = bias_table_config(embeddings, num_tasks)
-        self.embedding = SequenceEmbedding(tables, tables.embedding_dim, merge_tokens=False, device=device)
+        self.embedding = SequenceEmbedding(tables, device=device)
 
     def forward(self, features: KeyedJaggedTensor, candidates: bool) -> torch.Tensor:
         emb = self.embedding(features)  # the user's row is added to each of its tokens

@@ -1,4 +1,4 @@
-"""Sequence embeddings from a TorchRec EmbeddingCollection, and the item+action merge."""
+"""Sequence embeddings from one TorchRec EmbeddingCollection: items, actions, candidates, users."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 from torchrec.sparse.jagged_tensor import JaggedTensor
 
-from dfgr_torchrec.config import MergeOp, SequenceEmbeddingConfig, UserContext, check
+from dfgr_torchrec.config import SequenceEmbeddingConfig, UserContext, check
 from dfgr_torchrec.features import ITEM_FEATURE, candidate_feature
-from dfgr_torchrec.modules.tokens import PlaceholderAction, merge_item_action
 
 
 @dataclass
@@ -34,12 +33,11 @@ class SequenceEmbedding(nn.Module):
     feature. Built on ``device="meta"`` it lets DistributedModelParallel shard and allocate
     the tables; the item table is the one to shard row-wise for huge vocabularies.
 
+    The lookup knows no interaction: the generative models merge its items and actions into
+    tokens themselves (DFGR: :class:`~dfgr_torchrec.modules.tokens.DualFlowTokens`).
+
     Args:
-        config: table sizes, width and merge operator.
-        d_model: width of the merged token.
-        merge_tokens: build what merging needs: the learned placeholder action of fake tokens
-            and candidates, and the concat projection (DFGR). MetaGR keeps item and action
-            tokens apart and passes False (an unused parameter would break DDP).
+        config: table sizes and width (and the embedding dropout).
         device: where to allocate.
         add_user_context: add the user embedding to every item and candidate token (the
             generative models, unless ``config.user_context`` is ``"token"``); False leaves it
@@ -47,17 +45,15 @@ class SequenceEmbedding(nn.Module):
 
     Example::
 
-        emb = SequenceEmbedding(SequenceEmbeddingConfig(item_vocab_size=1000), d_model=64)
+        emb = SequenceEmbedding(SequenceEmbeddingConfig(item_vocab_size=1000))
         out = emb(kjt)                      # kjt holds every key of emb.feature_names
-        real = emb.merge(out.items.values(), out.actions.values())
-        fake = emb.merge_placeholder(out.items.values())
+        out.items, out.actions, out.candidates  # JaggedTensors [T, D], [T, D], [M, D]
     """
 
     def __init__(
         self,
         config: SequenceEmbeddingConfig,
-        d_model: int,
-        merge_tokens: bool = True,
+        *,
         device: Optional[torch.device] = None,
         add_user_context: bool = True,
     ) -> None:
@@ -85,12 +81,8 @@ class SequenceEmbedding(nn.Module):
             for name, rows in {**config.action_vocab_sizes, **config.user_vocab_sizes}.items()
         ]
         self.collection = EmbeddingCollection(tables=tables, device=device)
-        self.placeholder = PlaceholderAction(dim, device=device) if merge_tokens else None
         # no module at 0, so a model without dropout draws nothing from the RNG
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else None
-        self.merge_projection = (
-            nn.Linear(2 * dim, d_model, device=device) if merge_tokens and config.merge == MergeOp.CONCAT else None
-        )
 
     @property
     def feature_names(self) -> List[str]:
@@ -117,18 +109,6 @@ class SequenceEmbedding(nn.Module):
                 for jt in (items, actions, candidates)
             )
         return SequenceEmbeddings(items=items, actions=actions, candidates=candidates, users=context)
-
-    def merge(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """One token per interaction from its item and action embeddings."""
-        if self.placeholder is None:
-            raise RuntimeError("this SequenceEmbedding was built with merge_tokens=False")
-        return merge_item_action(items, actions, self.merge_projection)
-
-    def merge_placeholder(self, items: torch.Tensor) -> torch.Tensor:
-        """The fake-flow / candidate token: the item with the placeholder action."""
-        if self.placeholder is None:
-            raise RuntimeError("this SequenceEmbedding was built with merge_tokens=False")
-        return self.merge(items, self.placeholder.weight.expand_as(items))
 
 
 def _sum_values(looked_up: Dict[str, JaggedTensor], names: List[str]) -> JaggedTensor:

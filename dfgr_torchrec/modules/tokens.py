@@ -4,7 +4,8 @@ DFGR's real flow reads each interaction as one token merged from its item and it
 the fake flow (and every candidate) reads the same item with a learned placeholder action.
 :class:`DualFlowTokens` builds both from two jagged embedding lookups of the same interactions,
 so :class:`~dfgr_torchrec.modules.dual_flow.DualFlowInteraction` can sit behind a user's own
-``EmbeddingCollection`` (the ranking models' :class:`SequenceEmbedding` merges the same way).
+``EmbeddingCollection``; DFGR's ranking model holds one behind its
+:class:`~dfgr_torchrec.modules.embeddings.SequenceEmbedding`.
 
 Example::
 
@@ -73,13 +74,19 @@ class DualFlowTokens(nn.Module):
         """``(real, fake)``: item + true action, and item + placeholder action, jagged like ``items``."""
         if not torch.equal(items.lengths(), actions.lengths()):
             raise ValueError("items and actions must have the same lengths (one action embedding per interaction)")
-        real = merge_item_action(items.values(), actions.values(), self.merge_projection)
-        return _like(items, real), self.placeholder_tokens(items)
+        return _like(items, self.merge(items.values(), actions.values())), self.placeholder_tokens(items)
 
     def placeholder_tokens(self, items: JaggedTensor) -> JaggedTensor:
         """Item + placeholder action: the fake flow's tokens, and the candidates' at scoring time."""
-        values = items.values()
-        return _like(items, merge_item_action(values, self.placeholder.weight.expand_as(values), self.merge_projection))
+        return _like(items, self.merge_placeholder(items.values()))
+
+    def merge(self, items: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``[N, d_model]`` real tokens from item and action embeddings ``[N, dim]``."""
+        return merge_item_action(items, actions, self.merge_projection)
+
+    def merge_placeholder(self, items: torch.Tensor) -> torch.Tensor:
+        """``[N, d_model]`` fake-flow / candidate tokens: the items with the placeholder action."""
+        return merge_item_action(items, self.placeholder.weight.expand_as(items), self.merge_projection)
 
 
 def _like(jt: JaggedTensor, values: torch.Tensor) -> JaggedTensor:
@@ -88,12 +95,11 @@ def _like(jt: JaggedTensor, values: torch.Tensor) -> JaggedTensor:
 
 class PlaceholderMerge(nn.Module):
     """A merged-token model's candidate token (the item with the placeholder action) as a module:
-    what an exported candidate graph holds. ``embedding``: the :class:`SequenceEmbedding` whose
-    placeholder and merge it applies (its tables are not read)."""
+    what an exported candidate graph holds. ``tokens``: the model's :class:`DualFlowTokens`."""
 
-    def __init__(self, embedding: nn.Module) -> None:
+    def __init__(self, tokens: DualFlowTokens) -> None:
         super().__init__()
-        self.embedding = embedding
+        self.tokens = tokens
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        return self.embedding.merge_placeholder(items)
+        return self.tokens.merge_placeholder(items)

@@ -68,6 +68,11 @@ def checkpoint_path(path: str) -> str:
     return found
 
 
+# weights that moved to another module, ``{old name prefix: new}``: DFGR's placeholder action and
+# concat projection left the lookup (``SequenceEmbedding``) for its token merge (``DualFlowTokens``)
+RENAMED = {"embedding.placeholder.": "tokens.placeholder.", "embedding.merge_projection.": "tokens.merge_projection."}
+
+
 def model_keys(path: str) -> Dict[str, str]:
     """``{model weight name: checkpoint key}`` of every ``model.*`` tensor of a DCP checkpoint."""
     keys: Dict[str, str] = {}
@@ -78,6 +83,9 @@ def model_keys(path: str) -> Dict[str, str]:
         for prefix in DMP_PREFIXES:
             name = name[len(prefix) :] if name.startswith(prefix) else name
         keys[name] = key
+    for old, new in RENAMED.items():  # a checkpoint saved before a weight moved
+        for name in [n for n in keys if n.startswith(old)]:
+            keys[new + name[len(old) :]] = keys.pop(name)
     return keys
 
 

@@ -24,9 +24,7 @@ class ItemOnlyRanker(nn.Module):
 
     def __init__(self, config: RankingModelConfig, device=None) -> None:
         super().__init__()
-        self.embedding = SequenceEmbedding(
-            config.embeddings, config.embeddings.embedding_dim, merge_tokens=False, device=device
-        )
+        self.embedding = SequenceEmbedding(config.embeddings, device=device)
         self.head = nn.Linear(config.embeddings.embedding_dim, len(config.tasks), device=device)
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
 

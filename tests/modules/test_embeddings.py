@@ -1,4 +1,4 @@
-"""SequenceEmbedding: feature layout, side features, user context, merge operators."""
+"""SequenceEmbedding: feature layout, side features, user context, dropout."""
 
 import pytest
 import torch
@@ -38,7 +38,7 @@ def _kjt(user_ids=(1, 2)):
 
 def test_items_sum_item_side_and_user_context():
     torch.manual_seed(0)
-    emb = SequenceEmbedding(CFG, d_model=8)
+    emb = SequenceEmbedding(CFG)
     out = emb(_kjt())
     tables = {name: emb.collection.embeddings[name].weight for name in ("item", "category", "click", "like", "user_id")}
     expected_item0 = tables["item"][3] + tables["category"][0] + tables["user_id"][1]
@@ -51,7 +51,7 @@ def test_items_sum_item_side_and_user_context():
 
 def test_user_context_only_touches_its_user():
     torch.manual_seed(0)
-    emb = SequenceEmbedding(CFG, d_model=8)
+    emb = SequenceEmbedding(CFG)
     a, b = emb(_kjt((1, 2))), emb(_kjt((5, 2)))
     assert not torch.allclose(a.items.values()[:2], b.items.values()[:2])
     torch.testing.assert_close(a.items.values()[2:], b.items.values()[2:])
@@ -59,22 +59,20 @@ def test_user_context_only_touches_its_user():
 
 
 def test_missing_feature_is_named():
-    emb = SequenceEmbedding(CFG, d_model=8)
+    emb = SequenceEmbedding(CFG)
     kjt = KeyedJaggedTensor.from_lengths_sync(keys=["item_id"], values=torch.tensor([1]), lengths=torch.tensor([1]))
     with pytest.raises(KeyError, match="cand_item_id"):
         emb(kjt)
 
 
-def test_concat_merge_projects_to_d_model():
-    cfg = SequenceEmbeddingConfig(item_vocab_size=20, action_vocab_sizes={"a": 2}, embedding_dim=8, merge="concat")
-    emb = SequenceEmbedding(cfg, d_model=12)
-    items, actions = torch.randn(3, 8), torch.randn(3, 8)
-    assert emb.merge(items, actions).shape == (3, 12)
-    assert emb.merge_placeholder(items).shape == (3, 12)
+def test_the_lookup_holds_no_interaction_parameter():
+    """The placeholder action and the concat projection are DFGR's (DualFlowTokens), not the lookup's."""
+    names = [name for name, _ in SequenceEmbedding(CFG).named_parameters()]
+    assert names and all(name.startswith("collection.") for name in names)
 
 
 def test_meta_device_allocates_nothing():
-    emb = SequenceEmbedding(CFG, d_model=8, device=torch.device("meta"))
+    emb = SequenceEmbedding(CFG, device=torch.device("meta"))
     assert all(p.device.type == "meta" for p in emb.parameters())
 
 
@@ -88,9 +86,9 @@ def test_embedding_dropout_only_in_training():
         dropout=0.5,
     )
     torch.manual_seed(0)
-    emb = SequenceEmbedding(cfg, d_model=8)
+    emb = SequenceEmbedding(cfg)
     train = emb(_kjt()).items.values()
     assert (train == 0).float().mean() > 0.2  # about half the entries dropped
     emb.eval()
     assert (emb(_kjt()).items.values() != 0).all()
-    assert SequenceEmbedding(CFG, d_model=8).dropout is None  # off by default: no module
+    assert SequenceEmbedding(CFG).dropout is None  # off by default: no module

@@ -84,3 +84,12 @@ def test_the_interaction_trains_without_timestamps_under_dmp(tmp_path):
         assert time_gap is not None and torch.count_nonzero(time_gap.grad) == 0
     finally:
         dist.destroy_process_group()
+
+
+def test_the_tensor_merges_are_the_jagged_ones():
+    tokens = DualFlowTokens(dim=4, merge=MergeOp.CONCAT, d_model=6)
+    items = JaggedTensor(values=torch.randn(5, 4), lengths=torch.tensor([2, 3]))
+    actions = JaggedTensor(values=torch.randn(5, 4), lengths=torch.tensor([2, 3]))
+    real, fake = tokens(items, actions)
+    torch.testing.assert_close(real.values(), tokens.merge(items.values(), actions.values()))
+    torch.testing.assert_close(fake.values(), tokens.merge_placeholder(items.values()))

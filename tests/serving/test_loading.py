@@ -77,3 +77,30 @@ def test_a_run_loads_from_another_directory_with_its_data_found_from_the_launch_
     assert set(metrics) == set(data.tasks)
     with pytest.raises(FileNotFoundError, match="configs/data/kuairand-sample.yaml: no such config file"):
         prepared_data_of(config, str(tmp_path))
+
+
+def test_a_checkpoint_saved_before_the_token_merge_moved_still_loads(tmp_path):
+    """DFGR's placeholder action and concat projection were ``embedding.*`` weights before they moved
+    to its token merge (``tokens.*``): such a checkpoint loads into the model of today."""
+    import torch.distributed.checkpoint as dcp
+
+    from dfgr_torchrec.config import InteractionConfig, RankingModelConfig, SequenceEmbeddingConfig, TaskConfig
+    from dfgr_torchrec.models import build_model
+    from dfgr_torchrec.serving.loading import load_weights
+
+    config = RankingModelConfig(
+        embeddings=SequenceEmbeddingConfig(item_vocab_size=20, embedding_dim=8),
+        interaction=InteractionConfig(d_model=8, num_layers=1, num_heads=1, attention_dim=4, linear_dim=4),
+        tasks=[TaskConfig("a")],
+    )
+    torch.manual_seed(0)
+    saved = build_model(config)
+    old = {
+        name.replace("tokens.", "embedding.", 1) if name.startswith("tokens.") else name: tensor
+        for name, tensor in saved.state_dict().items()
+    }
+    assert "embedding.placeholder.weight" in old and "embedding.merge_projection.weight" in old
+    dcp.save({"model": old}, checkpoint_id=str(tmp_path / "step-1"), no_dist=True)
+    loaded = load_weights(build_model(config), str(tmp_path / "step-1"))
+    for name, tensor in saved.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, atol=0, rtol=0)
