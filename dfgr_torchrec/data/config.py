@@ -9,7 +9,9 @@ A user's own log needs a YAML file of this shape, not code::
       header: true                # false: columns are 0-based indices (a YAML boolean, unquoted)
       timestamp_unit: s           # s | ms | us | ns: the unit of the timestamp column (scales a date time_cutoff)
       columns: {user: user_id, item: video_id, timestamp: time_ms}
-      side_features: {category: category_id}
+      side_features:              # item side features, each one id column of its own embedding table
+        category: category_id     # {name: column}: the raw values are the ids
+        duration: {column: duration_ms, bucket: log2}   # a number >= 0, bucketed: floor(log2(value + 1))
       on_bad_rows: error          # or skip: skipped rows are counted per reason in report.json
       duplicates: error           # same (user, item, timestamp) twice: error | merge (one interaction, the
                                   # union of the actions) | skip (keep the first) | keep
@@ -52,6 +54,7 @@ DELIMITERS = {"csv": ",", "tsv": "\t"}
 TIMESTAMP_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # per second
 COLUMN = "a column name or a 0-based column index"
 ENGINES = ("duckdb", "python")  # duckdb: out of core; python: the reference reader (same outputs)
+BUCKETS = ("log2",)  # how a numeric side feature becomes ids: log2 is floor(log2(value + 1)), so 0 -> 0
 
 
 def _is_int(value: Any) -> bool:
@@ -95,13 +98,44 @@ class ColumnsConfig:
 
 
 @dataclass
+class SideFeatureConfig:
+    """A numeric item side feature: ``column``'s value, a number >= 0, as the id of its ``bucket``
+    (``log2``: the largest k with 2**k <= value + 1, i.e. floor(log2(value + 1)); 0 -> 0, 1 -> 1,
+    2..5 -> 2...). A value that is not a finite number >= 0 is a bad row (``source.on_bad_rows``)."""
+
+    column: Column
+    bucket: str
+
+    def __post_init__(self) -> None:
+        _check_column("column", self.column)
+        check(self.bucket in BUCKETS, "bucket", " or ".join(repr(b) for b in BUCKETS), self.bucket)
+
+
+SideFeature = Union[str, int, SideFeatureConfig]
+
+
+def _side_feature(name: Any, value: Any) -> SideFeature:
+    """One ``side_features`` entry: a column (the plain form, kept as is) or a :class:`SideFeatureConfig`."""
+    check(isinstance(name, str) and name != "", "side_features", "feature names that are strings", name)
+    if isinstance(value, Mapping):
+        return from_dict(SideFeatureConfig, value, f"side_features.{name}")
+    check(
+        isinstance(value, SideFeatureConfig) or isinstance(value, str) or (_is_int(value) and value >= 0),
+        f"side_features.{name}",
+        f"{COLUMN} or a mapping {{column: <column>, bucket: log2}}",
+        value,
+    )
+    return value
+
+
+@dataclass
 class SourceConfig:
     path: str
     format: str = "csv"
     columns: ColumnsConfig = None  # type: ignore[assignment]
     header: bool = True
     delimiter: Optional[str] = None
-    side_features: Dict[str, Column] = field(default_factory=dict)
+    side_features: Dict[str, SideFeature] = field(default_factory=dict)
     on_bad_rows: str = "error"
     duplicates: str = "error"
     require_sorted: bool = False
@@ -116,6 +150,7 @@ class SourceConfig:
         _check_bool("require_sorted", self.require_sorted)
         check(self.delimiter is None or isinstance(self.delimiter, str), "delimiter", "a string", self.delimiter)
         check(isinstance(self.side_features, Mapping), "side_features", "a mapping {name: column}", self.side_features)
+        self.side_features = {name: _side_feature(name, value) for name, value in self.side_features.items()}
         check(
             self.timestamp_unit in TIMESTAMP_UNITS,
             "timestamp_unit",
@@ -133,13 +168,23 @@ class SourceConfig:
             self.columns = from_dict(ColumnsConfig, self.columns, "columns")
         check(self.on_bad_rows in ("error", "skip"), "on_bad_rows", "'error' or 'skip'", self.on_bad_rows)
         check(self.duplicates in DUPLICATES, "duplicates", f"one of {DUPLICATES}", self.duplicates)
-        for key, col in [*asdict(self.columns).items(), *self.side_features.items()]:
+        for key, col in [*asdict(self.columns).items(), *self.side_columns.items()]:
             if self.header or self.format == "parquet":
                 check(isinstance(col, str), f"columns.{key}", "a column name (the file has a header)", col)
             else:
                 check(
                     isinstance(col, int) and col >= 0, f"columns.{key}", "a 0-based column index (header: false)", col
                 )
+
+    @property
+    def side_columns(self) -> Dict[str, Column]:
+        """The column of each side feature."""
+        return {n: f.column if isinstance(f, SideFeatureConfig) else f for n, f in self.side_features.items()}
+
+    @property
+    def side_buckets(self) -> Dict[str, str]:
+        """The bucketing of each numeric side feature (the plain ones are left out)."""
+        return {n: f.bucket for n, f in self.side_features.items() if isinstance(f, SideFeatureConfig)}
 
 
 @dataclass

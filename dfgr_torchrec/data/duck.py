@@ -38,7 +38,9 @@ from dfgr_torchrec.data.readers import (
     _column_keys,
     _split_lines,
     _utf8_error,
+    negative_side,
     non_numeric_action,
+    non_numeric_side,
     parquet_columns,
     raise_first_bad_row,
     read_header,
@@ -80,6 +82,15 @@ def _label(config: DataConfig, name: str, text: str) -> str:
     return f"CASE WHEN {number} IS NULL THEN NULL ELSE ({test})::UTINYINT END"
 
 
+def _log2_bucket(number: str) -> str:
+    """``readers.log2_bucket`` of the DOUBLE ``number`` as text: the largest k with 2**k <= number + 1
+    (log2's rounding corrected by exact powers of two); NULL unless a finite number >= 0."""
+    y = f"floor({number} + 1.0)"
+    b = f"floor(log2(greatest({y}, 1.0)))"
+    k = f"CASE WHEN pow(2.0, {b}) > {y} THEN {b} - 1 WHEN pow(2.0, {b} + 1) <= {y} THEN {b} + 1 ELSE {b} END"
+    return f"CASE WHEN isfinite({number}) AND {number} >= 0 THEN CAST(CAST({k} AS BIGINT) AS VARCHAR) END"
+
+
 class _Engine:
     def __init__(self, config: DataConfig, con) -> None:
         self.config, self.con = config, con
@@ -116,8 +127,9 @@ class _Engine:
         return source, {k: f"c{i}" for k, i in index.items()}, f"c{width - 1} IS NULL"
 
     def _parse(self, path: str) -> str:
-        """The SELECT of one shard: trimmed id texts ``id<k>``, time ``t``, labels ``a<k>`` and ``bad``
-        (the reason a row is bad, in the reference reader's order, or NULL)."""
+        """The SELECT of one shard: trimmed id texts ``id<k>`` (a bucketed side feature's bucket),
+        time ``t``, labels ``a<k>`` and ``bad`` (the reason a row is bad, in the reference reader's
+        order, or NULL)."""
         source, raw, missing = self._source(path)
         side = [f"side_features.{n}" for n in self.config.source.side_features]
         id_keys = ["user", "item", *side, *(["action_feature"] if self.config.action_feature is not None else [])]
@@ -125,6 +137,8 @@ class _Engine:
         texts += [f"{_trim(raw['timestamp'])} AS tt", f"{missing} AS missing"]
         texts += [f"{_trim(raw[f'actions.{n}'])} AS v{k}" for k, n in enumerate(self.actions)]
         labels = [f"{_label(self.config, n, f'v{k}')} AS a{k}" for k, n in enumerate(self.actions)]
+        buckets = self._buckets()
+        numbers = "".join(f", TRY_CAST(id{k} AS DOUBLE) AS n{k}" for k in buckets)
         number = "TRY_CAST(tt AS DOUBLE)"
         t = f"CASE WHEN isfinite({number}) AND {number} = floor({number}) THEN TRY_CAST(tt AS BIGINT) END"
         bad = [
@@ -135,13 +149,24 @@ class _Engine:
             ("t IS NULL", NON_NUMERIC_TIMESTAMP),
             *((f"a{k} IS NULL", non_numeric_action(n)) for k, n in enumerate(self.actions)),
         ]
+        for k, name in buckets.items():
+            bad += [
+                (f"NOT coalesce(isfinite(n{k}), false)", non_numeric_side(name)),
+                (f"n{k} < 0", negative_side(name)),
+            ]
         reason = "CASE " + " ".join(f"WHEN {c} THEN {_literal(r)}" for c, r in bad) + " END"
         ids = ", ".join(f"id{k}" for k in range(len(id_keys)))
+        out = ", ".join(f"{_log2_bucket(f'n{k}')} AS id{k}" if k in buckets else f"id{k}" for k in range(len(id_keys)))
         a = ", ".join(f"a{k}" for k in range(len(self.actions)))
         return (
-            f"SELECT {ids}, t, {a}, {reason} AS bad FROM (SELECT {ids}, tt, missing, {t} AS t, {', '.join(labels)} "
-            f"FROM (SELECT {', '.join(texts)} FROM {source}))"
+            f"SELECT {out}, t, {a}, {reason} AS bad FROM (SELECT {ids}{numbers}, tt, missing, {t} AS t, "
+            f"{', '.join(labels)} FROM (SELECT {', '.join(texts)} FROM {source}))"
         )
+
+    def _buckets(self) -> Dict[int, str]:
+        """``{id column k: name}`` of the bucketed side features (id columns: user, item, side...)."""
+        side = list(self.config.source.side_features)
+        return {2 + side.index(n): n for n in self.config.source.side_buckets}
 
     def load(self) -> None:
         """Reads every shard into the table ``parsed``, with the reason each row is bad (or NULL).

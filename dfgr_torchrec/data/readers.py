@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -74,6 +75,14 @@ def non_numeric_action(name: str) -> str:
     return f"non-numeric action {name}"
 
 
+def non_numeric_side(name: str) -> str:
+    return f"non-numeric side feature {name}"
+
+
+def negative_side(name: str) -> str:
+    return f"negative side feature {name}"
+
+
 class _BadRow(Exception):
     def __init__(self, reason: str, column: str, message: str) -> None:
         super().__init__(message)
@@ -116,6 +125,20 @@ def _action_parser(name: str, action: ActionConfig) -> Callable[[str], int]:
     return lambda v: int(number(v) != 0.0)
 
 
+def log2_bucket(value: str, name: str, column: str) -> str:
+    """The id of a ``bucket: log2`` side feature's trimmed ``value``: the largest k with
+    2**k <= value + 1 (in double precision), as text; not a finite number >= 0 is a bad row."""
+    try:
+        number = float(value) if value.isascii() else math.nan  # DuckDB reads no other digits
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise _BadRow(non_numeric_side(name), column, f"expected a number, got {value!r}")
+    if number < 0:
+        raise _BadRow(negative_side(name), column, f"expected a number >= 0, got {value!r}")
+    return str(int(math.floor(number + 1.0)).bit_length() - 1)
+
+
 def _column_keys(config: DataConfig) -> Dict[str, Column]:
     src = config.source
     keys: Dict[str, Column] = {
@@ -127,7 +150,7 @@ def _column_keys(config: DataConfig) -> Dict[str, Column]:
         keys[f"actions.{name}"] = action.column
     if config.action_feature is not None:
         keys["action_feature"] = config.action_feature
-    for name, col in src.side_features.items():
+    for name, col in src.side_columns.items():
         keys[f"side_features.{name}"] = col
     return keys
 
@@ -319,6 +342,10 @@ class _RowParser:
         self.action_idx = [index[f"actions.{n}"] for n in names]
         self.ui, self.ii, self.ti = index["user"], index["item"], index["timestamp"]
         self.side_idx = [index[f"side_features.{n}"] for n in config.source.side_features]
+        buckets, columns = config.source.side_buckets, config.source.side_columns
+        self.side_buckets = [  # (name, column text) of each bucketed side feature, None for a plain one
+            (n, f"side_features.{n} ({columns[n]})") if n in buckets else None for n in config.source.side_features
+        ]
         self.feature_idx = index.get("action_feature")
         self.needed = max(index.values()) + 1
         self.inverse = {v: k for k, v in index.items()}
@@ -340,10 +367,14 @@ class _RowParser:
             raise _BadRow(EMPTY_ITEM, f"item ({src.columns.item})", "expected an item id, got an empty field")
         ts = _parse_timestamp(str(fields[self.ti]).strip(), f"timestamp ({src.columns.timestamp})")
         row_labels = [p(str(fields[i]).strip()) for p, i in zip(self.parsers, self.action_idx)]
+        side = [str(fields[i]).strip() for i in self.side_idx]
+        for k, bucket in enumerate(self.side_buckets):
+            if bucket is not None:
+                side[k] = log2_bucket(side[k], *bucket)
         if src.require_sorted:
             self._check_sorted(user, ts)
         value = str(fields[self.feature_idx]).strip() if self.feature_idx is not None else None
-        return user, item, ts, row_labels, value, [str(fields[i]).strip() for i in self.side_idx]
+        return user, item, ts, row_labels, value, side
 
     def _check_sorted(self, user: str, ts: int) -> None:
         if ts < self.last_time.get(user, ts):

@@ -1,9 +1,11 @@
 """Data YAMLs through the one loader: ``defaults:``, overrides, errors naming the file and the key."""
 
+import dataclasses
+
 import pytest
 import yaml
 
-from dfgr_torchrec.data.config import load_data_config
+from dfgr_torchrec.data.config import SideFeatureConfig, load_data_config
 
 BASE = {
     "name": "base",
@@ -44,6 +46,32 @@ def test_a_data_config_composes_from_defaults_and_takes_overrides(tmp_path):
         ("defaults: [base.yaml]\n", ["vocab.hash_buckets=lots"], "vocab.hash_buckets: expected a positive integer"),
         ("defaults: [base.yaml]\n", ["source.colums={}"], "source.colums: unknown key"),
         ("defaults: [base.yaml]\n", ["source.side_features=[a]"], "source.side_features: expected a mapping"),
+        (
+            "defaults: [base.yaml]\n",
+            ["source.side_features={duration: {column: d, bucket: linear}}"],
+            "source.side_features.duration.bucket: expected 'log2', got 'linear'",
+        ),
+        (
+            "defaults: [base.yaml]\n",
+            ["source.side_features={duration: {column: d}}"],
+            "source.side_features.duration: missing required key(s): bucket",
+        ),
+        (
+            "defaults: [base.yaml]\n",
+            ["source.side_features={duration: {column: d, bucket: log2, step: 2}}"],
+            "source.side_features.duration.step: unknown key(s)",
+        ),
+        (
+            "defaults: [base.yaml]\n",
+            ["source.side_features={duration: 1.5}"],
+            "source.side_features.duration: expected a column name or a 0-based column index or a mapping",
+        ),
+        (
+            "defaults: [base.yaml]\n",
+            ["source.header=false", "source.columns={user: 0, item: 1, timestamp: 2}"]
+            + ["actions.click.column=3", "source.side_features={duration: {column: d, bucket: log2}}"],
+            "source.columns.duration: expected a 0-based column index (header: false)",
+        ),
         ("# nothing yet\n", [], "DataConfig: missing required key(s): name, source, actions"),
         (
             "name: x\nsource: {path: p, columns: {user: u}}\nactions: {click: {column: c}}\n",
@@ -58,6 +86,21 @@ def test_a_type_error_names_the_file_and_the_key(tmp_path, top, overrides, messa
         load_data_config(path, overrides)
     assert str(error.value).startswith(f"{path}: {message}"), str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_side_features_plain_and_bucketed(tmp_path):
+    """The plain ``{name: column}`` form is kept as it was (same config key); a bucketed one is a
+    :class:`SideFeatureConfig`, its column read like any other."""
+    path = _files(tmp_path, "defaults: [base.yaml]\nsource: {side_features: {category: c}}\n")
+    plain = load_data_config(path)
+    assert plain.source.side_features == {"category": "c"} and plain.source.side_buckets == {}
+    bucketed = load_data_config(path, ["source.side_features.duration={column: d, bucket: log2}"])
+    assert list(bucketed.source.side_features) == ["category", "duration"]
+    assert bucketed.source.side_features["duration"] == SideFeatureConfig(column="d", bucket="log2")
+    assert bucketed.source.side_columns == {"category": "c", "duration": "d"}
+    assert bucketed.source.side_buckets == {"duration": "log2"}
+    assert plain.config_key() != bucketed.config_key()
+    assert dataclasses.asdict(plain.source)["side_features"] == {"category": "c"}  # what the config key hashes
 
 
 def test_a_missing_default_and_a_cycle_are_one_line(tmp_path):

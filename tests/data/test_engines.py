@@ -141,6 +141,47 @@ def test_csv_side_features_and_string_equals(tmp_path):
     assert arrays["vocab_category"].tolist() == ["cat,0", "cat,1", "cat,2"] and report["users"] == 4
 
 
+NUMBERS = ["0", "1", "2", "3", "7", "8", "1e3", "2.5", "0.999", " 65535", "65536", "4294967295", "1e300"]
+NUMBERS += ["00012", "+3", "-0", "1_000", "9007199254740991", "9007199254740992", "45916"]
+
+
+def _numeric_side_config(tmp_path, log, **source) -> DataConfig:
+    sides = {"duration": {"column": "d", "bucket": "log2"}, "raw": "d"}
+    return _config(tmp_path, log, **{"source.side_features": sides, "source.duplicates": "keep"}, **source)
+
+
+def test_a_log2_bucketed_side_feature_alike(tmp_path):
+    rows = [f"u{u}\ti{t}\t{t}\t1\t{t % 2}\t{n}" for u in range(4) for t, n in enumerate(NUMBERS)]
+    log = _log(tmp_path, rows, header=HEADER + "\td")
+    arrays, report = prepare_both(_numeric_side_config(tmp_path, log), tmp_path)
+    assert arrays["vocab_duration"].dtype == np.int64 and report["rows_dropped"] == {}
+    # floor(log2(value + 1)) of the training rows' values (each user's last two are valid and test):
+    # 0.999 -> 0, 2.5 -> 1, 1e3 and 1_000 -> 9, 65535 and 65536 -> 16, 2**53 - 1 -> 53, 1e300 -> 996
+    assert arrays["vocab_duration"].tolist() == [0, 1, 2, 3, 9, 16, 32, 53, 996]
+    assert arrays["vocab_raw"].dtype.kind == "U" and "1_000" in arrays["vocab_raw"].tolist()  # the plain form: ids
+    vocab, side = arrays["vocab_duration"], arrays["side_duration"]
+    assert vocab[side[:4] - 1].tolist() == [0, 1, 1, 2]  # rows 1..V: 0 -> 0, 1 -> 1, 2 -> 1, 3 -> 2
+
+
+BAD_NUMBERS = ["", "x", "-1", "-0.5", "nan", "inf", "-inf", "1,5", "0x10", "\u0661"]
+
+
+@pytest.mark.parametrize("bad", BAD_NUMBERS)
+def test_a_bad_bucketed_value_is_a_bad_row_alike(tmp_path, bad):
+    rows = [f"a\ti{t}\t{t}\t1\t{t % 2}\t{t * 100}" for t in range(6)]
+    rows.insert(2, f"a\tq\t9\t1\t0\t{bad}")
+    log = _log(tmp_path, rows, header=HEADER + "\td")
+    message = errors_of_both(_numeric_side_config(tmp_path, log), tmp_path / "error")
+    assert message.startswith(f"{log}:4: column side_features.duration (d): expected a number"), message
+    _, report = prepare_both(_numeric_side_config(tmp_path, log, **{"source.on_bad_rows": "skip"}), tmp_path / "skip")
+    reason = (
+        "negative side feature duration"
+        if bad.startswith("-") and bad != "-inf"
+        else "non-numeric side feature duration"
+    )
+    assert report["rows_dropped"] == {reason: 1} and report["rows_kept"] == 6
+
+
 def test_parquet(tmp_path, tiny_log):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -266,7 +307,7 @@ def test_engine_is_checked_and_left_out_of_the_config_key(tmp_path, tiny_log):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["kuairand-sample", "taobao-sample", "taobao-mb"])
+@pytest.mark.parametrize("name", ["kuairand-sample", "kuairand-sample-duration", "taobao-sample", "taobao-mb"])
 def test_real_logs_prepare_identically(shared_data, tmp_path, name):
     prepare_both(load_data_config(f"configs/data/{name}.yaml"), tmp_path)
 
