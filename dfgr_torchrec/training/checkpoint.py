@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.errors import RunError
 from dfgr_torchrec.training.manifest import write_manifest
 from dfgr_torchrec.training.safe_dcp import UnsafeCheckpoint, safe_load
 

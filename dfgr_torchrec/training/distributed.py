@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.errors import RunError
 
 
 @dataclass

@@ -9,7 +9,7 @@ import re
 from typing import Callable, Dict, List, Optional
 
 from dfgr_torchrec.data.atomic import file_digest
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.errors import RunError
 
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^step-(\d+)$")

@@ -1,5 +1,5 @@
 """Preemption: SIGTERM (a scheduler's stop; torchrun forwards it to its workers) or SIGUSR1 (Slurm's
-``--signal`` warning) ends a run with one checkpoint and :data:`~dfgr_torchrec.training.errors.PREEMPTED_EXIT`.
+``--signal`` warning) ends a run with one checkpoint and :data:`~dfgr_torchrec.errors.PREEMPTED_EXIT`.
 
 A signal only sets a flag and arms a timer. After every step the ranks agree (one ``all_reduce``
 MAX of their flags on the run's process group, a few microseconds), so all of them stop after the
@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 import torch.distributed as dist
 
-from dfgr_torchrec.training.errors import PREEMPTED_EXIT, Preempted
+from dfgr_torchrec.errors import PREEMPTED_EXIT, Preempted
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _WAIT_POLLS, _WAIT_POLL_S = 2400, 0.05  # the test hook waits at most 2 minutes

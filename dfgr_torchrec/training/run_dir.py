@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.errors import RunError
 from dfgr_torchrec.training.manifest import checkpoint_problem, newest_intact_checkpoint
 from dfgr_torchrec.training.run_lock import lock_run
 

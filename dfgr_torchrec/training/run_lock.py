@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Dict, TextIO
 
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.errors import RunError
 
 LOCK_FILE = ".lock"
 _HELD: Dict[str, TextIO] = {}  # run directory (real path) -> its open, locked file

@@ -22,7 +22,7 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import ReadItem
 
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.errors import RunError
 
 # (module, name) pairs DCP's metadata may reference: dataclasses and enums of plain fields,
 # torch's dtype / Size / layout and a path. None of them runs anything but a constructor.

@@ -1,5 +1,5 @@
 """``python -m dfgr_torchrec.training.torchrun``: torchrun (same arguments) whose preemption ends as one line
-and :data:`~dfgr_torchrec.training.errors.PREEMPTED_EXIT` instead of a traceback and status 1.
+and :data:`~dfgr_torchrec.errors.PREEMPTED_EXIT` instead of a traceback and status 1.
 
 Plain torchrun ends a SIGTERM to its agent with a ``SignalException`` traceback and status 1, and
 workers that exited 143 after their checkpoint with a ``ChildFailedError`` traceback: neither tells a
@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import List, Optional
 
-from dfgr_torchrec.training.errors import PREEMPTED_EXIT
+from dfgr_torchrec.errors import PREEMPTED_EXIT
 
 HANDLED = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"  # torchrun's default and SIGUSR1
 

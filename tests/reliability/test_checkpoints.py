@@ -38,7 +38,7 @@ def test_damaged_latest_falls_back_naming_the_file(run_copy, name):
 
 
 def test_no_intact_checkpoint_is_refused_naming_them(run_copy):
-    from dfgr_torchrec.training.errors import RunError
+    from dfgr_torchrec.errors import RunError
     from dfgr_torchrec.training.manifest import newest_intact_checkpoint
 
     out, run = run_copy

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from dfgr_torchrec.training.errors import PREEMPTED_EXIT
+from dfgr_torchrec.errors import PREEMPTED_EXIT
 from dfgr_torchrec.training.manifest import checkpoint_problem
 
 from .conftest import DEBUG, ROOT, env, needs_data, torchrun
@@ -165,7 +165,7 @@ def test_a_save_that_may_not_fit_the_grace_is_said_and_done_anyway():
     """One process: the last save took longer than the grace, so rank 0 warns, then saves and raises."""
     code = (
         "import os, signal, time, torch, torch.distributed as dist\n"
-        "from dfgr_torchrec.training.errors import Preempted\n"
+        "from dfgr_torchrec.errors import Preempted\n"
         "from dfgr_torchrec.training.preemption import Preemption\n"
         "dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)\n"
         "with Preemption(5.0, 0, torch.device('cpu')) as p:\n"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dfgr_torchrec.training.errors import RunError
+from dfgr_torchrec.errors import RunError
 from dfgr_torchrec.training.run_lock import LOCK_FILE, lock_run, release_run
 from tests.reliability.conftest import DEBUG, ROOT, SMALL, clean_error, dfgr, env, needs_data
 
