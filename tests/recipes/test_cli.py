@@ -65,3 +65,16 @@ def test_sparse_dist_pipeline_trains_like_the_base_loop(tmp_path):
         finals.append(json.loads((tmp_path / pipeline / "debug" / "metrics_final.json").read_text())["tasks"])
     for task in finals[0]:
         assert finals[0][task]["logloss"] == pytest.approx(finals[1][task]["logloss"], abs=1e-5)
+
+
+def test_a_re_targeted_config_says_what_it_left_out_on_one_line(capsys):
+    from dfgr_torchrec.recipes.args import report_left_out
+    from dfgr_torchrec.recipes.config import load_train_config
+
+    path = str(ROOT / "configs/train/dfgr_kuairand.yaml")
+    report_left_out(load_train_config(path, ["model.type=dcn"]))
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("left out model.bias_terms, model.interaction.attention_dim,")
+    assert line.endswith(": not read by model type 'dcn'")
+    report_left_out(load_train_config(path))
+    assert capsys.readouterr().err == ""
