@@ -1,4 +1,5 @@
 import dataclasses
+import pathlib
 
 import pytest
 import yaml
@@ -138,7 +139,7 @@ def test_float_fields_read_yaml_exponents_without_a_dot():
 
 # Each model type's config holds only the keys that type reads (config.MODEL_CONFIGS)
 
-DFGR_YAML = "configs/train/dfgr_kuairand.yaml"
+DFGR_YAML = str(pathlib.Path(__file__).resolve().parents[1] / "configs/train/dfgr_kuairand.yaml")
 
 
 def _dfgr():
@@ -178,7 +179,7 @@ def test_a_key_the_type_does_not_read_is_an_error_naming_it(kind, node, key):
 
 def test_in_a_yaml_file_the_error_names_the_file(tmp_path):
     path = tmp_path / "dcn.yaml"
-    path.write_text(f"defaults: [{(__import__('pathlib').Path(DFGR_YAML)).resolve()}]\nmodel: {{type: dcn}}\n")
+    path.write_text(f"defaults: [{DFGR_YAML}]\nmodel: {{type: dcn}}\n")
     with pytest.raises(ValueError, match=rf"^{path}: model.bias_terms, model.interaction.attention_dim, .*not read by"):
         load_train_config(str(path))
 
