@@ -364,6 +364,7 @@ class RankingModelConfig(ModelConfig):
 
     interaction: InteractionConfig = field(default_factory=InteractionConfig)
     head_hidden_dims: List[int] = field(default_factory=lambda: [64])
+    head_per_task: bool = False  # one head MLP (tower) per task instead of one shared by the tasks
     bias_terms: bool = False  # add per-task item, side-feature and user biases to the logits
     # add logreg's per-task rate features (smoothed item and user rates, log counts) through a
     # learned per-task linear term to the logits (models/rates.py; export refuses it)
@@ -373,7 +374,7 @@ class RankingModelConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_rate_prior(self.rate_prior)
-        for name in ("bias_terms", "rate_terms"):
+        for name in ("head_per_task", "bias_terms", "rate_terms"):
             check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
         if self.embeddings.merge == MergeOp.SUM:
             check(

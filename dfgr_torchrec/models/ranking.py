@@ -36,7 +36,8 @@ class GenerativeRankingModel(nn.Module):
         self.embedding = SequenceEmbedding(config.embeddings, device=device)
         # built right after the tables, so the dense parameters initialise in the order they always have
         self.tokens = DualFlowTokens(dim, config.embeddings.merge, d_model, device=device) if merge_tokens else None
-        self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device)
+        per_task = getattr(config, "head_per_task", False)  # not hstu's
+        self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device, per_task=per_task)
         bias, rates = getattr(config, "bias_terms", False), getattr(config, "rate_terms", False)  # not hstu's
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if bias else None
         session = config.interaction.mask_mode == MaskMode.SESSION

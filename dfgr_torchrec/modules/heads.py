@@ -10,30 +10,45 @@ from torch import nn
 
 
 class MultiTaskHead(nn.Module):
-    """An MLP from the model width to one logit per task.
+    """An MLP from the model width to one logit per task, shared by the tasks or one per task.
 
     Args:
         d_model: input width.
         num_tasks: number of logits.
         hidden_dims: widths of the hidden SiLU layers (may be empty: a single linear layer).
+        per_task: one MLP (tower) of ``hidden_dims`` per task, each ending in its own logit, so a rare
+            task's hidden layers are not shaped by the frequent ones; False: one MLP for all tasks.
         device: where to allocate.
     """
 
     def __init__(
-        self, d_model: int, num_tasks: int, hidden_dims: Sequence[int] = (), device: Optional[torch.device] = None
+        self,
+        d_model: int,
+        num_tasks: int,
+        hidden_dims: Sequence[int] = (),
+        device: Optional[torch.device] = None,
+        per_task: bool = False,
     ) -> None:
         super().__init__()
-        layers: List[nn.Module] = []
-        width = d_model
-        for hidden in hidden_dims:
-            layers += [nn.Linear(width, hidden, device=device), nn.SiLU()]
-            width = hidden
-        layers.append(nn.Linear(width, num_tasks, device=device))
-        self.mlp = nn.Sequential(*layers)
+        if per_task:
+            self.towers = nn.ModuleList(_mlp(d_model, hidden_dims, 1, device) for _ in range(num_tasks))
+        else:
+            self.mlp = _mlp(d_model, hidden_dims, num_tasks, device)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """``[T, d_model]`` -> ``[T, num_tasks]`` logits."""
+        if hasattr(self, "towers"):
+            return torch.cat([tower(states) for tower in self.towers], dim=-1)
         return self.mlp(states)
+
+
+def _mlp(width: int, hidden_dims: Sequence[int], out: int, device: Optional[torch.device]) -> nn.Sequential:
+    layers: List[nn.Module] = []
+    for hidden in hidden_dims:
+        layers += [nn.Linear(width, hidden, device=device), nn.SiLU()]
+        width = hidden
+    layers.append(nn.Linear(width, out, device=device))
+    return nn.Sequential(*layers)
 
 
 def multitask_bce_loss(
