@@ -59,6 +59,7 @@ BUILTIN_MODELS = {
     "hstu": "dfgr_torchrec.models.hstu:HSTUModel",
     "din": "dfgr_torchrec.models.din:DINModel",
 }
+DEFAULT_MODEL_TYPE = "dfgr"  # what a ``model:`` node without ``type`` builds
 REPEAT_FEATURE_MODELS = ("dfgr", "metagr", "dlrm", "dcn", "deepfm")  # the types that read ``embeddings.repeat_feature``
 # The one registry every check asks (the CLI, the recipe, ``build_model``), torch-free: the
 # built-in types and those ``dfgr_torchrec.models.register_model`` added in this process.
@@ -289,7 +290,7 @@ class ModelConfig:
     by name to weight them (the others weigh 1).
     """
 
-    type: str = "dfgr"
+    type: str = DEFAULT_MODEL_TYPE
     embeddings: SequenceEmbeddingConfig = field(default_factory=SequenceEmbeddingConfig)
     tasks: List[TaskConfig] = field(default_factory=list)
 
@@ -500,7 +501,7 @@ def unread_keys(kind: str, data: Mapping[str, Any]) -> List[str]:
     return sorted(k for k in out if k in anyone or any(a.startswith(f"{k}.") for a in anyone))
 
 
-def model_config(kind: str = "dfgr", **fields: Any) -> ModelConfig:
+def model_config(kind: str = DEFAULT_MODEL_TYPE, **fields: Any) -> ModelConfig:
     """The config of model type ``kind`` from its fields (sections as mappings or dataclasses), e.g.
     ``model_config("logreg", rate_prior=5.0)``; a field the type does not read is an error naming it."""
     return model_config_from_dict(to_plain({**fields, "type": kind}))
@@ -517,7 +518,7 @@ def model_config_from_dict(data: Mapping[str, Any], where: str = "model") -> Mod
     naming the key, the type and the keys it reads."""
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    kind = data.get("type", "dfgr")
+    kind = model_type_of(data)
     try:
         check_model_type(kind)
     except ValueError as e:
@@ -533,9 +534,16 @@ def model_config_from_dict(data: Mapping[str, Any], where: str = "model") -> Mod
     return from_dict(cls, data, where)
 
 
-def retarget(data: Mapping[str, Any], kind: str) -> Tuple[Dict[str, Any], List[str]]:
-    """A ``model:`` mapping written for another type, re-targeted at ``kind`` (``model.type=dcn`` on
-    a DFGR file): the keys ``kind`` does not read are left out; returns the mapping and those keys."""
+def model_type_of(data: Any) -> Any:
+    """The type a ``model:`` mapping builds (its ``type``, else the default; the default for no mapping)."""
+    return data.get("type", DEFAULT_MODEL_TYPE) if isinstance(data, Mapping) else DEFAULT_MODEL_TYPE
+
+
+def retarget(data: Mapping[str, Any], kind: Optional[str] = None) -> Tuple[Dict[str, Any], List[str]]:
+    """A ``model:`` mapping written for another type (or by an older version, with every type's keys),
+    re-targeted at ``kind`` (default: its own ``type``; ``model.type=dcn`` on a DFGR file): the keys
+    ``kind`` does not read are left out; returns the mapping and those keys."""
+    kind = model_type_of(data) if kind is None else kind
     if kind not in MODEL_CONFIGS:
         return dict(data), []
     dropped, inner = unread_keys(kind, data), sections(MODEL_CONFIGS[kind])

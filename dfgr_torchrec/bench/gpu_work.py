@@ -5,7 +5,8 @@ Needs only torch (and triton for the ``triton`` backend): no torchrec, fbgemm or
 stacks are :class:`~dfgr_torchrec.modules.stack.GenerativeStack` run by the same plain-tensor
 passes ``DualFlowInteraction.forward`` and ``MetaGRInteraction.forward`` wrap
 (:func:`~dfgr_torchrec.modules.stack.dual_flow_states`, ``interleaved_states``), since those two
-modules import torchrec for ``JaggedTensor``; a CPU test holds both equal to the modules'. Every function takes the device, so the whole run
+modules import torchrec for ``JaggedTensor``; a CPU test holds both equal to the modules'. Every
+function takes the device, so the whole run
 also works on CPU at toy sizes (the tests), with wall-clock timers and no memory figures.
 """
 
@@ -263,18 +264,9 @@ def correctness(
 # --- timing: the models' interaction stacks, forward + backward -----------------------------------
 
 
-def dfgr_forward(stack: GenerativeStack, real: torch.Tensor, fake: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """``DualFlowInteraction.forward`` (position mask, no timestamps) on plain tensors: the fake flow's states."""
-    return dual_flow_states(stack, real, fake, offsets)
-
-
-def metagr_forward(
-    stack: GenerativeStack, items: torch.Tensor, actions: torch.Tensor, offsets: torch.Tensor
-) -> torch.Tensor:
-    """``MetaGRInteraction.forward`` (position mask, no timestamps) on plain tensors: the item tokens' states."""
-    return interleaved_states(stack, items, actions, offsets)
-
-
+# ``DualFlowInteraction.forward`` and ``MetaGRInteraction.forward`` (position mask, no timestamps) on
+# plain tensors: the fake flow's states, and the item tokens' states
+dfgr_forward, metagr_forward = dual_flow_states, interleaved_states
 FORWARDS = {"dfgr": dfgr_forward, "metagr": metagr_forward}
 
 

@@ -25,6 +25,7 @@ from dfgr_torchrec.config import (
     check_model_type,
     from_dict,
     model_config_from_dict,
+    model_type_of,
     retarget,
     to_plain,
 )
@@ -191,12 +192,11 @@ def load_train_config(path: str, overrides: Sequence[str] = (), recorded: bool =
     (a run directory's ``config.yaml``, which an older version wrote with every type's keys). Then
     those keys are left out, and listed in ``config.left_out``."""
     raw = load_raw(path)
-    model = raw.get("model") if isinstance(raw.get("model"), Mapping) else {}
-    written_for = model.get("type", "dfgr")
+    written_for = model_type_of(raw.get("model"))
     raw = apply_overrides(raw, overrides)
     model, left_out = raw.get("model"), []
-    if isinstance(model, Mapping) and (recorded or model.get("type", "dfgr") != written_for):
-        raw["model"], left_out = retarget(model, model.get("type", "dfgr"))
+    if isinstance(model, Mapping) and (recorded or model_type_of(model) != written_for):
+        raw["model"], left_out = retarget(model)
     try:
         hooks = fault_hooks_of(raw)
     except ValueError as e:

@@ -105,8 +105,8 @@ class Ranker:
         directory = artifact_dir(directory)
         manifest = read_manifest(directory, program=compiled)
         try:
-            recorded = manifest["model"]  # an older version recorded every type's keys: left out here
-            config = model_config_from_dict(retarget(recorded, recorded.get("type", "dfgr"))[0])
+            # an older version recorded every type's keys: those the type does not read are left out
+            config = model_config_from_dict(retarget(manifest["model"])[0])
             model = build_model(config, device=torch.device("cpu"))
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"{os.path.join(directory, 'artifact.json')}: model: {e}; export again") from None
