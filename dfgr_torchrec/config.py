@@ -370,13 +370,23 @@ class RankingModelConfig(ModelConfig):
     # add logreg's per-task rate features (smoothed item and user rates, log counts) through a
     # learned per-task linear term to the logits (models/rates.py; export refuses it)
     rate_terms: bool = False
-    rate_prior: float = 10.0  # rate_terms: pseudo-rows of the global rate in the smoothed item and user rates
+    # add logreg's own logits (all four rate features, fitted in closed form on the training rows) as
+    # a frozen offset to the logits, the head's output layer starting at zero: the model starts as the
+    # floor and learns the residual (models/rates.py; export refuses it)
+    rate_offset: bool = False
+    rate_prior: float = 10.0  # rate_terms, rate_offset: pseudo-rows of the global rate in the smoothed rates
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_rate_prior(self.rate_prior)
-        for name in ("head_per_task", "bias_terms", "rate_terms"):
+        for name in ("head_per_task", "bias_terms", "rate_terms", "rate_offset"):
             check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
+        check(
+            not (self.rate_terms and self.rate_offset),
+            "rate_offset",
+            "false when rate_terms is true (the offset holds the rates the terms would learn)",
+            self.rate_offset,
+        )
         if self.embeddings.merge == MergeOp.SUM:
             check(
                 self.embeddings.embedding_dim == self.interaction.d_model,

@@ -13,7 +13,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor
 from dfgr_torchrec.batch import SequenceBatch
 from dfgr_torchrec.config import MaskMode, ModelConfig, RankingModelConfig
 from dfgr_torchrec.models.output import RankingOutput  # noqa: F401 (re-exported)
-from dfgr_torchrec.models.rates import RateTerms
+from dfgr_torchrec.models.rates import RateOffset, RateTerms
 from dfgr_torchrec.modules import context_token as context_ops
 from dfgr_torchrec.modules.bias_terms import BiasTerms
 from dfgr_torchrec.modules.dual_flow import DualFlowInteraction
@@ -36,12 +36,15 @@ class GenerativeRankingModel(nn.Module):
         self.embedding = SequenceEmbedding(config.embeddings, device=device)
         # built right after the tables, so the dense parameters initialise in the order they always have
         self.tokens = DualFlowTokens(dim, config.embeddings.merge, d_model, device=device) if merge_tokens else None
-        per_task = getattr(config, "head_per_task", False)  # not hstu's
-        self.head = MultiTaskHead(d_model, len(config.tasks), config.head_hidden_dims, device=device, per_task=per_task)
-        bias, rates = getattr(config, "bias_terms", False), getattr(config, "rate_terms", False)  # not hstu's
+        per_task, offset = getattr(config, "head_per_task", False), getattr(config, "rate_offset", False)  # not hstu's
+        self.head = MultiTaskHead(
+            d_model, len(config.tasks), config.head_hidden_dims, device=device, per_task=per_task, zero_output=offset
+        )
+        bias, rates = getattr(config, "bias_terms", False), getattr(config, "rate_terms", False)
         self.bias_terms = BiasTerms(config.embeddings, len(config.tasks), device=device) if bias else None
         session = config.interaction.mask_mode == MaskMode.SESSION
         self.rate_terms = RateTerms(len(config.tasks), config.rate_prior, session, device=device) if rates else None
+        self.rate_offset = RateOffset(len(config.tasks), config.rate_prior, session) if offset else None
         self.loss = MultiTaskBCELoss([t.weight for t in config.tasks])
         self.repeat = RepeatFeature(config.embeddings, session, device) if config.embeddings.repeat_feature else None
 
@@ -57,10 +60,12 @@ class GenerativeRankingModel(nn.Module):
         return self.repeat.candidates(batch.features, batch.timestamps, batch.candidate_timestamps)
 
     def fit_training_data(self, data) -> None:
-        """The statistics hand-off of ``model.rate_terms`` (:mod:`dfgr_torchrec.models.rates`),
-        called by ``build_model(..., data=)``; nothing to fit without them."""
-        if self.rate_terms is not None:
-            self.rate_terms.fit(data)
+        """The statistics hand-off of ``model.rate_terms`` and ``model.rate_offset``
+        (:mod:`dfgr_torchrec.models.rates`), called by ``build_model(..., data=)``; nothing to fit
+        without them."""
+        for rates in (self.rate_terms, self.rate_offset):
+            if rates is not None:
+                rates.fit(data)
 
     def context_token(self, users: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``[B, d]`` the users' context tokens when ``embeddings.user_context`` is ``"token"``
@@ -101,10 +106,13 @@ class GenerativeRankingModel(nn.Module):
         return logits if self.bias_terms is None else logits + self.bias_terms(features, candidates)
 
     def batch_logits(self, states: torch.Tensor, batch: SequenceBatch, candidates: bool) -> torch.Tensor:
-        """:meth:`logits` plus the rate terms of the same rows, when the model has them (they read
-        the batch's labels and timestamps, not only its features)."""
+        """:meth:`logits` plus the rate terms or offset of the same rows, when the model has them
+        (they read the batch's labels and timestamps, not only its features)."""
         logits = self.logits(states, batch.features, candidates)
-        return logits if self.rate_terms is None else logits + self.rate_terms(batch, candidates)
+        for rates in (self.rate_terms, self.rate_offset):
+            if rates is not None:
+                logits = logits + rates(batch, candidates)
+        return logits
 
     def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:
         logits = self.batch_logits(states, batch, candidates=False)

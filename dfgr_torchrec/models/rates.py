@@ -17,7 +17,8 @@ not parameters or buffers, so no optimizer, checkpoint or data-parallel broadcas
 
 :class:`RateTerms` is the learned per-task linear map of these features (``logreg`` is that map
 alone; ``model.rate_terms: true`` adds it to DFGR's and MetaGR's logits), started from the
-closed-form fit on the training rows.
+closed-form fit on the training rows. :class:`RateOffset` (``model.rate_offset: true``) adds
+``logreg``'s closed-form logits instead, frozen: the sequence model learns the residual over the floor.
 """
 
 from __future__ import annotations
@@ -240,3 +241,39 @@ class RateTerms(nn.Module):
     def forward(self, batch: SequenceBatch, candidates: bool) -> torch.Tensor:
         x = self.features(batch, candidates=candidates)[:, self.num_tasks :]  # all but the item rates
         return F.linear(x, self.weight, self.bias)
+
+
+class RateOffset(nn.Module):
+    """``model.rate_offset``: ``[n, num_tasks]`` logits of ``logreg``'s closed-form fit (all four rate
+    features, the item rates included, fitted on the training rows by :meth:`fit`), added to a sequence
+    model's logits as a constant: no gradient reaches them, and no optimizer, checkpoint or broadcast
+    sees them (they are recomputed from the prepared data, deterministically, like the counts). Frozen,
+    a training row's held-out item rate cannot become a label detector next to the item's table row
+    (a learned weight could turn negative and read the row's own label off the leave-one-out gap; the
+    fit's weight is the one ``logreg`` uses without an item table). With the head's output layer
+    started at zero the model starts as ``logreg`` and learns the residual.
+
+    Example::
+
+        offset = RateOffset(num_tasks=3, prior=10.0, session=True)
+        offset.fit(prepared_data)
+        logits = head(states) + offset(batch, candidates=True)
+    """
+
+    def __init__(self, num_tasks: int, prior: float, session: bool) -> None:
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.features = RateFeatures(prior, session)
+        self.fitted: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    def fit(self, data) -> None:
+        self.fitted = fit_rates(self.features, data, self.num_tasks)
+
+    def forward(self, batch: SequenceBatch, candidates: bool) -> torch.Tensor:
+        if self.fitted is None:
+            raise RuntimeError(
+                "model.rate_offset has no fit: build the model with build_model(config, schema, data=prepared_data)"
+            )
+        x = self.features(batch, candidates=candidates)
+        weight, bias = (t.to(x.device) for t in self.fitted)
+        return F.linear(x, weight, bias)

@@ -19,6 +19,8 @@ class MultiTaskHead(nn.Module):
         per_task: one MLP (tower) of ``hidden_dims`` per task, each ending in its own logit, so a rare
             task's hidden layers are not shaped by the frequent ones; False: one MLP for all tasks.
         device: where to allocate.
+        zero_output: the output layer starts at zero (the head adds nothing until it has trained:
+            a residual over an offset such as ``model.rate_offset``'s).
     """
 
     def __init__(
@@ -28,12 +30,13 @@ class MultiTaskHead(nn.Module):
         hidden_dims: Sequence[int] = (),
         device: Optional[torch.device] = None,
         per_task: bool = False,
+        zero_output: bool = False,
     ) -> None:
         super().__init__()
         if per_task:
-            self.towers = nn.ModuleList(_mlp(d_model, hidden_dims, 1, device) for _ in range(num_tasks))
+            self.towers = nn.ModuleList(_mlp(d_model, hidden_dims, 1, device, zero_output) for _ in range(num_tasks))
         else:
-            self.mlp = _mlp(d_model, hidden_dims, num_tasks, device)
+            self.mlp = _mlp(d_model, hidden_dims, num_tasks, device, zero_output)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """``[T, d_model]`` -> ``[T, num_tasks]`` logits."""
@@ -42,12 +45,24 @@ class MultiTaskHead(nn.Module):
         return self.mlp(states)
 
 
-def _mlp(width: int, hidden_dims: Sequence[int], out: int, device: Optional[torch.device]) -> nn.Sequential:
+class ZeroLinear(nn.Linear):
+    """A linear layer whose ``reset_parameters`` (also what DistributedModelParallel calls when it
+    allocates a meta model) sets weight and bias to zero."""
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+def _mlp(
+    width: int, hidden_dims: Sequence[int], out: int, device: Optional[torch.device], zero_output: bool = False
+) -> nn.Sequential:
     layers: List[nn.Module] = []
     for hidden in hidden_dims:
         layers += [nn.Linear(width, hidden, device=device), nn.SiLU()]
         width = hidden
-    layers.append(nn.Linear(width, out, device=device))
+    layers.append((ZeroLinear if zero_output else nn.Linear)(width, out, device=device))
     return nn.Sequential(*layers)
 
 

@@ -63,11 +63,12 @@ def check_servable(config: ModelConfig) -> None:
     blocker = hstu_cache_blocker(config.interaction) if config.type == "hstu" else None
     if blocker is not None:
         raise ValueError(blocker)
-    if getattr(config, "rate_terms", False):
-        raise ValueError(
-            "model.rate_terms: export does not serve the rate terms yet (they read the training split's "
-            "counts and the history's labels); export a run trained without model.rate_terms=true"
-        )
+    for key in ("rate_terms", "rate_offset"):
+        if getattr(config, key, False):
+            raise ValueError(
+                f"model.{key}: export does not serve the rate features yet (they read the training split's "
+                f"counts and the history's labels); export a run trained without model.{key}=true"
+            )
 
 
 def write_artifact(

@@ -29,6 +29,7 @@ ADDED_KEYS = {
     "model.rate_terms": False,
     "model.rate_prior": 10.0,
     "model.head_per_task": False,
+    "model.rate_offset": False,
 }
 # the runner's run_name: <data>__<model>__p<point>[-<variant>]__s<seed>
 RUN_NAME = re.compile(r"(?P<data>.+?)__(?P<model>.+)__p(?P<point>\d+)(?:-(?P<variant>\w+))?__s(?P<seed>\d+)")
