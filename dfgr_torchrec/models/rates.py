@@ -251,7 +251,8 @@ class RateOffset(nn.Module):
     a training row's held-out item rate cannot become a label detector next to the item's table row
     (a learned weight could turn negative and read the row's own label off the leave-one-out gap; the
     fit's weight is the one ``logreg`` uses without an item table). With the head's output layer
-    started at zero the model starts as ``logreg`` and learns the residual.
+    started at zero the model starts as ``logreg`` (plus the bias terms' initial rows when
+    ``model.bias_terms`` is on) and learns the residual.
 
     Example::
 
