@@ -1,8 +1,5 @@
 """``model.rate_offset``: logreg's closed-form logits as a frozen offset, DFGR learning the residual."""
 
-import pathlib
-
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -14,10 +11,6 @@ from dfgr_torchrec.models.rates import RateOffset
 from dfgr_torchrec.modules.heads import MultiTaskHead, ZeroLinear
 from dfgr_torchrec.serving.export import check_servable
 from tests.models.test_rate_terms import _batch, _model, planted  # noqa: F401 (planted: the fixture)
-from tests.processes import train_then_eval_only
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def _offset_model(data, kind="dfgr", device=None):
@@ -101,13 +94,3 @@ def test_the_config_takes_it_on_the_sequence_models_only_and_not_beside_the_term
         RankingModelConfig(rate_offset="yes")
     with pytest.raises(ValueError, match=r"^model\.rate_offset: export does not serve"):
         check_servable(RankingModelConfig(rate_offset=True))
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
-def test_it_trains_and_evaluates_through_the_recipe_on_two_processes(tmp_path):
-    args = ["--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", "model.rate_offset=true"]
-    args += ["model.interaction.mask_mode=session", "data.num_workers=0", "train.epochs=1"]
-    final = train_then_eval_only(args, tmp_path / "debug", ROOT)
-    mean_auc = np.mean([t["auc"] for t in final["tasks"].values()])
-    assert mean_auc > 0.75, mean_auc  # the model starts as the floor

@@ -119,8 +119,9 @@ def test_export_refuses_it_in_one_line_naming_the_flag(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
-def test_it_trains_and_evaluates_through_the_recipe_on_two_processes(tmp_path):
-    args = ["--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", "model.rate_terms=true"]
+@pytest.mark.parametrize("flag", ["rate_terms", "rate_offset"])  # the offset: tests/models/test_rate_offset.py
+def test_it_trains_and_evaluates_through_the_recipe_on_two_processes(tmp_path, flag):
+    args = ["--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", f"model.{flag}=true"]
     args += ["model.interaction.mask_mode=session", "data.num_workers=0", "train.epochs=1"]
     final = train_then_eval_only(args, tmp_path / "debug", ROOT)
     mean_auc = np.mean([t["auc"] for t in final["tasks"].values()])
