@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -105,14 +105,20 @@ class GenerativeRankingModel(nn.Module):
         """``logits`` plus the bias terms of the same rows, when the model has them."""
         return logits if self.bias_terms is None else logits + self.bias_terms(features, candidates)
 
-    def batch_logits(self, states: torch.Tensor, batch: SequenceBatch, candidates: bool) -> torch.Tensor:
-        """:meth:`logits` plus the rate terms or offset of the same rows, when the model has them
+    def rate_modules(self) -> List[nn.Module]:
+        """The rate terms and offset the model has (each reads a ``RateFeatures`` as ``.features``)."""
+        return [m for m in (self.rate_terms, self.rate_offset) if m is not None]
+
+    def rate_logits(self, batch: SequenceBatch, candidates: bool) -> Optional[torch.Tensor]:
+        """``[n, num_tasks]`` the rate terms and offset of ``batch``'s rows summed, None without them
         (they read the batch's labels and timestamps, not only its features)."""
-        logits = self.logits(states, batch.features, candidates)
-        for rates in (self.rate_terms, self.rate_offset):
-            if rates is not None:
-                logits = logits + rates(batch, candidates)
-        return logits
+        terms = [rates(batch, candidates) for rates in self.rate_modules()]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def batch_logits(self, states: torch.Tensor, batch: SequenceBatch, candidates: bool) -> torch.Tensor:
+        """:meth:`logits` plus :meth:`rate_logits` of the same rows."""
+        logits, rates = self.logits(states, batch.features, candidates), self.rate_logits(batch, candidates)
+        return logits if rates is None else logits + rates
 
     def _output(self, states: torch.Tensor, batch: SequenceBatch) -> RankingOutput:
         logits = self.batch_logits(states, batch, candidates=False)

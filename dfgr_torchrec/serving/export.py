@@ -6,6 +6,8 @@ leaves a half-written artifact):
 - ``artifact.json``: format version, the complete model config, table precision, whether
   requests need timestamps, where it came from, and the size and blake2b digest of every file;
 - ``weights.pt``: the unsharded model's ``state_dict`` (tables included, fp32);
+- ``rates.pt`` (``model.rate_terms`` / ``model.rate_offset`` only): the training split's counts,
+  the offset's fit and each action's labels (:mod:`dfgr_torchrec.serving.rate_stats`);
 - ``vocab/``: raw id -> row for items, users, item side features (and actions when the data
   set has an action column), with the data set's OOV policy;
 - ``scoring.pt2``: the candidate graph (:mod:`dfgr_torchrec.serving.graph`) exported with
@@ -34,6 +36,7 @@ from dfgr_torchrec.modules.stu import hstu_cache_blocker
 from dfgr_torchrec.recipes.args import add_config_or_run, config_of, with_examples
 from dfgr_torchrec.serving.compile import compile_package, export_candidate_graph, quiet_tracing_logs
 from dfgr_torchrec.serving.precision import PRECISIONS, precision_error
+from dfgr_torchrec.serving.rate_stats import RATES_FILE, has_rates, rate_state
 from dfgr_torchrec.serving.requests import needs_timestamps
 from dfgr_torchrec.serving.trust import (  # noqa: F401 (re-exported: the artifact's layout)
     ARTIFACT_FILE,
@@ -63,12 +66,6 @@ def check_servable(config: ModelConfig) -> None:
     blocker = hstu_cache_blocker(config.interaction) if config.type == "hstu" else None
     if blocker is not None:
         raise ValueError(blocker)
-    for key in ("rate_terms", "rate_offset"):
-        if getattr(config, key, False):
-            raise ValueError(
-                f"model.{key}: export does not serve the rate features yet (they read the training split's "
-                f"counts and the history's labels); export a run trained without model.{key}=true"
-            )
 
 
 def write_artifact(
@@ -80,19 +77,28 @@ def write_artifact(
     source: Optional[Dict[str, Any]] = None,
     precision: str = "fp32",
     check_batches: Iterable[SequenceBatch] = (),
+    data=None,
 ) -> str:
     """Writes the artifact of an unsharded ``model`` (eval mode) to ``out``; returns ``out``.
 
     ``tables="int8"`` makes the :class:`Ranker` serve TorchRec's quantized (int8 row) tables;
     ``precision="bf16"`` exports the candidate graph in bf16, its error against fp32 measured on
-    the users of ``check_batches`` and recorded in ``artifact.json`` (``precision_error``).
+    the users of ``check_batches`` and recorded in ``artifact.json`` (``precision_error``). A model
+    with ``model.rate_terms`` or ``model.rate_offset`` needs ``data``, its ``PreparedData``: the
+    training counts and the labels of each action go into ``rates.pt``
+    (:mod:`dfgr_torchrec.serving.rate_stats`).
     """
     config = model.config
     check_servable(config)
     if tables not in TABLE_PRECISIONS:
         raise ValueError(f"tables: expected one of {list(TABLE_PRECISIONS)}, got {tables!r}")
+    if has_rates(model) and data is None:
+        raise ValueError("data: a model with rate features exports with its prepared data set (write_artifact(data=))")
+    rates = rate_state(model, data, vocabs.action is not None) if has_rates(model) else None
     with atomic_directory(out) as tmp:
         torch.save(model.state_dict(), os.path.join(tmp, WEIGHTS_FILE))
+        if rates is not None:
+            torch.save(rates, os.path.join(tmp, RATES_FILE))
         os.mkdir(os.path.join(tmp, VOCAB_DIR))
         vocabs.save(os.path.join(tmp, VOCAB_DIR))
         program = export_candidate_graph(model, precision)
@@ -164,7 +170,7 @@ def export_run(
         lock_run(train_config.run_dir, "export")  # not while a run writes it (a read-only copy: nothing can)
     found = RunDirectory(train_config.run_dir).evaluation_checkpoint(checkpoint)
     data = prepared_data_of(train_config)
-    model = load_model_for_inference(resolve_model_config(train_config, data), found)
+    model = load_model_for_inference(resolve_model_config(train_config, data), found, data=data)
     source = {
         "config": config_path,
         "overrides": list(overrides),
@@ -173,7 +179,8 @@ def export_run(
     }
     checks = SequenceDataset(data, "valid", 64, train_config.data.max_seq_len, user_id=train_config.data.user_id)
     vocabs = Vocabularies.from_prepared(data.path)
-    return write_artifact(model, vocabs, out, compile, tables, source, precision, checks if precision != "fp32" else ())
+    checks = checks if precision != "fp32" else ()
+    return write_artifact(model, vocabs, out, compile, tables, source, precision, checks, data=data)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -112,10 +112,11 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
     return model
 
 
-def load_model_for_inference(config: ModelConfig, checkpoint_dir: str) -> nn.Module:
+def load_model_for_inference(config: ModelConfig, checkpoint_dir: str, data=None) -> nn.Module:
     """The registered model of a complete ``config`` on CPU, unsharded, with the checkpoint's
-    weights, in eval mode (no process group, no DistributedModelParallel)."""
+    weights, in eval mode (no process group, no DistributedModelParallel); ``data`` (the run's
+    ``PreparedData``) fits what a model computes from the training split (``model.rate_offset``)."""
     config.require_complete()
-    model = build_model(config, device=torch.device("cpu"))
+    model = build_model(config, device=torch.device("cpu"), data=data)
     load_weights(model, checkpoint_dir)
     return model.eval()

@@ -50,7 +50,7 @@ def measure(
     """The fp32 and int8 test metrics and table sizes of ``run_dir``'s best checkpoint."""
     config = load_train_config(os.path.join(run_dir, "config.yaml"), recorded=True)
     data = data or prepared_data_of(config, root)
-    model = load_model_for_inference(resolve_model_config(config, data), os.path.join(run_dir, "best"))
+    model = load_model_for_inference(resolve_model_config(config, data), os.path.join(run_dir, "best"), data=data)
     dataset = SequenceDataset(data, "test", batch_size, config.data.max_seq_len, user_id=config.data.user_id)
     fp32, fp32_bytes = split_metrics(model, dataset, data.tasks), table_bytes(model)
     quantize_tables(model, torch.qint8)

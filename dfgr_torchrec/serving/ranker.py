@@ -16,6 +16,7 @@ are in the artifact.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -32,6 +33,7 @@ from dfgr_torchrec.serving.compile import MAX_CACHED_TOKENS, MAX_CANDIDATES, loa
 from dfgr_torchrec.serving.graph import graph_inputs
 from dfgr_torchrec.serving.history import HistoryState
 from dfgr_torchrec.serving.limits import RequestLimits
+from dfgr_torchrec.serving.rate_stats import RATES_FILE, has_rates, history_labels, load_rate_state
 from dfgr_torchrec.serving.requests import (
     EncodedRequest,
     Request,
@@ -55,6 +57,16 @@ class _CachedHistory:
     @property
     def nbytes(self) -> int:
         return self.state.nbytes + self.rows.numel() * self.rows.element_size()
+
+
+def _load_rates(model: torch.nn.Module, directory: str, files: Dict[str, Any]) -> torch.Tensor:
+    """Hands the artifact's ``rates.pt`` to ``model``'s rate features; returns each action's labels."""
+    if RATES_FILE not in files:
+        raise ValueError(
+            f"{os.path.join(directory, 'artifact.json')}: no entry for {RATES_FILE} in files "
+            "(the model reads rate features: model.rate_terms / model.rate_offset); export again"
+        )
+    return load_rate_state(model, os.path.join(directory, RATES_FILE))
 
 
 class Ranker:
@@ -85,6 +97,8 @@ class Ranker:
         self.schema = RequestSchema.of(vocabs, needs_timestamps, limits)
         self.tasks = list(vocabs.tasks)
         self.unknown: Dict[str, int] = {}
+        # [action rows, tasks]: the labels the rate features count for each history action (rates.pt)
+        self.action_labels: Optional[torch.Tensor] = None
 
     @classmethod
     def load(
@@ -111,6 +125,7 @@ class Ranker:
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise ValueError(f"{os.path.join(directory, 'artifact.json')}: model: {e}; export again") from None
         load_state(model, os.path.join(directory, WEIGHTS_FILE))
+        action_labels = _load_rates(model, directory, manifest["files"]) if has_rates(model) else None
         model.eval()
         if manifest["tables"] == "int8":
             from dfgr_torchrec.serving.quantize import quantize_tables
@@ -118,7 +133,9 @@ class Ranker:
             quantize_tables(model)
         vocabs = Vocabularies.load(os.path.join(directory, VOCAB_DIR))
         scoring = load_scoring(directory, allow_native, manifest["files"]) if compiled else None
-        return cls(model, vocabs, scoring, cache_bytes, bool(manifest["needs_timestamps"]), limits)
+        ranker = cls(model, vocabs, scoring, cache_bytes, bool(manifest["needs_timestamps"]), limits)
+        ranker.action_labels = action_labels
+        return ranker
 
     def score_lines(self, lines: Iterable[Any]) -> Tuple[List[Dict[str, Any]], List[RequestError]]:
         """Scores every good JSONL line (``str`` or ``bytes``; a ``dict`` is an already parsed request);
@@ -138,8 +155,10 @@ class Ranker:
         encoded = encode_request(request, self.vocabs)
         for name, count in encoded.unknown.items():
             self.unknown[name] = self.unknown.get(name, 0) + count
+        rates = self._rate_logits(encoded)  # first: a request it refuses is not cached
         state = self._state(request.user, encoded)
-        probabilities = torch.sigmoid(self._logits(state, encoded)).tolist()
+        logits = self._logits(state, encoded)
+        probabilities = torch.sigmoid(logits if rates is None else logits + rates).tolist()
         scores = [
             {"item": c.item, **{task: p for task, p in zip(self.tasks, row)}}
             for c, row in zip(request.candidates, probabilities)
@@ -174,6 +193,22 @@ class Ranker:
         embedded = embedded if repeat is None else embedded + repeat
         logits = self.scoring(*graph_inputs(self.model.interaction, state, embedded, batch.candidate_timestamps))
         return self.model.with_bias_terms(logits, batch.features, candidates=True)  # outside the exported graph
+
+    def _rate_logits(self, encoded: EncodedRequest) -> Optional[torch.Tensor]:
+        """``[M, num_tasks]`` the rate terms and offset of the candidates, None without them: they
+        count the labels of the history the recipe's evaluation shows (the newest ``max_seq_len``)."""
+        if not has_rates(self.model):
+            return None
+        if self.action_labels is None:
+            raise RuntimeError("this model reads rate features: load its artifact with Ranker.load")
+        n = encoded.history_items.shape[0]
+        first = max(n - self.model.config.interaction.max_seq_len, 0)
+        try:
+            labels = history_labels(self.action_labels, encoded.history_actions[first:], first)
+        except ValueError as e:
+            raise RequestError(encoded.line, str(e)) from None
+        batch = self._batch(encoded, slice(first, None), candidates=True)
+        return self.model.rate_logits(dataclasses.replace(batch, labels=labels), candidates=True)
 
 
 def history_rows(encoded: EncodedRequest) -> torch.Tensor:

@@ -9,7 +9,6 @@ from dfgr_torchrec.distributed.sharding import shard_model
 from dfgr_torchrec.models import build_model
 from dfgr_torchrec.models.rates import RateOffset
 from dfgr_torchrec.modules.heads import MultiTaskHead, ZeroLinear
-from dfgr_torchrec.serving.export import check_servable
 from tests.models.test_rate_terms import _batch, _model, planted  # noqa: F401 (planted: the fixture)
 
 
@@ -92,5 +91,3 @@ def test_the_config_takes_it_on_the_sequence_models_only_and_not_beside_the_term
         RankingModelConfig(rate_terms=True, rate_offset=True)
     with pytest.raises(ValueError, match="^rate_offset: expected true or false"):
         RankingModelConfig(rate_offset="yes")
-    with pytest.raises(ValueError, match=r"^model\.rate_offset: export does not serve"):
-        check_servable(RankingModelConfig(rate_offset=True))

@@ -1,5 +1,6 @@
 """``model.rate_terms``: logreg's rate features through a learned per-task linear term in DFGR's logits."""
 
+import json
 import pathlib
 
 import numpy as np
@@ -19,7 +20,9 @@ from dfgr_torchrec.data.config import DataConfig
 from dfgr_torchrec.data.dataset import PreparedData, SequenceDataset
 from dfgr_torchrec.data.prepare import prepare
 from dfgr_torchrec.models import build_model
-from dfgr_torchrec.serving.export import check_servable, export_run
+from dfgr_torchrec.serving.export import export_run
+from dfgr_torchrec.serving.ranker import Ranker
+from dfgr_torchrec.serving.replay import evaluate, replay
 from tests.data.conftest import write_config
 from tests.models.test_logreg import _planted_log
 from tests.processes import train_then_eval_only
@@ -105,24 +108,27 @@ def test_only_the_sequence_models_take_it():
         RankingModelConfig(rate_terms="yes")
 
 
-def test_export_refuses_it_in_one_line_naming_the_flag(tmp_path):
-    with pytest.raises(ValueError) as refused:
-        check_servable(RankingModelConfig(rate_terms=True))
-    assert str(refused.value).startswith("model.rate_terms:") and "\n" not in str(refused.value)
-    check_servable(RankingModelConfig())  # the default serves
-    with pytest.raises(ValueError, match=r"^model\.rate_terms:"):  # before any run, checkpoint or data is read
-        export_run(
-            "configs/train/debug.yaml", str(tmp_path / "artifact"), [f"output_dir={tmp_path}", "model.rate_terms=true"]
-        )
-    assert not (tmp_path / "artifact").exists()
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent")
 @pytest.mark.parametrize("flag", ["rate_terms", "rate_offset"])  # the offset: tests/models/test_rate_offset.py
-def test_it_trains_and_evaluates_through_the_recipe_on_two_processes(tmp_path, flag):
-    args = ["--config", "configs/train/debug.yaml", f"output_dir={tmp_path}", f"model.{flag}=true"]
-    args += ["model.interaction.mask_mode=session", "data.num_workers=0", "train.epochs=1"]
-    final = train_then_eval_only(args, tmp_path / "debug", ROOT)
+def test_it_trains_evaluates_and_serves_through_the_recipe_on_two_processes(tmp_path, flag, monkeypatch):
+    """Trained by the recipe; exported, its test split replayed as raw-id requests and scored by the
+    Ranker, it reproduces the recipe's test metrics (the counts, the fit, the history's labels)."""
+    overrides = [f"output_dir={tmp_path}", f"model.{flag}=true", "model.interaction.mask_mode=session"]
+    overrides += ["data.num_workers=0", "train.epochs=1"]
+    final = train_then_eval_only(["--config", "configs/train/debug.yaml", *overrides], tmp_path / "debug", ROOT)
     mean_auc = np.mean([t["auc"] for t in final["tasks"].values()])
     assert mean_auc > 0.75, mean_auc  # the fitted start already scores as logreg does
+
+    monkeypatch.chdir(ROOT)  # the config names its data set relative to the repository
+    out = export_run("configs/train/debug.yaml", str(tmp_path / "artifact"), overrides, compile=False)
+    data = PreparedData(json.loads((pathlib.Path(out) / "artifact.json").read_text())["source"]["data"])
+    pairs = list(replay(data, "test", max_seq_len=64))
+    results, errors = Ranker.load(out, compiled=False).score_lines([request for request, _ in pairs])
+    assert errors == [] and len(results) == len(pairs)
+    scores, labels = tmp_path / "scores.jsonl", tmp_path / "labels.jsonl"
+    scores.write_text("".join(json.dumps(r) + "\n" for r in results))
+    labels.write_text("".join(json.dumps(lab) + "\n" for _, lab in pairs))
+    served = evaluate(str(scores), str(labels), list(final["tasks"]))
+    for task, metrics in final["tasks"].items():
+        assert served[task]["auc"] == pytest.approx(metrics["auc"], abs=1e-5), task
