@@ -70,6 +70,14 @@ STUDIES = (
         "2026-12-06, beside other work (load 3 to 7).",
     ),
     Study(
+        "small_movielens_v2",
+        "Small-log protocol, validated every 10 steps: 1,007 MovieLens-1M users",
+        "configs/study/small_movielens_v2.yaml",
+        "As the small-log protocol, every model validated every 10 steps with a patience of 10 validations "
+        "(at every 50 steps every sequence model and logreg chose its first validation). 2 processes per run, "
+        "2026-12-07 05:49 to 07:05 UTC, beside other work (load 2 to 4).",
+    ),
+    Study(
         "scaling_movielens_v2",
         "Scaling study: DFGR and MetaGR at 5 sizes on MovieLens-1M",
         "configs/study/scaling_movielens.yaml",

@@ -30,6 +30,7 @@ STUDIES = {
     "configs/study/scaling_movielens.yaml": "results/scaling_movielens_v2",
     "configs/study/ablation_pointwise.yaml": "results/ablation_pointwise_v2",
     "configs/study/small_movielens.yaml": "results/small_movielens",
+    "configs/study/small_movielens_v2.yaml": "results/small_movielens_v2",
     "configs/study/repeat_synth.yaml": "results/repeat_synth",
 }
 
