@@ -88,6 +88,7 @@ class Ranker:
         cache_bytes: int = 256 << 20,
         needs_timestamps: bool = True,
         limits: Optional[RequestLimits] = None,
+        action_labels: Optional[torch.Tensor] = None,
     ) -> None:
         self.model = model.eval()
         self.scorer = CachedScorer(model)
@@ -98,7 +99,7 @@ class Ranker:
         self.tasks = list(vocabs.tasks)
         self.unknown: Dict[str, int] = {}
         # [action rows, tasks]: the labels the rate features count for each history action (rates.pt)
-        self.action_labels: Optional[torch.Tensor] = None
+        self.action_labels = action_labels
 
     @classmethod
     def load(
@@ -133,9 +134,7 @@ class Ranker:
             quantize_tables(model)
         vocabs = Vocabularies.load(os.path.join(directory, VOCAB_DIR))
         scoring = load_scoring(directory, allow_native, manifest["files"]) if compiled else None
-        ranker = cls(model, vocabs, scoring, cache_bytes, bool(manifest["needs_timestamps"]), limits)
-        ranker.action_labels = action_labels
-        return ranker
+        return cls(model, vocabs, scoring, cache_bytes, bool(manifest["needs_timestamps"]), limits, action_labels)
 
     def score_lines(self, lines: Iterable[Any]) -> Tuple[List[Dict[str, Any]], List[RequestError]]:
         """Scores every good JSONL line (``str`` or ``bytes``; a ``dict`` is an already parsed request);
@@ -174,11 +173,14 @@ class Ranker:
             if rows.shape[0] > n:
                 state = self.scorer.append(state, self._batch(encoded, slice(n, None), candidates=False))
         else:
-            window = slice(max(rows.shape[0] - self.model.config.interaction.max_seq_len, 0), None)
-            state = self.scorer.encode(self._batch(encoded, window, candidates=False))[0]
+            state = self.scorer.encode(self._batch(encoded, self._window(encoded), candidates=False))[0]
         if self.cache is not None and user is not None:
             self.cache.put(user, _CachedHistory(state, rows))
         return state
+
+    def _window(self, encoded: EncodedRequest) -> slice:
+        """The newest ``max_seq_len`` history interactions: what a fresh encode and the recipe's evaluation see."""
+        return slice(max(encoded.history_items.shape[0] - self.model.config.interaction.max_seq_len, 0), None)
 
     def _batch(self, encoded: EncodedRequest, history: slice, candidates: bool) -> SequenceBatch:
         return request_batch(encoded, history, candidates, list(self.model.config.embeddings.user_vocab_sizes))
@@ -201,13 +203,12 @@ class Ranker:
             return None
         if self.action_labels is None:
             raise RuntimeError("this model reads rate features: load its artifact with Ranker.load")
-        n = encoded.history_items.shape[0]
-        first = max(n - self.model.config.interaction.max_seq_len, 0)
+        window = self._window(encoded)
         try:
-            labels = history_labels(self.action_labels, encoded.history_actions[first:], first)
+            labels = history_labels(self.action_labels, encoded.history_actions[window], window.start)
         except ValueError as e:
             raise RequestError(encoded.line, str(e)) from None
-        batch = self._batch(encoded, slice(first, None), candidates=True)
+        batch = self._batch(encoded, window, candidates=True)
         return self.model.rate_logits(dataclasses.replace(batch, labels=labels), candidates=True)
 
 
